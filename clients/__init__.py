@@ -1,0 +1,1 @@
+"""clients stage of the Pooch Predictor latency lab."""

@@ -1,0 +1,1 @@
+"""recording stage of the Pooch Predictor latency lab."""

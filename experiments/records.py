@@ -1,0 +1,128 @@
+"""The trial record: the one data object that flows recorder -> sweep -> analysis.
+
+A trial is one measurement of one configuration (a point of the sweep's design) in one
+repetition. The recorder fills a :class:`TrialRecord`; the sweep runner saves it atomically the
+moment the trial ends; analysis reads only saved records. Latencies are never stored as
+summaries: every window keeps its full HdrHistogram (microseconds, 3 significant figures,
+``hdrh`` ``encode()`` text), so percentiles of a configuration come from merged histograms,
+never from averaged percentiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+# HdrHistogram settings shared by every recorder and reader (microseconds).
+HDR_LOWEST_US = 1
+HDR_HIGHEST_US = 3_600_000_000  # one hour
+HDR_SIGNIFICANT_FIGURES = 3
+
+
+@dataclass
+class Window:
+    """One measurement window of a trial (warm-up windows are never stored here)."""
+
+    index: int
+    start_s: float  # seconds since the trial's measurement phase began
+    duration_s: float
+    requests: int  # answered successfully; their latencies are in `histogram`
+    errors: int
+    histogram: str  # hdrh encode() of successful latencies, microseconds
+    # Closed loop only: the same latencies with HdrHistogram's expected-interval correction.
+    corrected_histogram: str | None = None
+
+
+@dataclass
+class Validity:
+    valid: bool = True
+    reasons: list[str] = field(default_factory=list)
+
+    def invalidate(self, reason: str) -> None:
+        self.valid = False
+        self.reasons.append(reason)
+
+
+@dataclass
+class TrialRecord:
+    run_id: str
+    trial_id: str  # unique within the run
+    config_id: str  # shared by every repetition of one factor combination
+    repetition: int
+    factors: dict[str, Any]  # every factor's value for this trial
+    seed: int
+    status: Literal["ok", "failed"] = "ok"
+    failure_reason: str | None = None
+    started_at: str = ""  # ISO 8601, UTC
+    ended_at: str = ""
+    # How load was applied: {"mode": "closed"|"open", "users"|"rate_rps", "workers", ...}
+    load: dict[str, Any] = field(default_factory=dict)
+    windows: list[Window] = field(default_factory=list)
+    stable: bool = False  # perf_analyzer's rule over the last 3 windows
+    stable_windows: list[int] = field(default_factory=list)  # indices merged into the result
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    outstanding_at_end: int = 0  # counted as timeouts
+    lateness_histogram: str | None = None  # open loop: actual minus scheduled send, microseconds
+    # Per-request server timing from Server-Timing headers / gRPC trailers (hdrh text, us).
+    server_queue_histogram: str | None = None
+    server_compute_histogram: str | None = None
+    # Prometheus scrapes before/after the trial (TF Serving's metric names), as deltas.
+    server_metrics: dict[str, Any] = field(default_factory=dict)
+    # Mean client-side encode / wait / decode per request, microseconds.
+    client_timing_us: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, int] | None = None  # {"hits", "misses", "errors"} when a cache is in use
+    answer_paths: dict[str, int] = field(default_factory=dict)  # model / cache / fallback
+    # server_cpu_s, server_peak_rss_bytes, generator_cpu_percent, redis_cpu_s, steal_percent,
+    # energy_joules, energy_method ("rapl" | "estimate"), placement {...}
+    resources: dict[str, Any] = field(default_factory=dict)
+    validity: Validity = field(default_factory=Validity)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<record>") -> "TrialRecord":
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{source}: schema_version {version!r}, this lab reads {SCHEMA_VERSION}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown fields {sorted(unknown)}")
+        data = dict(data)
+        data["windows"] = [Window(**w) for w in data.get("windows", [])]
+        data["validity"] = Validity(**data.get("validity", {}))
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrialRecord":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not a trial record ({error})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a reader sees the old file or the whole new one, never half."""
+        write_atomically(Path(path), self.to_json())
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

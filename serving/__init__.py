@@ -1,0 +1,1 @@
+"""serving stage of the Pooch Predictor latency lab."""

@@ -1,0 +1,1 @@
+"""batching stage of the Pooch Predictor latency lab."""
