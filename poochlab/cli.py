@@ -15,6 +15,7 @@ from typing import Sequence
 # name -> (module holding add_arguments/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("poochlab.models.commands.train", "generate facts, train, evaluate and export a model version"),
+    "export": ("poochlab.models.commands.export", "export the newest trained model as the next version"),
     "serve": ("poochlab.serving.commands.serve", "run the lab's TF-Serving-compatible server (TF Serving's flags)"),
     "predict": ("poochlab.clients.commands.predict", "ask a running server for one prediction, with its timing"),
     "bench": ("poochlab.experiments.commands.bench", "micro-benchmarks of the server, clients and generator"),

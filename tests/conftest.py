@@ -5,4 +5,6 @@ Each fixture lives in its own module under tests/fixtures/ so its owner can chan
 
 pytest_plugins = [
     "fixtures.redis_server",
+    "fixtures.pooch_export",
+    "fixtures.lab_server",
 ]
