@@ -1,0 +1,319 @@
+"""Sweep specs: a design space described once in TOML, validated before anything runs.
+
+Layout of ``experiments/*.toml``::
+
+    [sweep]          name, question, design ("full_factorial" | "random"), samples (random),
+                     repetitions (default 3), seed, profile ("quick" | "standard"),
+                     server_kind ("lab"), p99_budget_ms
+    [factors]        factor = [values...]          the independent variables
+    [controls]       factor = value                held fixed (unlisted factors take defaults)
+    [batching.NAME]  TF Serving BatchingParameters fields, e.g. max_batch_size = 32
+    [batching_grid]  field = [values...]           expands into sets named "grid-<field><v>-..."
+    [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...}
+    [profile]        window_s, warmup_s, min_windows, max_windows overriding the profile
+
+Every error names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from poochlab.experiments.sweep.factors import FACTORS, LOAD_LEVELS, allowed_factor_names
+
+DESIGNS = ("full_factorial", "random")
+SERVER_KINDS = ("lab", "tfserving", "docker", "external")
+BATCHING_FIELDS = (
+    "max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
+    "allowed_batch_sizes", "pad_variable_length_inputs", "enable_large_batch_splitting",
+    "max_execution_batch_size",
+)
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run; the message names file, key and what was expected."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long each trial measures. `quick` is for the default run and CI-sized sweeps."""
+
+    name: str
+    window_s: float
+    warmup_s: float
+    min_windows: int
+    max_windows: int
+    calibration_s: float
+
+    @property
+    def trial_bounds_s(self) -> tuple[float, float]:
+        return (self.warmup_s + self.min_windows * self.window_s,
+                self.warmup_s + self.max_windows * self.window_s)
+
+
+PROFILES = {
+    "quick": Profile("quick", window_s=2.0, warmup_s=1.0, min_windows=3, max_windows=4, calibration_s=6.0),
+    "standard": Profile("standard", window_s=5.0, warmup_s=5.0, min_windows=3, max_windows=10, calibration_s=20.0),
+}
+
+DEFAULT_LOAD_LEVELS = {"light": 0.25, "medium": 0.5, "high": 0.85}
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: Path
+    name: str
+    question: str
+    design: str
+    samples: int | None
+    repetitions: int
+    seed: int
+    profile: Profile
+    server_kind: str
+    p99_budget_ms: float | None
+    factors: dict[str, list[Any]]  # varied, in file order
+    controls: dict[str, Any]  # every other factor, explicit or default
+    batching_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_levels: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOAD_LEVELS))
+    reference: dict[str, Any] = field(default_factory=dict)
+
+    def needs_calibration(self) -> bool:
+        return "load_level" in self.factors or self.controls.get("load_level") is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "name": self.name, "question": self.question,
+            "design": self.design, "samples": self.samples, "repetitions": self.repetitions,
+            "seed": self.seed, "profile": vars(self.profile), "server_kind": self.server_kind,
+            "p99_budget_ms": self.p99_budget_ms, "factors": self.factors, "controls": self.controls,
+            "batching_sets": self.batching_sets, "load_levels": self.load_levels,
+            "reference": self.reference,
+        }
+
+
+def load_spec(path: Path | str) -> SweepSpec:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such sweep spec") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    return parse_spec(data, path)
+
+
+def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
+    where = _Where(path)
+    where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile"))
+    sweep = data.get("sweep", {})
+    where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
+                                     "profile", "server_kind", "p99_budget_ms"))
+    design = where.choice("sweep.design", sweep.get("design", "full_factorial"), DESIGNS)
+    repetitions = where.integer("sweep.repetitions", sweep.get("repetitions", 3), 1, 100)
+    seed = where.integer("sweep.seed", sweep.get("seed", 1), 0, 2**63 - 1)
+    samples = sweep.get("samples")
+    if design == "random":
+        samples = where.integer("sweep.samples", samples, 1, 100_000)
+    elif samples is not None:
+        raise SpecError(f"{path}: sweep.samples: only used with design = \"random\"")
+    profile = PROFILES[where.choice("sweep.profile", sweep.get("profile", "standard"), tuple(PROFILES))]
+    profile = _profile_overrides(where, profile, data.get("profile", {}))
+    server_kind = where.choice("sweep.server_kind", sweep.get("server_kind", "lab"), SERVER_KINDS)
+    budget = sweep.get("p99_budget_ms")
+    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+        raise SpecError(f"{path}: sweep.p99_budget_ms: expected a positive number of milliseconds, got {budget!r}")
+
+    batching_sets = _batching_sets(where, data.get("batching", {}), data.get("batching_grid", {}))
+    factors = _factors(where, data.get("factors", {}), batching_sets, data.get("batching_grid"))
+    controls = _controls(where, data.get("controls", {}), factors, batching_sets)
+    load = data.get("load", {})
+    where.only_keys("load", load, ("levels", "reference"))
+    levels = dict(DEFAULT_LOAD_LEVELS)
+    for level, fraction in load.get("levels", {}).items():
+        where.choice("load.levels", level, LOAD_LEVELS)
+        levels[level] = where.number(f"load.levels.{level}", fraction, 0.0, 1.0)
+    spec = SweepSpec(
+        path=path, name=str(sweep.get("name", path.stem)), question=str(sweep.get("question", "")),
+        design=design, samples=samples, repetitions=repetitions, seed=seed, profile=profile,
+        server_kind=server_kind, p99_budget_ms=float(budget) if budget is not None else None,
+        factors=factors, controls=controls, batching_sets=batching_sets, load_levels=levels,
+    )
+    reference = _reference(where, load.get("reference", {}), spec)
+    spec = replace(spec, reference=reference)
+    _check_combinations(where, spec)
+    return spec
+
+
+class _Where:
+    """Builds error messages that name the file and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> SpecError:
+        return SpecError(f"{self.path}: {key}: {problem}")
+
+    def only_keys(self, table: str, data: Any, allowed: tuple[str, ...]) -> None:
+        if not isinstance(data, dict):
+            raise self.fail(table or "(top level)", f"expected a table, got {data!r}")
+        for key in data:
+            if key not in allowed:
+                name = f"{table}.{key}" if table else key
+                raise self.fail(name, f"unknown key; allowed: {', '.join(allowed)}")
+
+    def choice(self, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            raise self.fail(key, f"got {value!r}, allowed: {', '.join(allowed)}")
+        return value
+
+    def integer(self, key: str, value: Any, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"expected an integer from {low} to {high}, got {value!r}")
+        return value
+
+    def number(self, key: str, value: Any, low: float, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise self.fail(key, f"expected a number from {low} to {high}, got {value!r}")
+        return float(value)
+
+
+def _profile_overrides(where: _Where, profile: Profile, table: dict[str, Any]) -> Profile:
+    where.only_keys("profile", table, ("window_s", "warmup_s", "min_windows", "max_windows", "calibration_s"))
+    changes: dict[str, Any] = {}
+    for key in ("window_s", "warmup_s", "calibration_s"):
+        if key in table:
+            changes[key] = where.number(f"profile.{key}", table[key], 0.0 if key == "warmup_s" else 0.05, 3600.0)
+    for key in ("min_windows", "max_windows"):
+        if key in table:
+            changes[key] = where.integer(f"profile.{key}", table[key], 1, 1000)
+    profile = replace(profile, **changes)
+    if profile.max_windows < profile.min_windows:
+        raise where.fail("profile.max_windows", f"must be at least min_windows ({profile.min_windows})")
+    return profile
+
+
+def _batching_sets(where: _Where, sets: dict[str, Any], grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    where.only_keys("batching", sets, tuple(sets))
+    result: dict[str, dict[str, Any]] = {}
+    for name, fields_ in sets.items():
+        if name == "off":
+            raise where.fail("batching.off", "'off' means no batching and cannot name a set")
+        where.only_keys(f"batching.{name}", fields_, BATCHING_FIELDS)
+        result[name] = dict(fields_)
+    if grid:
+        where.only_keys("batching_grid", grid, BATCHING_FIELDS)
+        names = list(grid)
+        for key in names:
+            if not isinstance(grid[key], list) or not grid[key]:
+                raise where.fail(f"batching_grid.{key}", "expected a non-empty list of values")
+        for values in itertools.product(*(grid[k] for k in names)):
+            set_name = "grid-" + "-".join(f"{_short(k)}{v}" for k, v in zip(names, values))
+            result[set_name] = dict(zip(names, values))
+    for name, fields_ in result.items():
+        _validate_batching_set(where, name, fields_)
+    return result
+
+
+def _short(field_name: str) -> str:
+    return "".join(part[0] for part in field_name.split("_"))
+
+
+def _validate_batching_set(where: _Where, name: str, fields_: dict[str, Any]) -> None:
+    """Refuse what TF Serving would refuse, by parsing the very text it would be given."""
+    from poochlab.experiments.sweep.server_configs import batching_parameters_text
+
+    try:
+        from poochlab.serving.batching import parse_batching_parameters
+    except ImportError:  # the batching package is optional until it lands
+        return
+    try:
+        parse_batching_parameters(batching_parameters_text(fields_), source=f"batching.{name}")
+    except ValueError as error:
+        raise where.fail(f"batching.{name}", f"TF Serving would refuse this set: {error}") from None
+
+
+def _factors(where: _Where, table: dict[str, Any], batching_sets: dict[str, Any],
+             grid: dict[str, Any] | None) -> dict[str, list[Any]]:
+    factors: dict[str, list[Any]] = {}
+    for name, values in table.items():
+        if name not in FACTORS:
+            raise where.fail(f"factors.{name}", f"unknown factor; allowed: {allowed_factor_names()}")
+        if not isinstance(values, list) or not values:
+            raise where.fail(f"factors.{name}", f"expected a non-empty list of values, got {values!r}")
+        if len(set(map(repr, values))) != len(values):
+            raise where.fail(f"factors.{name}", f"values repeat: {values!r}")
+        factors[name] = [_check_value(where, f"factors.{name}", name, v, batching_sets) for v in values]
+    if grid:
+        grid_names = [n for n in batching_sets if n.startswith("grid-")]
+        listed = factors.get("batching", [])
+        factors["batching"] = listed + [n for n in grid_names if n not in listed]
+    return factors
+
+
+def _check_value(where: _Where, key: str, name: str, value: Any, batching_sets: dict[str, Any]) -> Any:
+    if name == "batching":
+        allowed = ("off", *batching_sets)
+        if value not in allowed:
+            raise where.fail(key, f"got {value!r}, allowed: {', '.join(allowed)} (define sets as [batching.NAME])")
+        return value
+    try:
+        return FACTORS[name].check(value)
+    except ValueError as error:
+        raise where.fail(key, str(error)) from None
+
+
+def _controls(where: _Where, table: dict[str, Any], factors: dict[str, list[Any]],
+              batching_sets: dict[str, Any]) -> dict[str, Any]:
+    controls: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in FACTORS:
+            raise where.fail(f"controls.{name}", f"unknown factor; allowed: {allowed_factor_names()}")
+        if name in factors:
+            raise where.fail(f"controls.{name}", "is also listed under [factors]; a factor is varied or held, not both")
+        controls[name] = _check_value(where, f"controls.{name}", name, value, batching_sets)
+    for name, factor in FACTORS.items():
+        if name not in factors and name not in controls and factor.default is not None:
+            controls[name] = factor.default
+    return controls
+
+
+def _reference(where: _Where, table: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:
+    """The configuration whose calibrated capacity defines the load levels."""
+    if not spec.needs_calibration():
+        if table:
+            raise where.fail("load.reference", "only used when load_level is a factor or control")
+        return {}
+    reference = {name: values[0] for name, values in spec.factors.items() if name != "load_level"}
+    for name, value in table.items():
+        if name not in FACTORS or FACTORS[name].side == "load":
+            raise where.fail(f"load.reference.{name}", "expected a non-load factor of this sweep")
+        reference[name] = _check_value(where, f"load.reference.{name}", name, value, spec.batching_sets)
+    return reference
+
+
+def _check_combinations(where: _Where, spec: SweepSpec) -> None:
+    varied_or_held = {**{k: v for k, v in spec.controls.items() if v is not None}, **spec.factors}
+    intensity = [name for name in ("load_level", "users", "rate_rps") if name in varied_or_held]
+    if len(intensity) > 1:
+        raise where.fail("factors", f"give one of load_level, users, rate_rps; this spec gives {', '.join(intensity)}")
+    modes = spec.factors.get("load_mode", [spec.controls.get("load_mode")])
+    if "rate_rps" in varied_or_held and "closed" in modes:
+        raise where.fail("rate_rps", "an arrival rate needs load_mode = \"open\" (a closed loop is set by users)")
+    if "load_level" in varied_or_held and "closed" in modes:
+        raise where.fail("load_level", "load levels are arrival rates: they need load_mode = \"open\"")
+    if "users" in varied_or_held and "open" in modes:
+        raise where.fail("users", "users set a closed loop: they need load_mode = \"closed\"")
+    if spec.server_kind == "external":
+        server_side = [n for n in spec.factors if FACTORS[n].side == "server"]
+        if server_side:
+            raise where.fail("factors", f"server_kind = \"external\" cannot apply server-side factors: {', '.join(server_side)}")
+    if spec.design == "random" and spec.samples is not None:
+        total = 1
+        for values in spec.factors.values():
+            total *= len(values)
+        if spec.samples > total:
+            raise where.fail("sweep.samples", f"{spec.samples} samples but the design space has only {total} points")

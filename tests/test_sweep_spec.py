@@ -1,0 +1,124 @@
+"""Sweep specs are validated before anything runs, and plans are randomised reproducibly."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from poochlab.experiments.sweep.plan import design_points, estimate_duration_s, plan_trials, server_starts
+from poochlab.experiments.sweep.spec import SpecError, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+[sweep]
+repetitions = 2
+seed = 5
+profile = "quick"
+[factors]
+protocol = ["rest", "grpc"]
+batching = ["off", "b1"]
+users = [1, 4]
+[batching.b1]
+max_batch_size = 8
+batch_timeout_micros = 500
+"""
+
+
+def test_every_shipped_spec_is_valid() -> None:
+    specs = sorted((REPO / "experiments").glob("*.toml"))
+    assert specs, "experiments/ ships at least the default spec"
+    for path in specs:
+        spec = load_spec(path)
+        assert plan_trials(spec), path
+
+
+def test_full_factorial_blocks_by_server_and_repeats(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, BASE))
+    trials = plan_trials(spec)
+    assert len(trials) == 2 * 2 * 2 * 2
+    counts = Counter(t.config_id for t in trials)
+    assert set(counts.values()) == {2} and len(counts) == 8
+    # Trials of one server configuration are contiguous within a repetition.
+    for repetition in (1, 2):
+        servers = [t.server for t in trials if t.repetition == repetition]
+        changes = sum(1 for a, b in zip(servers, servers[1:]) if a != b)
+        assert changes == 1
+    assert server_starts(trials) <= 4
+
+
+def test_order_is_seeded_and_differs_between_repetitions(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, BASE))
+    first = [t.trial_id for t in plan_trials(spec)]
+    assert first == [t.trial_id for t in plan_trials(spec)]
+    orders = {tuple(t.config_id for t in plan_trials(spec) if t.repetition == r) for r in (1, 2)}
+    other = load_spec(write_spec(tmp_path, BASE.replace("seed = 5", "seed = 6")))
+    orders_other = [t.config_id for t in plan_trials(other)]
+    # Two seeds (or two repetitions) giving the same order for 8 configs is a 1-in-many event.
+    assert len(orders) == 2 or orders_other != [t.config_id for t in plan_trials(spec)]
+
+
+def test_grpc_collapses_client_library(tmp_path: Path) -> None:
+    text = BASE.replace('users = [1, 4]', 'client_library = ["lean", "requests"]')
+    trials = plan_trials(load_spec(write_spec(tmp_path, text)))
+    grpc = {t.config_id for t in trials if t.factors["protocol"] == "grpc"}
+    rest = {t.config_id for t in trials if t.factors["protocol"] == "rest"}
+    assert len(rest) == 4 and len(grpc) == 2
+    assert all(t.factors["client_library"] == "grpcio" for t in trials if t.factors["protocol"] == "grpc")
+
+
+def test_random_design_samples_distinct_points(tmp_path: Path) -> None:
+    text = BASE.replace('profile = "quick"', 'profile = "quick"\ndesign = "random"\nsamples = 3')
+    spec = load_spec(write_spec(tmp_path, text))
+    points = design_points(spec)
+    assert len(points) == 3 and len({tuple(p.items()) for p in points}) == 3
+    assert points == design_points(spec)
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        (("[factors]", "[factors]\ncolour = [\"red\"]"), ["factors.colour", "allowed"]),
+        (('protocol = ["rest", "grpc"]', 'protocol = ["rest", "soap"]'), ["factors.protocol", "soap", "grpc"]),
+        (('batching = ["off", "b1"]', 'batching = ["off", "b2"]'), ["factors.batching", "b2", "b1"]),
+        (("batch_timeout_micros = 500", "batch_timeout_micros = 500\nallowed_batch_sizes = [2, 4]"),
+         ["batching.b1", "allowed_batch_sizes"]),
+        (("batch_timeout_micros = 500", "batch_timeout_micros = 500\nnum_batch_threads = 0"),
+         ["batching.b1", "num_batch_threads"]),
+        (("batch_timeout_micros = 500", "batch_timeout_micros = 500\ncolour = 1"), ["batching.b1.colour"]),
+        (("seed = 5", "seed = 5\nrepetitions = 0"), ["sweep.repetitions"]),
+        (("users = [1, 4]", "users = [1, 4]\nrate_rps = [100]"), ["users", "rate_rps"]),
+        (("users = [1, 4]", "rate_rps = [100.0]"), ["rate_rps", "load_mode"]),
+        (("[factors]", "[controls]\nprotocol = \"rest\"\n[factors]"), ["controls.protocol", "both"]),
+        (('profile = "quick"', 'profile = "fast"'), ["sweep.profile", "quick", "standard"]),
+    ],
+)
+def test_bad_specs_name_file_key_and_allowed_values(tmp_path: Path, change: tuple[str, str], names: list[str]) -> None:
+    path = write_spec(tmp_path, BASE.replace(*change, 1))
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    message = str(error.value)
+    assert str(path) in message
+    for name in names:
+        assert name in message, message
+
+
+def test_not_toml_names_the_file(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, "[sweep\nname=")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(path)
+
+
+def test_estimate_grows_with_windows(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, BASE))
+    longer = load_spec(write_spec(tmp_path, BASE + "[profile]\nwindow_s = 10.0\n"))
+    assert estimate_duration_s(longer, plan_trials(longer))[0] > estimate_duration_s(spec, plan_trials(spec))[0]
