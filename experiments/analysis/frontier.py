@@ -1,0 +1,108 @@
+"""The p99 budget, the throughput-versus-p99 Pareto front, and whether the best setting transfers.
+
+A configuration meets the budget when its merged p99 is at or under it; the highest throughput
+under the budget is the largest achieved throughput among those. Pareto-optimal configurations are
+those no other configuration beats on both throughput (higher) and p99 (lower).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from poochlab.experiments.analysis.run_analysis import LOAD_FACTORS
+
+# Factors across which the course brief asks whether the best configuration transfers.
+TRANSFER_FACTORS = ("model_variant", "workload", "models_served")
+
+
+def pareto_optimal(throughput: pd.Series, latency: pd.Series) -> pd.Series:
+    """True where no other point has throughput >= and latency <=, one of them strictly."""
+    flags = []
+    points = list(zip(throughput, latency))
+    for i, (t, l) in enumerate(points):
+        if math.isnan(t) or math.isnan(l):
+            flags.append(False)
+            continue
+        dominated = any(
+            j != i and t2 >= t and l2 <= l and (t2 > t or l2 < l)
+            for j, (t2, l2) in enumerate(points)
+            if not (math.isnan(t2) or math.isnan(l2))
+        )
+        flags.append(not dominated)
+    return pd.Series(flags, index=throughput.index)
+
+
+@dataclass
+class BudgetResult:
+    budget_ms: float | None
+    meeting: pd.DataFrame  # configurations whose p99 is within the budget
+    surely_meeting: pd.DataFrame  # ... whose whole p99 interval is within it
+    best: pd.Series | None  # highest throughput under the budget
+
+
+def apply_budget(configs: pd.DataFrame, budget_ms: float | None) -> BudgetResult:
+    """Add ``pareto_optimal`` and ``meets_budget`` columns to ``configs`` and pick the best."""
+    configs["pareto_optimal"] = pareto_optimal(configs["throughput_rps"], configs["p99_ms"])
+    if budget_ms is None:
+        configs["meets_budget"] = pd.NA
+        return BudgetResult(None, configs.iloc[0:0], configs.iloc[0:0], None)
+    configs["meets_budget"] = configs["p99_ms"] <= budget_ms
+    meeting = configs[configs["meets_budget"]].sort_values("throughput_rps", ascending=False)
+    surely = meeting[meeting["p99_ci_high_ms"].fillna(meeting["p99_ms"]) <= budget_ms]
+    best = meeting.iloc[0] if len(meeting) else None
+    return BudgetResult(budget_ms, meeting, surely, best)
+
+
+@dataclass
+class TransferResult:
+    factor: str
+    rows: pd.DataFrame  # one row per (load setting, factor value): its best setting
+    same_best: list[bool] = field(default_factory=list)  # per load setting
+
+
+def best_setting_transfer(configs: pd.DataFrame, varied: list[str], budget_ms: float | None) -> list[TransferResult]:
+    """For each varied transfer factor: the best setting of the other factors for each value.
+
+    "Best" is the highest throughput under the budget when there is one, else the lowest p99.
+    Load factors are held fixed (compared within each load setting), since the lightest load
+    trivially has the lowest p99.
+    """
+    results = []
+    for factor in (f for f in TRANSFER_FACTORS if f in varied):
+        load = [f for f in varied if f in LOAD_FACTORS]
+        setting = [f for f in varied if f != factor and f not in LOAD_FACTORS]
+        if not setting:
+            continue
+        rows: list[dict[str, Any]] = []
+        same: list[bool] = []
+        groups = configs.groupby(load, dropna=False) if load else [((), configs)]
+        for load_key, group in groups:
+            winners = []
+            for value, candidates in group.groupby(factor, dropna=False):
+                chosen = _best(candidates, budget_ms)
+                if chosen is None:
+                    continue
+                winner = ", ".join(f"{name}={chosen[name]}" for name in setting)
+                winners.append(winner)
+                row = {name: v for name, v in zip(load, load_key if isinstance(load_key, tuple) else (load_key,))}
+                row.update({factor: value, "best_setting": winner, "p99_ms": chosen["p99_ms"], "throughput_rps": chosen["throughput_rps"]})
+                rows.append(row)
+            if len(winners) > 1:
+                same.append(len(set(winners)) == 1)
+        results.append(TransferResult(factor, pd.DataFrame(rows), same))
+    return results
+
+
+def _best(candidates: pd.DataFrame, budget_ms: float | None) -> pd.Series | None:
+    candidates = candidates.dropna(subset=["p99_ms"])
+    if candidates.empty:
+        return None
+    if budget_ms is not None:
+        within = candidates[candidates["p99_ms"] <= budget_ms]
+        if len(within):
+            return within.sort_values("throughput_rps", ascending=False).iloc[0]
+    return candidates.sort_values("p99_ms").iloc[0]

@@ -1,0 +1,279 @@
+"""The report's content as a list of blocks, rendered later to Markdown, HTML and a notebook.
+
+Building the content once keeps the three formats saying the same thing. Every section the
+course asks for is here: question, setup, variables, results with captioned figures, the
+generator's floor, the best configuration under the budget, validity warnings, threats to
+validity and provenance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from poochlab.experiments.analysis.frontier import BudgetResult, TransferResult
+from poochlab.experiments.analysis.histograms import decode_counts, percentile_us
+from poochlab.experiments.analysis.run_analysis import TABLE_SCHEMA_VERSION, RunAnalysis
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame
+
+
+@dataclass
+class FigureBlock:
+    name: str
+    title: str
+    caption: str
+    png: bytes  # embedded in the HTML
+    png_file: str  # relative to the run folder
+    svg_file: str
+
+
+@dataclass
+class ReportDocument:
+    title: str
+    blocks: list[Any] = field(default_factory=list)
+
+    def add(self, *blocks: Any) -> None:
+        self.blocks.extend(blocks)
+
+
+def format_number(value: Any) -> str:
+    """Numbers as a reader wants them: 3 significant digits, whole numbers above 1000."""
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else ("yes" if value else "no")
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _ci(low: float, high: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "–"
+    return f"[{format_number(low)}, {format_number(high)}]"
+
+
+def results_table(configs: pd.DataFrame) -> pd.DataFrame:
+    """The configuration table as the report shows it (ms, requests/s)."""
+    rows = []
+    for _, row in configs.sort_values("p99_ms").iterrows():
+        rows.append({
+            "configuration": row["label"],
+            "reps": format_number(int(row["repetitions"])),
+            "p50 ms [95% CI]": f"{format_number(row['p50_ms'])} {_ci(row['p50_ci_low_ms'], row['p50_ci_high_ms'])}",
+            "p99 ms [95% CI]": f"{format_number(row['p99_ms'])} {_ci(row['p99_ci_low_ms'], row['p99_ci_high_ms'])}",
+            "p99.9 ms": format_number(row["p99.9_ms"]),
+            "max ms": format_number(row["max_ms"]),
+            "throughput req/s": format_number(row["throughput_rps"]),
+            "error rate": format_number(row["error_rate"]),
+            "cache hit ratio": format_number(row["cache_hit_ratio"]),
+            "valid trials": f"{int(row['valid_trials'])}/{int(row['valid_trials'] + row['invalid_trials'])}",
+        })
+    return pd.DataFrame(rows)
+
+
+def _generator_floor(floor: Any) -> tuple[pd.DataFrame | None, str]:
+    if not isinstance(floor, dict) or not floor:
+        return None, ("The manifest records no generator floor: latencies cannot be separated from the load "
+                      "generator's own overhead. Measure it against an echo server before trusting sub-millisecond differences.")
+    rows = []
+    for kind, value in floor.items():
+        row = {"client / rate": str(kind)}
+        if isinstance(value, dict):
+            if isinstance(value.get("histogram"), str):
+                counts = decode_counts(value["histogram"], f"manifest.json: generator_floor.{kind}")
+                row.update({"p50 ms": format_number(percentile_us(counts, 50) / 1000),
+                            "p99 ms": format_number(percentile_us(counts, 99) / 1000)})
+            for key, item in value.items():
+                if key != "histogram":
+                    row[key.replace("_ms", " ms").replace("_", " ")] = format_number(item) if isinstance(item, (int, float)) else str(item)
+        elif isinstance(value, str):
+            counts = decode_counts(value, f"manifest.json: generator_floor.{kind}")
+            row.update({"p50 ms": format_number(percentile_us(counts, 50) / 1000),
+                        "p99 ms": format_number(percentile_us(counts, 99) / 1000)})
+        else:
+            row["value"] = str(value)
+        rows.append(row)
+    text = ("The load generator's own latency against a server that does nothing (an echo), per client kind "
+            "and rate: no measured latency can be smaller, and differences of this size are the generator's, "
+            "not the server's.")
+    return pd.DataFrame(rows).fillna(""), text
+
+
+def _format_value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+
+
+def build_document(
+    analysis: RunAnalysis,
+    budget: BudgetResult,
+    transfers: list[TransferResult],
+    figures: list[FigureBlock],
+) -> ReportDocument:
+    run = analysis.run
+    manifest = run.manifest
+    spec = manifest.get("spec") or {}
+    document = ReportDocument(title=f"Latency report: {run.run_id}")
+
+    document.add(Heading(2, "Question"))
+    question = spec.get("question") or (
+        f"How do {', '.join(analysis.varied) or 'the configured settings'} change the latency that users of the "
+        "Pooch Predictor see (median and tail, with 95% confidence intervals), and which configuration sustains "
+        "the most throughput within the p99 budget?")
+    document.add(Paragraph(str(question)))
+
+    platform = manifest.get("platform") or {}
+    document.add(Heading(2, "Setup"))
+    document.add(Bullets([
+        f"Hardware: {platform.get('cpu_model', 'not recorded')}, {platform.get('cores', '?')} cores, kernel {platform.get('kernel', 'not recorded')}",
+        f"Python {manifest.get('python', 'not recorded')}",
+        f"Server kind: {manifest.get('server_kind', 'not recorded')}",
+        f"Placement: {_format_value(manifest.get('placement', 'not recorded'))}",
+        f"Design: {spec.get('design', 'not recorded')}, {spec.get('repetitions', '?')} repetitions, "
+        f"{len(analysis.configs)} configurations, {len(analysis.trials)} trials",
+        "Server commands: " + ("; ".join("`" + " ".join(map(str, c)) + "`" for c in manifest.get("server_commands") or []) or "not recorded"),
+    ]))
+    versions = manifest.get("versions") or {}
+    if versions:
+        document.add(Table(pd.DataFrame({"package": list(versions), "version": [str(v) for v in versions.values()]})))
+
+    document.add(Heading(2, "Variables"))
+    independent = []
+    for name in analysis.factors:
+        values = list(dict.fromkeys(analysis.trials[name].tolist())) if name in analysis.trials else []
+        independent.append(f"{name}: {', '.join(map(str, values))}" + ("" if name in analysis.varied else " (one value in this run)"))
+    document.add(Paragraph("Independent variables (factors):"), Bullets(independent))
+    document.add(Paragraph("Dependent variables:"), Bullets([
+        "latency percentiles p50, p90, p95, p99, p99.9 and maximum (ms), from merged HDR histograms of the stable windows",
+        "achieved throughput (requests/s), error rate, fallback rate, cache hit ratio",
+        "server queue and compute time (ms), client encode/decode time, server CPU, energy",
+    ]))
+    controls = run.controls()
+    document.add(Paragraph("Controls held fixed:"),
+                 Bullets([f"{k}: {_format_value(v)}" for k, v in controls.items()] or ["none listed in the spec"]))
+
+    document.add(Heading(2, "Results"))
+    document.add(Paragraph("Per configuration, repetitions merged (histograms added, never percentiles averaged); "
+                           "95% intervals from a block bootstrap over windows within repetitions and over repetitions. "
+                           "Sorted by p99. Full tables: `tables/configs.csv`, `tables/trials.csv`."))
+    document.add(Table(results_table(analysis.configs)))
+    if analysis.notes:
+        document.add(Paragraph("Notes on this run's data:"), Bullets(analysis.notes))
+    for figure in figures:
+        document.add(Heading(3, figure.title), figure)
+
+    document.add(Heading(2, "The load generator's own floor"))
+    floor_table, floor_text = _generator_floor(manifest.get("generator_floor"))
+    document.add(Paragraph(floor_text))
+    if floor_table is not None:
+        document.add(Table(floor_table))
+
+    document.add(Heading(2, "Best configuration under the p99 budget"))
+    _budget_section(document, analysis, budget, transfers)
+
+    document.add(Heading(2, "Validity warnings"))
+    document.add(Bullets(analysis.warnings or ["none: every trial was valid and every trial file readable"]))
+
+    document.add(Heading(2, "Threats to validity"))
+    document.add(Bullets(_threats(analysis)))
+
+    document.add(Heading(2, "Provenance"))
+    git = manifest.get("git") or {}
+    document.add(Bullets([
+        f"Run id: {run.run_id}; spec: {manifest.get('spec_path', 'not recorded')}",
+        f"Measured from {manifest.get('started_at', '?')} to {manifest.get('ended_at', '?')}",
+        f"Code: commit {git.get('commit', 'not recorded')}" + (" (working tree had uncommitted changes)" if git.get("dirty") else ""),
+        f"Seeds: {_format_value(manifest.get('seeds', 'not recorded'))}; bootstrap seed {analysis.bootstrap_seed}, "
+        f"{analysis.resamples} resamples per configuration",
+        f"Tables: schema version {TABLE_SCHEMA_VERSION}; rebuilt from saved data by `poochlab report {run.path}` "
+        f"at {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+    ]))
+    return document
+
+
+def _budget_section(document: ReportDocument, analysis: RunAnalysis, budget: BudgetResult,
+                    transfers: list[TransferResult]) -> None:
+    configs = analysis.configs
+    front = configs[configs["pareto_optimal"].astype(bool)].sort_values("throughput_rps")
+    if budget.budget_ms is None:
+        document.add(Paragraph("No p99 budget was given (`--p99-budget-ms` or the manifest's `p99_budget_ms`), so "
+                               "no configuration is selected; the Pareto-optimal configurations are listed instead."))
+    elif budget.best is None:
+        document.add(Paragraph(f"No configuration meets the p99 budget of {budget.budget_ms:g} ms. The lowest p99 "
+                               f"measured is {format_number(configs['p99_ms'].min())} ms."))
+    else:
+        best = budget.best
+        document.add(Paragraph(
+            f"Budget: p99 at most {budget.budget_ms:g} ms. {len(budget.meeting)} of {len(configs)} configurations meet it "
+            f"({len(budget.surely_meeting)} with their whole 95% interval under it). Highest throughput under the budget: "
+            f"**{best['label']}** with {format_number(best['throughput_rps'])} requests/s at p99 "
+            f"{format_number(best['p99_ms'])} ms {_ci(best['p99_ci_low_ms'], best['p99_ci_high_ms'])}."))
+        document.add(Table(results_table(budget.meeting)))
+    document.add(Paragraph("Pareto-optimal configurations (throughput against p99):"))
+    document.add(Bullets([f"{r['label']}: {format_number(r['throughput_rps'])} requests/s, p99 {format_number(r['p99_ms'])} ms"
+                          for _, r in front.iterrows()] or ["none"]))
+    if not transfers:
+        document.add(Paragraph("Transfer across model variants or workloads: this sweep varies neither "
+                               "(model_variant, workload, models_served), so the question cannot be answered from it."))
+    for transfer in transfers:
+        criterion = "highest throughput within the budget" if budget.budget_ms is not None else "lowest p99"
+        verdict = ("yes: the same setting is best for every value" if transfer.same_best and all(transfer.same_best)
+                   else "no: the best setting changes" if transfer.same_best else "cannot tell (too few configurations)")
+        document.add(Paragraph(f"Does the best configuration for one {transfer.factor} stay best for the other "
+                               f"(best = {criterion}, compared within each load level)? **{verdict}**."))
+        shown = transfer.rows.copy()
+        for column in ("p99_ms", "throughput_rps"):
+            shown[column] = shown[column].map(format_number)
+        document.add(Table(shown))
+
+
+def _threats(analysis: RunAnalysis) -> list[str]:
+    manifest = analysis.run.manifest
+    threats = [
+        "On the lab's Python server, gRPC costs more than HTTP/REST for small payloads (about four times per call "
+        "in our measurements), the reverse of TF Serving's C++ server, where gRPC is slightly cheaper. Protocol "
+        "conclusions transfer to production only from runs on real TF Serving"
+        + (f"; this run used server kind '{manifest.get('server_kind')}'." if manifest.get("server_kind") else "."),
+        "The load generator, the server and Redis share one small machine (2 cores here); the generator's own "
+        "latency (its floor, above) is part of every number, and noisy neighbours can add stalls.",
+        "Closed-loop load (Locust users) suffers coordinated omission: requests not sent during a stall never "
+        "show in the percentiles. Open-loop runs measure from the scheduled send time instead.",
+        "Cache results depend on the hit ratio each trial achieved (shown in the tables); a different request mix "
+        "gives a different ratio and different latencies.",
+        "Confidence intervals cover sampling variation within this machine and these dates only; a different "
+        "machine, versions or time can shift every number (use `poochlab compare`, which warns about that).",
+    ]
+    if (analysis.configs["repetitions"] <= 1).any():
+        threats.append("Some configurations have one repetition: their intervals reflect windows of one run only.")
+    if set(analysis.trials["energy_method"]) - {"rapl", ""}:
+        threats.append("Energy is estimated from CPU time, not measured (no RAPL counters).")
+    return threats

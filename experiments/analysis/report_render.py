@@ -1,0 +1,102 @@
+"""Render a :class:`ReportDocument` as Markdown (figures linked) or one self-contained HTML page.
+
+The HTML embeds every figure as a PNG data URI and carries its own style sheet, so the single
+file can be mailed or handed in and still shows everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+
+import pandas as pd
+
+from poochlab.experiments.analysis.report_document import (
+    Bullets,
+    FigureBlock,
+    Heading,
+    Paragraph,
+    ReportDocument,
+    Table,
+    format_number,
+)
+
+
+def _cell(value: object) -> str:
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def clean(value: object) -> str:
+        return _cell(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(clean(c) for c in frame.columns) + " |",
+             "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(clean(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def to_markdown(document: ReportDocument) -> str:
+    parts = [f"# {document.title}"]
+    figure_number = 0
+    for block in document.blocks:
+        if isinstance(block, Heading):
+            parts.append("#" * block.level + " " + block.text)
+        elif isinstance(block, Paragraph):
+            parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            parts.append(markdown_table(block.frame))
+        elif isinstance(block, FigureBlock):
+            figure_number += 1
+            parts.append(f"![{block.title}]({block.png_file})\n\n*Figure {figure_number}. {block.caption}* "
+                         f"([SVG]({block.svg_file}))")
+    return "\n\n".join(parts) + "\n"
+
+
+def _inline(text: str) -> str:
+    """The little Markdown the report's prose uses: **bold** and `code`."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; }
+th { background: #f3f3f3; }
+figure { margin: 1rem 0 2rem; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9rem; color: #444; }
+code { background: #f5f5f5; padding: 0 0.2rem; }
+"""
+
+
+def to_html(document: ReportDocument) -> str:
+    body = [f"<h1>{html.escape(document.title)}</h1>"]
+    figure_number = 0
+    for block in document.blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            body.append(f"<p>{_inline(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            header = "".join(f"<th>{html.escape(str(c))}</th>" for c in block.frame.columns)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                           for row in block.frame.itertuples(index=False))
+            body.append(f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(block, FigureBlock):
+            figure_number += 1
+            data = base64.b64encode(block.png).decode("ascii")
+            body.append(
+                f'<figure id="{html.escape(block.name)}"><img alt="{html.escape(block.title)}" '
+                f'src="data:image/png;base64,{data}"><figcaption><strong>Figure {figure_number}.</strong> '
+                f"{html.escape(block.caption)}</figcaption></figure>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(document.title)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")

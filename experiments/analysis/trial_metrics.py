@@ -1,0 +1,145 @@
+"""One trial's numbers: decode its windows and derive the per-trial row of the tidy table.
+
+Only the windows the recorder declared stable are merged into the trial's result (perf_analyzer's
+rule); a trial that never became stable merges all its windows and says so in ``notes``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from poochlab.experiments.analysis.histograms import decode_counts, mean_us, percentile_us, summary_ms
+from poochlab.experiments.records import TrialRecord
+
+NAN = float("nan")
+
+
+@dataclass
+class DecodedTrial:
+    record: TrialRecord
+    window_counts: dict[int, np.ndarray]  # window index -> bucket counts
+    merged_indices: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def merged_windows(self) -> np.ndarray:
+        """The merged windows' count vectors as rows (the bootstrap's blocks)."""
+        if not self.merged_indices:
+            return np.zeros((0, 0), dtype=np.int64)
+        return np.vstack([self.window_counts[i] for i in self.merged_indices])
+
+    @property
+    def merged_counts(self) -> np.ndarray:
+        rows = self.merged_windows
+        return rows.sum(axis=0) if len(rows) else np.zeros(0, dtype=np.int64)
+
+
+def decode_trial(record: TrialRecord, source: str) -> DecodedTrial:
+    """Decode every window histogram; a bad one raises ValueError naming file and window."""
+    counts = {
+        window.index: decode_counts(window.histogram, f"{source}: window {window.index}")
+        for window in record.windows
+    }
+    notes: list[str] = []
+    known = [i for i in record.stable_windows if i in counts]
+    if known:
+        merged = known
+    else:
+        merged = sorted(counts)
+        if merged and record.status == "ok":
+            notes.append("never stable: all windows merged")
+    return DecodedTrial(record=record, window_counts=counts, merged_indices=merged, notes=notes)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else NAN
+
+
+def _histogram_ms(encoded: str | None, source: str) -> tuple[float, float]:
+    """(mean, p99) of an optional server-timing histogram, ms."""
+    if not encoded:
+        return NAN, NAN
+    counts = decode_counts(encoded, source)
+    return mean_us(counts) / 1000.0, percentile_us(counts, 99.0) / 1000.0
+
+
+def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
+    """Every metric of one trial, ms / rps / ratios; factors are added by the caller."""
+    record = trial.record
+    merged = [w for w in record.windows if w.index in set(trial.merged_indices)]
+    requests = sum(w.requests for w in merged)
+    errors = sum(w.errors for w in merged)
+    duration = sum(w.duration_s for w in merged)
+    counts = trial.merged_counts
+    row: dict[str, Any] = summary_ms(counts) if len(counts) else summary_ms(np.zeros(1, dtype=np.int64))
+
+    corrected = [w.corrected_histogram for w in merged if w.corrected_histogram]
+    row["p99_corrected_ms"] = (
+        percentile_us(sum(decode_counts(h, f"{source}: corrected histogram") for h in corrected), 99.0) / 1000.0
+        if corrected and len(corrected) == len(merged)
+        else NAN
+    )
+    queue_mean, queue_p99 = _histogram_ms(record.server_queue_histogram, f"{source}: server_queue_histogram")
+    compute_mean, compute_p99 = _histogram_ms(record.server_compute_histogram, f"{source}: server_compute_histogram")
+    lateness = record.lateness_histogram
+    row.update(
+        requests=requests,
+        errors=errors,
+        windows_total=len(record.windows),
+        windows_merged=len(merged),
+        stable=bool(record.stable),
+        duration_s=duration,
+        throughput_rps=_ratio(requests, duration),
+        error_rate=_ratio(errors, requests + errors),
+        outstanding_at_end=record.outstanding_at_end,
+        fallback_rate=_ratio(record.answer_paths.get("fallback", 0), sum(record.answer_paths.values())),
+        cache_hits=(record.cache or {}).get("hits", NAN) if record.cache is not None else NAN,
+        cache_misses=(record.cache or {}).get("misses", NAN) if record.cache is not None else NAN,
+        cache_hit_ratio=(
+            _ratio(record.cache.get("hits", 0), record.cache.get("hits", 0) + record.cache.get("misses", 0))
+            if record.cache is not None
+            else NAN
+        ),
+        queue_mean_ms=queue_mean,
+        queue_p99_ms=queue_p99,
+        compute_mean_ms=compute_mean,
+        compute_p99_ms=compute_p99,
+        lateness_p99_ms=(
+            percentile_us(decode_counts(lateness, f"{source}: lateness_histogram"), 99.0) / 1000.0 if lateness else NAN
+        ),
+    )
+    for part in ("encode", "wait", "decode"):
+        value = record.client_timing_us.get(part)
+        row[f"client_{part}_ms"] = value / 1000.0 if isinstance(value, (int, float)) else NAN
+    resources = record.resources
+    for key in ("server_cpu_s", "server_peak_rss_bytes", "generator_cpu_percent", "redis_cpu_s", "steal_percent", "energy_joules"):
+        value = resources.get(key)
+        row[key] = float(value) if isinstance(value, (int, float)) else NAN
+    row["energy_method"] = str(resources.get("energy_method") or "")
+    row["energy_per_request_mj"] = _ratio(row["energy_joules"] * 1000.0, sum(w.requests for w in record.windows))
+    row.update(breakdown_ms(row))
+    return row
+
+
+def breakdown_ms(row: dict[str, Any]) -> dict[str, float]:
+    """Split the mean latency into client, network (and the rest), server queue and compute.
+
+    Client time is encode + decode; what the server does not account for and the client did not
+    spend encoding or decoding is network and server overhead. Without server timing the queue
+    and compute parts are NaN and "network" holds everything past the client.
+    """
+    mean = row.get("mean_ms", NAN)
+    client = sum(v for v in (row.get("client_encode_ms", NAN), row.get("client_decode_ms", NAN)) if not math.isnan(v))
+    queue = row.get("queue_mean_ms", NAN)
+    compute = row.get("compute_mean_ms", NAN)
+    server = sum(v for v in (queue, compute) if not math.isnan(v))
+    return {
+        "breakdown_client_ms": client,
+        "breakdown_network_ms": max(mean - client - server, 0.0) if not math.isnan(mean) else NAN,
+        "breakdown_queue_ms": queue,
+        "breakdown_compute_ms": compute,
+    }

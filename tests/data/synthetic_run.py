@@ -1,0 +1,191 @@
+"""Saved runs made from known distributions, for the analysis tests.
+
+Latencies are drawn from log-normal distributions whose percentiles are known in closed form,
+recorded into hdrh histograms exactly as the recorder does, and saved as TrialRecords with a
+manifest as the sweep runner writes them. Tests compare the analysis against the distribution
+(or against numpy on the raw draws), never against the analysis's own output.
+
+``python tests/data/synthetic_run.py`` regenerates the committed fixture run ``analysis_run/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from poochlab.experiments.records import (
+    HDR_HIGHEST_US,
+    HDR_LOWEST_US,
+    HDR_SIGNIFICANT_FIGURES,
+    TrialRecord,
+    Validity,
+    Window,
+    write_atomically,
+)
+
+FIXTURE_RUN = Path(__file__).parent / "analysis_run"
+
+
+@dataclass
+class SyntheticConfig:
+    factors: dict[str, Any]
+    median_us: float  # log-normal median of successful latencies
+    sigma: float = 0.35  # log-normal shape
+    throughput_rps: float = 400.0
+    hit_ratio: float | None = None  # cache hits answered at median/8 when set
+    error_rate: float = 0.0
+    invalid_repetitions: tuple[int, ...] = ()
+    failed_repetitions: tuple[int, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_id(self) -> str:
+        text = json.dumps(self.factors, sort_keys=True)
+        return "c" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+    def true_percentile_us(self, percentile: float) -> float:
+        """Closed-form percentile of the log-normal (valid when there is no cache mixture)."""
+        return self.median_us * math.exp(self.sigma * NormalDist().inv_cdf(percentile / 100.0))
+
+
+def encode(values: np.ndarray) -> str:
+    histogram = HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES)
+    unique, counts = np.unique(values, return_counts=True)
+    for value, count in zip(unique.tolist(), counts.tolist()):
+        histogram.record_value(value, count)
+    return histogram.encode().decode("ascii")
+
+
+def draw_latencies(config: SyntheticConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    values = rng.lognormal(math.log(config.median_us), config.sigma, size=n)
+    if config.hit_ratio is not None:
+        hits = rng.random(n) < config.hit_ratio
+        values[hits] = rng.lognormal(math.log(config.median_us / 8), config.sigma, size=int(hits.sum()))
+    return np.maximum(np.rint(values), 1).astype(np.int64)
+
+
+def write_run(
+    folder: Path,
+    configs: list[SyntheticConfig],
+    repetitions: int = 2,
+    windows: int = 4,
+    requests_per_window: int = 500,
+    seed: int = 1,
+    server_timing: bool = True,
+    manifest: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Write manifest.json and trials/*.json; return every config's merged raw latencies (us)."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    run_id = folder.name
+    values_by_config: dict[str, list[np.ndarray]] = {}
+    for config in configs:
+        for repetition in range(1, repetitions + 1):
+            trial_id = f"{config.config_id}-r{repetition}"
+            record = TrialRecord(
+                run_id=run_id, trial_id=trial_id, config_id=config.config_id, repetition=repetition,
+                factors=dict(config.factors), seed=seed * 1000 + repetition,
+                started_at=f"2026-11-27T06:{repetition:02d}:00Z", ended_at=f"2026-11-27T06:{repetition:02d}:30Z",
+                load={"mode": "closed", "users": config.factors.get("users", 4)},
+            )
+            if repetition in config.failed_repetitions:
+                record.status = "failed"
+                record.failure_reason = "server exited with code -9 during measurement"
+                record.validity = Validity(False, ["server crashed"])
+                record.save(folder / "trials" / f"{trial_id}.json")
+                continue
+            duration = requests_per_window / config.throughput_rps
+            for index in range(windows):
+                latencies = draw_latencies(config, requests_per_window, rng)
+                values_by_config.setdefault(config.config_id, []).append(latencies)
+                errors = int(round(requests_per_window * config.error_rate))
+                record.windows.append(Window(index=index, start_s=index * duration, duration_s=duration,
+                                             requests=requests_per_window, errors=errors, histogram=encode(latencies)))
+            record.stable = True
+            record.stable_windows = list(range(windows))
+            if server_timing:
+                compute = np.maximum(np.rint(rng.lognormal(math.log(config.median_us * 0.4), 0.2, 400)), 1).astype(np.int64)
+                queue = np.maximum(np.rint(rng.lognormal(math.log(config.median_us * 0.15), 0.5, 400)), 1).astype(np.int64)
+                record.server_compute_histogram = encode(compute)
+                record.server_queue_histogram = encode(queue)
+            record.client_timing_us = {"encode": config.median_us * 0.05, "wait": config.median_us * 0.85,
+                                       "decode": config.median_us * 0.05}
+            total = requests_per_window * windows
+            if config.hit_ratio is not None:
+                hits = int(total * config.hit_ratio)
+                record.cache = {"hits": hits, "misses": total - hits, "errors": 0}
+                record.answer_paths = {"model": total - hits, "cache": hits}
+            else:
+                record.answer_paths = {"model": total}
+            record.resources = {"server_cpu_s": 0.002 * total / 100, "generator_cpu_percent": 35.0,
+                                "energy_joules": 0.01 * total, "energy_method": "estimate"}
+            if repetition in config.invalid_repetitions:
+                record.validity.invalidate("generator CPU above 80% (91%)")
+            record.save(folder / "trials" / f"{trial_id}.json")
+
+    spec_factors: dict[str, list[Any]] = {}
+    for config in configs:
+        for name, value in config.factors.items():
+            spec_factors.setdefault(name, [])
+            if value not in spec_factors[name]:
+                spec_factors[name].append(value)
+    document = {
+        "run_id": run_id,
+        "spec_path": "experiments/synthetic.toml",
+        "spec": {"name": "synthetic", "factors": spec_factors,
+                 "controls": {"model_version": 1, "warmup_s": 2, "window_s": 1.25, "seed": seed},
+                 "design": "full_factorial", "repetitions": repetitions},
+        "started_at": "2026-11-27T06:00:00Z",
+        "ended_at": "2026-11-27T06:40:00Z",
+        "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+        "versions": {"poochlab": "0.1.0", "tensorflow": "2.21.0", "grpcio": "1.85.0", "locust": "2.47.0"},
+        "python": "3.11.2",
+        "platform": {"cpu_model": "AMD EPYC 7B13", "cores": 2, "kernel": "6.1.0-synthetic"},
+        "seeds": {"sweep": seed, "analysis": 7},
+        "server_kind": "lab",
+        "server_commands": [["tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
+                             "--model_config_file=configs/models.config"]],
+        "placement": {"server_cpus": [0], "generator_cpus": [1]},
+        "p99_budget_ms": None,
+        "generator_floor": {"rest": {"p50_ms": 0.21, "p99_ms": 0.62}, "grpc": {"p50_ms": 0.47, "p99_ms": 1.3}},
+        "calibration": {},
+    }
+    document.update(manifest or {})
+    write_atomically(folder / "manifest.json", json.dumps(document, indent=1, sort_keys=True))
+    return {cid: np.concatenate(parts) for cid, parts in values_by_config.items()}
+
+
+def fixture_configs() -> list[SyntheticConfig]:
+    """The committed fixture: protocol x cache x model variant x load level, 16 configurations."""
+    configs = []
+    for variant, base in (("small", 1500.0), ("large", 4000.0)):
+        for protocol, extra in (("rest", 0.0), ("grpc", 400.0)):
+            for cache in ("off", "on"):
+                for load, users, slow in (("light", 2, 1.0), ("heavy", 8, 1.7)):
+                    median = (base + extra) * slow
+                    configs.append(SyntheticConfig(
+                        factors={"protocol": protocol, "cache": cache, "model_variant": variant,
+                                 "load_level": load, "users": users},
+                        median_us=median,
+                        throughput_rps=users / (median / 1e6) * (2.5 if cache == "on" else 1.0) * 0.6,
+                        hit_ratio=0.8 if cache == "on" else None,
+                        invalid_repetitions=(2,) if (variant, protocol, cache, load) == ("large", "grpc", "off", "heavy") else (),
+                    ))
+    configs[0].failed_repetitions = (3,)
+    return configs
+
+
+if __name__ == "__main__":
+    import shutil
+
+    shutil.rmtree(FIXTURE_RUN, ignore_errors=True)
+    write_run(FIXTURE_RUN, fixture_configs(), repetitions=3, windows=4, requests_per_window=300, seed=11)
+    print(f"wrote {FIXTURE_RUN}")
