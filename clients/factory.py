@@ -1,0 +1,39 @@
+"""``build_predictor``: one config in, the composed predictor out (transport -> cache -> supervisor)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from poochlab.clients.config import ClientConfig
+
+
+def build_transport(config: ClientConfig) -> Any:
+    """The bare REST or gRPC predictor for ``config`` (no cache, no supervisor)."""
+    if config.protocol == "grpc":
+        from poochlab.clients.grpc_predictor import GrpcPredictor
+
+        return GrpcPredictor(config)
+    from poochlab.clients.rest_predictor import RestPredictor
+
+    return RestPredictor(config)
+
+
+def build_predictor(config: ClientConfig) -> Any:
+    """The predictor ``config`` describes: the transport, wrapped by the Redis cache-aside when
+    ``config.cache`` is set, wrapped by the supervisor when ``config.fallback`` is set.
+
+    Build one per process and share it between threads or greenlets: it holds one gRPC channel
+    or one keep-alive connection per thread/greenlet, one Redis pool, and the single-flight
+    table. Under gevent, call ``grpc.experimental.gevent.init_gevent()`` (after monkey
+    patching) before the first gRPC prediction.
+    """
+    predictor: Any = build_transport(config)
+    if config.cache is not None:
+        from poochlab.clients.cache_aside import CachedPredictor
+
+        predictor = CachedPredictor(predictor, config.cache)
+    if config.fallback is not None:
+        from poochlab.clients.supervisor import SupervisedPredictor
+
+        predictor = SupervisedPredictor(predictor, config.fallback)
+    return predictor

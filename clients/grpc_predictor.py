@@ -1,0 +1,185 @@
+"""The gRPC predictor: TF Serving's PredictionService with the tensorflow-serving-api protos.
+
+One channel per predictor, created on the first call (so a process that forks after building
+the predictor, like Locust's ``--processes``, gets a channel of its own) and re-created if the
+process id changes. Every call carries a deadline. Requests are serialised and answers parsed
+here, outside gRPC, so encode and decode time are measured apart from the wait.
+
+Under gevent (Locust) the caller must run ``grpc.experimental.gevent.init_gevent()`` after
+``gevent.monkey.patch_all()`` and before the first call builds the channel; otherwise a
+blocking call stalls every greenlet of the process.
+
+Importing the protos imports TensorFlow (~7 s, ~600 MB): that happens when the predictor is
+built, not when poochlab.clients is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from poochlab.clients.config import ClientConfig
+from poochlab.clients.prediction import (
+    KIND_BAD_RESPONSE,
+    KIND_CONNECTION,
+    KIND_TIMEOUT,
+    PATH_MODEL,
+    CallTiming,
+    Prediction,
+    PredictionError,
+)
+from poochlab.clients.server_timing import server_timing_from_metadata
+from poochlab.clients.transport import Transport
+from poochlab.models.pupdate import INPUT_COUNTRY, INPUT_FOLLOWERS, INPUT_HASHTAGS, OUTPUT_LIKES
+
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+MODEL_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
+# What grpc core says when no connection could be made (as opposed to a server answering
+# UNAVAILABLE, e.g. a full batch queue).
+_CONNECTION_FAILURE_HINTS = ("failed to connect", "connection refused", "connect failed", "socket closed",
+                             "connection reset", "dns resolution failed", "no address")
+
+
+def rpc_error(error: Any, what: str) -> PredictionError:
+    """A grpc.RpcError as a PredictionError of kind timeout, connection or grpc_<CODE>."""
+    import grpc
+
+    code = error.code()
+    details = error.details() or ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return PredictionError(KIND_TIMEOUT, f"{what}: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE and any(hint in details.lower() for hint in _CONNECTION_FAILURE_HINTS):
+        return PredictionError(KIND_CONNECTION, f"{what}: {details}")
+    return PredictionError(f"grpc_{code.name}", f"{what}: {details}")
+
+
+class GrpcPredictor(Transport):
+    protocol = "grpc"
+
+    def __init__(self, config: ClientConfig) -> None:
+        super().__init__(config)
+        from tensorflow.core.framework import types_pb2
+        from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
+
+        self._predict_pb2 = predict_pb2
+        self._status_pb2 = get_model_status_pb2
+        self._dt_string = types_pb2.DT_STRING
+        self._dt_int64 = types_pb2.DT_INT64
+        self._channel: Any = None
+        self._channel_pid = 0
+        self._predict: Any = None
+        self._model_status: Any = None
+        self._channel_lock = threading.Lock()
+
+    def _methods(self) -> tuple[Any, Any]:
+        if self._channel is None or self._channel_pid != os.getpid():
+            with self._channel_lock:
+                if self._channel is None or self._channel_pid != os.getpid():
+                    self._open_channel()
+        return self._predict, self._model_status
+
+    def _open_channel(self) -> None:
+        import grpc
+
+        options = []
+        if self.config.grpc_max_send_bytes is not None:
+            options.append(("grpc.max_send_message_length", self.config.grpc_max_send_bytes))
+        if self.config.grpc_max_receive_bytes is not None:
+            options.append(("grpc.max_receive_message_length", self.config.grpc_max_receive_bytes))
+        channel = grpc.insecure_channel(self.config.grpc_target, options=options)
+        # No serializers: requests go out as the bytes we made, answers come back as bytes.
+        self._predict = channel.unary_unary(PREDICT_METHOD)
+        self._model_status = channel.unary_unary(MODEL_STATUS_METHOD)
+        self._channel, self._channel_pid = channel, os.getpid()
+
+    def _model_spec(self, spec: Any, version: int | None) -> None:
+        spec.name = self.config.model_name
+        spec.signature_name = self.config.signature_name
+        if version is not None:
+            spec.version.value = version
+        elif self.config.version is not None:
+            spec.version.value = self.config.version
+        elif self.config.version_label is not None:
+            spec.version_label = self.config.version_label
+
+    def encode_request(self, rows: list[dict[str, Any]], version: int | None = None) -> bytes:
+        """A serialized PredictRequest holding ``rows`` as three rank-1 tensors."""
+        request = self._predict_pb2.PredictRequest()
+        self._model_spec(request.model_spec, version)
+        for name, dtype in ((INPUT_HASHTAGS, self._dt_string), (INPUT_COUNTRY, self._dt_string),
+                            (INPUT_FOLLOWERS, self._dt_int64)):
+            tensor = request.inputs[name]
+            tensor.dtype = dtype
+            tensor.tensor_shape.dim.add().size = len(rows)
+            if dtype == self._dt_string:
+                tensor.string_val.extend(row[name].encode("utf-8") for row in rows)
+            else:
+                tensor.int64_val.extend(row[name] for row in rows)
+        return request.SerializeToString()
+
+    def decode_response(self, data: bytes, expected_rows: int) -> tuple[list[float], int | None]:
+        """The likes and the version that answered, from a serialized PredictResponse."""
+        try:
+            response = self._predict_pb2.PredictResponse.FromString(data)
+        except Exception as error:  # protobuf's DecodeError; any parse failure means the same
+            raise PredictionError(KIND_BAD_RESPONSE, f"PredictResponse does not parse: {error}") from None
+        if OUTPUT_LIKES not in response.outputs:
+            raise PredictionError(KIND_BAD_RESPONSE,
+                                  f"answer has no {OUTPUT_LIKES!r} output (has {sorted(response.outputs)})")
+        tensor = response.outputs[OUTPUT_LIKES]
+        values: list[float] = list(tensor.float_val) or list(tensor.double_val)
+        if not values and tensor.tensor_content:
+            import numpy as np
+
+            dtype = np.float64 if tensor.dtype == 2 else np.float32  # DT_DOUBLE is 2
+            values = np.frombuffer(tensor.tensor_content, dtype=dtype).astype(float).tolist()
+        if len(values) != expected_rows:
+            raise PredictionError(KIND_BAD_RESPONSE, f"expected {expected_rows} values of {OUTPUT_LIKES!r}, "
+                                  f"got {len(values)}")
+        version = response.model_spec.version.value if response.model_spec.HasField("version") else None
+        return values, version
+
+    def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
+        import grpc
+
+        predict, _ = self._methods()
+        started = time.perf_counter()
+        body = self.encode_request(rows, version)
+        encoded = time.perf_counter()
+        try:
+            data, call = predict.with_call(body, timeout=timeout_s)
+        except grpc.RpcError as error:
+            raise rpc_error(error, "Predict") from None
+        answered = time.perf_counter()
+        likes, answered_version = self.decode_response(data, len(rows))
+        queue_us, compute_us = server_timing_from_metadata(call.trailing_metadata())
+        decoded = time.perf_counter()
+        timing = CallTiming(encode_us=(encoded - started) * 1e6, wait_us=(answered - encoded) * 1e6,
+                            decode_us=(decoded - answered) * 1e6, server_queue_us=queue_us,
+                            server_compute_us=compute_us)
+        return Prediction(likes=likes, paths=(PATH_MODEL,) * len(rows), timing=timing,
+                          model_version=answered_version)
+
+    def model_versions(self, timeout_s: float | None = None) -> list[int]:
+        """ModelService.GetModelStatus: the AVAILABLE versions (of the label, if one is set)."""
+        import grpc
+
+        _, model_status = self._methods()
+        request = self._status_pb2.GetModelStatusRequest()
+        self._model_spec(request.model_spec, None)
+        request.model_spec.ClearField("signature_name")
+        try:
+            data = model_status(request.SerializeToString(), timeout=timeout_s or self.config.timeout_s)
+        except grpc.RpcError as error:
+            raise rpc_error(error, "GetModelStatus") from None
+        response = self._status_pb2.GetModelStatusResponse.FromString(data)
+        available = self._status_pb2.ModelVersionStatus.AVAILABLE
+        return sorted(status.version for status in response.model_version_status if status.state == available)
+
+    def close(self) -> None:
+        with self._channel_lock:
+            if self._channel is not None:
+                self._channel.close()
+            self._channel = None

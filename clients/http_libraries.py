@@ -1,0 +1,260 @@
+"""HTTP/1.1 keep-alive connections to one server, one adapter per client library.
+
+The library is an experimental factor (issue 5: `requests` costs several times what a lean
+client does), so each adapter does the same thing the way its library does it: send one
+request on a kept-alive connection and return status, body and the ``Server-Timing`` header.
+Connections live per thread (per greenlet once gevent has patched ``threading``), so one
+predictor can be shared by all of a process's Locust users without locks on the hot path.
+
+``lean`` is geventhttpclient: the fastest lean library measured by ``poochlab bench clients``
+(see the README section of clients/), and native to gevent, which Locust runs on. It also
+works in plain threads (each thread gets its own gevent hub).
+
+Library modules are imported only when an adapter is built, so importing poochlab.clients
+stays cheap and Locust can monkey-patch before ``requests`` or ``urllib3`` are loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlsplit
+
+from poochlab.clients.prediction import KIND_BAD_RESPONSE, KIND_CONNECTION, KIND_TIMEOUT, PredictionError
+
+LEAN_LIBRARY = "geventhttpclient"
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    server_timing: str | None
+
+
+class _Connection:
+    """One library's keep-alive connection; subclasses implement ``request``."""
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout_s: float) -> HttpAnswer:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _RequestsConnection(_Connection):
+    def __init__(self, base_url: str) -> None:
+        import requests
+
+        self._requests = requests
+        self._base_url = base_url
+        self._session = requests.Session()
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout_s: float) -> HttpAnswer:
+        requests = self._requests
+        try:
+            response = self._session.request(method, self._base_url + path, data=body, headers=headers,
+                                             timeout=timeout_s)
+        except requests.Timeout as error:  # before ConnectionError: ConnectTimeout is both
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error}") from error
+        except requests.RequestException as error:
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
+        return HttpAnswer(response.status_code, response.content, response.headers.get("Server-Timing"))
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class _Urllib3Connection(_Connection):
+    def __init__(self, base_url: str) -> None:
+        import urllib3
+
+        self._urllib3 = urllib3
+        parts = urlsplit(base_url)
+        pool_class = urllib3.HTTPSConnectionPool if parts.scheme == "https" else urllib3.HTTPConnectionPool
+        self._pool = pool_class(parts.hostname, parts.port, maxsize=1, retries=False)
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout_s: float) -> HttpAnswer:
+        exceptions = self._urllib3.exceptions
+        try:
+            response = self._pool.urlopen(method, path, body=body, headers=headers, retries=False,
+                                          timeout=self._urllib3.Timeout(total=timeout_s), preload_content=True)
+        except exceptions.NewConnectionError as error:  # a subclass of ConnectTimeoutError, sadly
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
+        except exceptions.TimeoutError as error:
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error}") from error
+        except (exceptions.HTTPError, OSError) as error:
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
+        return HttpAnswer(response.status, response.data, response.headers.get("Server-Timing"))
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _StaleRetryConnection(_Connection):
+    """For libraries that do not notice a kept-alive connection the server has closed.
+
+    A failure to send or to read the first byte on a *reused* connection means the server
+    closed it while idle (uvicorn drops idle connections after 5 s); the request is sent again
+    once on a fresh connection, as urllib3 does. A failure on a fresh connection is reported.
+    """
+
+    _reused = False
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout_s: float) -> HttpAnswer:
+        reused = self._reused
+        try:
+            answer = self._send(method, path, body, headers, timeout_s)
+        except PredictionError as error:
+            if not (reused and error.kind == KIND_CONNECTION):
+                raise
+            self._reset()
+            answer = self._send(method, path, body, headers, timeout_s)
+        self._reused = True
+        return answer
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+              timeout_s: float) -> HttpAnswer:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        self._reused = False
+
+
+class _HttpClientConnection(_StaleRetryConnection):
+    def __init__(self, base_url: str) -> None:
+        import http.client
+
+        self._http = http.client
+        parts = urlsplit(base_url)
+        self._connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._host, self._port = parts.hostname, parts.port
+        self._connection = self._connection_class(self._host, self._port)
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+              timeout_s: float) -> HttpAnswer:
+        connection = self._connection
+        connection.timeout = timeout_s
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except TimeoutError as error:
+            self._reset()
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from error
+        except (OSError, self._http.HTTPException) as error:
+            self._reset()
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error!r}") from error
+        return HttpAnswer(response.status, data, response.getheader("Server-Timing"))
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._connection.close()
+        self._connection = self._connection_class(self._host, self._port)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class _GeventHttpClientConnection(_StaleRetryConnection):
+    def __init__(self, base_url: str) -> None:
+        import gevent
+        from geventhttpclient import HTTPClient
+        from geventhttpclient.response import HTTPParseError
+
+        self._gevent = gevent
+        self._parse_error = HTTPParseError
+        parts = urlsplit(base_url)
+        self._make_client = lambda: HTTPClient(parts.hostname, parts.port, concurrency=1,
+                                               ssl=parts.scheme == "https")
+        self._client = self._make_client()
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+              timeout_s: float) -> HttpAnswer:
+        # One total deadline for connect, send and read (the library's own are per operation).
+        deadline = self._gevent.Timeout(timeout_s)
+        deadline.start()
+        try:
+            response = self._client.request(method, path, body=body or b"", headers=headers)
+            data = response.read()
+        except self._gevent.Timeout as error:
+            if error is not deadline:
+                raise
+            self._reset()
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from None
+        except TimeoutError as error:
+            self._reset()
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error!r}") from error
+        except self._parse_error as error:
+            self._reset()
+            kind = KIND_CONNECTION if "closed" in str(error).lower() or not str(error) else KIND_BAD_RESPONSE
+            raise PredictionError(kind, f"{method} {path}: {error!r}") from error
+        except OSError as error:
+            self._reset()
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error!r}") from error
+        finally:
+            deadline.close()
+        server_timing = response.get("server-timing")
+        if isinstance(server_timing, list):
+            server_timing = ", ".join(server_timing)
+        return HttpAnswer(response.status_code, bytes(data), server_timing)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._client.close()
+        self._client = self._make_client()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+_ADAPTERS: dict[str, Callable[[str], _Connection]] = {
+    "requests": _RequestsConnection,
+    "urllib3": _Urllib3Connection,
+    "http.client": _HttpClientConnection,
+    "geventhttpclient": _GeventHttpClientConnection,
+}
+
+
+def library_name(library: str) -> str:
+    """The library a configured name stands for ("lean" -> the measured fastest)."""
+    return LEAN_LIBRARY if library == "lean" else library
+
+
+class HttpConnections:
+    """Keep-alive connections to one server with one library: one per thread or greenlet."""
+
+    def __init__(self, base_url: str, library: str) -> None:
+        name = library_name(library)
+        if name not in _ADAPTERS:
+            raise ValueError(f"unknown HTTP library {library!r}; expected one of {sorted(_ADAPTERS)} or 'lean'")
+        self.library = name
+        self._factory = _ADAPTERS[name]
+        self._base_url = base_url.rstrip("/")
+        self._local = threading.local()
+        self._all: list[_Connection] = []
+        self._lock = threading.Lock()
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout_s: float) -> HttpAnswer:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._factory(self._base_url)
+            self._local.connection = connection
+            with self._lock:
+                self._all.append(connection)
+        return connection.request(method, path, body, headers, timeout_s)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._all = self._all, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()

@@ -1,0 +1,198 @@
+"""Every failure surfaces with its kind, for every REST library and for gRPC.
+
+The faults come from real sockets: a closed port (connection refused), a listener that never
+answers (timeout), and a scripted HTTP server for answers the lab server does not give on
+demand (503, garbage, a kept-alive connection closed while idle).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pytest
+
+from poochlab.clients import ClientConfig, PredictionError, build_transport
+
+REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient")
+PUPDATE = {"hashtags": "#corgi #adorable", "country": "US", "followers": 10}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
+
+
+@pytest.fixture(scope="module")
+def silent_listener() -> Iterator[int]:
+    """Accepts TCP connections (kernel backlog) and never reads or answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
+class ScriptedServer:
+    """Answers each POST with the next scripted (status, body, close_after) response."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, bytes, bool]] = []
+        self.requests: list[tuple[str, bytes]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.requests.append((self.path, body))
+                status, answer, close = server.script.pop(0) if server.script else (200, b'{"predictions": [1.5]}', False)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                self.wfile.flush()
+                if close:  # close without saying so, as a server dropping an idle connection does
+                    self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.stop()
+
+
+def rest(url: str, library: str, **kw: object) -> ClientConfig:
+    return ClientConfig(protocol="rest", library=library, rest_url=url, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_rest_closed_port_is_a_connection_error(library: str) -> None:
+    predictor = build_transport(rest(f"http://127.0.0.1:{closed_port()}", library, timeout_s=2.0))
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict([PUPDATE])
+    assert caught.value.kind == "connection"
+    assert predictor.stats()["model_errors_by_kind"] == {"connection": 1}
+    predictor.close()
+
+
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_rest_silent_server_is_a_timeout(library: str, silent_listener: int) -> None:
+    predictor = build_transport(rest(f"http://127.0.0.1:{silent_listener}", library, timeout_s=0.2, retries=3))
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict([PUPDATE])
+    assert caught.value.kind == "timeout"
+    assert predictor.stats()["model_retries"] == 0  # timeouts are never retried
+    predictor.close()
+
+
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_rest_status_and_garbage(library: str, scripted: ScriptedServer) -> None:
+    scripted.script = [(503, b'{"error": "batch queue is full"}', False), (200, b"<html>oops</html>", False),
+                       (200, b'{"predictions": [1.0, 2.0]}', False)]
+    predictor = build_transport(rest(scripted.url, library))
+    kinds = []
+    for _ in range(3):
+        with pytest.raises(PredictionError) as caught:
+            predictor.predict([PUPDATE])
+        kinds.append((caught.value.kind, caught.value.message))
+    assert kinds[0] == ("http_503", "batch queue is full")
+    assert [kind for kind, _ in kinds[1:]] == ["bad_response", "bad_response"]
+    predictor.close()
+
+
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_rest_retries_only_unavailable_answers(library: str, scripted: ScriptedServer) -> None:
+    scripted.script = [(503, b'{"error": "busy"}', False), (503, b'{"error": "busy"}', False)]
+    predictor = build_transport(rest(scripted.url, library, retries=2))
+    assert predictor.predict([PUPDATE]).likes == [1.5]
+    assert len(scripted.requests) == 3
+    assert predictor.stats()["model_retries"] == 2
+    scripted.script = [(500, b'{"error": "boom"}', False)]
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict([PUPDATE])
+    assert caught.value.kind == "http_500"
+    assert len(scripted.requests) == 4  # a 500 is not retried
+    predictor.close()
+
+
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_rest_survives_a_kept_alive_connection_closed_by_the_server(library: str, scripted: ScriptedServer) -> None:
+    scripted.script = [(200, b'{"predictions": [3.0]}', True), (200, b'{"predictions": [4.0]}', False)]
+    predictor = build_transport(rest(scripted.url, library))  # retries=0: no policy retry may hide this
+    assert predictor.predict([PUPDATE]).likes == [3.0]
+    assert predictor.predict([PUPDATE]).likes == [4.0]
+    assert predictor.stats()["model_errors"] == 0
+    predictor.close()
+
+
+def test_rest_request_addresses_version_label_and_format(scripted: ScriptedServer) -> None:
+    import json
+
+    scripted.script = [(200, b'{"predictions": [1.0]}', False), (200, b'{"outputs": {"likes": [2.0]}}', False)]
+    by_label = build_transport(rest(scripted.url, "lean", version_label="canary"))
+    by_label.predict([PUPDATE])
+    columnar = build_transport(rest(scripted.url, "lean", version=7, request_format="columnar"))
+    assert columnar.predict([PUPDATE]).likes == [2.0]
+    (path_label, body_label), (path_version, body_columnar) = scripted.requests
+    assert path_label == "/v1/models/pooch_predictor/labels/canary:predict"
+    assert json.loads(body_label)["instances"] == [PUPDATE]
+    assert path_version == "/v1/models/pooch_predictor/versions/7:predict"
+    assert json.loads(body_columnar)["inputs"] == {key: [value] for key, value in PUPDATE.items()}
+    by_label.close()
+    columnar.close()
+
+
+@pytest.fixture(scope="module")
+def grpc_ready() -> None:
+    """The gRPC client imports TensorFlow's protos: pay for it once per module."""
+    from tensorflow_serving.apis import predict_pb2  # noqa: F401
+
+
+def test_grpc_closed_port_is_a_connection_error(grpc_ready: None) -> None:
+    predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=f"127.0.0.1:{closed_port()}", timeout_s=2.0))
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict([PUPDATE])
+    assert caught.value.kind == "connection"
+    predictor.close()
+
+
+def test_grpc_silent_server_is_a_timeout(grpc_ready: None, silent_listener: int) -> None:
+    predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=f"127.0.0.1:{silent_listener}",
+                                             timeout_s=0.3))
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict([PUPDATE])
+    assert caught.value.kind == "timeout"
+    predictor.close()
+
+
+@pytest.mark.parametrize("library", [*REST_LIBRARIES, "grpcio"])
+def test_invalid_pupdate_fails_before_any_network_call(library: str) -> None:
+    protocol = "grpc" if library == "grpcio" else "rest"
+    config = ClientConfig(protocol=protocol, library=library, rest_url=f"http://127.0.0.1:{closed_port()}",
+                          grpc_target=f"127.0.0.1:{closed_port()}")
+    predictor = build_transport(config)
+    with pytest.raises(ValueError, match=r"pupdates\[1\]: .*'followers'"):
+        predictor.predict([PUPDATE, {"hashtags": "#pug", "country": "FR"}])
+    with pytest.raises(ValueError, match="'country' must be a string"):
+        predictor.predict([{**PUPDATE, "country": 7}])
+    assert predictor.stats()["model_requests"] == 0
+    predictor.close()
