@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from poochlab.clients.circuit_breaker import CircuitBreaker
 from poochlab.clients.config import FallbackConfig
@@ -41,11 +41,12 @@ def baseline_likes(baseline: HistoricalBaseline, hashtag_text: str) -> float:
 
 
 class SupervisedPredictor:
-    def __init__(self, inner: Any, config: FallbackConfig, baseline: HistoricalBaseline | None = None) -> None:
+    def __init__(self, inner: Any, config: FallbackConfig, baseline: HistoricalBaseline | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.config = config
         self.baseline = baseline if baseline is not None else HistoricalBaseline.read(config.baseline_path)
-        self.breaker = CircuitBreaker(config.breaker_failures, config.cooldown_s)
+        self.breaker = CircuitBreaker(config.breaker_failures, config.cooldown_s, clock=clock)
         self._lock = threading.Lock()
         self._fallbacks: dict[str, int] = {}
         self._counts = {"supervised_requests": 0, "fallback_requests": 0, "fallback_rows": 0}
