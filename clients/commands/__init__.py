@@ -1,0 +1,1 @@
+"""CLI subcommands of the clients stage (``poochlab predict``)."""
