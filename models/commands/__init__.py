@@ -1,0 +1,1 @@
+"""``poochlab train`` and ``poochlab export``: the model stage's subcommands."""
