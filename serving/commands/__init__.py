@@ -1,0 +1,1 @@
+"""``poochlab serve``: registered with the CLI; the server parses TF Serving flags itself."""

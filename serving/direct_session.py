@@ -1,0 +1,50 @@
+"""The session without batching: every task runs on its own in a shared thread pool.
+
+TF Serving without ``--enable_batching`` runs each request's Session::Run on the calling
+thread; here the calling thread is the event loop, which must never block, so the run moves to
+a pool and the handler awaits its future.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Executor, Future
+
+from poochlab.serving.session import Compute, InferenceResult, InferenceTask
+from poochlab.serving.status import Code, ServingError
+
+
+class DirectSession:
+    """An :class:`~poochlab.serving.session.InferenceSession` that runs tasks one by one."""
+
+    def __init__(self, compute: Compute, executor: Executor) -> None:
+        self._compute = compute
+        self._executor = executor
+        self._closed = False
+
+    def submit(self, task: InferenceTask) -> "Future[InferenceResult]":
+        if self._closed:
+            future: Future[InferenceResult] = Future()
+            future.set_exception(ServingError(Code.UNAVAILABLE, "Servable is being unloaded"))
+            return future
+        return self._executor.submit(self._run, task)
+
+    def _run(self, task: InferenceTask) -> InferenceResult:
+        started = time.monotonic()
+        if task.deadline is not None and started > task.deadline:
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the model ran")
+        try:
+            outputs = self._compute(task.inputs)
+        except ServingError:
+            raise
+        except Exception as error:  # a model failure is the request's error, never the server's
+            raise ServingError(Code.INTERNAL, f"{type(error).__name__}: {error}") from None
+        done = time.monotonic()
+        return InferenceResult(
+            outputs=outputs,
+            queue_us=(started - task.enqueued_at) * 1e6,
+            compute_us=(done - started) * 1e6,
+        )
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,252 @@
+"""TF Serving's gRPC services (``tensorflow-serving-api`` protos) on grpc.aio.
+
+``PredictionService``: Predict, Classify, Regress, MultiInference, GetModelMetadata;
+``ModelService``: GetModelStatus, HandleReloadConfigRequest. Every inference answer carries
+trailing metadata ``server-timing: queue;dur=<ms>, compute;dur=<ms>`` like the REST header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+import grpc
+import numpy as np
+
+from poochlab.serving.inference import (
+    check_method, classification_results, examples_input, regression_results, run_signature,
+)
+from poochlab.serving.metrics import ServerMetrics
+from poochlab.serving.model_manager import ModelManager, VersionState
+from poochlab.serving.rest_api import server_timing
+from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
+from poochlab.serving.status import Code, ServingError
+from poochlab.serving.tensor_proto import array_to_proto, proto_to_array, serialized_examples
+
+SERVER_TIMING_KEY = "server-timing"
+
+
+def _resolve(manager: ModelManager, spec: Any) -> VersionState:
+    if not spec.name:
+        raise ServingError(Code.INVALID_ARGUMENT, "Missing ModelSpec name")
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return manager.resolve(spec.name, version=spec.version.value)
+    if choice == "version_label":
+        return manager.resolve(spec.name, label=spec.version_label)
+    return manager.resolve(spec.name)
+
+
+def _echo_spec(target: Any, state: VersionState, signature_name: str) -> None:
+    target.name = state.model
+    target.version.value = state.version
+    target.signature_name = signature_name
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return time.monotonic() + remaining if remaining is not None else None
+
+
+class _Calls:
+    """Runs one RPC: status mapping, metrics and the server-timing trailer in one place."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    async def run(self, api: str, model: str, context: grpc.aio.ServicerContext,
+                  body: Callable[[list[float]], Any]) -> Any:
+        started = time.monotonic()
+        timing: list[float] = []  # queue_us, compute_us once the model ran
+        try:
+            response = await body(timing)
+        except ServingError as error:
+            self.metrics.record_request(model, api, "GRPC", error.code.name, (time.monotonic() - started) * 1e6,
+                                        timing[1] if timing else None)
+            await context.abort(grpc.StatusCode[error.code.name], error.message)
+        if timing:
+            context.set_trailing_metadata(((SERVER_TIMING_KEY, server_timing(timing[0], timing[1])),))
+        self.metrics.record_request(model, api, "GRPC", "OK", (time.monotonic() - started) * 1e6,
+                                    timing[1] if timing else None)
+        return response
+
+
+class PredictionServicer:
+    def __init__(self, manager: ModelManager, metrics: ServerMetrics) -> None:
+        self.manager = manager
+        self.calls = _Calls(metrics)
+
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from tensorflow_serving.apis import predict_pb2
+
+        async def body(timing: list[float]) -> Any:
+            state = _resolve(self.manager, request.model_spec)
+            assert state.servable is not None
+            signature = state.servable.signature(request.model_spec.signature_name)
+            inputs = {}
+            for name, proto in request.inputs.items():
+                if name not in signature.inputs:
+                    from poochlab.serving.inputs import check_input_names
+
+                    check_input_names(signature.inputs, set(request.inputs))
+                inputs[name] = proto_to_array(proto, signature.inputs[name])
+            result = await run_signature(self.manager, state, signature, inputs, _deadline(context))
+            timing.extend((result.queue_us, result.compute_us))
+            wanted = list(request.output_filter) or list(result.outputs)
+            response = predict_pb2.PredictResponse()
+            for name in wanted:
+                if name not in result.outputs:
+                    raise ServingError(Code.INVALID_ARGUMENT, f"output tensor alias not found in signature: {name}")
+                response.outputs[name].CopyFrom(array_to_proto(result.outputs[name]))
+            _echo_spec(response.model_spec, state, signature.name)
+            return response
+
+        return await self.calls.run("Predict", request.model_spec.name, context, body)
+
+    async def _examples(self, request: Any, method: str, timing: list[float],
+                        context: grpc.aio.ServicerContext) -> tuple[VersionState, str, dict[str, np.ndarray], int]:
+        state = _resolve(self.manager, request.model_spec)
+        assert state.servable is not None
+        signature = state.servable.signature(request.model_spec.signature_name)
+        check_method(signature, method)
+        examples = serialized_examples(request.input)
+        result = await run_signature(self.manager, state, signature, examples_input(signature, examples),
+                                     _deadline(context))
+        timing.extend((result.queue_us, result.compute_us))
+        return state, signature.name, result.outputs, len(examples)
+
+    async def _classify(self, request: Any, timing: list[float], context: grpc.aio.ServicerContext,
+                        response: Any) -> Any:
+        state, signature_name, outputs, count = await self._examples(request, CLASSIFY_METHOD, timing, context)
+        for row in classification_results(outputs, count):
+            classifications = response.result.classifications.add()
+            for label, score in row:
+                entry = classifications.classes.add()
+                entry.label = label
+                entry.score = float(score)
+        _echo_spec(response.model_spec, state, signature_name)
+        return response
+
+    async def _regress(self, request: Any, timing: list[float], context: grpc.aio.ServicerContext,
+                       response: Any) -> Any:
+        state, signature_name, outputs, count = await self._examples(request, REGRESS_METHOD, timing, context)
+        for value in regression_results(outputs, count):
+            response.result.regressions.add().value = float(value)
+        _echo_spec(response.model_spec, state, signature_name)
+        return response
+
+    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from tensorflow_serving.apis import classification_pb2
+
+        return await self.calls.run(
+            "Classify", request.model_spec.name, context,
+            lambda timing: self._classify(request, timing, context, classification_pb2.ClassificationResponse()))
+
+    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from tensorflow_serving.apis import regression_pb2
+
+        return await self.calls.run(
+            "Regress", request.model_spec.name, context,
+            lambda timing: self._regress(request, timing, context, regression_pb2.RegressionResponse()))
+
+    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
+
+        async def body(timing: list[float]) -> Any:
+            if not request.tasks:
+                raise ServingError(Code.INVALID_ARGUMENT, "MultiInferenceRequest must contain at least one task")
+            names = {task.model_spec.name for task in request.tasks}
+            if len(names) != 1:
+                raise ServingError(Code.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name")
+            response = inference_pb2.MultiInferenceResponse()
+            queue_us = compute_us = 0.0
+            for task in request.tasks:
+                sub_request = _TaskRequest(task.model_spec, request.input)
+                task_timing: list[float] = []
+                if task.method_name == CLASSIFY_METHOD:
+                    answer = await self._classify(sub_request, task_timing, context, classification_pb2.ClassificationResponse())
+                    result = response.results.add()
+                    result.classification_result.CopyFrom(answer.result)
+                elif task.method_name == REGRESS_METHOD:
+                    answer = await self._regress(sub_request, task_timing, context, regression_pb2.RegressionResponse())
+                    result = response.results.add()
+                    result.regression_result.CopyFrom(answer.result)
+                else:
+                    raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+                result.model_spec.CopyFrom(answer.model_spec)
+                queue_us += task_timing[0]
+                compute_us += task_timing[1]
+            timing.extend((queue_us, compute_us))
+            return response
+
+        model = request.tasks[0].model_spec.name if request.tasks else ""
+        return await self.calls.run("MultiInference", model, context, body)
+
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from poochlab.serving.model_protos import model_metadata_response
+
+        try:
+            if list(request.metadata_field) != ["signature_def"]:
+                raise ServingError(Code.INVALID_ARGUMENT,
+                                   "Metadata field signature_def is the only supported field; request lists: "
+                                   + ", ".join(request.metadata_field))
+            return model_metadata_response(_resolve(self.manager, request.model_spec))
+        except ServingError as error:
+            await context.abort(grpc.StatusCode[error.code.name], error.message)
+
+
+class _TaskRequest:
+    """A MultiInference task seen as a Classify/Regress request."""
+
+    def __init__(self, model_spec: Any, input_proto: Any) -> None:
+        self.model_spec = model_spec
+        self.input = input_proto
+
+
+class ModelServicer:
+    def __init__(self, manager: ModelManager, reload_config: Callable[[Any], None]) -> None:
+        self.manager = manager
+        self.reload_config = reload_config
+
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from poochlab.serving.model_protos import model_status_response
+
+        spec = request.model_spec
+        choice = spec.WhichOneof("version_choice")
+        try:
+            return model_status_response(
+                self.manager, spec.name,
+                spec.version.value if choice == "version" else None,
+                spec.version_label if choice == "version_label" else None)
+        except ServingError as error:
+            await context.abort(grpc.StatusCode[error.code.name], error.message)
+
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from tensorflow_serving.apis import model_management_pb2
+
+        from poochlab.serving.model_config import validate_model_config
+
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            validate_model_config(request.config, "ReloadConfigRequest.config")
+        except ValueError as error:
+            response.status.error_code = Code.INVALID_ARGUMENT.value
+            response.status.error_message = str(error)
+            return response
+        try:
+            # Loading takes seconds: keep the event loop serving while it runs.
+            await asyncio.get_running_loop().run_in_executor(None, self.reload_config, request.config)
+            response.status.error_code = Code.OK.value
+        except ServingError as error:
+            response.status.error_code = error.code.value
+            response.status.error_message = error.message
+        return response
+
+
+def add_services(server: grpc.aio.Server, manager: ModelManager, metrics: ServerMetrics,
+                 reload_config: Callable[[Any], None]) -> None:
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, reload_config), server)

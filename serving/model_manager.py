@@ -1,0 +1,258 @@
+"""Which model versions are served: config, version policies, labels, polling, switches.
+
+The manager mirrors TF Serving's ``ServerCore`` + ``AspiredVersionsManager``: for each model
+it scans the base path for numeric version folders, picks the aspired ones with the version
+policy, loads (and warms up) new versions *before* unloading the ones no longer aspired, so a
+request never finds no version during a switch. Loading runs on the manager's own thread;
+request handlers only read the current state, which is swapped in whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from poochlab.serving.servable import Servable
+from poochlab.serving.session import Compute, InferenceSession
+from poochlab.serving.status import Code, ServingError
+
+log = logging.getLogger("poochlab.serving")
+
+# (compute, queue name) -> a session; the direct session or a batching queue.
+SessionFactory = Callable[[Compute, str], InferenceSession]
+
+UNLOAD_GRACE_S = 2.0
+
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+@dataclass
+class VersionState:
+    """One version of one model, as GetModelStatus reports it."""
+
+    model: str
+    version: int
+    state: str = START
+    error: ServingError | None = None
+    servable: Servable | None = None
+    sessions: dict[str, InferenceSession] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass
+class ModelState:
+    config: Any  # tensorflow.serving.ModelConfig
+    versions: dict[int, VersionState] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def available(self) -> list[int]:
+        return sorted(v for v, s in self.versions.items() if s.state == AVAILABLE)
+
+
+def scan_versions(base_path: str) -> list[int]:
+    """Numeric version folders under ``base_path`` (non-numeric entries are ignored)."""
+    try:
+        entries = list(Path(base_path).iterdir())
+    except OSError:
+        return []
+    return sorted(int(e.name) for e in entries if e.name.isdigit() and e.is_dir())
+
+
+def aspired_versions(config: Any, on_disk: list[int]) -> list[int]:
+    """The versions the model's ``model_version_policy`` wants, among those on disk."""
+    policy = config.model_version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return list(on_disk)
+    if choice == "specific":
+        wanted = set(policy.specific.versions)
+        return [v for v in on_disk if v in wanted]
+    count = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions else 1
+    return on_disk[-count:] if on_disk else []
+
+
+class ModelManager:
+    """The served models; thread-safe reads for handlers, loads on the caller's thread."""
+
+    def __init__(self, session_factory: SessionFactory, enable_warmup: bool = True,
+                 warmup_iterations: int = 1) -> None:
+        self._session_factory = session_factory
+        self._enable_warmup = enable_warmup
+        self._warmup_iterations = max(1, warmup_iterations)
+        self._models: dict[str, ModelState] = {}
+        self._apply_lock = threading.Lock()  # one config change or poll at a time
+
+    # ---- reads (any thread, never blocking on loads) ----
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> VersionState:
+        """The AVAILABLE version a request addresses, or TF Serving's NOT_FOUND/INVALID_ARGUMENT."""
+        model = self._models.get(name)
+        if label is not None:
+            if model is None:
+                raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({name})")
+            if label not in model.labels:
+                raise ServingError(Code.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+            version = model.labels[label]
+        if version is not None:
+            state = model.versions.get(version) if model else None
+            if state is None or state.state != AVAILABLE:
+                raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
+            return state
+        available = model.available() if model else []
+        if not available:
+            raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({name})")
+        return model.versions[available[-1]]
+
+    def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionState]:
+        """Version states for GetModelStatus (all versions, or the one asked for)."""
+        model = self._models.get(name)
+        if model is None:
+            raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {name}")
+        if label is not None:
+            if label not in model.labels:
+                raise ServingError(Code.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+            version = model.labels[label]
+        if version is not None:
+            state = model.versions.get(version)
+            if state is None:
+                raise ServingError(Code.NOT_FOUND, f"Could not find version {version} of model {name}")
+            return [state]
+        if not model.versions:
+            raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {name}")
+        return [model.versions[v] for v in sorted(model.versions, reverse=True)]
+
+    def session(self, state: VersionState, signature_name: str) -> InferenceSession:
+        """The session (direct or batching queue) of one (model, version, signature)."""
+        session = state.sessions.get(signature_name)
+        if session is not None:
+            return session
+        if state.servable is None:
+            raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Specific({state.model}, {state.version})")
+        signature = state.servable.signature(signature_name)
+        with state._lock:
+            session = state.sessions.get(signature_name)
+            if session is None:
+                session = self._session_factory(signature.compute, f"{state.model}/{state.version}/{signature.name}")
+                state.sessions[signature_name] = session
+        return session
+
+    # ---- changes (manager thread, main thread at start-up, or a reload request) ----
+
+    def apply_config(self, config: Any) -> None:
+        """Serve exactly the models of ``config`` (a ModelServerConfig); unload the others.
+
+        Raises ``ServingError`` (FAILED_PRECONDITION) when a label points at a version that is
+        not available; the models are still loaded.
+        """
+        with self._apply_lock:
+            wanted = {m.name: m for m in config.model_config_list.config}
+            for name, model_config in wanted.items():
+                model = self._models.get(name)
+                if model is None:
+                    model = ModelState(config=model_config)
+                    self._models = {**self._models, name: model}
+                else:
+                    model.config = model_config
+                self._reconcile(model)
+            for name in [n for n in self._models if n not in wanted]:
+                model = self._models[name]
+                for state in list(model.versions.values()):
+                    self._unload(state)
+                self._models = {n: m for n, m in self._models.items() if n != name}
+            errors = [self._apply_labels(self._models[name]) for name in wanted]
+            errors = [e for e in errors if e]
+            if errors:
+                raise ServingError(Code.FAILED_PRECONDITION, "; ".join(errors))
+
+    def poll(self) -> None:
+        """Look for new or removed version folders of every model (file-system polling)."""
+        with self._apply_lock:
+            for model in list(self._models.values()):
+                self._reconcile(model)
+                error = self._apply_labels(model)
+                if error:
+                    log.warning("%s", error)
+
+    def close(self) -> None:
+        with self._apply_lock:
+            for model in self._models.values():
+                for state in list(model.versions.values()):
+                    self._unload(state)
+
+    def _reconcile(self, model: ModelState) -> None:
+        base_path = model.config.base_path
+        aspired = aspired_versions(model.config, scan_versions(base_path))
+        # Load first, unload after: availability-preserving (TF Serving's default policy).
+        for version in aspired:
+            state = model.versions.get(version)
+            if state is None or (state.state == END and state.error is None):
+                state = VersionState(model=model.config.name, version=version)
+                model.versions = {**model.versions, version: state}
+                self._load(state, Path(base_path) / str(version))
+        if any(model.versions[v].state == AVAILABLE for v in aspired) or not aspired:
+            for version, state in list(model.versions.items()):
+                if version not in aspired and state.state == AVAILABLE:
+                    self._unload(state)
+
+    def _load(self, state: VersionState, path: Path) -> None:
+        from poochlab.serving import warmup
+        from poochlab.serving.tensor_proto import serialized_examples
+
+        state.state = LOADING
+        log.info("Loading servable: {name: %s version: %d} from %s", state.model, state.version, path)
+        try:
+            servable = Servable(state.model, state.version, path)
+            if self._enable_warmup:
+                logs = warmup.read_warmup_logs(path)
+                warmup.replay(servable, logs, self._warmup_iterations, serialized_examples)
+                if logs:
+                    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                             path, len(logs))
+        except ServingError as error:
+            state.error, state.state = error, END
+            log.error("Loading servable: {name: %s version: %d} failed: %s", state.model, state.version, error.message)
+            return
+        except Exception as error:  # a broken SavedModel fails its version, not the server
+            state.error = ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}")
+            state.state = END
+            log.error("Loading servable: {name: %s version: %d} failed: %s", state.model, state.version, error)
+            return
+        state.servable = servable
+        state.state = AVAILABLE
+        log.info("Successfully loaded servable version {name: %s version: %d}", state.model, state.version)
+
+    def _unload(self, state: VersionState) -> None:
+        if state.state != AVAILABLE:
+            return
+        state.state = UNLOADING
+        sessions = list(state.sessions.values())
+        state.state = END
+
+        # Requests that resolved this version just before the switch still hold it: give them
+        # a grace period before the sessions close and the SavedModel is released.
+        def release() -> None:
+            for session in sessions:
+                session.close()
+            state.sessions = {}
+            state.servable = None
+
+        timer = threading.Timer(UNLOAD_GRACE_S, release)
+        timer.daemon = True
+        timer.start()
+        log.info("Unloaded servable version {name: %s version: %d}", state.model, state.version)
+
+    def _apply_labels(self, model: ModelState) -> str | None:
+        labels = dict(model.config.version_labels)
+        for label, version in labels.items():
+            state = model.versions.get(version)
+            if state is None or state.state != AVAILABLE:
+                return (f"Request to assign label to version {version} of model {model.config.name}, "
+                        "which is not currently available for inference")
+        model.labels = labels
+        return None

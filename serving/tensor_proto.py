@@ -1,0 +1,88 @@
+"""``TensorProto`` <-> numpy for gRPC and warm-up records.
+
+Answers use the typed repeated fields (``float_val``, ``int64_val``, ...) as TF Serving does,
+not ``tensor_content``; requests may use either (``tf.make_ndarray`` reads both).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from poochlab.serving.servable import TensorSpec
+from poochlab.serving.status import Code, ServingError
+
+# numpy kind+itemsize -> (DataType enum, repeated field name)
+_FIELDS: dict[str, tuple[int, str]] = {
+    "f4": (1, "float_val"), "f8": (2, "double_val"), "i4": (3, "int_val"), "u1": (4, "int_val"),
+    "i2": (5, "int_val"), "i1": (6, "int_val"), "i8": (9, "int64_val"), "b1": (10, "bool_val"),
+    "u2": (17, "int_val"), "f2": (19, "half_val"), "u4": (22, "uint32_val"), "u8": (23, "uint64_val"),
+}
+
+
+def array_to_proto(array: np.ndarray) -> Any:
+    """A TensorProto with the array's values in its typed field."""
+    from tensorflow.core.framework import tensor_pb2
+
+    proto = tensor_pb2.TensorProto()
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = int(size)
+    if array.dtype.kind in ("O", "S", "U"):
+        proto.dtype = 7
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist())
+        return proto
+    key = f"{array.dtype.kind}{array.dtype.itemsize}"
+    try:
+        dtype, field = _FIELDS[key]
+    except KeyError:
+        raise ServingError(Code.UNIMPLEMENTED, f"cannot send a tensor of dtype {array.dtype}") from None
+    proto.dtype = dtype
+    if field == "half_val":
+        getattr(proto, field).extend(array.ravel().view(np.uint16).tolist())
+    else:
+        getattr(proto, field).extend(array.ravel().tolist())
+    return proto
+
+
+def proto_to_array(proto: Any, spec: TensorSpec) -> np.ndarray:
+    """A request TensorProto as an array; INVALID_ARGUMENT on a dtype or content mismatch."""
+    import tensorflow as tf
+
+    if proto.dtype != spec.dtype:
+        raise ServingError(
+            Code.INVALID_ARGUMENT,
+            f"Expects arg[{spec.name}] to be {tf.dtypes.as_dtype(spec.dtype).name} "
+            f"but {tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else 'invalid'} is provided",
+        )
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as error:
+        raise ServingError(Code.INVALID_ARGUMENT, f"input '{spec.name}' is not a valid TensorProto: {error}") from None
+
+
+def serialized_examples(input_proto: Any) -> list[bytes]:
+    """The ``tf.Example``s of a classify/regress ``Input``, context features merged into each."""
+    from tensorflow.core.example import example_pb2
+
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        examples = list(input_proto.example_list.examples)
+        context = None
+    elif kind == "example_list_with_context":
+        examples = list(input_proto.example_list_with_context.examples)
+        context = input_proto.example_list_with_context.context
+    else:
+        raise ServingError(Code.INVALID_ARGUMENT, "Input is empty: set example_list or example_list_with_context")
+    if not examples:
+        raise ServingError(Code.INVALID_ARGUMENT, "Input is empty: no examples")
+    if context is None:
+        return [example.SerializeToString() for example in examples]
+    merged = []
+    for example in examples:
+        combined = example_pb2.Example()
+        combined.CopyFrom(context)
+        for name, feature in example.features.feature.items():
+            combined.features.feature[name].CopyFrom(feature)
+        merged.append(combined.SerializeToString())
+    return merged
