@@ -81,6 +81,9 @@ class TrialRecord:
     # server_cpu_s, server_peak_rss_bytes, generator_cpu_percent, redis_cpu_s, steal_percent,
     # energy_joules, energy_method ("rapl" | "estimate"), placement {...}
     resources: dict[str, Any] = field(default_factory=dict)
+    # Load-generator health: worker_cpu_percent [per worker], loop_lag_p99_us, lateness_p50_us,
+    # lateness_p99_us, late_send_fraction (> 1 ms late), steal_percent, timer, expected_interval_us.
+    generator: dict[str, Any] = field(default_factory=dict)
     validity: Validity = field(default_factory=Validity)
     schema_version: int = SCHEMA_VERSION
 

@@ -1,0 +1,77 @@
+"""How load is applied in one trial: one frozen, validated data object."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+MODES = ("closed", "open")
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """The load of one trial.
+
+    ``mode="closed"``: ``users`` concurrent Locust users, each sending its next request when the
+    answer to the last one arrives (``pacing`` 0), or starting one request every ``pacing``
+    seconds (Locust's ``constant_pacing``). Percentiles come with the coordinated-omission
+    corrected twin. ``mode="open"``: Poisson arrivals at ``rate_rps`` in total (seeded),
+    no limit on outstanding requests, latency measured from each request's scheduled send time.
+
+    Time: ``warmup_s`` of unrecorded load, then windows of ``window_s`` until the last three agree
+    (perf_analyzer's rule) and at least ``min_windows`` were measured, at most ``max_windows``.
+    ``workers`` generator processes share the load (users or rate split evenly); their
+    histograms are merged losslessly. ``pin_cpus`` pins server, generator and Redis to separate
+    cores when the machine has enough (the placement is recorded either way).
+    """
+
+    mode: Literal["closed", "open"] = "closed"
+    users: int = 1
+    rate_rps: float | None = None
+    window_s: float = 5.0
+    warmup_s: float = 2.0
+    min_windows: int = 3
+    max_windows: int = 10
+    workers: int = 1
+    seed: int = 0
+    pacing: float = 0.0
+    pin_cpus: bool = True
+    drain_s: float = 2.0  # how long requests in flight at the end may still answer
+
+    def __post_init__(self) -> None:
+        def require(condition: bool, message: str) -> None:
+            if not condition:
+                raise ValueError(f"load settings: {message}")
+
+        require(self.mode in MODES, f"mode must be one of {MODES} (got {self.mode!r})")
+        if self.mode == "open":
+            require(self.rate_rps is not None and self.rate_rps > 0,
+                    f"rate_rps must be positive for an open loop (got {self.rate_rps!r})")
+        else:
+            require(isinstance(self.users, int) and self.users >= 1, f"users must be at least 1 (got {self.users!r})")
+            require(self.users >= self.workers, f"users ({self.users}) must be at least workers ({self.workers})")
+        require(self.window_s > 0, f"window_s must be positive (got {self.window_s})")
+        require(self.warmup_s >= 0, f"warmup_s must not be negative (got {self.warmup_s})")
+        require(self.min_windows >= 1, f"min_windows must be at least 1 (got {self.min_windows})")
+        require(self.max_windows >= self.min_windows,
+                f"max_windows ({self.max_windows}) must be at least min_windows ({self.min_windows})")
+        require(isinstance(self.workers, int) and self.workers >= 1, f"workers must be at least 1 (got {self.workers!r})")
+        require(self.pacing >= 0, f"pacing must not be negative (got {self.pacing})")
+        require(self.drain_s >= 0, f"drain_s must not be negative (got {self.drain_s})")
+
+    def as_record(self) -> dict[str, Any]:
+        """What TrialRecord.load stores (only the fields that apply to the mode)."""
+        data = asdict(self)
+        if self.mode == "open":
+            data.pop("users")
+            data.pop("pacing")
+        else:
+            data.pop("rate_rps")
+        return data
+
+    def share(self, worker: int) -> tuple[int, float | None]:
+        """(users, rate) that worker ``worker`` of ``workers`` applies."""
+        if self.mode == "open":
+            return 0, (self.rate_rps or 0.0) / self.workers
+        base, extra = divmod(self.users, self.workers)
+        return base + (1 if worker < extra else 0), None

@@ -1,0 +1,334 @@
+"""``measure_trial``: warm-up, measurement windows until stable, and a filled TrialRecord.
+
+The calling process (the sweep runner) is never monkey-patched: the load runs in
+``settings.workers`` generator processes (:mod:`~poochlab.experiments.load.worker`), each a
+headless Locust with its own recorder. This process tells them when to start, merges each
+window across workers as it arrives, applies the stability rule, stops them, and meanwhile
+watches resources (server, workers, Redis), CPU steal and the server's Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+from poochlab.experiments.load.settings import LoadSettings
+from poochlab.experiments.load.workload import Workload
+from poochlab.experiments.recording import health as health_rules
+from poochlab.experiments.recording.health import CpuTimes, steal_percent
+from poochlab.experiments.recording.histograms import decode, merge_encoded
+from poochlab.experiments.recording.merge import merge_window_data, merged_histogram_text
+from poochlab.experiments.recording.placement import plan_and_pin
+from poochlab.experiments.recording.prometheus import histogram_deltas, scrape
+from poochlab.experiments.recording.resources import ResourceMonitor
+from poochlab.experiments.recording.stability import WindowSummary, is_stable
+from poochlab.experiments.recording.windows import WindowData
+from poochlab.experiments.records import TrialRecord, Validity, Window
+
+READY_TIMEOUT_S = 180.0  # a gRPC worker imports TensorFlow (~7 s alone, more on a busy box)
+START_DELAY_S = 0.2  # between 'go' and the first request, so every worker starts together
+
+
+class TrialError(RuntimeError):
+    """A generator process failed; the message carries its traceback."""
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: subprocess.Popen
+    conn: Connection
+    stderr_path: str
+    pid: int = 0
+    final: dict[str, Any] | None = None
+
+    def stderr_tail(self) -> str:
+        try:
+            with open(self.stderr_path, errors="replace") as handle:
+                return handle.read()[-2000:]
+        except OSError:
+            return ""
+
+
+def _start_worker(spec: Any) -> _Worker:
+    from poochlab.experiments.load.worker import WorkerSpec  # noqa: F401  (checks it imports)
+
+    ours, theirs = socket.socketpair()
+    stderr = tempfile.NamedTemporaryFile(prefix=f"poochlab-worker{spec.index}-", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "poochlab.experiments.load.worker", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
+    theirs.close()
+    stderr.close()
+    conn = Connection(ours.detach())
+    conn.send_bytes(pickle.dumps(spec))
+    return _Worker(spec.index, process, conn, stderr.name)
+
+
+def _receive(worker: _Worker) -> tuple:
+    try:
+        message = worker.conn.recv()
+    except (EOFError, OSError):
+        raise TrialError(f"load generator worker {worker.index} died:\n{worker.stderr_tail()}") from None
+    if message[0] == "error":
+        raise TrialError(f"load generator worker {worker.index} failed:\n{message[1]}")
+    return message
+
+
+@dataclass
+class _Collected:
+    windows: dict[int, dict[int, WindowData]] = field(default_factory=dict)  # index -> worker -> data
+    merged: list[WindowData] = field(default_factory=list)
+    summaries: list[WindowSummary] = field(default_factory=list)
+
+
+def measure_trial(settings: LoadSettings, client: Any, workload: Workload, record: TrialRecord, *,
+                  server_pid: int | None = None, metrics_url: str | None = None,
+                  redis_pid: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
+                  _record_requests: bool = True) -> TrialRecord:
+    """Run warm-up plus measurement windows against ``client``'s server and fill ``record``.
+
+    Fills: started_at/ended_at, load, windows (each window merged over workers; requests still
+    answered after the end are added to the last one), stable and stable_windows, errors_by_kind
+    (outstanding requests counted as "timeout"), outstanding_at_end, lateness and server timing
+    histograms, client_timing_us means, cache, answer_paths, server_metrics (Prometheus deltas
+    when ``metrics_url`` is given), resources, generator health and validity. A generator that
+    fails marks the record ``status="failed"`` with the reason instead of raising.
+    """
+    from poochlab.experiments.load.worker import WorkerSpec
+
+    record.started_at = _now_iso()
+    record.load = {**settings.as_record(), "client": _describe_client(client), "workload": workload.describe()}
+    prefill = client.cache is not None and workload.cache_hit_ratio is not None
+    workers = [_start_worker(WorkerSpec(i, settings, client, workload, prefill=prefill and i == 0,
+                                        record=_record_requests))
+               for i in range(settings.workers)]
+    placement = None
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for worker in workers:
+            if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
+                raise TrialError(f"load generator worker {worker.index} not ready after {READY_TIMEOUT_S:.0f} s:\n"
+                                 f"{worker.stderr_tail()}")
+            _, worker.pid = _receive(worker)
+        placement = plan_and_pin(server_pid, [w.pid for w in workers], redis_pid, enabled=settings.pin_cpus)
+        start_at = time.monotonic() + START_DELAY_S
+        measure_start = start_at + settings.warmup_s
+        for worker in workers:
+            worker.conn.send(("go", start_at, measure_start))
+        collected, measured = _measure(settings, workers, measure_start, server_pid, redis_pid,
+                                       metrics_url, progress)
+    except TrialError as error:
+        record.status = "failed"
+        record.failure_reason = str(error)
+        record.validity.invalidate(f"trial failed: {str(error).splitlines()[0]}")
+        record.ended_at = _now_iso()
+        return record
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                try:
+                    worker.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    worker.process.kill()
+                    worker.process.wait(5)
+            worker.conn.close()
+            os.unlink(worker.stderr_path)
+        if placement is not None:
+            placement.restore()
+    _fill_record(record, settings, workers, collected, measured, placement.as_record())
+    record.ended_at = _now_iso()
+    return record
+
+
+def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: float, server_pid: int | None,
+             redis_pid: int | None, metrics_url: str | None,
+             progress: Callable[[dict[str, Any]], None] | None) -> tuple[_Collected, dict[str, Any]]:
+    monitor = ResourceMonitor(server_pid, [w.pid for w in workers], redis_pid)
+    measured: dict[str, Any] = {}
+    time.sleep(max(measure_start - time.monotonic(), 0.0))
+    before_metrics = _scrape_or_note(metrics_url, measured, "before")
+    cpu_before = CpuTimes.read()
+    monitor.start(time.monotonic())
+    collected = _Collected()
+    next_index = 0
+    last_index: int | None = None
+    limit = measure_start + (settings.max_windows + 2) * settings.window_s + 30.0
+    while last_index is None:
+        ready = wait([w.conn for w in workers], timeout=0.1)
+        monitor.sample()
+        for worker in workers:
+            if worker.conn in ready:
+                kind, data = _receive(worker)
+                if kind == "window":
+                    collected.windows.setdefault(data.index, {})[worker.index] = data
+            elif worker.process.poll() is not None:
+                raise TrialError(f"load generator worker {worker.index} exited:\n{worker.stderr_tail()}")
+        while len(collected.windows.get(next_index, {})) == len(workers):
+            merged = merge_window_data(list(collected.windows[next_index].values()))
+            collected.merged.append(merged)
+            histogram = decode(merged.histogram)
+            summary = WindowSummary(next_index, merged.requests / settings.window_s,
+                                    float(histogram.get_value_at_percentile(99)) if merged.requests else 0.0)
+            collected.summaries.append(summary)
+            count = next_index + 1
+            stable = count >= settings.min_windows and is_stable(collected.summaries)
+            if progress is not None:
+                progress({"window": next_index, "throughput_rps": summary.throughput_rps,
+                          "p99_us": summary.p99_us, "errors": sum(merged.errors_by_kind.values()),
+                          "stable": stable})
+            if stable or count >= settings.max_windows:
+                last_index = next_index
+                break
+            next_index += 1
+        if time.monotonic() > limit:
+            raise TrialError("no measurement windows arrived from the load generator in time")
+    for worker in workers:
+        worker.conn.send(("stop", last_index))
+    measure_end = measure_start + (last_index + 1) * settings.window_s
+    for worker in workers:
+        if not worker.conn.poll(settings.drain_s + 30.0):
+            raise TrialError(f"load generator worker {worker.index} did not finish:\n{worker.stderr_tail()}")
+        while True:
+            kind, data = _receive(worker)
+            if kind == "final":
+                worker.final = data
+                break
+    measured["resources"] = monitor.stop(time.monotonic())
+    measured["resources"]["measured_s"] = measure_end - measure_start
+    measured["steal_percent"] = steal_percent(cpu_before, CpuTimes.read())
+    after_metrics = _scrape_or_note(metrics_url, measured, "after")
+    if before_metrics is not None and after_metrics is not None:
+        measured["server_metrics"] = histogram_deltas(before_metrics, after_metrics)
+    return collected, measured
+
+
+def _scrape_or_note(url: str | None, measured: dict[str, Any], when: str) -> Any:
+    if url is None:
+        return None
+    try:
+        return scrape(url)
+    except (OSError, ValueError) as error:
+        measured.setdefault("metrics_errors", []).append(f"{when}: {url}: {error}")
+        return None
+
+
+def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Worker], collected: _Collected,
+                 measured: dict[str, Any], placement: dict[str, Any]) -> None:
+    merged = list(collected.merged)
+    last = len(merged) - 1
+    finals = [w.final or {} for w in workers]
+    tails = [f["tail"] for f in finals if f.get("tail") is not None]
+    if tails and last >= 0:
+        merged[last] = merge_window_data([merged[last], *[_reindex(t, last) for t in tails]])
+    record.windows = [
+        Window(index=w.index, start_s=w.index * settings.window_s, duration_s=settings.window_s,
+               requests=w.requests, errors=sum(w.errors_by_kind.values()), histogram=w.histogram,
+               corrected_histogram=w.corrected_histogram)
+        for w in merged]
+    record.stable = len(merged) >= settings.min_windows and is_stable(collected.summaries)
+    result = merged[-3:] if record.stable else merged
+    record.stable_windows = [w.index for w in result]
+    record.load["stability"] = (
+        f"stable over windows {record.stable_windows}" if record.stable
+        else f"not stable after {len(merged)} windows of {settings.window_s:g} s (limit {settings.max_windows})")
+
+    outstanding = sum(int(f.get("outstanding", 0)) for f in finals)
+    errors: Counter = Counter()
+    paths: Counter = Counter()
+    sums: Counter = Counter()
+    for window in merged:
+        errors.update(window.errors_by_kind)
+    for window in result:
+        paths.update(window.answer_paths)
+        sums.update(window.client_timing_sums_us)
+    if outstanding:
+        errors["timeout"] += outstanding
+    record.errors_by_kind = dict(errors)
+    record.outstanding_at_end = outstanding
+    record.answer_paths = dict(paths)
+    answered = sum(w.requests for w in result)
+    record.client_timing_us = {k: v / answered for k, v in sums.items()} if answered else {}
+    record.lateness_histogram = merged_histogram_text(w.lateness_histogram for w in result)
+    record.server_queue_histogram = merged_histogram_text(w.server_queue_histogram for w in result)
+    record.server_compute_histogram = merged_histogram_text(w.server_compute_histogram for w in result)
+    caches = [f["cache"] for f in finals if f.get("cache") is not None]
+    record.cache = {k: int(sum(c[k] for c in caches)) for k in caches[0]} if caches else None
+    record.server_metrics = measured.get("server_metrics", {})
+    if measured.get("metrics_errors"):
+        record.server_metrics["scrape_errors"] = measured["metrics_errors"]
+
+    resources = measured["resources"]
+    resources["steal_percent"] = measured.get("steal_percent")
+    resources["placement"] = placement
+    record.resources = resources
+
+    latency = merge_encoded(w.histogram for w in result)
+    p99 = float(latency.get_value_at_percentile(99)) if latency.get_total_count() else None
+    lag = merge_encoded(f.get("loop_lag_histogram") for f in finals)
+    generator: dict[str, Any] = {
+        "worker_cpu_percent": resources.get("generator_cpu_percent", []),
+        "loop_lag_p99_us": float(lag.get_value_at_percentile(99)) if lag.get_total_count() else None,
+        "loop_lag_max_us": float(lag.get_max_value()) if lag.get_total_count() else None,
+        "steal_percent": measured.get("steal_percent"),
+        "timer": finals[0].get("timer") if finals else None,
+        "expected_interval_us": finals[0].get("expected_interval_us") if finals else None,
+        "sender_greenlets": sum(int(f.get("sender_greenlets", 0)) for f in finals),
+    }
+    if record.lateness_histogram:
+        lateness = decode(record.lateness_histogram)
+        total = lateness.get_total_count()
+        late = _count_above(lateness, health_rules.LATE_SEND_US)
+        generator.update(lateness_p50_us=float(lateness.get_value_at_percentile(50)),
+                         lateness_p99_us=float(lateness.get_value_at_percentile(99)),
+                         late_send_fraction=late / total if total else 0.0)
+    record.generator = generator
+    _judge(record, generator, p99, answered, result)
+
+
+def _count_above(histogram: Any, threshold_us: int) -> int:
+    return sum(item.count_added_in_this_iter_step for item in histogram.get_recorded_iterator()
+               if item.value_iterated_to > threshold_us)
+
+
+def _judge(record: TrialRecord, generator: dict[str, Any], p99: float | None, answered: int,
+           result: list[WindowData]) -> None:
+    validity = record.validity if isinstance(record.validity, Validity) else Validity()
+    failures = sum(record.errors_by_kind.values())
+    attempts = sum(w.requests for w in record.windows) + failures
+    if attempts == 0:
+        validity.invalidate("no request was answered or failed during the measurement")
+    elif failures / attempts > health_rules.MAX_ERROR_FRACTION:
+        validity.invalidate(f"{failures} of {attempts} requests failed or were still outstanding "
+                            f"({100 * failures / attempts:.1f}% > {100 * health_rules.MAX_ERROR_FRACTION:.0f}%)")
+    for reason in health_rules.health_reasons(generator, p99):
+        validity.invalidate(reason)
+    record.validity = validity
+
+
+def _reindex(data: WindowData, index: int) -> WindowData:
+    return WindowData(**{**asdict(data), "index": index})
+
+
+def _describe_client(client: Any) -> dict[str, Any]:
+    try:
+        described = asdict(client)
+    except TypeError:
+        return {"repr": repr(client)}
+    described["library"] = getattr(client, "resolved_library", described.get("library"))
+    return {k: (str(v) if not isinstance(v, (int, float, str, bool, dict, list, type(None))) else v)
+            for k, v in described.items()}
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

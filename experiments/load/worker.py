@@ -1,0 +1,196 @@
+"""One load-generator process: Locust (headless, local runner) plus the recorder.
+
+Started by :mod:`~poochlab.experiments.load.trial` as ``python -m
+poochlab.experiments.load.worker <fd>``, so gevent patches everything before anything else is
+imported and gRPC channels are made in this process, after gevent's init (never inherited
+through a fork). It talks to the trial process over a socket with pickled messages:
+
+  worker -> trial: ("ready", pid) ("window", WindowData) ("final", dict) ("error", text)
+  trial -> worker: ("go", start_at, measure_start) ("stop", last_window_index)
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+import pickle  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from multiprocessing.connection import Connection  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+from gevent.socket import wait_read  # noqa: E402
+
+# Fault injection for the proof tests: the share of the time a planted greenlet burns CPU.
+PLANT_BURNER_ENV = "POOCHLAB_PLANT_GENERATOR_BURNER"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    index: int
+    settings: Any  # LoadSettings
+    client: Any  # ClientConfig
+    workload: Any  # Workload
+    prefill: bool  # worker 0 fills the cache with the workload's hot set before measuring
+    record: bool = True  # False only to measure what recording costs (benchmark)
+
+
+def _receive(conn: Connection, timeout: float | None) -> Any:
+    try:
+        wait_read(conn.fileno(), timeout=timeout)
+    except TimeoutError:  # socket.timeout is TimeoutError
+        return None
+    return conn.recv()
+
+
+def _cache_counts(stats: dict[str, Any]) -> dict[str, float]:
+    return {"hits": stats.get("cache_hits", 0), "misses": stats.get("cache_misses", 0),
+            "errors": stats.get("cache_errors", 0)}
+
+
+def _burn(share: float) -> None:
+    """A planted overloaded generator: busy for ``share`` of every 10 ms, without yielding."""
+    while True:
+        end = time.monotonic() + 0.010 * share
+        while time.monotonic() < end:
+            pass
+        gevent.sleep(0.010 * (1 - share))
+
+
+def run(conn: Connection, spec: WorkerSpec) -> None:
+    if spec.client.protocol == "grpc":
+        import grpc.experimental.gevent as grpc_gevent
+
+        grpc_gevent.init_gevent()
+    from locust.env import Environment
+
+    from poochlab.clients.factory import build_predictor
+    from poochlab.experiments.load.precise_timer import PreciseTimer
+    from poochlab.experiments.load.sender import Sender
+    from poochlab.experiments.load.users import user_class_for
+    from poochlab.experiments.recording.histograms import encode, new_histogram, clamp_us
+    from poochlab.experiments.recording.windows import WindowRecorder
+
+    settings = spec.settings
+    users, rate = settings.share(spec.index)
+    open_loop = settings.mode == "open"
+    predictor = build_predictor(spec.client)
+    if spec.prefill:
+        spec.workload.prefill(predictor)
+    user_class = user_class_for(spec.client, settings.pacing)
+    env = Environment(user_classes=[user_class])
+    if open_loop:
+        stream_base, stream_count = spec.index, settings.workers
+    else:
+        stream_base = sum(settings.share(w)[0] for w in range(spec.index))
+        stream_count = settings.users
+    conn.send(("ready", os.getpid()))
+
+    message = _receive(conn, None)
+    if message[0] != "go":
+        raise RuntimeError(f"worker {spec.index}: expected 'go', got {message[0]!r}")
+    _, start_at, measure_start = message
+    sender = Sender(predictor, env.events, user_class.client_kind, spec.workload, open_loop=open_loop,
+                    rate_rps=rate, seed=settings.seed * 1000 + spec.index, stream_base=stream_base,
+                    stream_count=stream_count, start_at=start_at)
+    user_class.sender = sender
+    expected = int(settings.pacing * 1e6) if settings.pacing > 0 else None
+    recorder = WindowRecorder(measure_start, settings.window_s, open_loop=open_loop, expected_interval_us=expected)
+
+    def on_request(context: dict[str, Any], exception: BaseException | None, **_: Any) -> None:
+        prediction = context.get("prediction")
+        recorder.record(
+            context["start"], context["end"],
+            error_kind=None if exception is None else getattr(exception, "kind", f"client_{type(exception).__name__}"),
+            lateness_s=context.get("lateness_s"),
+            timing=prediction.timing if prediction is not None else None,
+            path=prediction.path if prediction is not None else None)
+
+    if spec.record:
+        env.events.request.add_listener(on_request)
+
+    lag = new_histogram()
+
+    def sample_loop_lag() -> None:
+        # A 10 ms timer on the precise clock: how late it fires is the loop's lag.
+        timer = PreciseTimer()
+        while True:
+            due = time.monotonic() + 0.010
+            timer.wait_until(due)
+            late = time.monotonic() - due
+            if due >= measure_start:
+                lag.record_value(clamp_us(late * 1e6))
+
+    PreciseTimer().wait_until(start_at)
+    runner = env.create_local_runner()
+    runner.start(1 if open_loop else users, spawn_rate=10_000)
+    background = [gevent.spawn(sample_loop_lag)]
+    burner_share = float(os.environ.get(PLANT_BURNER_ENV, "0") or 0)
+    if burner_share > 0:
+        background.append(gevent.spawn(_burn, burner_share))
+
+    PreciseTimer().wait_until(measure_start)
+    if not open_loop and expected is None:
+        warm = recorder.warmup_latency
+        if warm.get_total_count() >= 10:
+            recorder.expected_interval_us = int(warm.get_value_at_percentile(50))
+    cache_before = _cache_counts(predictor.stats())
+
+    last_index = None
+    window = 0
+    while last_index is None:
+        # Wake at the next window's end (to ship it even when no answer arrives) or on a message.
+        message = _receive(conn, max(recorder.window_end(window) + 0.001 - time.monotonic(), 0.0))
+        if message is not None and message[0] == "stop":
+            last_index = message[1]
+            break
+        recorder.advance(time.monotonic())
+        for closed in recorder.take_closed():
+            conn.send(("window", closed))
+            window = closed.index + 1
+
+    recorder.stop_after(last_index)
+    sender.stopping = True
+    end_of_trial = recorder.window_end(last_index)
+    deadline = time.monotonic() + settings.drain_s
+    while sender.in_flight_started_before(end_of_trial) and time.monotonic() < deadline:
+        gevent.sleep(0.005)
+    outstanding = sender.in_flight_started_before(end_of_trial)
+    cache_after = _cache_counts(predictor.stats())
+    conn.send(("final", {
+        "tail": recorder.tail(),
+        "outstanding": outstanding,
+        "loop_lag_histogram": encode(lag),
+        "cache": {k: cache_after[k] - cache_before[k] for k in cache_after} if spec.client.cache else None,
+        "expected_interval_us": recorder.expected_interval_us,
+        "sender_greenlets": sender.sender_greenlets,
+        "timer": PreciseTimer().kind,
+    }))
+    for greenlet in background:
+        greenlet.kill()
+    runner.quit()
+    predictor.close()
+
+
+def main(argv: list[str]) -> int:
+    conn = Connection(int(argv[0]))
+    try:
+        spec = pickle.loads(conn.recv_bytes())
+        run(conn, spec)
+    except BaseException:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except OSError:
+            pass
+        return 1
+    finally:
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,73 @@
+"""HdrHistograms in microseconds with the lab's shared settings, and lossless merging.
+
+Every recorder and reader builds its histograms here, so the range and precision
+(``experiments.records.HDR_*``) can never differ between a worker and the process that
+merges its windows. Percentiles of several workers or windows always come from merged
+histograms (``decode_and_add``), never from averaged percentiles.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from hdrh.histogram import HdrHistogram
+
+from poochlab.experiments.records import HDR_HIGHEST_US, HDR_LOWEST_US, HDR_SIGNIFICANT_FIGURES
+
+# The percentiles the lab reports (LoadGen's set plus the maximum, which is reported apart).
+REPORTED_PERCENTILES = (50.0, 90.0, 95.0, 97.0, 99.0, 99.9)
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty histogram for microsecond values with the lab's range and precision."""
+    return HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES)
+
+
+def clamp_us(value_us: float) -> int:
+    """A latency as the integer the histogram can hold (sub-microsecond values count as 1 us)."""
+    return min(max(int(round(value_us)), HDR_LOWEST_US), HDR_HIGHEST_US)
+
+
+def encode(histogram: HdrHistogram) -> str:
+    """The histogram as hdrh's compressed base64 text (what a Window stores)."""
+    encoded = histogram.encode()
+    return encoded.decode("ascii") if isinstance(encoded, bytes) else encoded
+
+
+def decode(text: str) -> HdrHistogram:
+    """A histogram back from :func:`encode`'s text; raises ValueError for text that is not one."""
+    histogram = new_histogram()
+    add_encoded(histogram, text)
+    return histogram
+
+
+def add_encoded(target: HdrHistogram, text: str) -> None:
+    """Add an encoded histogram into ``target`` without losing a count."""
+    if not text:
+        return
+    try:
+        target.decode_and_add(text)
+    except Exception as error:  # hdrh raises several types for bad payloads
+        raise ValueError(f"not an encoded HdrHistogram ({type(error).__name__}: {error})") from None
+
+
+def merge_encoded(texts: Iterable[str | None]) -> HdrHistogram:
+    """One histogram holding every count of the given encoded histograms (None entries skipped)."""
+    merged = new_histogram()
+    for text in texts:
+        if text:
+            add_encoded(merged, text)
+    return merged
+
+
+def summarize(histogram: HdrHistogram) -> dict[str, float]:
+    """Count, mean, the reported percentiles and the maximum, in microseconds."""
+    count = histogram.get_total_count()
+    summary: dict[str, float] = {"count": float(count)}
+    if count == 0:
+        return summary
+    summary["mean_us"] = float(histogram.get_mean_value())
+    for percentile in REPORTED_PERCENTILES:
+        summary[f"p{percentile:g}_us"] = float(histogram.get_value_at_percentile(percentile))
+    summary["max_us"] = float(histogram.get_max_value())
+    return summary
