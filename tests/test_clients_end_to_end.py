@@ -1,0 +1,130 @@
+"""Every client against the real lab server: same answers, server timing, errors with their kinds."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from poochlab.clients import ClientConfig, PredictionError, build_predictor, build_transport
+
+REST_LIBRARIES = ("requests", "lean", "urllib3", "http.client", "geventhttpclient")
+PUPDATES = [
+    {"hashtags": "#corgi #adorable", "country": "US", "followers": 120},
+    {"hashtags": ["#pug", "#zoomies"], "country": "FR", "followers": 3},
+]
+
+
+@pytest.fixture(scope="module")
+def grpc_answer(lab_server) -> tuple[list[float], int | None]:
+    predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=lab_server.grpc_target))
+    prediction = predictor.predict(PUPDATES)
+    predictor.close()
+    return prediction.likes, prediction.model_version
+
+
+@pytest.mark.parametrize("request_format", ["row", "columnar"])
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_rest_clients_agree_with_grpc(lab_server, grpc_answer, library: str, request_format: str) -> None:
+    predictor = build_transport(ClientConfig(rest_url=lab_server.rest_url, library=library,
+                                             request_format=request_format))
+    first = predictor.predict(PUPDATES)
+    second = predictor.predict(PUPDATES)
+    likes, _ = grpc_answer
+    assert all(math.isfinite(v) and v >= 0 for v in first.likes)
+    # REST prints float32 with 6 significant digits when that reads back as the same float32.
+    assert first.likes == pytest.approx(likes, rel=1e-6)
+    assert second.likes == first.likes
+    assert first.path == "model"
+    assert first.timing.server_compute_us is not None and first.timing.server_compute_us > 0
+    assert first.timing.server_queue_us is not None and first.timing.server_queue_us >= 0
+    assert predictor._http._all and len(predictor._http._all) == 1  # one kept-alive connection reused
+    predictor.close()
+
+
+def test_grpc_reports_version_and_server_timing(lab_server, grpc_answer) -> None:
+    predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=lab_server.grpc_target))
+    prediction = predictor.predict(PUPDATES[:1])
+    assert prediction.model_version == predictor.model_versions()[-1] == grpc_answer[1]
+    assert prediction.timing.server_compute_us is not None and prediction.timing.server_compute_us > 0
+    assert prediction.likes == pytest.approx(grpc_answer[0][:1], rel=1e-7)
+    predictor.close()
+
+
+def test_rest_status_api_lists_the_same_versions_as_grpc(lab_server) -> None:
+    rest = build_transport(ClientConfig(rest_url=lab_server.rest_url))
+    grpc = build_transport(ClientConfig(protocol="grpc", grpc_target=lab_server.grpc_target))
+    assert rest.model_versions() == grpc.model_versions() != []
+    rest.close()
+    grpc.close()
+
+
+@pytest.mark.parametrize("protocol,kind", [("rest", "http_404"), ("grpc", "grpc_NOT_FOUND")])
+def test_unknown_model_fails_with_the_servers_status(lab_server, protocol: str, kind: str) -> None:
+    predictor = build_transport(ClientConfig(protocol=protocol, rest_url=lab_server.rest_url,
+                                             grpc_target=lab_server.grpc_target, model_name="no_such_model"))
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict(PUPDATES)
+    assert caught.value.kind == kind
+    assert "no_such_model" in caught.value.message
+    predictor.close()
+
+
+def test_grpc_receive_limit_is_applied(lab_server) -> None:
+    predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=lab_server.grpc_target,
+                                             grpc_max_receive_bytes=16))
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict(PUPDATES)
+    assert caught.value.kind == "grpc_RESOURCE_EXHAUSTED"
+    predictor.close()
+
+
+def test_clients_work_under_gevent_with_many_greenlets(lab_server) -> None:
+    """As in Locust: monkey-patched, init_gevent() before any channel, one predictor per process."""
+    script = textwrap.dedent(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import grpc.experimental.gevent
+        grpc.experimental.gevent.init_gevent()
+        import gevent, json
+        from poochlab.clients import ClientConfig, build_predictor
+        pupdates = {PUPDATES!r}
+        results = {{}}
+        for protocol, library in (("grpc", None), ("rest", "lean"), ("rest", "requests")):
+            predictor = build_predictor(ClientConfig(protocol=protocol, library=library,
+                                        rest_url={lab_server.rest_url!r}, grpc_target={lab_server.grpc_target!r}))
+            def user():
+                return [predictor.predict(pupdates).likes for _ in range(5)]
+            greenlets = [gevent.spawn(user) for _ in range(4)]
+            gevent.joinall(greenlets, timeout=60, raise_error=True)
+            results[protocol + "/" + str(library)] = [g.value for g in greenlets]
+            predictor.close()
+        print(json.dumps(results))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    reference = results["grpc/None"][0][0]
+    for runs in results.values():
+        assert len(runs) == 4
+        for likes in (likes for run in runs for likes in run):
+            assert likes == pytest.approx(reference, rel=1e-6)
+
+
+def test_build_predictor_composes_cache_and_supervisor(lab_server, redis_url, tmp_path) -> None:
+    from poochlab.clients import CacheConfig, FallbackConfig
+    from poochlab.models.baseline import HistoricalBaseline
+
+    baseline = HistoricalBaseline(mean_likes=1.0, per_hashtag={}, max_plausible_likes=10.0)
+    config = ClientConfig(rest_url=lab_server.rest_url, cache=CacheConfig(redis_url=redis_url),
+                          fallback=FallbackConfig(baseline_path=baseline.write(tmp_path / "b.json"), deadline_s=5.0))
+    predictor = build_predictor(config)
+    assert [predictor.predict(PUPDATES).path for _ in range(2)] == ["model", "cache"]
+    stats = predictor.stats()
+    assert (stats["cache_hits"], stats["cache_misses"], stats["model_requests"]) == (2, 2, 1)
+    assert stats["breaker_state"] == "closed" and stats["fallback_requests"] == 0
+    predictor.close()
