@@ -227,20 +227,18 @@ class ModelServicer:
 
         from poochlab.serving.model_config import validate_model_config
 
-        response = model_management_pb2.ReloadConfigResponse()
+        # Like TF Serving, a failed reload is both the RPC's status and the answer's status.
         try:
-            validate_model_config(request.config, "ReloadConfigRequest.config")
-        except ValueError as error:
-            response.status.error_code = Code.INVALID_ARGUMENT.value
-            response.status.error_message = str(error)
-            return response
-        try:
+            try:
+                validate_model_config(request.config, "ReloadConfigRequest.config")
+            except ValueError as error:
+                raise ServingError(Code.INVALID_ARGUMENT, str(error)) from None
             # Loading takes seconds: keep the event loop serving while it runs.
             await asyncio.get_running_loop().run_in_executor(None, self.reload_config, request.config)
-            response.status.error_code = Code.OK.value
         except ServingError as error:
-            response.status.error_code = error.code.value
-            response.status.error_message = error.message
+            await context.abort(grpc.StatusCode[error.code.name], error.message)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = Code.OK.value
         return response
 
 
