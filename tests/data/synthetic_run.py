@@ -41,6 +41,7 @@ class SyntheticConfig:
     sigma: float = 0.35  # log-normal shape
     throughput_rps: float = 400.0
     hit_ratio: float | None = None  # cache hits answered at median/8 when set
+    window_sigma: float = 0.0  # log-normal shift of each window's level: autocorrelated requests
     error_rate: float = 0.0
     invalid_repetitions: tuple[int, ...] = ()
     failed_repetitions: tuple[int, ...] = ()
@@ -52,8 +53,13 @@ class SyntheticConfig:
         return "c" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
     def true_percentile_us(self, percentile: float) -> float:
-        """Closed-form percentile of the log-normal (valid when there is no cache mixture)."""
-        return self.median_us * math.exp(self.sigma * NormalDist().inv_cdf(percentile / 100.0))
+        """Closed-form percentile of a request's latency (valid when there is no cache mixture).
+
+        A window's log-normal shift times a log-normal latency is log-normal again, with the
+        two shapes added in quadrature.
+        """
+        shape = math.hypot(self.sigma, self.window_sigma)
+        return self.median_us * math.exp(shape * NormalDist().inv_cdf(percentile / 100.0))
 
 
 def encode(values: np.ndarray) -> str:
@@ -65,7 +71,8 @@ def encode(values: np.ndarray) -> str:
 
 
 def draw_latencies(config: SyntheticConfig, n: int, rng: np.random.Generator) -> np.ndarray:
-    values = rng.lognormal(math.log(config.median_us), config.sigma, size=n)
+    level = rng.lognormal(0.0, config.window_sigma) if config.window_sigma else 1.0
+    values = rng.lognormal(math.log(config.median_us * level), config.sigma, size=n)
     if config.hit_ratio is not None:
         hits = rng.random(n) < config.hit_ratio
         values[hits] = rng.lognormal(math.log(config.median_us / 8), config.sigma, size=int(hits.sum()))
