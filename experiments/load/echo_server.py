@@ -7,8 +7,8 @@ over ``grpc.aio`` with hand-written wire bytes (no TensorFlow import). Every pre
 of a latency is the load generator and client rather than the server.
 
 For tests it can stall like a server in a GC pause: with ``stall_ms``/``stall_every_s`` every
-request that arrives in the first ``stall_ms`` of each ``stall_every_s`` period is answered
-only when the stall ends (on both protocols).
+request that arrives in the first ``stall_ms`` of each ``stall_every_s`` period (counted from
+the server's start) is answered only when the stall ends (on both protocols).
 
 Run: ``python -m poochlab.experiments.load.echo_server --rest-port 0 --grpc-port 0``; it
 prints one JSON line with the bound ports, then serves until SIGTERM.
@@ -38,11 +38,12 @@ class Stall:
 
     ms: float = 0.0
     every_s: float = 1.0
+    epoch: float = field(default_factory=time.monotonic)
 
     def delay_s(self, now: float) -> float:
         if self.ms <= 0:
             return 0.0
-        phase = now % self.every_s
+        phase = (now - self.epoch) % self.every_s
         return max(self.ms / 1000.0 - phase, 0.0)
 
 
@@ -85,7 +86,7 @@ class _RestProtocol(asyncio.Protocol):
         method = self._parser.get_method()
         self._url, self._body = b"", []
         status, answer = _rest_answer(method, url, body)
-        delay = self._stall.delay_s(time.time())
+        delay = self._stall.delay_s(time.monotonic())
         if delay > 0:
             asyncio.get_running_loop().call_later(delay, self._send, status, answer)
         else:
@@ -133,7 +134,7 @@ def _grpc_handlers(stall: Stall) -> Any:
 
     async def predict(request: bytes, context: Any) -> bytes:
         name, batch = request_summary(request)
-        delay = stall.delay_s(time.time())
+        delay = stall.delay_s(time.monotonic())
         if delay > 0:
             await asyncio.sleep(delay)
         return predict_response(name, ECHO_VERSION, "serving_default", "likes", [ECHO_LIKES] * batch)

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 from poochlab.experiments.load.settings import LoadSettings
+from poochlab.experiments.load.worker_spec import WorkerSpec
 from poochlab.experiments.load.workload import Workload
 from poochlab.experiments.recording import health as health_rules
 from poochlab.experiments.recording.health import CpuTimes, steal_percent
@@ -61,9 +62,8 @@ class _Worker:
 
 
 def _start_worker(spec: Any) -> _Worker:
-    from poochlab.experiments.load.worker import WorkerSpec  # noqa: F401  (checks it imports)
-
     ours, theirs = socket.socketpair()
+    ours.setblocking(True)
     stderr = tempfile.NamedTemporaryFile(prefix=f"poochlab-worker{spec.index}-", suffix=".log", delete=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "poochlab.experiments.load.worker", str(theirs.fileno())],
@@ -105,8 +105,6 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
     when ``metrics_url`` is given), resources, generator health and validity. A generator that
     fails marks the record ``status="failed"`` with the reason instead of raising.
     """
-    from poochlab.experiments.load.worker import WorkerSpec
-
     record.started_at = _now_iso()
     record.load = {**settings.as_record(), "client": _describe_client(client), "workload": workload.describe()}
     prefill = client.cache is not None and workload.cache_hit_ratio is not None

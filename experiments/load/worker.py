@@ -18,26 +18,13 @@ import pickle  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.socket import wait_read  # noqa: E402
 
-# Fault injection for the proof tests: the share of the time a planted greenlet burns CPU.
-PLANT_BURNER_ENV = "POOCHLAB_PLANT_GENERATOR_BURNER"
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    index: int
-    settings: Any  # LoadSettings
-    client: Any  # ClientConfig
-    workload: Any  # Workload
-    prefill: bool  # worker 0 fills the cache with the workload's hot set before measuring
-    record: bool = True  # False only to measure what recording costs (benchmark)
-
+from poochlab.experiments.load.worker_spec import PLANT_BURNER_ENV, WorkerSpec  # noqa: E402
 
 def _receive(conn: Connection, timeout: float | None) -> Any:
     try:
