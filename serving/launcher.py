@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 LAB = "lab"
 
@@ -104,12 +104,12 @@ class RunningServer:
     rest_port: int
     grpc_port: int
     log_path: Path
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None: a server someone else runs (kind "external")
     _log_handle: object = field(default=None, repr=False)
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     @property
     def rest_url(self) -> str:
@@ -140,7 +140,7 @@ class RunningServer:
         deadline = time.monotonic() + timeout_s
         waiting = list(model_names)
         while waiting:
-            if self.process.poll() is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise ServerStartError(
                     f"server exited with code {self.process.returncode} before {', '.join(waiting)} "
                     f"became AVAILABLE; command: {' '.join(self.command)}\nlog tail ({self.log_path}):\n{self.log_tail()}")
@@ -155,6 +155,8 @@ class RunningServer:
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self.process is None:
+            return None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -179,14 +181,26 @@ def _client_host(host: str) -> str:
 
 
 def launch(spec: ServerSpec) -> RunningServer:
-    """Start the server of ``spec`` (ports 0 become free ports); does not wait for models."""
+    """Start the server of ``spec`` (ports 0 become free ports); does not wait for models.
+
+    Kinds other than the lab's (tfserving, docker, external) live in ``poochlab.serving.kinds``.
+    """
+    if spec.kind != LAB:
+        from poochlab.serving.kinds.registry import launch_kind
+
+        return launch_kind(spec)
+    return launch_command(spec, lambda rest_port, grpc_port: server_command(spec, rest_port, grpc_port))
+
+
+def launch_command(spec: ServerSpec, command_for: Callable[[int, int], list[str]]) -> RunningServer:
+    """Start ``command_for(rest_port, grpc_port)`` as ``spec``'s server process, logging to a file."""
     import tempfile
 
     rest_port = spec.rest_port or free_port()
     grpc_port = spec.grpc_port or free_port()
     while grpc_port == rest_port:
         grpc_port = free_port()
-    command = server_command(spec, rest_port, grpc_port)
+    command = command_for(rest_port, grpc_port)
     log_path = spec.log_file or Path(tempfile.mkstemp(prefix="lab-server-", suffix=".log")[1])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(log_path, "ab")
