@@ -9,9 +9,9 @@ Three ways to draw requests (each request holds ``instances`` pupdates, the payl
 * ``zipf_s=s``: requests are ranked and drawn with probability proportional to 1 / rank**s.
 * neither: every request is new (no repeats), as in a cache-free serving path.
 
-Never-repeated requests are built from the facts; once the facts are used up they are reused
-with ``followers`` raised by the reuse round, so their inputs (and cache keys) stay unique
-across all streams of a trial while staying close to the facts' distribution.
+Never-repeated requests are built from the facts with distinct inputs (duplicates dropped);
+once the facts are used up they are reused with one extra hashtag naming the reuse round
+(``#round2``), so their inputs (and cache keys) stay unique across all streams of a trial.
 """
 
 from __future__ import annotations
@@ -118,8 +118,14 @@ class Workload:
 
     def _fresh(self, stream_index: int, stream_count: int) -> Iterator[list[Pupdate]]:
         """Never-repeated requests: slot g = n * stream_count + stream_index of a global sequence."""
-        first = self.hot_set_size * self.instances if self.cache_hit_ratio is not None else 0
-        pool = self.pupdates[first:]
+        hot = {_inputs(p) for request in self.hot_set() for p in request}
+        pool, seen = [], set(hot)
+        for pupdate in self.pupdates:
+            if _inputs(pupdate) not in seen:
+                seen.add(_inputs(pupdate))
+                pool.append(pupdate)
+        if not pool:
+            raise ValueError("workload: no pupdates left for new requests after the hot set")
         n = 0
         while True:
             slot = n * stream_count + stream_index
@@ -127,12 +133,16 @@ class Workload:
             n += 1
 
 
+def _inputs(pupdate: Pupdate) -> tuple:
+    return (pupdate.hashtags, pupdate.country, pupdate.followers)
+
+
 def _unique(pool: Sequence[Pupdate], position: int) -> Pupdate:
     round_, index = divmod(position, len(pool))
     base = pool[index]
     if round_ == 0:
         return base
-    return replace(base, id=f"{base.id}~{round_}", followers=base.followers + round_)
+    return replace(base, id=f"{base.id}~{round_}", hashtags=(*base.hashtags, f"#round{round_ + 1}"))
 
 
 def _cumulative(weights: list[float]) -> list[float]:
