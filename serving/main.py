@@ -36,20 +36,26 @@ def version_text() -> str:
             f"TensorFlow Library: {installed('tensorflow')}")
 
 
-def _session_factory(options: ServerOptions, executor: ThreadPoolExecutor, metrics: Any) -> tuple[Any, Any]:
-    """(session factory, scheduler to close); batching queues when --enable_batching is on."""
+def _batching_parameters(options: ServerOptions) -> Any:
+    """The BatchingParameters of --enable_batching (None: no batching); ValueError names file and field."""
+    if not options.enable_batching:
+        return None
+    from poochlab.serving.batching import load_batching_parameters
+
+    path = Path(options.batching_parameters_file) if options.batching_parameters_file else None
+    return load_batching_parameters(path)
+
+
+def _session_factory(batching: Any, executor: ThreadPoolExecutor, metrics: Any) -> tuple[Any, Any]:
+    """(session factory, scheduler to close): one batching queue per (model, version,
+    signature) when batching is on, else a direct session on the shared model pool."""
     from poochlab.serving.direct_session import DirectSession
 
-    if options.enable_batching:
-        try:
-            from poochlab.serving.batching import SharedBatchScheduler, load_batching_parameters  # type: ignore[attr-defined]
-        except ImportError:
-            log.warning("--enable_batching: server-side batching is not available yet; running batches of one")
-        else:
-            path = Path(options.batching_parameters_file) if options.batching_parameters_file else None
-            params = load_batching_parameters(path)  # ValueError names the file and field
-            scheduler = SharedBatchScheduler(params, metrics)
-            return (lambda compute, name: scheduler.add_queue(compute, name)), scheduler
+    if batching is not None:
+        from poochlab.serving.batching import SharedBatchScheduler
+
+        scheduler = SharedBatchScheduler(batching, metrics)
+        return (lambda compute, name: scheduler.add_queue(compute, name)), scheduler
     return (lambda compute, name: DirectSession(compute, executor)), None
 
 
@@ -71,6 +77,7 @@ class Server:
         from poochlab.serving.rest_api import RestApi, body_too_large_message
 
         options = self.options
+        batching = _batching_parameters(options)  # before anything slow: a bad file fails fast
         prometheus_path = None
         if options.monitoring_config_file:
             try:
@@ -86,7 +93,7 @@ class Server:
         _configure_tensorflow(options)
         metrics = ServerMetrics()
         executor = ThreadPoolExecutor(options.rest_api_num_threads, thread_name_prefix="model")
-        factory, scheduler = _session_factory(options, executor, metrics)
+        factory, scheduler = _session_factory(batching, executor, metrics)
         manager = ModelManager(factory, options.enable_model_warmup, options.num_request_iterations_for_warmup)
         loop = asyncio.get_running_loop()
         loader = ThreadPoolExecutor(1, thread_name_prefix="loader")  # loads never run on the loop
