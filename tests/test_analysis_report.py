@@ -1,0 +1,184 @@
+"""``poochlab report``: the report rebuilt from saved data, opened in a real browser and a real kernel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from data.synthetic_run import FIXTURE_RUN, SyntheticConfig, write_run
+from poochlab.cli import CommandError
+from poochlab.experiments.analysis.figures import FIGURES
+from poochlab.experiments.analysis.report_builder import build_report
+from poochlab.experiments.analysis.report_document import format_number
+from poochlab.experiments.commands import report as report_command
+
+RESAMPLES = 300
+BUDGET_MS = 5.0
+SECTIONS = ("Question", "Setup", "Variables", "Results", "The load generator's own floor",
+            "Best configuration under the p99 budget", "Validity warnings", "Threats to validity", "Provenance")
+
+
+@pytest.fixture(scope="session")
+def fixture_report(tmp_path_factory):
+    """The committed fixture run, copied and rendered once for every test here."""
+    folder = tmp_path_factory.mktemp("report") / "analysis_run"
+    shutil.copytree(FIXTURE_RUN, folder)
+    built = build_report(folder, p99_budget_ms=BUDGET_MS, resamples=RESAMPLES)
+    return built, pd.read_csv(folder / "tables" / "configs.csv")
+
+
+def _chromium_dom(page: Path, profile: Path) -> str:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is required (the Makefile's system-test step installs it)"
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+               "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+# Appended to a copy of the page: after load, record how many images there are and which failed.
+IMAGE_CHECK = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  document.body.dataset.images = images.length;
+  document.body.dataset.broken = JSON.stringify(broken);
+});
+</script></body>"""
+
+
+def test_html_report_shows_every_image_and_the_key_numbers_in_chromium(fixture_report, tmp_path):
+    built, configs = fixture_report
+    html = built.html.read_text()
+    # Self-contained: every image is inline and nothing is fetched from elsewhere.
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert len(sources) == len(FIGURES)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in html and "<script" not in html
+
+    page = tmp_path / "checked.html"
+    page.write_text(html.replace("</body>", IMAGE_CHECK))
+    dom = _chromium_dom(page, tmp_path / "profile")
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    assert f'data-images="{len(FIGURES)}"' in body
+    assert 'data-broken="[]"' in body
+
+    text = re.sub(r"<[^>]+>", " ", dom)
+    for p99 in configs["p99_ms"]:
+        assert format_number(float(p99)) in text
+    within = configs[configs["p99_ms"] <= BUDGET_MS]
+    best = within.loc[within["throughput_rps"].idxmax()]
+    assert f"Highest throughput under the budget: {best['label']} with {format_number(float(best['throughput_rps']))} requests/s" in " ".join(text.split())
+    manifest = json.loads((built.folder / "manifest.json").read_text())
+    assert manifest["platform"]["cpu_model"] in text
+    assert manifest["git"]["commit"] in text
+    assert "gRPC costs more than HTTP/REST" in text
+
+
+def test_notebook_executes_and_draws_every_figure_from_the_tables(fixture_report):
+    built, _ = fixture_report
+    notebook = nbformat.read(built.notebook, as_version=4)
+    # "python3" is ipykernel's own kernel spec; jupyter_client starts it with this interpreter.
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(built.folder)}}).execute()
+    images = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
+              if "image/png" in o.get("data", {})]
+    assert len(images) == len(FIGURES)
+    printed = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "Pareto-optimal" in printed  # the captions come out of the same plotting functions
+
+
+def test_markdown_report_has_every_section_figure_and_table(fixture_report):
+    built, configs = fixture_report
+    markdown = built.markdown.read_text()
+    for section in SECTIONS:
+        assert f"\n## {section}\n" in markdown
+    for name in FIGURES:
+        assert f"(plots/{name}.png)" in markdown and (built.folder / "plots" / f"{name}.png").stat().st_size > 0
+        assert (built.folder / "plots" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    assert markdown.count("*Figure ") == len(FIGURES)
+    trials = pd.read_parquet(built.folder / "tables" / "trials.parquet")
+    # 16 configurations x 3 repetitions, one of which failed; every row carries the schema version.
+    assert len(trials) == 48 and len(configs) == 16
+    assert (trials["status"] == "failed").sum() == 1
+    assert set(trials["schema_version"]) == {1} and set(configs["schema_version"]) == {1}
+    for factor in ("protocol", "cache", "model_variant", "load_level"):
+        assert factor in trials.columns and factor in configs.columns
+    # The fixture's invalid and failed trials are named among the validity warnings.
+    warnings = markdown.split("## Validity warnings")[1].split("## Threats")[0]
+    assert "failed: server exited with code -9" in warnings and "generator CPU above 80%" in warnings
+    assert "model_variant stay best" in markdown
+
+
+def _degraded_configs() -> list[SyntheticConfig]:
+    return [SyntheticConfig({"protocol": "rest"}, median_us=900), SyntheticConfig({"protocol": "grpc"}, median_us=1300)]
+
+
+def test_missing_optional_data_degrades_with_notes(tmp_path):
+    folder = tmp_path / "bare"
+    # One repetition, one window per trial, no cache, no server timing, no generator floor, no budget.
+    write_run(folder, _degraded_configs(), repetitions=1, windows=1, requests_per_window=200, server_timing=False,
+              manifest={"generator_floor": None, "versions": None, "platform": None})
+    built = build_report(folder, resamples=RESAMPLES)
+    markdown = built.markdown.read_text()
+    assert "one repetition per configuration" in markdown
+    assert "no server-side timing recorded" in markdown
+    assert "no cache in this run" in markdown
+    assert "records no generator floor" in markdown
+    assert "No p99 budget was given" in markdown
+    assert "Not recorded in this run, drawn as zero: server queue, server compute" in markdown
+    configs = pd.read_csv(folder / "tables" / "configs.csv")
+    assert configs["p99_ci_low_ms"].isna().all()
+    assert set(configs["ci_note"]) == {"no interval: fewer than 2 windows"}
+
+
+def test_unreadable_trial_files_are_named_and_skipped(tmp_path):
+    folder = tmp_path / "damaged"
+    write_run(folder, _degraded_configs(), repetitions=2, windows=3, requests_per_window=200)
+    (folder / "trials" / "truncated.json").write_text('{"run_id": "damaged", "trial_')
+    broken = json.loads(next((folder / "trials").glob("c*-r1.json")).read_text())
+    broken["trial_id"] = "badhistogram"
+    broken["windows"][0]["histogram"] = "not-an-hdr-histogram"
+    (folder / "trials" / "badhistogram.json").write_text(json.dumps(broken))
+    built = build_report(folder, resamples=RESAMPLES)
+    assert any("truncated.json: not a trial record" in w for w in built.warnings)
+    assert any("badhistogram.json: window 0: not a valid hdrh histogram" in w for w in built.warnings)
+    markdown = built.markdown.read_text()
+    assert "truncated.json" in markdown and "badhistogram.json" in markdown
+    # The readable trials are all there: 2 configurations x 2 repetitions.
+    assert len(pd.read_csv(folder / "tables" / "trials.csv")) == 4
+
+
+def _run_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    report_command.add_arguments(parser)
+    return report_command.run(parser.parse_args(argv))
+
+
+def test_report_command_takes_the_budget_from_the_manifest(tmp_path, capsys):
+    folder = tmp_path / "budgeted"
+    write_run(folder, _degraded_configs(), repetitions=2, windows=3, requests_per_window=300,
+              manifest={"p99_budget_ms": 2.5})
+    assert _run_command([str(folder), "--resamples", str(RESAMPLES)]) == 0
+    out = capsys.readouterr().out
+    # rest's p99 is about 2.0 ms (median 0.9 ms x e^(0.35 x 2.33)), gRPC's about 2.9 ms.
+    assert "best configuration under the p99 budget: protocol=rest" in out
+    assert f"report:   {folder / 'report.md'}" in out
+    assert "p99 at most 2.5 ms" in (folder / "report.md").read_text()
+
+
+def test_report_command_names_the_missing_manifest(tmp_path):
+    (tmp_path / "trials").mkdir()
+    with pytest.raises(CommandError, match=re.escape(str(tmp_path / "manifest.json")) + ": missing"):
+        _run_command([str(tmp_path)])
+    with pytest.raises(CommandError, match="must be positive"):
+        _run_command([str(tmp_path), "--p99-budget-ms", "0"])
