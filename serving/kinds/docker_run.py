@@ -1,0 +1,174 @@
+"""`docker run` of the pinned tensorflow/serving image with the lab's generated configuration.
+
+Inside the container, paths differ from the host's: each model base path is mounted read-only
+under /models, the config files (models.config rewritten for those paths, batching and
+monitoring copied as they are) under /configs, read-only too. The server keeps TF Serving's
+own ports (8500 gRPC, 8501 REST) inside; they are published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from poochlab.serving.kinds.nginx_config import TFSERVING_GRPC_PORT, TFSERVING_REST_PORT
+
+if TYPE_CHECKING:
+    from poochlab.serving.kinds.tfserving import IdentifiedServer
+    from poochlab.serving.launcher import ServerSpec
+
+# Same pin as docker/compose.yaml (a test keeps the two equal).
+TFSERVING_IMAGE = "tensorflow/serving:2.21.0"
+CONTAINER_MODELS = PurePosixPath("/models")
+CONTAINER_CONFIGS = PurePosixPath("/configs")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A read-only bind mount."""
+
+    source: Path
+    target: PurePosixPath
+
+    def volume_flag(self) -> str:
+        if ":" in str(self.source):
+            raise ValueError(f"{self.source}: a path with ':' cannot be mounted with docker --volume")
+        return f"--volume={self.source}:{self.target}:ro"
+
+
+def container_models_config(models_config: Path, text: str | None = None) -> tuple[str, list[Mount]]:
+    """models.config rewritten for the container, and the model mounts it needs.
+
+    Models sharing a base path (one export served under several names) share one mount.
+    """
+    from google.protobuf import text_format
+
+    from poochlab.serving.model_config import load_model_config, parse_model_config_text
+
+    config = parse_model_config_text(text, str(models_config)) if text is not None else load_model_config(models_config)
+    mounts: dict[Path, Mount] = {}
+    for model in config.model_config_list.config:
+        host = (models_config.parent / model.base_path).resolve()
+        if host not in mounts:
+            target = CONTAINER_MODELS / host.name
+            taken = {m.target for m in mounts.values()}
+            suffix = 2
+            while target in taken:
+                target, suffix = CONTAINER_MODELS / f"{host.name}_{suffix}", suffix + 1
+            mounts[host] = Mount(host, target)
+        model.base_path = str(mounts[host].target)
+    return text_format.MessageToString(config), list(mounts.values())
+
+
+def containerize_configs(
+    models_config: Path,
+    out_dir: Path,
+    *,
+    batching_parameters: Path | None = None,
+    monitoring_config: Path | None = None,
+) -> tuple[list[Mount], dict[str, str]]:
+    """Write the container's config folder into `out_dir`; return the mounts and the
+    config-file flags (flag name -> container path) to pass to the server."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text, mounts = container_models_config(models_config)
+    (out_dir / "models.config").write_text(text)
+    flags = {"model_config_file": str(CONTAINER_CONFIGS / "models.config")}
+    for flag, source in (("batching_parameters_file", batching_parameters),
+                         ("monitoring_config_file", monitoring_config)):
+        if source is not None:
+            shutil.copyfile(source, out_dir / Path(source).name)
+            flags[flag] = str(CONTAINER_CONFIGS / Path(source).name)
+    return [*mounts, Mount(out_dir.resolve(), CONTAINER_CONFIGS)], flags
+
+
+def docker_run_argv(
+    *,
+    name: str,
+    rest_port: int,
+    grpc_port: int,
+    mounts: Sequence[Mount],
+    server_flags: Sequence[str],
+    image: str = TFSERVING_IMAGE,
+    cpuset: str | None = None,
+    docker: str = "docker",
+) -> list[str]:
+    """The `docker run` command line: foreground (logs stream to the caller, stopping the
+    client stops the container), removed on exit, ports on loopback only, every mount read-only.
+
+    server_flags are tensorflow_model_server's flags with container paths and ports.
+    """
+    argv = [docker, "run", "--rm", "--init", f"--name={name}",
+            f"--publish=127.0.0.1:{rest_port}:{TFSERVING_REST_PORT}",
+            f"--publish=127.0.0.1:{grpc_port}:{TFSERVING_GRPC_PORT}"]
+    argv += [mount.volume_flag() for mount in mounts]
+    if cpuset is not None:
+        argv.append(f"--cpuset-cpus={cpuset}")
+    # The image's entry script adds --model_name/--model_base_path; run the binary itself.
+    argv += ["--entrypoint=tensorflow_model_server", image, *server_flags]
+    return argv
+
+
+DOCKER = "docker"
+
+
+def docker_command_for(
+    spec: "ServerSpec", workdir: Path, *, image: str = TFSERVING_IMAGE, docker: str = "docker"
+) -> Callable[[int, int], list[str]]:
+    """spec -> `docker run` command line on given host ports; writes the container's configs
+    into `workdir` (mounted read-only at /configs)."""
+    import dataclasses
+
+    from google.protobuf import text_format
+
+    from poochlab.serving.launcher import tf_serving_flags
+    from poochlab.serving.model_config import single_model_config
+
+    if spec.host != "127.0.0.1":
+        raise ValueError(f"server kind {DOCKER!r} publishes on 127.0.0.1 only, not {spec.host}")
+    models_config = spec.model_config_file
+    if models_config is None:
+        if spec.model_base_path is None:
+            raise ValueError("ServerSpec needs model_config_file or model_base_path")
+        models_config = workdir / "host-models.config"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = single_model_config(spec.model_name or "default", str(Path(spec.model_base_path).resolve()))
+        models_config.write_text(text_format.MessageToString(config))
+    mounts, files = containerize_configs(
+        Path(models_config), workdir / "configs",
+        batching_parameters=spec.batching_parameters_file, monitoring_config=spec.monitoring_config_file,
+    )
+    inside = dataclasses.replace(
+        spec, model_config_file=PurePosixPath(files["model_config_file"]), model_name=None, model_base_path=None,
+        batching_parameters_file=_posix(files.get("batching_parameters_file")),
+        monitoring_config_file=_posix(files.get("monitoring_config_file")),
+    )
+    flags = tf_serving_flags(inside, TFSERVING_REST_PORT, TFSERVING_GRPC_PORT)
+
+    def command(rest_port: int, grpc_port: int) -> list[str]:
+        return docker_run_argv(name=f"poochlab-tfserving-{os.getpid()}-{rest_port}", rest_port=rest_port,
+                               grpc_port=grpc_port, mounts=mounts, server_flags=flags, image=image, docker=docker)
+
+    return command
+
+
+def _posix(path: str | None) -> PurePosixPath | None:
+    return PurePosixPath(path) if path is not None else None
+
+
+def launch_docker(spec: "ServerSpec", *, image: str = TFSERVING_IMAGE) -> "IdentifiedServer":
+    """Run the pinned TF Serving image for `spec` in the foreground (`docker run --rm`): its
+    logs go to the spec's log file and stopping the server stops and removes the container."""
+    import tempfile
+
+    from poochlab.serving.kinds.tfserving import with_binary
+    from poochlab.serving.launcher import launch_command
+
+    docker = shutil.which("docker")
+    if docker is None:
+        raise FileNotFoundError("docker is not installed (server kind \"docker\" needs the Docker CLI and engine)")
+    workdir = (spec.log_file.parent / "docker" if spec.log_file else Path(tempfile.mkdtemp(prefix="poochlab-docker-")))
+    server = launch_command(spec, docker_command_for(spec, workdir, image=image, docker=docker))
+    return with_binary(server, {"kind": DOCKER, "image": image, "docker": docker})

@@ -1,0 +1,52 @@
+"""Kind "tfserving": TF Serving's own `tensorflow_model_server` binary, started with exactly the
+flags and config files the lab's server gets (`launcher.tf_serving_flags`).
+
+Note: real TF Serving listens on all interfaces (it has no bind-address flag); the lab's server
+binds to 127.0.0.1. Run it on a trusted network or behind a firewall.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from poochlab.serving.kinds.identify import DEFAULT_BINARY, ModelServerBinary, require_tfserving
+from poochlab.serving.launcher import RunningServer, ServerSpec, launch_command, tf_serving_flags
+
+TFSERVING = "tfserving"
+
+
+@dataclasses.dataclass
+class IdentifiedServer(RunningServer):
+    """A RunningServer that also says which binary or image it runs (for the run's manifest)."""
+
+    binary: dict[str, object] | None = None
+
+
+def with_binary(server: RunningServer, binary: dict[str, object]) -> IdentifiedServer:
+    fields = {f.name: getattr(server, f.name) for f in dataclasses.fields(RunningServer)}
+    return IdentifiedServer(**fields, binary=binary)
+
+
+def tfserving_command_for(
+    spec: ServerSpec, binary: ModelServerBinary
+) -> Callable[[int, int], list[str]]:
+    """spec -> command line for `binary` on given ports (the lab's flags, unchanged)."""
+    if spec.host != "127.0.0.1":
+        # TF Serving always binds to all interfaces; refuse rather than silently differ.
+        raise ValueError(f"server kind {TFSERVING!r} cannot bind to {spec.host}: TF Serving has no bind-address flag")
+    return lambda rest_port, grpc_port: [binary.path, *tf_serving_flags(spec, rest_port, grpc_port)]
+
+
+def launch_tfserving(
+    spec: ServerSpec, *, binary: str = DEFAULT_BINARY, allow_lab_standin: bool = False
+) -> IdentifiedServer:
+    """Start TF Serving for `spec` (does not wait for models; see wait_until_available).
+
+    binary: a path, or a name looked up on PATH (the first real TF Serving wins).
+    allow_lab_standin: accept the lab's own `tensorflow_model_server` (tests only: a sweep
+    labelled "tfserving" must have measured TF Serving).
+    """
+    identity = require_tfserving(binary, allow_lab_standin=allow_lab_standin)
+    server = launch_command(spec, tfserving_command_for(spec, identity))
+    return with_binary(server, {**identity.manifest(), "kind": TFSERVING})
