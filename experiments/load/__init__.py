@@ -5,8 +5,11 @@ its coordinated-omission-corrected twin, stable windows, generator health).
 Importing this package never imports Locust or gevent: the load runs in worker processes.
 """
 
+from poochlab.experiments.load.calibration import LOAD_LEVELS, CapacityCalibration, calibrate_capacity
+from poochlab.experiments.load.floor import floor_summary, measure_generator_floor
 from poochlab.experiments.load.settings import LoadSettings
 from poochlab.experiments.load.trial import TrialError, measure_trial
 from poochlab.experiments.load.workload import Workload
 
-__all__ = ["LoadSettings", "TrialError", "Workload", "measure_trial"]
+__all__ = ["LOAD_LEVELS", "CapacityCalibration", "LoadSettings", "TrialError", "Workload", "calibrate_capacity",
+           "floor_summary", "measure_generator_floor", "measure_trial"]

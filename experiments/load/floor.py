@@ -1,0 +1,51 @@
+"""The generator's own floor: the same client path at the same load against the echo server.
+
+Saved once per sweep and shown next to every result, so a reader knows how much of a latency is
+the instrument (client library, Locust, recorder, loopback) rather than the server. The floor
+uses the trial's protocol, library and request format but neither cache nor fallback: those
+are part of the system under test, not of the instrument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+from poochlab.experiments.load.echo_server import start_echo_server
+from poochlab.experiments.load.settings import LoadSettings
+from poochlab.experiments.load.trial import measure_trial
+from poochlab.experiments.load.workload import Workload
+from poochlab.experiments.recording.histograms import merge_encoded, summarize
+from poochlab.experiments.records import TrialRecord
+
+
+def measure_generator_floor(settings: LoadSettings, client: Any, workload: Workload, *,
+                            run_id: str = "floor", save_to: Path | str | None = None,
+                            progress: Callable[[dict[str, Any]], None] | None = None) -> TrialRecord:
+    """Measure ``settings`` with ``client``'s path against a fresh echo server.
+
+    Returns the floor as a TrialRecord (factors: protocol, library, mode, load) and saves it to
+    ``save_to`` when given. Its percentiles are what the generator adds at that load.
+    """
+    floor_workload = dataclasses.replace(workload, cache_hit_ratio=None, zipf_s=None)
+    with start_echo_server(grpc=client.protocol == "grpc") as echo:
+        floor_client = dataclasses.replace(client, rest_url=echo.rest_url, cache=None, fallback=None,
+                                           **({"grpc_target": echo.grpc_target} if client.protocol == "grpc" else {}))
+        factors = {"protocol": client.protocol, "library": client.resolved_library, "mode": settings.mode,
+                   "users": settings.users if settings.mode == "closed" else None,
+                   "rate_rps": settings.rate_rps if settings.mode == "open" else None,
+                   "instances": workload.instances}
+        name = "-".join(f"{v}" for v in factors.values() if v is not None)
+        record = TrialRecord(run_id=run_id, trial_id=f"floor-{name}", config_id=f"floor-{name}", repetition=0,
+                             factors=factors, seed=settings.seed)
+        measure_trial(settings, floor_client, floor_workload, record, server_pid=echo.pid, progress=progress)
+    if save_to is not None:
+        record.save(Path(save_to))
+    return record
+
+
+def floor_summary(record: TrialRecord) -> dict[str, float]:
+    """The floor's latency percentiles (microseconds) over its result windows."""
+    chosen = [w for w in record.windows if w.index in set(record.stable_windows)] or record.windows
+    return summarize(merge_encoded(w.histogram for w in chosen))
