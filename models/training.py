@@ -289,6 +289,8 @@ def train_and_export(
     spec = variant_spec(variant)
     if rows < 10:
         raise ValueError(f"--rows must be at least 10 (got {rows})")
+    if seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer (got {seed})")
     prepare_model_dir(base_path)  # fail fast, before importing TensorFlow and training
 
     from poochlab.models.network import PoochNet

@@ -9,7 +9,7 @@ warm-up. TF Serving refuses a version with more than 1000 records.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from poochlab.models.pupdate import (
     INPUT_COUNTRY,
@@ -20,6 +20,9 @@ from poochlab.models.pupdate import (
     Pupdate,
 )
 
+if TYPE_CHECKING:
+    from tensorflow_serving.apis.predict_pb2 import PredictRequest
+
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
@@ -27,7 +30,7 @@ MAX_WARMUP_RECORDS = 1000
 BATCH_SIZES = (1,) * 48 + (2, 4, 8, 16, 32, 64)
 
 
-def predict_request(pupdates: Sequence[Pupdate], model_name: str = MODEL_NAME) -> "predict_pb2.PredictRequest":  # noqa: F821
+def predict_request(pupdates: Sequence[Pupdate], model_name: str = MODEL_NAME) -> PredictRequest:
     """One ``PredictRequest`` for ``serving_default`` carrying ``pupdates`` as a batch."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2

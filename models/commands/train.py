@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from poochlab.cli import CommandError
+from poochlab.models.facts import DEFAULT_ROWS  # numpy only: the CLI stays free of TensorFlow
+from poochlab.models.training import DEFAULT_SEED
 from poochlab.models.variants import VARIANTS
 
-DEFAULT_SEED = 7  # the same as poochlab.models.training.DEFAULT_SEED, without importing it (light CLI)
-DEFAULT_ROWS = 20_000
+if TYPE_CHECKING:
+    from poochlab.models.training import ExportResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_export(result: "ExportResult") -> None:  # noqa: F821
+def print_export(result: ExportResult) -> None:
     """What a user wants to see after an export: where it went, how good and how costly it is."""
     from poochlab.models.evaluation import format_table
 
