@@ -74,6 +74,8 @@ def test_cache_hit_ratio_and_breakdown_columns(mixed_run):
     # The synthetic server computes for 0.4 x the median on average (log-normal, sigma 0.2).
     expected_compute = configs[0].median_us * 0.4 * math.exp(0.2**2 / 2) / 1000
     assert table.loc[configs[0].config_id, "breakdown_compute_ms"] == pytest.approx(expected_compute, rel=0.05)
+    # With the cache, 70% of requests never reach the server: its time counts for 30% of them.
+    assert table.loc[configs[1].config_id, "breakdown_compute_ms"] == pytest.approx(0.3 * expected_compute, rel=0.06)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from poochlab.experiments.analysis.tables import Tables
 PlotFunction = Callable[[Tables], tuple[Figure, str]]
 MAX_TRIAL_PANELS = 12
 MAX_LEGEND_ENTRIES = 12
+LINE_STYLES = ("-", "--", ":", "-.")  # after ten colours, lines differ by style too
 
 
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
@@ -174,7 +175,7 @@ def plot_percentile_spectrum(tables: Tables) -> tuple[Figure, str]:
     configs = list(dict.fromkeys(tables.spectrum["config_id"]))
     for index, config_id in enumerate(configs):
         rows = tables.spectrum[tables.spectrum["config_id"] == config_id]
-        axis.plot(rows["x"], rows["latency_ms"], "-", color=f"C{index % 10}",
+        axis.plot(rows["x"], rows["latency_ms"], LINE_STYLES[(index // 10) % len(LINE_STYLES)], color=f"C{index % 10}",
                   label=str(labels.get(config_id, config_id))[:70] if index < MAX_LEGEND_ENTRIES else None)
     axis.set_xscale("log")
     ticks = [2, 10, 100, 1000, 10000, 100000]
@@ -244,11 +245,12 @@ def plot_latency_breakdown(tables: Tables) -> tuple[Figure, str]:
     axis.invert_yaxis()
     axis.set_xlabel("mean latency per request (ms)")
     axis.set_title("Where the time goes: client, network, server queue, server compute")
-    axis.legend(fontsize=7, loc="lower right")
+    figure.legend(fontsize=7, loc="outside lower center", ncols=4)
     caption = (
         "Mean latency per request (ms) of each configuration split into client encode + decode (measured by the "
-        "client), server queue and compute (from the server's per-request timing) and what remains: network and "
-        "server overhead outside the model."
+        "client), server queue and compute (from the server's per-request timing, weighted by the share of "
+        "requests the model answered, since cache hits and fallbacks never reach it) and what remains: network "
+        "and server overhead outside the model."
         + (f" Not recorded in this run, drawn as zero: {', '.join(missing)}." if missing else "")
     )
     return figure, caption

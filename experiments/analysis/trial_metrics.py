@@ -97,6 +97,10 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
         error_rate=_ratio(errors, requests + errors),
         outstanding_at_end=record.outstanding_at_end,
         fallback_rate=_ratio(record.answer_paths.get("fallback", 0), sum(record.answer_paths.values())),
+        # Server timing covers only the requests the model answered (not cache hits or fallbacks).
+        model_answer_share=(
+            _ratio(record.answer_paths.get("model", 0), sum(record.answer_paths.values())) if record.answer_paths else 1.0
+        ),
         cache_hits=(record.cache or {}).get("hits", NAN) if record.cache is not None else NAN,
         cache_misses=(record.cache or {}).get("misses", NAN) if record.cache is not None else NAN,
         cache_hit_ratio=(
@@ -129,13 +133,17 @@ def breakdown_ms(row: dict[str, Any]) -> dict[str, float]:
     """Split the mean latency into client, network (and the rest), server queue and compute.
 
     Client time is encode + decode; what the server does not account for and the client did not
-    spend encoding or decoding is network and server overhead. Without server timing the queue
-    and compute parts are NaN and "network" holds everything past the client.
+    spend encoding or decoding is network and server overhead. Server times are per request the
+    model answered, so they are weighted by that share (a cache hit costs the server nothing).
+    Without server timing the queue and compute parts are NaN and "network" holds everything
+    past the client.
     """
     mean = row.get("mean_ms", NAN)
     client = sum(v for v in (row.get("client_encode_ms", NAN), row.get("client_decode_ms", NAN)) if not math.isnan(v))
-    queue = row.get("queue_mean_ms", NAN)
-    compute = row.get("compute_mean_ms", NAN)
+    share = row.get("model_answer_share", 1.0)
+    share = 1.0 if share is None or math.isnan(share) else share
+    queue = row.get("queue_mean_ms", NAN) * share
+    compute = row.get("compute_mean_ms", NAN) * share
     server = sum(v for v in (queue, compute) if not math.isnan(v))
     return {
         "breakdown_client_ms": client,
