@@ -365,7 +365,11 @@ def export_trained(trained_dir: Path, base_path: Path, compare_base: Path | None
     from poochlab.models.network import PoochNet
 
     net = PoochNet(spec, seed, **constants)
-    tf.train.Checkpoint(net=net).read(str(trained_dir / CHECKPOINT_PREFIX)).assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(net=net).read(str(trained_dir / CHECKPOINT_PREFIX)).assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"{trained_dir}: cannot restore the trained weights ({first_line})") from error
     record = {**record, "trained_checkpoint": str(trained_dir)}
     compare = compare_base if compare_base is not None else _default_compare_base(base_path, spec.name)
     return _export(net, spec, record, baseline, held_out, base_path, compare, trained_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,25 @@ def test_export_names_a_missing_trained_folder(exported_base: Path, tmp_path: Pa
 def test_export_needs_a_variant_or_a_folder() -> None:
     with pytest.raises(CommandError, match="--variant"):
         _run("export", [])
+
+
+def test_export_of_a_trained_folder_without_weights_is_refused(exported_base: Path, tmp_path: Path) -> None:
+    from poochlab.models.facts import generate_pupdates, write_facts
+    from poochlab.models.training import TRAINING_FILE
+
+    broken = tmp_path / "trained-without-weights"
+    broken.mkdir()
+    record = {
+        "spec": {"name": "small", "hashtag_dim": 8, "country_dim": 4, "deep_widths": [32], "epochs": 1,
+                 "batch_size": 8, "wide_learning_rate": 0.1, "deep_learning_rate": 0.1},
+        "seed": 1,
+        "constants": {"mean_likes": 10.0, "followers_center": 1.0, "log_likes_ceiling": 5.0},
+        "facts": str(tmp_path / "facts.jsonl"),
+    }
+    write_facts(tmp_path / "facts.jsonl", generate_pupdates(50, seed=1), seed=1)
+    (broken / TRAINING_FILE).write_text(json.dumps(record))
+    before = _snapshot(exported_base)
+    with pytest.raises(CommandError) as error:
+        _run("export", ["--trained", str(broken), "--base-path", str(exported_base)])
+    assert f"{broken}: cannot restore the trained weights" in _one_line(error)
+    assert _snapshot(exported_base) == before
