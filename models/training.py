@@ -187,7 +187,10 @@ def _load_other_variant(variant: str, compare_base: Path | None) -> tuple[str, A
     return other_variant, tf.saved_model.load(str(other_dir)), other_dir
 
 
-def _cost_section(variant: str, signature: Any, held_out: Sequence[Pupdate], compare_base: Path | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _cost_section(
+    variant: str, signature: Any, held_out: Sequence[Pupdate], compare_base: Path | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """This export's per-call cost and, when the other variant is exported, the large/small ratio."""
     from poochlab.models import compute_cost
 
     signatures = {variant: signature}
