@@ -113,3 +113,14 @@ def test_export_of_a_trained_folder_without_weights_is_refused(exported_base: Pa
         _run("export", ["--trained", str(broken), "--base-path", str(exported_base)])
     assert f"{broken}: cannot restore the trained weights" in _one_line(error)
     assert _snapshot(exported_base) == before
+
+
+def test_poochlab_command_exits_2_with_one_line_naming_the_folder(exported_base: Path, capsys: pytest.CaptureFixture) -> None:
+    from poochlab.cli import main
+
+    (exported_base / "pooch_predictor" / "old").mkdir()
+    before = _snapshot(exported_base)
+    assert main(["train", "--variant", "small", "--base-path", str(exported_base)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("poochlab train: error: ") and "pooch_predictor/old" in lines[0]
+    assert _snapshot(exported_base) == before
