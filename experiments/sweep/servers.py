@@ -1,0 +1,112 @@
+"""The servers of a run: started through the launcher, restarted only when server-side factors change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from poochlab.experiments.sweep.manifest import Manifest
+from poochlab.experiments.sweep.server_configs import MONITORING_PATH, ServerConfig, write_config_files
+from poochlab.experiments.sweep.spec import SweepSpec
+from poochlab.models.pupdate import MODEL_NAME
+
+READY_TIMEOUT_S = 180.0
+
+
+@dataclass
+class ServerEndpoints:
+    """Where a trial's load goes, and what to watch while it runs."""
+
+    rest_url: str
+    grpc_target: str
+    pid: int | None  # the server process (first replica) for CPU and memory accounting
+    metrics_url: str
+    model_names: list[str]
+
+
+class ServerPool:
+    """Holds at most one running server configuration at a time."""
+
+    def __init__(self, spec: SweepSpec, run_dir: Path, model_root: Path, manifest: Manifest) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.model_root = model_root
+        self.manifest = manifest
+        self.current: ServerConfig | None = None
+        self.handle: Any = None  # RunningServer or ReplicaSet
+        self.starts = 0
+
+    def model_base_path(self, variant: str) -> Path:
+        base = self.model_root / variant / MODEL_NAME
+        if not base.is_dir() or not any(p.name.isdigit() for p in base.iterdir()):
+            raise FileNotFoundError(f"no exported {variant!r} model under {base}: "
+                                    f"run `poochlab train --variant {variant}` first")
+        return base
+
+    def ensure(self, server: ServerConfig) -> ServerEndpoints:
+        """The endpoints of ``server``, starting it (and stopping another) when needed."""
+        if self.current != server or not self._alive():
+            self.stop()
+            self._start(server)
+        return self._endpoints(server)
+
+    def _start(self, server: ServerConfig) -> None:
+        from poochlab.serving.launcher import ServerSpec, launch
+
+        files = write_config_files(self.run_dir / "configs" / server.config_id, server,
+                                   self.model_base_path(server.model_variant), self.spec.batching_sets)
+        self.starts += 1
+        threads = server.server_threads or None
+        spec = ServerSpec(
+            kind=self.spec.server_kind,
+            model_config_file=files.models_config,
+            batching_parameters_file=files.batching_parameters,
+            enable_batching=files.batching_parameters is not None,
+            monitoring_config_file=files.monitoring_config,
+            tensorflow_intra_op_parallelism=threads,
+            tensorflow_inter_op_parallelism=threads,
+            log_file=self.run_dir / "logs" / f"{server.config_id}-start{self.starts}.log",
+        )
+        if server.replicas > 1:
+            from poochlab.serving.kinds.replicas import launch_replicas
+
+            handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=True)
+            commands = [r.command for r in handle.replicas]
+            placement = handle.placement
+        else:
+            handle = launch(spec)
+            commands = [handle.command]
+            placement = None
+        self.handle, self.current = handle, server
+        for command in commands:
+            self.manifest.add_server_command(server.config_id, self.spec.server_kind, list(command))
+        if placement is not None:
+            self.manifest.data.setdefault("replica_placement", {})[server.config_id] = placement
+            self.manifest.save()
+        handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
+
+    def _endpoints(self, server: ServerConfig) -> ServerEndpoints:
+        handle = self.handle
+        pid = handle.pid if hasattr(handle, "pid") else (handle.pids[0] if handle.pids else None)
+        return ServerEndpoints(handle.rest_url, handle.grpc_target, pid,
+                               handle.rest_url + MONITORING_PATH, server.model_names())
+
+    def _alive(self) -> bool:
+        if self.handle is None:
+            return False
+        processes = [r.process for r in getattr(self.handle, "replicas", [self.handle])]
+        return all(p is None or p.poll() is None for p in processes)
+
+    def log_tail_if_dead(self) -> str | None:
+        """The server's last log lines when it died during a trial (None while it is fine)."""
+        if self.handle is None or self._alive():
+            return None
+        return self.handle.log_tail()
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            try:
+                self.handle.stop()
+            finally:
+                self.handle, self.current = None, None
