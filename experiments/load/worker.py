@@ -97,8 +97,10 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
             timing=prediction.timing if prediction is not None else None,
             path=prediction.path if prediction is not None else None)
 
-    if spec.record:
-        env.events.request.add_listener(on_request)
+    def count_only(context: dict[str, Any], **_: Any) -> None:
+        recorder.count(context["start"], context["end"])
+
+    env.events.request.add_listener(on_request if spec.record else count_only)
 
     lag = new_histogram()
 
@@ -112,7 +114,9 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
             if due >= measure_start:
                 lag.record_value(clamp_us(late * 1e6))
 
-    PreciseTimer().wait_until(start_at)
+    start_timer = PreciseTimer()
+    timer_kind = start_timer.kind
+    start_timer.wait_until(start_at)
     runner = env.create_local_runner()
     runner.start(1 if open_loop else users, spawn_rate=10_000)
     background = [gevent.spawn(sample_loop_lag)]
@@ -120,7 +124,8 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     if burner_share > 0:
         background.append(gevent.spawn(_burn, burner_share))
 
-    PreciseTimer().wait_until(measure_start)
+    start_timer.wait_until(measure_start)
+    start_timer.close()
     if not open_loop and expected is None:
         warm = recorder.warmup_latency
         if warm.get_total_count() >= 10:
@@ -155,7 +160,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         "cache": {k: cache_after[k] - cache_before[k] for k in cache_after} if spec.client.cache else None,
         "expected_interval_us": recorder.expected_interval_us,
         "sender_greenlets": sender.sender_greenlets,
-        "timer": PreciseTimer().kind,
+        "timer": timer_kind,
     }))
     for greenlet in background:
         greenlet.kill()

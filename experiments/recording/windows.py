@@ -5,16 +5,37 @@ when it was (scheduled to be) sent at or after the end of warm-up; it is counted
 which its answer arrived. When a window's time is over the recorder closes it into a picklable
 :class:`WindowData` (histograms as hdrh text) that the worker ships to the process that merges
 all workers' windows. Errors are counted by kind, never mixed into the latency histograms.
+
+The request path is kept cheap (it runs on the generator's one core): a latency is rounded down
+to its HdrHistogram bucket (what a 3-significant-figure histogram stores anyway) and counted in a
+dict; the hdrh histograms are built from those counts when the window closes. The
+coordinated-omission correction is applied there too, to each bucket's value.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from poochlab.experiments.records import HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES
 from poochlab.experiments.recording.histograms import clamp_us, encode, new_histogram
+
+# Values below this are exact in a histogram of HDR_SIGNIFICANT_FIGURES figures; above it,
+# the lowest `_BUCKET_BITS` significant bits are kept (hdrh's "lowest equivalent value").
+_BUCKET_BITS = (2 * 10 ** HDR_SIGNIFICANT_FIGURES - 1).bit_length()
+_EXACT_BELOW = 1 << _BUCKET_BITS
+
+
+def bucket_us(seconds: float) -> int:
+    """A duration in seconds as the lowest microsecond value of its HdrHistogram bucket."""
+    value = int(seconds * 1e6 + 0.5)
+    if value < _EXACT_BELOW:
+        return value if value > 0 else 1
+    if value > HDR_HIGHEST_US:
+        value = HDR_HIGHEST_US
+    shift = value.bit_length() - _BUCKET_BITS
+    return (value >> shift) << shift
 
 
 @dataclass
@@ -33,33 +54,42 @@ class WindowData:
     answer_paths: dict[str, int]
 
 
+def _histogram_text(counts: dict[int, int], expected_interval_us: int | None = None) -> str:
+    histogram = new_histogram()
+    for value, count in counts.items():
+        if expected_interval_us:
+            histogram.record_corrected_value(value, expected_interval_us, count)
+        else:
+            histogram.record_value(value, count)
+    return encode(histogram)
+
+
 @dataclass
 class _OpenWindow:
     index: int
-    latency: Any = field(default_factory=new_histogram)
-    corrected: Any = field(default_factory=new_histogram)
-    lateness: Any = field(default_factory=new_histogram)
-    server_queue: Any = field(default_factory=new_histogram)
-    server_compute: Any = field(default_factory=new_histogram)
+    latency: dict[int, int] = field(default_factory=dict)
+    lateness: dict[int, int] = field(default_factory=dict)
+    server_queue: dict[int, int] = field(default_factory=dict)
+    server_compute: dict[int, int] = field(default_factory=dict)
     requests: int = 0
-    errors: Counter = field(default_factory=Counter)
-    timing_sums: Counter = field(default_factory=Counter)
-    paths: Counter = field(default_factory=Counter)
+    errors: dict[str, int] = field(default_factory=dict)
+    encode_us: float = 0.0
+    wait_us: float = 0.0
+    decode_us: float = 0.0
+    paths: dict[str, int] = field(default_factory=dict)
 
-    def close(self, corrected: bool, open_loop: bool) -> WindowData:
-        def optional(histogram: Any) -> str | None:
-            return encode(histogram) if histogram.get_total_count() else None
-
+    def close(self, corrected: bool, open_loop: bool, expected_interval_us: int | None) -> WindowData:
         return WindowData(
             index=self.index,
             requests=self.requests,
             errors_by_kind=dict(self.errors),
-            histogram=encode(self.latency),
-            corrected_histogram=encode(self.corrected) if corrected else None,
-            lateness_histogram=encode(self.lateness) if open_loop else None,
-            server_queue_histogram=optional(self.server_queue),
-            server_compute_histogram=optional(self.server_compute),
-            client_timing_sums_us={k: float(v) for k, v in self.timing_sums.items()},
+            histogram=_histogram_text(self.latency),
+            corrected_histogram=_histogram_text(self.latency, expected_interval_us) if corrected else None,
+            lateness_histogram=_histogram_text(self.lateness) if open_loop else None,
+            server_queue_histogram=_histogram_text(self.server_queue) if self.server_queue else None,
+            server_compute_histogram=_histogram_text(self.server_compute) if self.server_compute else None,
+            client_timing_sums_us={"encode_us": self.encode_us, "wait_us": self.wait_us,
+                                   "decode_us": self.decode_us} if self.requests else {},
             answer_paths=dict(self.paths),
         )
 
@@ -68,8 +98,9 @@ class WindowRecorder:
     """Records requests into windows of ``window_s`` seconds that start at ``measure_start``.
 
     Times are ``time.monotonic()`` seconds (the same clock in every process on Linux).
-    ``expected_interval_us`` switches on the coordinated-omission-corrected twin histogram
-    (closed loop); it may be set later, e.g. from the warm-up's median latency.
+    For a closed loop the corrected twin histogram is built with ``expected_interval_us``
+    (HdrHistogram's ``record_corrected_value``); when it is not known it is taken from the
+    warm-up's median latency, or else from the first window's.
     """
 
     def __init__(self, measure_start: float, window_s: float, *, open_loop: bool,
@@ -82,13 +113,14 @@ class WindowRecorder:
         self.expected_interval_us = expected_interval_us
         self.correct = not open_loop
         self._current = _OpenWindow(index=0)
+        self._current_end = self.window_end(0)
         self._closed: list[WindowData] = []
         # Warm-up latencies, kept only to estimate a closed loop's expected interval.
         self.warmup_latency = new_histogram()
         # Requests answered after the trial's last window, sent before its end (see stop_after).
         self._tail = _OpenWindow(index=-1)
         self._last_index: int | None = None
-        self._crossers: dict[int, list[tuple[float, float, dict[str, Any]]]] = {}
+        self._crossers: dict[int, list[tuple[float, float, tuple]]] = {}
 
     def window_index(self, when: float) -> int:
         return math.floor((when - self.measure_start) / self.window_s)
@@ -99,48 +131,74 @@ class WindowRecorder:
     def record(self, start: float, end: float, *, error_kind: str | None = None,
                lateness_s: float | None = None, timing: Any = None, path: str | None = None) -> None:
         """One finished request: ``start`` is its scheduled (open loop) or actual send time."""
-        details = {"error_kind": error_kind, "lateness_s": lateness_s, "timing": timing, "path": path}
         if start < self.measure_start:
             if error_kind is None:
                 self.warmup_latency.record_value(clamp_us((end - start) * 1e6))
             return
+        details = (error_kind, lateness_s, timing, path)
         if self._last_index is not None:
             if start < self.window_end(self._last_index):
                 self._put(self._tail, start, end, details)
             return
-        self.advance(end)
+        if end >= self._current_end:
+            self.advance(end)
         window = self._current
         self._put(window, start, end, details)
-        if start < self.window_end(window.index - 1):
+        if start < self._current_end - self.window_s:
             # Sent in an earlier window: kept so the trial's end can claim it (see stop_after).
             self._crossers.setdefault(window.index, []).append((start, end, details))
 
-    def _put(self, window: "_OpenWindow", start: float, end: float, details: dict[str, Any]) -> None:
-        error_kind = details["error_kind"]
+    def count(self, start: float, end: float) -> None:
+        """Count an answer without recording it (only to measure what recording costs)."""
+        if start >= self.measure_start and self._last_index is None:
+            if end >= self._current_end:
+                self.advance(end)
+            self._current.requests += 1
+
+    @staticmethod
+    def _put(window: _OpenWindow, start: float, end: float, details: tuple) -> None:
+        error_kind, lateness_s, timing, path = details
         if error_kind is not None:
-            window.errors[error_kind] += 1
+            window.errors[error_kind] = window.errors.get(error_kind, 0) + 1
         else:
             window.requests += 1
-            value = clamp_us((end - start) * 1e6)
-            window.latency.record_value(value)
-            if self.correct and self.expected_interval_us:
-                window.corrected.record_corrected_value(value, self.expected_interval_us)
-            elif self.correct:
-                window.corrected.record_value(value)
-            if details["timing"] is not None:
-                _add_timing(window, details["timing"])
-            if details["path"]:
-                window.paths[details["path"]] += 1
-        if details["lateness_s"] is not None:
-            window.lateness.record_value(clamp_us(max(details["lateness_s"], 0.0) * 1e6))
+            value = bucket_us(end - start)
+            counts = window.latency
+            counts[value] = counts.get(value, 0) + 1
+            if timing is not None:
+                window.encode_us += timing.encode_us
+                window.wait_us += timing.wait_us
+                window.decode_us += timing.decode_us
+                if timing.server_queue_us is not None:
+                    value = bucket_us(timing.server_queue_us / 1e6)
+                    window.server_queue[value] = window.server_queue.get(value, 0) + 1
+                if timing.server_compute_us is not None:
+                    value = bucket_us(timing.server_compute_us / 1e6)
+                    window.server_compute[value] = window.server_compute.get(value, 0) + 1
+            if path:
+                window.paths[path] = window.paths.get(path, 0) + 1
+        if lateness_s is not None:
+            value = bucket_us(lateness_s) if lateness_s > 0 else 1
+            window.lateness[value] = window.lateness.get(value, 0) + 1
+
+    def _interval(self, window: _OpenWindow) -> int | None:
+        if self.expected_interval_us is None and self.correct and window.latency:
+            # No pacing and no warm-up: the first window's median stands for the expected interval.
+            histogram = new_histogram()
+            for value, count in window.latency.items():
+                histogram.record_value(value, count)
+            self.expected_interval_us = int(histogram.get_value_at_percentile(50))
+        return self.expected_interval_us
 
     def advance(self, now: float) -> None:
         """Close every window whose time is over (call it from a timer, too: quiet windows close)."""
         if now < self.measure_start or self._last_index is not None:
             return
-        while self.window_index(now) > self._current.index:
-            self._closed.append(self._current.close(self.correct, self.open_loop))
-            self._current = _OpenWindow(index=self._current.index + 1)
+        while now >= self._current_end:
+            window = self._current
+            self._closed.append(window.close(self.correct, self.open_loop, self._interval(window)))
+            self._current = _OpenWindow(index=window.index + 1)
+            self._current_end = self.window_end(self._current.index)
         for index in [i for i in self._crossers if i < self._current.index - 3]:
             del self._crossers[index]  # the trial never ends that far back
 
@@ -167,14 +225,4 @@ class WindowRecorder:
 
     def tail(self) -> WindowData:
         """Answers that arrived after the last window closed, for requests sent before its end."""
-        return self._tail.close(self.correct, self.open_loop)
-
-
-def _add_timing(window: _OpenWindow, timing: Any) -> None:
-    window.timing_sums["encode_us"] += timing.encode_us
-    window.timing_sums["wait_us"] += timing.wait_us
-    window.timing_sums["decode_us"] += timing.decode_us
-    if getattr(timing, "server_queue_us", None) is not None:
-        window.server_queue.record_value(clamp_us(timing.server_queue_us))
-    if getattr(timing, "server_compute_us", None) is not None:
-        window.server_compute.record_value(clamp_us(timing.server_compute_us))
+        return self._tail.close(self.correct, self.open_loop, self.expected_interval_us)
