@@ -158,3 +158,23 @@ def test_extra_server_flags_reach_tfserving() -> None:
     flags = "--enable_batching --batching_parameters_file=/configs/batching.config"
     services = _resolved(env={"TFSERVING_FLAGS": flags})["services"]
     assert services[SCALED]["command"].split()[-2:] == flags.split()
+
+
+@pytest.mark.parametrize("service", [SCALED, "lab-server"])
+def test_server_command_lines_are_accepted_by_the_labs_flag_parser(services: dict, service: str) -> None:
+    # The lab's server takes TF Serving's flags; an unknown or misspelt flag fails here.
+    from poochlab.serving.flags import parse_flags
+
+    flags = f"{services[service]['command']} --enable_batching --batching_parameters_file=/configs/batching.config"
+    options = parse_flags(flags.split())
+    assert options.model_config_file == "/configs/models.config"
+    assert (options.port, options.rest_api_port) == (8500, 8501)
+    if service == "lab-server":
+        assert options.lab_bind_address == "0.0.0.0"
+
+
+def test_batching_file_for_containers_is_valid() -> None:
+    from poochlab.serving.batching.parameters import load_batching_parameters
+
+    params = load_batching_parameters(REPO / "docker" / "tfserving" / "batching.config")
+    assert params.max_batch_size == 32 and params.batch_timeout_micros == 0
