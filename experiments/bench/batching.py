@@ -214,15 +214,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     def counts(text: str) -> list[int]:
         return [int(item) for item in text.split(",") if item]
 
-    parser.add_argument("--sets", type=names, default=list(DEFAULT_SETS),
+    parser.add_argument("--sets", type=names, default=",".join(DEFAULT_SETS),
                         help="batching parameter sets for the large variant: 'none' or names of "
                              "serving_configs/batching/*.config (default: %(default)s)")
-    parser.add_argument("--concurrency", type=counts, default=list(DEFAULT_CONCURRENCY),
-                        help="closed-loop clients for the large variant (default: 1,4,16)")
-    parser.add_argument("--small-sets", type=names, default=[NO_BATCHING, "timeout1ms"],
-                        help="parameter sets for the small variant (default: none,timeout1ms)")
-    parser.add_argument("--small-concurrency", type=counts, default=[16],
-                        help="clients for the small variant (default: 16)")
+    parser.add_argument("--concurrency", type=counts, default=",".join(map(str, DEFAULT_CONCURRENCY)),
+                        help="closed-loop clients for the large variant (default: %(default)s)")
+    parser.add_argument("--small-sets", type=names, default=f"{NO_BATCHING},timeout1ms",
+                        help="parameter sets for the small variant (default: %(default)s)")
+    parser.add_argument("--small-concurrency", type=counts, default="16",
+                        help="clients for the small variant (default: %(default)s)")
     parser.add_argument("--duration", type=int, default=6, help="seconds measured per point")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each point")
     parser.add_argument("--servables", type=Path, default=REPO_ROOT / "models" / "servables",
@@ -239,9 +239,11 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-batching-") as tmp:
         script = Path(tmp) / "predict.lua"
         script.write_text(WRK_SCRIPT % {"body": json.dumps(PREDICT_BODY)})
-        for variant, name, concurrencies in plan(args):
-            base = servable_base(args.servables, variant)
-            server = start_server(base, parameter_file(name), Path(tmp) / f"{variant}-{name}.log")
+        # Resolve every file first: a typo fails now, not after minutes of measuring.
+        runs = [(variant, name, concurrencies, servable_base(args.servables, variant),
+                 parameter_file(name)) for variant, name, concurrencies in plan(args)]
+        for variant, name, concurrencies, base, batching_file in runs:
+            server = start_server(base, batching_file, Path(tmp) / f"{variant}-{name}.log")
             try:
                 for clients in concurrencies:
                     point = measure(server, script, variant, name, clients, args.duration,
