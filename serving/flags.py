@@ -17,10 +17,9 @@ class FlagError(ValueError):
 
 
 def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    # The machine's CPUs, as TF Serving counts them (not this process's affinity: a server
+    # pinned to one core still gets TF Serving's thread counts).
+    return os.cpu_count() or 1
 
 
 @dataclass

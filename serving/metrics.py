@@ -9,6 +9,7 @@ scheduler's :class:`BatchingObserver`.
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from typing import Iterable
@@ -69,12 +70,7 @@ class Histogram:
         row = self.values.get(labels)
         if row is None:
             row = self.values[labels] = [0.0] * (len(self.buckets) + 2)
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                row[i] += 1
-                break
-        else:
-            row[len(self.buckets)] += 1
+        row[bisect.bisect_left(self.buckets, value)] += 1  # index len(buckets): above the last bound
         row[-1] += value
 
     def lines(self) -> Iterable[str]:

@@ -149,9 +149,9 @@ class RestApi:
                 inputs = examples_input(signature, examples)
             deadline = started + self.timeout_s if self.timeout_s else None
             try:
-                result = await asyncio.wait_for(
-                    run_signature(self.manager, state, signature, inputs, deadline), self.timeout_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.timeout_s):  # a timer, not a task per request
+                    result = await run_signature(self.manager, state, signature, inputs, deadline)
+            except TimeoutError:
                 raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
             compute_us = result.compute_us
             if verb == "predict":

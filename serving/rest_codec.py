@@ -101,7 +101,7 @@ def json_to_tensor(value: Any, spec: TensorSpec) -> np.ndarray:
         if kind == "O":
             raise _bad(f"input '{spec.name}' is not a rectangular tensor of {np.dtype(dtype).name} values")
         raise _bad(f"input '{spec.name}' expects {np.dtype(dtype).name} values, got {raw.dtype.name if kind in 'iufb' else 'non-numbers'}")
-    if want in "iu":
+    if want in "iu" and raw.dtype != dtype:
         info = np.iinfo(dtype)
         if raw.size and (raw.min() < info.min or raw.max() > info.max):
             raise _bad(f"input '{spec.name}' has values out of range for {np.dtype(dtype).name}")

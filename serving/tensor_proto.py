@@ -45,16 +45,49 @@ def array_to_proto(array: np.ndarray) -> Any:
     return proto
 
 
+# DataType enum -> (typed repeated field, numpy dtype) read without tf.make_ndarray.
+_TYPED_READS: dict[int, tuple[str, Any]] = {
+    1: ("float_val", np.float32), 2: ("double_val", np.float64), 3: ("int_val", np.int32),
+    9: ("int64_val", np.int64), 10: ("bool_val", np.bool_), 7: ("string_val", object),
+}
+
+
+def _typed_values(proto: Any) -> np.ndarray | None:
+    """The common case (typed field, one value per element) in a few microseconds; None
+    when ``tf.make_ndarray`` must handle it (tensor_content, broadcast fill, other dtypes)."""
+    read = _TYPED_READS.get(proto.dtype)
+    if read is None or proto.tensor_content:
+        return None
+    values = getattr(proto, read[0])
+    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    count = 1
+    for size in shape:
+        count *= size
+    if len(values) != count or any(size < 0 for size in shape):
+        return None
+    if read[1] is object:
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+    else:
+        array = np.array(values, dtype=read[1])
+    return array.reshape(shape)
+
+
 def proto_to_array(proto: Any, spec: TensorSpec) -> np.ndarray:
     """A request TensorProto as an array; INVALID_ARGUMENT on a dtype or content mismatch."""
-    import tensorflow as tf
-
     if proto.dtype != spec.dtype:
+        import tensorflow as tf
+
         raise ServingError(
             Code.INVALID_ARGUMENT,
             f"Expects arg[{spec.name}] to be {tf.dtypes.as_dtype(spec.dtype).name} "
             f"but {tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else 'invalid'} is provided",
         )
+    fast = _typed_values(proto)
+    if fast is not None:
+        return fast
+    import tensorflow as tf
+
     try:
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as error:

@@ -1,0 +1,124 @@
+"""Minimal echo servers: the floor each Python HTTP / gRPC stack puts under the lab's server.
+
+Each answers with the request's own bytes and does nothing else, so a benchmark can subtract
+the stack's cost from the lab server's. Run one with
+``python -m poochlab.experiments.bench.echo_servers <kind> <port>``; it prints ``ready`` and
+serves until SIGTERM. Kinds: ``httptools`` (asyncio Protocol + httptools on uvloop: the lab
+server's REST stack), ``uvicorn`` (a raw ASGI app on uvicorn with httptools and uvloop),
+``grpc-aio`` (grpc.aio: the lab server's gRPC stack), ``grpc-sync`` (grpc thread pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+GRPC_METHOD = "/tensorflow.serving.PredictionService/Predict"
+KINDS = ("httptools", "uvicorn", "grpc-aio", "grpc-sync")
+
+
+async def _serve_httptools(port: int) -> None:
+    from poochlab.serving.http_server import start_http_server
+    from poochlab.serving.rest_api import Response
+
+    async def echo(method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        return Response(200, body)
+
+    server = await start_http_server(echo, "127.0.0.1", port, 64 * 1024 * 1024, "too large")
+    await _until_signal()
+    server.close()
+
+
+def _serve_uvicorn(port: int) -> None:
+    import uvicorn
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    print("ready", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False, lifespan="off")
+
+
+def _echo_handler() -> object:
+    import grpc
+
+    def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    return grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService",
+        {"Predict": grpc.unary_unary_rpc_method_handler(echo)})
+
+
+async def _serve_grpc_aio(port: int) -> None:
+    import grpc
+
+    async def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService", {"Predict": grpc.unary_unary_rpc_method_handler(echo)}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await _until_signal()
+    await server.stop(0)
+
+
+def _serve_grpc_sync(port: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    server = grpc.server(ThreadPoolExecutor(16))
+    server.add_generic_rpc_handlers((_echo_handler(),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop(0)
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+
+
+def main(argv: list[str]) -> int:
+    kind, port = argv[0], int(argv[1])
+    if kind == "httptools":
+        import uvloop
+
+        uvloop.run(_serve_httptools(port))
+    elif kind == "uvicorn":
+        _serve_uvicorn(port)
+    elif kind == "grpc-aio":
+        import uvloop
+
+        uvloop.run(_serve_grpc_aio(port))
+    elif kind == "grpc-sync":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        _serve_grpc_sync(port)
+    else:
+        raise SystemExit(f"unknown echo server kind {kind!r}; one of {', '.join(KINDS)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,389 @@
+"""``poochlab bench server``: is the lab's server close to the floor of its parts?
+
+In one run, with servers pinned to one core and clients to another (when there are two):
+
+(a) the model's compute floor: the Pooch Predictor's ``serving_default`` called in-process
+    (batch 1) — p50 with one caller, CPU per call with 8 threads calling;
+(b) minimal echo servers on two Python HTTP stacks (asyncio+httptools on uvloop, uvicorn) and
+    two gRPC stacks (grpc.aio, grpc sync), driven by the same clients as the lab server;
+(c) the lab's server end to end (REST and gRPC, no batching).
+
+Clients: ``wrk`` (C) for REST, a raw grpcio channel (pre-serialized request bytes) for gRPC.
+At concurrency 1 the p50 latency; at concurrency 8 the server process's own CPU time per
+request (psutil). Checks against issue 3's targets:
+p50(lab) <= 1.15 x (p50(echo of its stack) + p50(compute)) and
+CPU/req(lab) <= 1.15 x (CPU/req(echo) + CPU/call(model, 8 threads)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BASE = REPO_ROOT / "models" / "servables" / "small" / "pooch_predictor"
+PUPDATE = {"hashtags": "#corgi #adorable #puppy", "country": "GB", "followers": 1200}
+REST_BODY = json.dumps({"instances": [PUPDATE]}).encode()
+TARGET_RATIO = 1.15
+
+
+@dataclass
+class Row:
+    """One line of the table: a p50 at concurrency 1 and a server CPU per request at 8."""
+
+    name: str
+    p50_ms: float | None = None
+    cpu_ms_per_request: float | None = None
+    throughput: float | None = None
+    notes: str = ""
+
+
+@dataclass
+class Placement:
+    server: set[int] | None
+    client: set[int] | None
+
+    @classmethod
+    def detect(cls) -> "Placement":
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return cls(None, None)
+        return cls({cpus[0]}, set(cpus[1:]))
+
+    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen:
+        """Start a process whose every thread runs on the server core(s)."""
+        return _pinned(self.server, self.client, lambda: subprocess.Popen(command, **kwargs))
+
+
+def _pinned(start_cpus: set[int] | None, back_cpus: set[int] | None, start: Callable[[], Any]) -> Any:
+    # Children inherit the parent's affinity, threads included: pin ourselves, start, pin back.
+    if start_cpus is None:
+        return start()
+    os.sched_setaffinity(0, start_cpus)
+    try:
+        return start()
+    finally:
+        os.sched_setaffinity(0, back_cpus or start_cpus)
+
+
+def free_port() -> int:
+    from poochlab.serving.launcher import free_port as pick
+
+    return pick()
+
+
+# ---- (a) compute floor, in a pinned child process -------------------------------------
+
+def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
+    """Child process: print JSON with the signature's p50 (1 caller) and CPU/call (8 threads)."""
+    import numpy as np
+
+    from poochlab.serving.model_manager import scan_versions
+    from poochlab.serving.servable import Servable
+
+    version = scan_versions(base_path)[-1]
+    signature = Servable("pooch_predictor", version, Path(base_path) / str(version)).signature("serving_default")
+    inputs = {
+        "hashtags": np.array([PUPDATE["hashtags"].encode()], dtype=object),
+        "country": np.array([PUPDATE["country"].encode()], dtype=object),
+        "followers": np.array([PUPDATE["followers"]], dtype=np.int64),
+    }
+    for _ in range(50):
+        signature.compute(inputs)
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        signature.compute(inputs)
+        samples.append(time.perf_counter() - started)
+    count = [0] * 8
+    stop = threading.Event()
+
+    def worker(index: int) -> None:
+        while not stop.is_set():
+            signature.compute(inputs)
+            count[index] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    before = os.times()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    after = os.times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    print(json.dumps({"p50_ms": statistics.median(samples) * 1e3, "cpu_ms_per_call": cpu / sum(count) * 1e3,
+                      "calls_per_s": sum(count) / seconds}))
+
+
+def measure_compute_floor(placement: Placement, base_path: Path, calls: int, seconds: float) -> Row:
+    code = (f"from poochlab.experiments.bench.server import compute_floor_main; "
+            f"compute_floor_main({str(base_path)!r}, {calls}, {seconds})")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = placement.start([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    out, _ = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise RuntimeError(f"the compute floor process failed (exit {process.returncode})")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return Row("(a) model compute, in-process signature call", result["p50_ms"], result["cpu_ms_per_call"],
+               result["calls_per_s"], "CPU per call with 8 threads calling")
+
+
+# ---- clients --------------------------------------------------------------------------
+
+def wrk_script(workdir: Path) -> Path:
+    path = workdir / "post.lua"
+    path.write_text('wrk.method = "POST"\nwrk.body = ' + json.dumps(REST_BODY.decode()) + "\n"
+                    'wrk.headers["Content-Type"] = "application/json"\n')
+    return path
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: float) -> tuple[float, float]:
+    """(p50 ms, requests/s) from wrk (one client thread)."""
+    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
+                            capture_output=True, text=True, timeout=seconds + 60)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed: {result.stderr.strip()}")
+    text = result.stdout
+    match = re.search(r"^\s+50%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M)
+    rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if match is None or rate is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{text}")
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed requests at {url}:\n{text}")
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[match.group(2)]
+    return float(match.group(1)) * scale, float(rate.group(1))
+
+
+def grpc_request_bytes() -> bytes:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "pooch_predictor"
+    request.inputs["hashtags"].CopyFrom(tf.make_tensor_proto([PUPDATE["hashtags"].encode()]))
+    request.inputs["country"].CopyFrom(tf.make_tensor_proto([PUPDATE["country"].encode()]))
+    request.inputs["followers"].CopyFrom(tf.make_tensor_proto([PUPDATE["followers"]], dtype=tf.int64))
+    return request.SerializeToString()
+
+
+def grpc_p50(target: str, payload: bytes, calls: int) -> float:
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+        for _ in range(100):
+            call(payload, timeout=30)
+        samples = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            call(payload, timeout=30)
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1e3
+
+
+def grpc_load(target: str, payload: bytes, threads: int, seconds: float) -> int:
+    """Closed-loop calls from ``threads`` threads for ``seconds``; returns how many completed."""
+    import grpc
+
+    counts = [0] * threads
+    stop = threading.Event()
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+
+        def worker(index: int) -> None:
+            while not stop.is_set():
+                call(payload, timeout=30)
+                counts[index] += 1
+
+        workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for worker_thread in workers:
+            worker_thread.start()
+        time.sleep(seconds)
+        stop.set()
+        for worker_thread in workers:
+            worker_thread.join()
+    return sum(counts)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its threads (user + system), from its own accounting."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def measure_rest(name: str, pid: int, url: str, script: Path, seconds: float) -> Row:
+    run_wrk(url, script, 1, 1.0)  # warm up connections and code paths
+    p50, _ = run_wrk(url, script, 1, seconds)
+    before = process_cpu(pid)
+    started = time.monotonic()
+    _, rate = run_wrk(url, script, 8, seconds)
+    elapsed = time.monotonic() - started
+    cpu = process_cpu(pid) - before
+    return Row(name, p50, cpu / (rate * elapsed) * 1e3, rate)
+
+
+def measure_grpc(name: str, pid: int, target: str, payload: bytes, calls: int, seconds: float) -> Row:
+    p50 = grpc_p50(target, payload, calls)
+    before = process_cpu(pid)
+    started = time.monotonic()
+    count = grpc_load(target, payload, 8, seconds)
+    elapsed = time.monotonic() - started
+    cpu = process_cpu(pid) - before
+    return Row(name, p50, cpu / count * 1e3, count / elapsed)
+
+
+# ---- (b) echo servers and (c) the lab server -------------------------------------------
+
+def start_echo(placement: Placement, kind: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    process = placement.start([sys.executable, "-m", "poochlab.experiments.bench.echo_servers", kind, str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != b"ready":
+        process.kill()
+        raise RuntimeError(f"echo server {kind} did not start")
+    time.sleep(0.3)
+    return process, port
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@dataclass
+class Results:
+    rows: dict[str, Row] = field(default_factory=dict)
+
+    def add(self, key: str, row: Row) -> None:
+        self.rows[key] = row
+        print(f"  {row.name}: p50 {_fmt(row.p50_ms)} ms, CPU/req {_fmt(row.cpu_ms_per_request)} ms", flush=True)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def run_benchmark(base_path: Path, seconds: float, calls: int) -> Results:
+    from poochlab.serving.launcher import ServerSpec, launch
+
+    placement = Placement.detect()
+    results = Results()
+    payload = grpc_request_bytes()
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        workdir = Path(tmp)
+        script = wrk_script(workdir)
+        print(f"server cores {placement.server}, client cores {placement.client}", flush=True)
+        results.add("compute", measure_compute_floor(placement, base_path, calls, seconds))
+        for kind, key in (("httptools", "rest_echo"), ("uvicorn", "rest_echo_uvicorn")):
+            process, port = start_echo(placement, kind)
+            try:
+                results.add(key, measure_rest(f"(b) REST echo: {kind}", process.pid,
+                                              f"http://127.0.0.1:{port}/v1/models/pooch_predictor:predict",
+                                              script, seconds))
+            finally:
+                stop(process)
+        for kind, key in (("grpc-aio", "grpc_echo"), ("grpc-sync", "grpc_echo_sync")):
+            process, port = start_echo(placement, kind)
+            try:
+                results.add(key, measure_grpc(f"(b) gRPC echo: {kind}", process.pid, f"127.0.0.1:{port}",
+                                              payload, calls, seconds))
+            finally:
+                stop(process)
+        spec = ServerSpec(model_name="pooch_predictor", model_base_path=base_path, log_file=workdir / "server.log")
+        server = _pinned(placement.server, placement.client, lambda: launch(spec))
+        try:
+            server.wait_until_available(["pooch_predictor"], timeout_s=300)
+            results.add("lab_rest", measure_rest("(c) lab server, REST", server.pid,
+                                                 f"{server.rest_url}/v1/models/pooch_predictor:predict",
+                                                 script, seconds))
+            results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server.pid, server.grpc_target,
+                                                 payload, calls, seconds))
+        finally:
+            server.stop()
+    return results
+
+
+def checks(results: Results) -> list[tuple[str, float, float, bool]]:
+    """(what, measured, limit, ok) for the issue's four targets."""
+    rows = results.rows
+    compute = rows["compute"]
+    out = []
+    for api in ("rest", "grpc"):
+        lab, echo = rows[f"lab_{api}"], rows[f"{api}_echo"]
+        assert lab.p50_ms is not None and echo.p50_ms is not None and compute.p50_ms is not None
+        limit = TARGET_RATIO * (echo.p50_ms + compute.p50_ms)
+        out.append((f"{api.upper()} p50 at c=1 (ms)", lab.p50_ms, limit, lab.p50_ms <= limit))
+        assert lab.cpu_ms_per_request is not None and echo.cpu_ms_per_request is not None
+        assert compute.cpu_ms_per_request is not None
+        limit = TARGET_RATIO * (echo.cpu_ms_per_request + compute.cpu_ms_per_request)
+        out.append((f"{api.upper()} server CPU/request at c=8 (ms)", lab.cpu_ms_per_request, limit,
+                    lab.cpu_ms_per_request <= limit))
+    return out
+
+
+def format_report(results: Results) -> str:
+    lines = ["| what | p50 at c=1 (ms) | server CPU/request at c=8 (ms) | throughput at c=8 (/s) |",
+             "|---|---|---|---|"]
+    for row in results.rows.values():
+        rate = "-" if row.throughput is None else f"{row.throughput:.0f}"
+        lines.append(f"| {row.name} | {_fmt(row.p50_ms)} | {_fmt(row.cpu_ms_per_request)} | {rate} |")
+    lines += ["", f"| target (issue 3: <= {TARGET_RATIO} x floor) | lab | limit | met |", "|---|---|---|---|"]
+    for what, measured, limit, ok in checks(results):
+        lines.append(f"| {what} | {measured:.3f} | {limit:.3f} | {'yes' if ok else 'NO'} |")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-path", type=Path, default=DEFAULT_BASE,
+                        help="the Pooch Predictor's base path (holding <version>/); default: the small variant")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each load phase")
+    parser.add_argument("--calls", type=int, default=2000, help="sequential calls for each Python-client p50")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from poochlab.cli import CommandError
+    from poochlab.serving.model_manager import scan_versions
+
+    if not scan_versions(str(args.base_path)):
+        raise CommandError(f"{args.base_path} holds no model version: run `poochlab train` first "
+                           "or pass --base-path")
+    if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+        raise CommandError("wrk is not installed (Debian: apt-get install wrk)")
+    results = run_benchmark(args.base_path, args.seconds, args.calls)
+    print()
+    print(format_report(results))
+    if args.out:
+        args.out.write_text(json.dumps({k: vars(v) for k, v in results.rows.items()}, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poochlab bench server", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
