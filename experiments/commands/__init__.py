@@ -1,0 +1,1 @@
+"""`poochlab` subcommands of the experiments stage."""
