@@ -1,0 +1,133 @@
+"""The sweep runner against the real lab server: saved records, resume, a server that dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from poochlab.experiments.records import TrialRecord
+from poochlab.experiments.sweep.runner import RunError, SweepRunner, finished_trials
+from poochlab.experiments.sweep.spec import load_spec
+
+SPEC = """
+[sweep]
+name = "runner-test"
+repetitions = 1
+seed = 11
+profile = "quick"
+[factors]
+users = [1, 2, 3]
+[controls]
+protocol = "rest"
+[profile]
+window_s = 0.3
+warmup_s = 0.2
+min_windows = 3
+max_windows = 3
+"""
+
+
+@pytest.fixture
+def spec(tmp_path: Path):
+    path = tmp_path / "spec.toml"
+    path.write_text(SPEC)
+    return load_spec(path)
+
+
+def runner(spec, run_dir: Path, pooch_exports: dict[str, Path], **options) -> SweepRunner:
+    model_root = pooch_exports["small"].parent
+    return SweepRunner(spec, run_dir, model_root=model_root, show_progress_bar=False, **options)
+
+
+def test_interrupt_then_resume_measures_only_what_is_missing(spec, tmp_path: Path, pooch_exports) -> None:
+    run_dir = tmp_path / "run"
+
+    def stop_at_second(trial, number, total):
+        if number == 2:
+            raise KeyboardInterrupt
+
+    summary = runner(spec, run_dir, pooch_exports, progress=stop_at_second).run()
+    assert summary.interrupted and summary.measured == 1
+    records = {p.stem: TrialRecord.load(p) for p in (run_dir / "trials").glob("*.json")}
+    assert len(records) == 1
+    first_id, first = next(iter(records.items()))
+    assert first.status == "ok" and first.windows, first.failure_reason
+    first_bytes = (run_dir / "trials" / f"{first_id}.json").read_bytes()
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["interrupted"] is True and manifest["ended_at"]
+    assert manifest["spec"]["factors"] == {"users": [1, 2, 3]}
+    for key in ("git", "versions", "platform", "python", "server_commands", "generator_floor", "started_at"):
+        assert manifest[key], key
+    assert manifest["versions"]["tensorflow"]
+    command = manifest["server_commands"][0]["command"]
+    assert any(arg.startswith("--model_config_file=") for arg in command)
+    config_dir = run_dir / "configs" / manifest["server_commands"][0]["server_config"]
+    assert "pooch_predictor" in (config_dir / "models.config").read_text()
+    assert "prometheus_config" in (config_dir / "monitoring.config").read_text()
+
+    with pytest.raises(RunError, match="--resume"):
+        runner(spec, run_dir, pooch_exports).run()
+
+    resumed = runner(spec, run_dir, pooch_exports, resume=True).run()
+    assert not resumed.interrupted
+    assert resumed.skipped == 1 and resumed.measured == 2
+    assert (run_dir / "trials" / f"{first_id}.json").read_bytes() == first_bytes
+    assert finished_trials(run_dir) == {t.trial_id for t in resumed_plan(run_dir)}
+    users = sorted(TrialRecord.load(p).factors["users"] for p in (run_dir / "trials").glob("*.json"))
+    assert users == [1, 2, 3]
+    assert json.loads((run_dir / "manifest.json").read_text())["resumed_at"]
+
+
+def resumed_plan(run_dir: Path):
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(**t) for t in json.loads((run_dir / "plan.json").read_text())["trials"]]
+
+
+def test_resume_refuses_a_changed_spec(spec, tmp_path: Path, pooch_exports) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "plan.json").write_text(json.dumps({"trials": [{"trial_id": "r1-other"}]}))
+    (run_dir / "manifest.json").write_text(json.dumps({"run_id": "run", "server_commands": []}))
+    with pytest.raises(RunError, match="spec changed"):
+        runner(spec, run_dir, pooch_exports, resume=True).run()
+
+
+def test_a_server_killed_mid_trial_fails_that_trial_and_the_sweep_goes_on(spec, tmp_path: Path,
+                                                                             pooch_exports) -> None:
+    run_dir = tmp_path / "run"
+    sweep = runner(spec, run_dir, pooch_exports)
+
+    def kill_during_second(trial, number, total):
+        if number == 2:
+            pid = sweep_servers_pid(run_dir)
+            threading.Timer(0.35, os.kill, (pid, signal.SIGKILL)).start()
+
+    sweep.progress = kill_during_second
+    summary = sweep.run()
+    assert summary.measured == 3 and not summary.interrupted
+    plan = [t["trial_id"] for t in json.loads((run_dir / "plan.json").read_text())["trials"]]
+    second, third = (TrialRecord.load(run_dir / "trials" / f"{tid}.json") for tid in plan[1:])
+    # The killed trial is never reported as a clean measurement ...
+    assert second.status == "failed" or not second.validity.valid
+    assert "server" in (second.failure_reason or "") or second.errors_by_kind
+    # ... and the next trial ran on a restarted server.
+    assert third.status == "ok" and third.windows
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert len(manifest["server_commands"]) == 2
+
+
+def sweep_servers_pid(run_dir: Path) -> int:
+    import psutil
+
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(run_dir / "configs") in cmdline and "--rest_api_port" in cmdline:
+            return process.info["pid"]
+    raise AssertionError("the sweep's server process was not found")
