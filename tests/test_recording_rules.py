@@ -72,3 +72,34 @@ def test_steal_comes_from_the_aggregate_cpu_line(tmp_path: Path) -> None:
     stat.write_text("cpu  200 0 200 1400 0 0 0 200 0 0\ncpu0 1 2 3\n")
     assert steal_percent(before, CpuTimes.read(stat)) == pytest.approx(10.0)
     assert CpuTimes.read(tmp_path / "missing") is None
+
+
+def test_placement_pins_and_raises_priority_then_restores(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from poochlab.experiments.recording.placement import plan_and_pin
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pinning one role needs a machine with at least 2 cores")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        before = os.sched_getaffinity(child.pid)
+        placement = plan_and_pin(None, [child.pid], None)
+        record = placement.as_record()
+        assert record["pinned"] and os.sched_getaffinity(child.pid) == set(record["cores"]["generator0"])
+        assert len(record["cores"]["generator0"]) == 1
+        if record["nice"] is not None:  # allowed to raise priority (root or CAP_SYS_NICE)
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == record["nice"]
+        placement.restore()
+        assert os.sched_getaffinity(child.pid) == before
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0
+        disabled = plan_and_pin(None, [child.pid], None, enabled=False).as_record()
+        assert not disabled["pinned"] and "disabled" in disabled["reason"]
+        crowded = plan_and_pin(child.pid, [child.pid] * len(os.sched_getaffinity(0)), None)
+        assert not crowded.pinned and "one to spare" in crowded.reason
+        crowded.restore()
+    finally:
+        child.kill()
+        child.wait()

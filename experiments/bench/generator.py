@@ -3,8 +3,9 @@
 Three measurements, in one run, each printed as a table and saved as JSON:
 
 1. Open loop against the echo server (REST, uvloop + httptools), the generator on one core
-   (one worker, pinned when the machine has a core for it): achieved rate, lateness p50/p99
-   and the trial's validity at each target rate. Target: >= 1,000 requests/s valid.
+   (one worker; the lab's standard placement: pinned when a core is to spare, raised priority):
+   achieved rate, lateness p50/p99 and the trial's validity at each target rate.
+   Target: >= 1,000 requests/s valid.
 2. What recording costs: closed-loop throughput against the echo server with the full recorder
    and with a counter only, alternated ``--repeats`` times. Target: under 5%.
 3. The lab's REST server (Pooch Predictor, small) measured by ``wrk`` (C) and by the lab
@@ -117,8 +118,9 @@ def lab_vs_wrk(args: argparse.Namespace) -> dict[str, Any]:
     lab_p50: list[float] = []
     try:
         url = f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
+        # No pinning or priority change here: wrk runs without them, so both see the same machine.
         settings = LoadSettings(mode="closed", users=1, window_s=args.window_s, warmup_s=1.0, min_windows=3,
-                                max_windows=3)
+                                max_windows=3, pin_cpus=False)
         for repeat in range(args.repeats):
             wrk = run_wrk(url, script, 1, args.wrk_seconds)
             wrk_p50.append(float(wrk["p50_us"]))
