@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from data.synthetic_run import FIXTURE_RUN, SyntheticConfig, write_run
+from data.synthetic_run import FIXTURE_RUN, FLOOR_MEDIAN_US, SyntheticConfig, write_run
 from poochlab.cli import CommandError
 from poochlab.experiments.analysis.figures import FIGURES
 from poochlab.experiments.analysis.report_builder import build_report
@@ -119,6 +119,17 @@ def test_markdown_report_has_every_section_figure_and_table(fixture_report):
     assert "model_variant stay best" in markdown
 
 
+def test_generator_floor_is_read_from_its_record_and_from_its_summary(fixture_report):
+    built, _ = fixture_report
+    section = built.markdown.read_text().split("## The load generator's own floor")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in section.splitlines() if "-fast-json-" in line}
+    # gRPC's floor comes from its saved record, REST's from the manifest's summary; both were drawn
+    # with medians of 0.47 and 0.21 ms.
+    assert float(rows["grpc-fast-json-x1-users2"][1]) == pytest.approx(FLOOR_MEDIAN_US["grpc"] / 1000, rel=0.05)
+    assert float(rows["rest-fast-json-x1-users2"][1]) == pytest.approx(FLOOR_MEDIAN_US["rest"] / 1000, rel=0.05)
+    assert "less than twice the generator's floor" in section
+
+
 def _degraded_configs() -> list[SyntheticConfig]:
     return [SyntheticConfig({"protocol": "rest"}, median_us=900), SyntheticConfig({"protocol": "grpc"}, median_us=1300)]
 
@@ -182,3 +193,27 @@ def test_report_command_names_the_missing_manifest(tmp_path):
         _run_command([str(tmp_path)])
     with pytest.raises(CommandError, match="must be positive"):
         _run_command([str(tmp_path), "--p99-budget-ms", "0"])
+
+
+def test_a_run_where_every_trial_failed_still_gets_a_report(tmp_path):
+    folder = tmp_path / "all_failed"
+    configs = [SyntheticConfig({"protocol": p}, median_us=900, failed_repetitions=(1, 2)) for p in ("rest", "grpc")]
+    write_run(folder, configs, repetitions=2)
+    built = build_report(folder, p99_budget_ms=BUDGET_MS, resamples=RESAMPLES)
+    markdown = built.markdown.read_text()
+    assert "no trial of this run succeeded" in markdown
+    assert "No configuration meets the p99 budget" in markdown
+    assert len(built.warnings) == 4 and all("server exited with code -9" in w for w in built.warnings)
+    assert all((folder / "plots" / f"{name}.png").stat().st_size > 0 for name in FIGURES)
+
+
+def test_factor_values_of_mixed_types_survive_parquet(tmp_path):
+    folder = tmp_path / "batching"
+    batching_sets = ["off", {"max_batch_size": 8, "batch_timeout_micros": 500}, 8]
+    write_run(folder, [SyntheticConfig({"batching": b}, median_us=900) for b in batching_sets], repetitions=2)
+    build_report(folder, resamples=RESAMPLES)
+    configs = pd.read_parquet(folder / "tables" / "configs.parquet")
+    assert sorted(configs["batching"]) == sorted(['{"batch_timeout_micros":500,"max_batch_size":8}', "8", "off"])
+    # Controls are columns too, with their single value, but not independent variables.
+    assert set(configs["server_threads"]) == {2}
+    assert json.loads((folder / "tables" / "schema.json").read_text())["factors"] == ["batching"]

@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 
 from data.synthetic_run import SyntheticConfig, write_run
-from poochlab.experiments.analysis.frontier import apply_budget, best_setting_transfer, pareto_optimal
+from poochlab.experiments.analysis.frontier import (
+    apply_budget,
+    best_setting_transfer,
+    pareto_optimal,
+    sustainable_throughput,
+)
 from poochlab.experiments.analysis.histograms import bucket_values_us
 from poochlab.experiments.analysis.run_analysis import analyze
 from poochlab.experiments.analysis.saved_run import load_run
@@ -169,3 +174,17 @@ def test_best_setting_transfer_across_model_variants():
     best = dict(zip(transfer.rows["model_variant"], transfer.rows["best_setting"]))
     assert best == {"small": "cache=on, batching=off", "large": "cache=off, batching=on"}
     assert transfer.same_best == [False]
+
+
+def test_sustainable_throughput_is_the_most_load_within_the_budget_per_setting():
+    configs = pd.DataFrame({
+        "cache": ["off", "off", "off", "on", "on"],
+        "rate_rps": [100, 200, 400, 100, 200],
+        "throughput_rps": [99.0, 198.0, 380.0, 100.0, 199.0],
+        "p99_ms": [2.0, 4.0, 9.0, 6.0, 7.0],
+    })
+    table = sustainable_throughput(configs, ["cache", "rate_rps"], 5.0).set_index("setting")
+    assert table.loc["cache=off", "sustainable throughput req/s"] == 198.0
+    assert table.loc["cache=off", "at load"] == "rate_rps=200"
+    assert math.isnan(table.loc["cache=on", "sustainable throughput req/s"])
+    assert table.loc["cache=on", "p99 ms there"] == 6.0

@@ -40,6 +40,16 @@ def _factor_panels(tables: Tables) -> list[str]:
     return tables.varied[:6] or tables.factors[:1]
 
 
+def _placeholder(title: str, message: str) -> tuple[Figure, str]:
+    """A figure that says why there is nothing to draw, instead of failing the report."""
+    figure = Figure(figsize=(6, 1.6), layout="constrained")
+    axis = figure.subplots()
+    axis.axis("off")
+    axis.set_title(title)
+    axis.text(0.5, 0.4, message, ha="center", va="center", wrap=True)
+    return figure, message
+
+
 def _grid(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
     columns = min(count, 3)
     rows = math.ceil(count / columns)
@@ -67,6 +77,8 @@ def _ci_errors(frame: pd.DataFrame, column: str) -> np.ndarray:
 def plot_p99_by_factor(tables: Tables) -> tuple[Figure, str]:
     configs = tables.configs.dropna(subset=["p99_ms"])
     panels = _factor_panels(tables)
+    if not panels or configs.empty:
+        return _placeholder("p99 latency by factor", "No factor or no measured configuration to compare.")
     figure, axes = _grid(len(panels))
     for axis, factor in zip(axes, panels):
         levels = _levels(configs[factor])
@@ -93,9 +105,7 @@ def plot_latency_over_time(tables: Tables) -> tuple[Figure, str]:
     windows = tables.windows
     trials = tables.trials
     if windows.empty:
-        figure = Figure(figsize=(5, 2))
-        figure.text(0.5, 0.5, "no measurement windows recorded", ha="center")
-        return figure, "No trial recorded any measurement window."
+        return _placeholder("Latency over time", "No trial recorded any measurement window.")
     # Problem trials first (invalid or never stable), then one repetition per configuration.
     order = trials.assign(problem=~trials["valid"] | ~trials["stable"]).sort_values(
         ["problem", "repetition", "config_id"], ascending=[False, True, True])
@@ -259,6 +269,8 @@ def plot_latency_breakdown(tables: Tables) -> tuple[Figure, str]:
 def plot_main_effects(tables: Tables) -> tuple[Figure, str]:
     configs = tables.configs.dropna(subset=["p99_ms"])
     panels = _factor_panels(tables)
+    if not panels or configs.empty:
+        return _placeholder("Main effects on p99", "No factor or no measured configuration: no effect to estimate.")
     figure, axes = _grid(len(panels))
     grand = configs["p99_ms"].mean()
     for axis, factor in zip(axes, panels):

@@ -57,6 +57,30 @@ def apply_budget(configs: pd.DataFrame, budget_ms: float | None) -> BudgetResult
     return BudgetResult(budget_ms, meeting, surely, best)
 
 
+def sustainable_throughput(configs: pd.DataFrame, varied: list[str], budget_ms: float) -> pd.DataFrame:
+    """Per setting of the non-load factors: the most throughput any of its load levels achieved
+    within the budget (the answer of a rate search over the sweep's load levels), or none."""
+    setting = [f for f in varied if f not in LOAD_FACTORS]
+    load = [f for f in varied if f in LOAD_FACTORS]
+    if not load:
+        return pd.DataFrame()
+    rows = []
+    groups = configs.groupby(setting, dropna=False) if setting else [((), configs)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = {"setting": ", ".join(f"{n}={v}" for n, v in zip(setting, key)) or "all"}
+        within = group[group["p99_ms"] <= budget_ms]
+        if len(within):
+            best = within.loc[within["throughput_rps"].idxmax()]
+            row.update({"sustainable throughput req/s": best["throughput_rps"], "p99 ms there": best["p99_ms"],
+                        "at load": ", ".join(f"{n}={best[n]}" for n in load)})
+        else:
+            row.update({"sustainable throughput req/s": float("nan"), "p99 ms there": group["p99_ms"].min(),
+                        "at load": "none within the budget (lowest p99 shown)"})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("sustainable throughput req/s", ascending=False, na_position="last")
+
+
 @dataclass
 class TransferResult:
     factor: str

@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from poochlab.experiments.analysis.frontier import BudgetResult, TransferResult
-from poochlab.experiments.analysis.histograms import decode_counts, percentile_us
+from poochlab.experiments.analysis.frontier import BudgetResult, TransferResult, sustainable_throughput
+from poochlab.experiments.analysis.generator_floor import floor_p50_ms, floor_table
 from poochlab.experiments.analysis.run_analysis import TABLE_SCHEMA_VERSION, RunAnalysis
 
 
@@ -82,6 +82,12 @@ def _ci(low: float, high: float) -> str:
     return f"[{format_number(low)}, {format_number(high)}]"
 
 
+def _with_ci(value: float, low: float, high: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    return f"{format_number(value)} {_ci(low, high)}"
+
+
 def results_table(configs: pd.DataFrame) -> pd.DataFrame:
     """The configuration table as the report shows it (ms, requests/s)."""
     rows = []
@@ -89,44 +95,41 @@ def results_table(configs: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "configuration": row["label"],
             "reps": format_number(int(row["repetitions"])),
-            "p50 ms [95% CI]": f"{format_number(row['p50_ms'])} {_ci(row['p50_ci_low_ms'], row['p50_ci_high_ms'])}",
-            "p99 ms [95% CI]": f"{format_number(row['p99_ms'])} {_ci(row['p99_ci_low_ms'], row['p99_ci_high_ms'])}",
+            "p50 ms [95% CI]": _with_ci(row["p50_ms"], row["p50_ci_low_ms"], row["p50_ci_high_ms"]),
+            "p99 ms [95% CI]": _with_ci(row["p99_ms"], row["p99_ci_low_ms"], row["p99_ci_high_ms"]),
             "p99.9 ms": format_number(row["p99.9_ms"]),
             "max ms": format_number(row["max_ms"]),
             "throughput req/s": format_number(row["throughput_rps"]),
             "error rate": format_number(row["error_rate"]),
             "cache hit ratio": format_number(row["cache_hit_ratio"]),
+            "energy mJ/request": format_number(row["energy_per_request_mj"]),
             "valid trials": f"{int(row['valid_trials'])}/{int(row['valid_trials'] + row['invalid_trials'])}",
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # Columns no configuration has a value for (no cache, no energy) only add noise.
+    return table[[c for c in table.columns if not (table[c] == "–").all()]] if len(table) else table
 
 
-def _generator_floor(floor: Any) -> tuple[pd.DataFrame | None, str]:
-    if not isinstance(floor, dict) or not floor:
-        return None, ("The manifest records no generator floor: latencies cannot be separated from the load "
-                      "generator's own overhead. Measure it against an echo server before trusting sub-millisecond differences.")
-    rows = []
-    for kind, value in floor.items():
-        row = {"client / rate": str(kind)}
-        if isinstance(value, dict):
-            if isinstance(value.get("histogram"), str):
-                counts = decode_counts(value["histogram"], f"manifest.json: generator_floor.{kind}")
-                row.update({"p50 ms": format_number(percentile_us(counts, 50) / 1000),
-                            "p99 ms": format_number(percentile_us(counts, 99) / 1000)})
-            for key, item in value.items():
-                if key != "histogram":
-                    row[key.replace("_ms", " ms").replace("_", " ")] = format_number(item) if isinstance(item, (int, float)) else str(item)
-        elif isinstance(value, str):
-            counts = decode_counts(value, f"manifest.json: generator_floor.{kind}")
-            row.update({"p50 ms": format_number(percentile_us(counts, 50) / 1000),
-                        "p99 ms": format_number(percentile_us(counts, 99) / 1000)})
+def _server_commands(commands: Any) -> list[str]:
+    """The runner records {"server_config", "kind", "command"} per start; plain lists are read too."""
+    lines = []
+    for entry in commands if isinstance(commands, list) else []:
+        if isinstance(entry, dict):
+            command = entry.get("command") or []
+            prefix = f"{entry.get('server_config', '?')} ({entry.get('kind', '?')}): "
         else:
-            row["value"] = str(value)
-        rows.append(row)
-    text = ("The load generator's own latency against a server that does nothing (an echo), per client kind "
-            "and rate: no measured latency can be smaller, and differences of this size are the generator's, "
-            "not the server's.")
-    return pd.DataFrame(rows).fillna(""), text
+            command, prefix = entry, ""
+        lines.append(prefix + "`" + " ".join(map(str, command if isinstance(command, list) else [command])) + "`")
+    return lines
+
+
+def _placement(analysis: RunAnalysis) -> str:
+    manifest = analysis.run.manifest
+    for key in ("placement", "replica_placement"):
+        if manifest.get(key):
+            return _format_value(manifest[key])
+    placements = {_format_value(t.resources["placement"]) for t in analysis.run.trials if t.resources.get("placement")}
+    return "; ".join(sorted(placements)) if placements else "not recorded"
 
 
 def _format_value(value: Any) -> str:
@@ -157,11 +160,12 @@ def build_document(
         f"Hardware: {platform.get('cpu_model', 'not recorded')}, {platform.get('cores', '?')} cores, kernel {platform.get('kernel', 'not recorded')}",
         f"Python {manifest.get('python', 'not recorded')}",
         f"Server kind: {manifest.get('server_kind', 'not recorded')}",
-        f"Placement: {_format_value(manifest.get('placement', 'not recorded'))}",
+        f"Placement: {_placement(analysis)}",
         f"Design: {spec.get('design', 'not recorded')}, {spec.get('repetitions', '?')} repetitions, "
         f"{len(analysis.configs)} configurations, {len(analysis.trials)} trials",
-        "Server commands: " + ("; ".join("`" + " ".join(map(str, c)) + "`" for c in manifest.get("server_commands") or []) or "not recorded"),
     ]))
+    commands = _server_commands(manifest.get("server_commands"))
+    document.add(Paragraph("Server command lines:"), Bullets(commands or ["not recorded"]))
     versions = manifest.get("versions") or {}
     if versions:
         document.add(Table(pd.DataFrame({"package": list(versions), "version": [str(v) for v in versions.values()]})))
@@ -192,10 +196,23 @@ def build_document(
         document.add(Heading(3, figure.title), figure)
 
     document.add(Heading(2, "The load generator's own floor"))
-    floor_table, floor_text = _generator_floor(manifest.get("generator_floor"))
-    document.add(Paragraph(floor_text))
-    if floor_table is not None:
-        document.add(Table(floor_table))
+    floors = floor_table(manifest, run.path)
+    if floors is None:
+        document.add(Paragraph(
+            "The manifest records no generator floor: latencies cannot be separated from the load generator's own "
+            "overhead. Measure it against an echo server before trusting sub-millisecond differences."))
+    else:
+        document.add(Paragraph(
+            "The load generator's own latency against an echo server (a server that does nothing), for each client "
+            "path and load of this run: no measured latency can be smaller, and differences of this size are the "
+            "generator's, not the server's."))
+        document.add(Table(floors))
+        lowest_p50 = floor_p50_ms(floors)
+        below = analysis.configs[analysis.configs["p50_ms"] < 2 * lowest_p50] if lowest_p50 == lowest_p50 else []
+        if len(below):
+            document.add(Paragraph(
+                f"{len(below)} configurations have a p50 less than twice the generator's floor "
+                f"({format_number(lowest_p50)} ms): much of their latency is the instrument's."))
 
     document.add(Heading(2, "Best configuration under the p99 budget"))
     _budget_section(document, analysis, budget, transfers)
@@ -238,6 +255,11 @@ def _budget_section(document: ReportDocument, analysis: RunAnalysis, budget: Bud
             f"**{best['label']}** with {format_number(best['throughput_rps'])} requests/s at p99 "
             f"{format_number(best['p99_ms'])} ms {_ci(best['p99_ci_low_ms'], best['p99_ci_high_ms'])}."))
         document.add(Table(results_table(budget.meeting)))
+    if budget.budget_ms is not None:
+        sustainable = sustainable_throughput(configs, analysis.varied, budget.budget_ms)
+        if len(sustainable):
+            document.add(Paragraph(f"Highest sustainable throughput of each setting within the budget, over the "
+                                   f"load levels this sweep measured:"), Table(sustainable))
     document.add(Paragraph("Pareto-optimal configurations (throughput against p99):"))
     document.add(Bullets([f"{r['label']}: {format_number(r['throughput_rps'])} requests/s, p99 {format_number(r['p99_ms'])} ms"
                           for _, r in front.iterrows()] or ["none"]))

@@ -68,8 +68,10 @@ def config_label(factors: dict[str, Any], varied: list[str]) -> str:
 
 def _analysis_seed(manifest: dict[str, Any]) -> int:
     seeds = manifest.get("seeds")
-    if isinstance(seeds, dict) and isinstance(seeds.get("analysis"), int):
-        return int(seeds["analysis"])
+    if isinstance(seeds, dict):
+        for key in ("analysis", "sweep"):
+            if isinstance(seeds.get(key), int):
+                return int(seeds[key])
     if isinstance(seeds, int):
         return seeds
     return 0
@@ -78,6 +80,7 @@ def _analysis_seed(manifest: dict[str, Any]) -> int:
 def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
     """Decode every trial and build all tables (raises nothing for missing optional data)."""
     factors = run.spec_factor_names()
+    controls = run.control_columns()
     warnings = [f"unreadable trial skipped: {reason}" for _, reason in run.unreadable]
     notes: list[str] = []
     decoded_by_trial: dict[str, DecodedTrial] = {}
@@ -106,7 +109,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
             "ended_at": record.ended_at,
             "load_mode": str(record.load.get("mode", "")),
         }
-        row.update({name: _plain(record.factors.get(name)) for name in factors})
+        row.update({name: _plain(record.factors.get(name)) for name in factors + controls})
         row.update(trial_row(trial, source))
         row["valid"] = bool(record.validity.valid) and record.status == "ok"
         reasons = list(record.validity.reasons) + trial.notes
@@ -142,7 +145,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
     if trials.empty:
         raise ValueError(f"{run.path}: no readable trial records in {run.path / 'trials'}")
     trials = trials.sort_values(["config_id", "repetition", "trial_id"]).reset_index(drop=True)
-    _uniform_columns(trials, factors)
+    _uniform_columns(trials, factors + controls)
     windows = pd.DataFrame(window_rows)
 
     seed = _analysis_seed(run.manifest)
@@ -152,7 +155,8 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
             decoded_by_config.setdefault(trial.record.config_id, []).append(trial)
     config_rows, spectrum_rows = [], []
     for config_id, group in trials.groupby("config_id", sort=True):
-        config_rows.append(_config_row(config_id, group, decoded_by_config.get(config_id, []), factors, varied, seed, resamples))
+        config_rows.append(_config_row(config_id, group, decoded_by_config.get(config_id, []), factors + controls,
+                                       varied, seed, resamples))
         ok = decoded_by_config.get(config_id, [])
         if ok:
             merged = sum(t.merged_counts for t in ok)
@@ -163,10 +167,12 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
                      "schema_version": TABLE_SCHEMA_VERSION}
                 )
     configs = pd.DataFrame(config_rows)
-    _uniform_columns(configs, factors)
+    _uniform_columns(configs, factors + controls)
     spectrum = pd.DataFrame(spectrum_rows, columns=["config_id", "percentile", "x", "latency_ms", "schema_version"])
 
-    if (configs["repetitions"] <= 1).all():
+    if (configs["repetitions"] == 0).all():
+        notes.append("no trial of this run succeeded: there are no latencies to report, only the failures below")
+    elif (configs["repetitions"] <= 1).all():
         notes.append("one repetition per configuration: intervals come from windows within one run and say nothing about run-to-run variation")
     if trials["queue_mean_ms"].isna().all():
         notes.append("no server-side timing recorded: queue and compute times are missing, the breakdown shows client and everything else")

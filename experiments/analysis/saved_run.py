@@ -31,15 +31,25 @@ class SavedRun:
         return str(self.manifest.get("run_id") or self.path.name)
 
     def spec_factor_names(self) -> list[str]:
-        """Factors named by the resolved spec, in its order; else every key seen in a trial."""
+        """Factors named by the resolved spec, in its order, then any other trial key not a control.
+
+        Trials carry the controls in their factors too (every setting of the trial); those are
+        columns of the tables but not independent variables.
+        """
         spec = self.manifest.get("spec") or {}
         declared = spec.get("factors")
         names: list[str] = list(declared) if isinstance(declared, dict) else []
+        controls = self.controls()
         for trial in self.trials:
             for name in trial.factors:
-                if name not in names:
+                if name not in names and name not in controls:
                     names.append(name)
         return names
+
+    def control_columns(self) -> list[str]:
+        """Controls that the trials record, in the spec's order."""
+        seen = {name for trial in self.trials for name in trial.factors}
+        return [name for name in self.controls() if name in seen and name not in self.spec_factor_names()]
 
     def controls(self) -> dict[str, Any]:
         spec = self.manifest.get("spec") or {}

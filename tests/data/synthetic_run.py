@@ -32,6 +32,8 @@ from poochlab.experiments.records import (
 )
 
 FIXTURE_RUN = Path(__file__).parent / "analysis_run"
+# Held fixed; the runner records them in every trial's factors too.
+CONTROLS = {"model_version": 1, "client_library": "fast", "server_threads": 2}
 
 
 @dataclass
@@ -99,7 +101,7 @@ def write_run(
             trial_id = f"{config.config_id}-r{repetition}"
             record = TrialRecord(
                 run_id=run_id, trial_id=trial_id, config_id=config.config_id, repetition=repetition,
-                factors=dict(config.factors), seed=seed * 1000 + repetition,
+                factors={**CONTROLS, **config.factors}, seed=seed * 1000 + repetition,
                 started_at=f"2026-11-27T06:{repetition:02d}:00Z", ended_at=f"2026-11-27T06:{repetition:02d}:30Z",
                 load={"mode": "closed", "users": config.factors.get("users", 4)},
             )
@@ -148,7 +150,7 @@ def write_run(
         "run_id": run_id,
         "spec_path": "experiments/synthetic.toml",
         "spec": {"name": "synthetic", "factors": spec_factors,
-                 "controls": {"model_version": 1, "warmup_s": 2, "window_s": 1.25, "seed": seed},
+                 "controls": dict(CONTROLS),
                  "design": "full_factorial", "repetitions": repetitions},
         "started_at": "2026-11-27T06:00:00Z",
         "ended_at": "2026-11-27T06:40:00Z",
@@ -158,16 +160,41 @@ def write_run(
         "platform": {"cpu_model": "AMD EPYC 7B13", "cores": 2, "kernel": "6.1.0-synthetic"},
         "seeds": {"sweep": seed, "analysis": 7},
         "server_kind": "lab",
-        "server_commands": [["tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
-                             "--model_config_file=configs/models.config"]],
+        "server_commands": [{"server_config": "s1", "kind": "lab", "at": "2026-11-27T06:00:01Z", "binary": None,
+                             "command": ["tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
+                                         "--model_config_file=configs/models.config"]}],
         "placement": {"server_cpus": [0], "generator_cpus": [1]},
         "p99_budget_ms": None,
-        "generator_floor": {"rest": {"p50_ms": 0.21, "p99_ms": 0.62}, "grpc": {"p50_ms": 0.47, "p99_ms": 1.3}},
+        "generator_floor": _write_floor(folder, rng),
         "calibration": {},
     }
     document.update(manifest or {})
     write_atomically(folder / "manifest.json", json.dumps(document, indent=1, sort_keys=True))
     return {cid: np.concatenate(parts) for cid, parts in values_by_config.items()}
+
+
+FLOOR_MEDIAN_US = {"rest": 210.0, "grpc": 470.0}
+
+
+def _write_floor(folder: Path, rng: np.random.Generator) -> dict[str, Any]:
+    """The runner's generator_floor entries: gRPC's as a saved floor record, REST's as a summary only."""
+    floors: dict[str, Any] = {}
+    for protocol, median in FLOOR_MEDIAN_US.items():
+        key = f"{protocol}-fast-json-x1-users2"
+        values = draw_latencies(SyntheticConfig({}, median_us=median, sigma=0.3), 2000, rng)
+        entry: dict[str, Any] = {"factors": {"protocol": protocol}, "valid": True, "reasons": []}
+        if protocol == "grpc":
+            record = TrialRecord(run_id=folder.name, trial_id=f"floor-{key}", config_id=f"floor-{key}", repetition=0,
+                                 factors={"protocol": protocol}, seed=0, load={"mode": "closed", "users": 2},
+                                 stable=True, stable_windows=[0],
+                                 windows=[Window(0, 0.0, 2.0, len(values), 0, encode(values))])
+            record.save(folder / "floor" / f"{key}.json")
+            entry["record"] = f"floor/{key}.json"
+        else:
+            entry["summary_us"] = {"count": float(len(values)), "p50_us": float(np.percentile(values, 50)),
+                                   "p99_us": float(np.percentile(values, 99)), "max_us": float(values.max())}
+        floors[key] = entry
+    return floors
 
 
 def fixture_configs() -> list[SyntheticConfig]:
