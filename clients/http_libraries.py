@@ -34,73 +34,14 @@ class HttpAnswer:
 
 
 class _Connection:
-    """One library's keep-alive connection; subclasses implement ``request``."""
+    """One library's keep-alive connection; subclasses implement ``_send``, ``_reset``, ``close``.
 
-    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                timeout_s: float) -> HttpAnswer:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _RequestsConnection(_Connection):
-    def __init__(self, base_url: str) -> None:
-        import requests
-
-        self._requests = requests
-        self._base_url = base_url
-        self._session = requests.Session()
-
-    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                timeout_s: float) -> HttpAnswer:
-        requests = self._requests
-        try:
-            response = self._session.request(method, self._base_url + path, data=body, headers=headers,
-                                             timeout=timeout_s)
-        except requests.Timeout as error:  # before ConnectionError: ConnectTimeout is both
-            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error}") from error
-        except requests.RequestException as error:
-            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
-        return HttpAnswer(response.status_code, response.content, response.headers.get("Server-Timing"))
-
-    def close(self) -> None:
-        self._session.close()
-
-
-class _Urllib3Connection(_Connection):
-    def __init__(self, base_url: str) -> None:
-        import urllib3
-
-        self._urllib3 = urllib3
-        parts = urlsplit(base_url)
-        pool_class = urllib3.HTTPSConnectionPool if parts.scheme == "https" else urllib3.HTTPConnectionPool
-        self._pool = pool_class(parts.hostname, parts.port, maxsize=1, retries=False)
-
-    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                timeout_s: float) -> HttpAnswer:
-        exceptions = self._urllib3.exceptions
-        try:
-            response = self._pool.urlopen(method, path, body=body, headers=headers, retries=False,
-                                          timeout=self._urllib3.Timeout(total=timeout_s), preload_content=True)
-        except exceptions.NewConnectionError as error:  # a subclass of ConnectTimeoutError, sadly
-            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
-        except exceptions.TimeoutError as error:
-            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error}") from error
-        except (exceptions.HTTPError, OSError) as error:
-            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
-        return HttpAnswer(response.status, response.data, response.headers.get("Server-Timing"))
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-class _StaleRetryConnection(_Connection):
-    """For libraries that do not notice a kept-alive connection the server has closed.
-
-    A failure to send or to read the first byte on a *reused* connection means the server
-    closed it while idle (uvicorn drops idle connections after 5 s); the request is sent again
-    once on a fresh connection, as urllib3 does. A failure on a fresh connection is reported.
+    A failure to send or to read the answer on a *reused* connection usually means the server
+    closed it while it was idle (uvicorn drops idle connections after 5 s; a server may also
+    close right after answering), and the request is sent again once on a fresh connection.
+    urllib3 checks a pooled connection before reuse but cannot see a close that is still in
+    flight, and does not resend a POST; predict has no side effects, so resending is safe. This
+    is not the retry policy: a failure on a fresh connection is reported as it is.
     """
 
     _reused = False
@@ -123,11 +64,66 @@ class _StaleRetryConnection(_Connection):
         raise NotImplementedError
 
     def _reset(self) -> None:
+        """Forget the connection: the next request opens a new one."""
         self._reused = False
 
+    def close(self) -> None:
+        raise NotImplementedError
 
-class _HttpClientConnection(_StaleRetryConnection):
-    def __init__(self, base_url: str) -> None:
+
+class _RequestsConnection(_Connection):
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        import requests
+
+        self._requests = requests
+        self._base_url = base_url
+        self._session = requests.Session()
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+              timeout_s: float) -> HttpAnswer:
+        requests = self._requests
+        try:
+            response = self._session.request(method, self._base_url + path, data=body, headers=headers,
+                                             timeout=timeout_s)
+        except requests.Timeout as error:  # before ConnectionError: ConnectTimeout is both
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error}") from error
+        except requests.RequestException as error:
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
+        return HttpAnswer(response.status_code, response.content, response.headers.get("Server-Timing"))
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class _Urllib3Connection(_Connection):
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        import urllib3
+
+        self._urllib3 = urllib3
+        parts = urlsplit(base_url)
+        pool_class = urllib3.HTTPSConnectionPool if parts.scheme == "https" else urllib3.HTTPConnectionPool
+        self._pool = pool_class(parts.hostname, parts.port, maxsize=1, retries=False)
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+              timeout_s: float) -> HttpAnswer:
+        exceptions = self._urllib3.exceptions
+        try:
+            response = self._pool.urlopen(method, path, body=body, headers=headers, retries=False,
+                                          timeout=self._urllib3.Timeout(total=timeout_s), preload_content=True)
+        except exceptions.NewConnectionError as error:  # a subclass of ConnectTimeoutError, sadly
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
+        except exceptions.TimeoutError as error:
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error}") from error
+        except (exceptions.HTTPError, OSError) as error:
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error}") from error
+        return HttpAnswer(response.status, response.data, response.headers.get("Server-Timing"))
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _HttpClientConnection(_Connection):
+    def __init__(self, base_url: str, timeout_s: float) -> None:
         import http.client
 
         self._http = http.client
@@ -163,24 +159,28 @@ class _HttpClientConnection(_StaleRetryConnection):
         self._connection.close()
 
 
-class _GeventHttpClientConnection(_StaleRetryConnection):
-    def __init__(self, base_url: str) -> None:
+class _GeventHttpClientConnection(_Connection):
+    def __init__(self, base_url: str, timeout_s: float) -> None:
         import gevent
         from geventhttpclient import HTTPClient
         from geventhttpclient.response import HTTPParseError
 
         self._gevent = gevent
         self._parse_error = HTTPParseError
+        self._timeout_s = timeout_s
         parts = urlsplit(base_url)
         self._make_client = lambda: HTTPClient(parts.hostname, parts.port, concurrency=1,
-                                               ssl=parts.scheme == "https")
+                                               ssl=parts.scheme == "https", connection_timeout=timeout_s,
+                                               network_timeout=timeout_s)
         self._client = self._make_client()
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
               timeout_s: float) -> HttpAnswer:
-        # One total deadline for connect, send and read (the library's own are per operation).
-        deadline = self._gevent.Timeout(timeout_s)
-        deadline.start()
+        # The client's own per-operation timeouts are the configured timeout; a shorter one for
+        # this call (the supervisor's deadline) becomes one total deadline for the whole call.
+        deadline = self._gevent.Timeout(timeout_s) if timeout_s < self._timeout_s else None
+        if deadline is not None:
+            deadline.start()
         try:
             response = self._client.request(method, path, body=body or b"", headers=headers)
             data = response.read()
@@ -191,7 +191,7 @@ class _GeventHttpClientConnection(_StaleRetryConnection):
             raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from None
         except TimeoutError as error:
             self._reset()
-            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: {error!r}") from error
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from error
         except self._parse_error as error:
             self._reset()
             kind = KIND_CONNECTION if "closed" in str(error).lower() or not str(error) else KIND_BAD_RESPONSE
@@ -200,7 +200,8 @@ class _GeventHttpClientConnection(_StaleRetryConnection):
             self._reset()
             raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error!r}") from error
         finally:
-            deadline.close()
+            if deadline is not None:
+                deadline.close()
         server_timing = response.get("server-timing")
         if isinstance(server_timing, list):
             server_timing = ", ".join(server_timing)
@@ -215,7 +216,7 @@ class _GeventHttpClientConnection(_StaleRetryConnection):
         self._client.close()
 
 
-_ADAPTERS: dict[str, Callable[[str], _Connection]] = {
+_ADAPTERS: dict[str, Callable[[str, float], _Connection]] = {
     "requests": _RequestsConnection,
     "urllib3": _Urllib3Connection,
     "http.client": _HttpClientConnection,
@@ -231,13 +232,14 @@ def library_name(library: str) -> str:
 class HttpConnections:
     """Keep-alive connections to one server with one library: one per thread or greenlet."""
 
-    def __init__(self, base_url: str, library: str) -> None:
+    def __init__(self, base_url: str, library: str, timeout_s: float) -> None:
         name = library_name(library)
         if name not in _ADAPTERS:
             raise ValueError(f"unknown HTTP library {library!r}; expected one of {sorted(_ADAPTERS)} or 'lean'")
         self.library = name
         self._factory = _ADAPTERS[name]
         self._base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s  # the usual timeout; a call may ask for a shorter one
         self._local = threading.local()
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
@@ -246,7 +248,7 @@ class HttpConnections:
                 timeout_s: float) -> HttpAnswer:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._factory(self._base_url)
+            connection = self._factory(self._base_url, self._timeout_s)
             self._local.connection = connection
             with self._lock:
                 self._all.append(connection)

@@ -21,6 +21,8 @@ from poochlab.clients.transport import Transport
 from poochlab.models.pupdate import INPUT_COUNTRY, INPUT_FOLLOWERS, INPUT_HASHTAGS, OUTPUT_LIKES
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+# One encoder for all calls: json.dumps with options builds a new one every time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _INPUT_NAMES = (INPUT_HASHTAGS, INPUT_COUNTRY, INPUT_FOLLOWERS)
 
 
@@ -31,7 +33,7 @@ def encode_request(rows: list[dict[str, Any]], signature_name: str, request_form
     else:
         payload = {"signature_name": signature_name,
                    "inputs": {name: [row[name] for row in rows] for name in _INPUT_NAMES}}
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(payload).encode("utf-8")
 
 
 def decode_likes(body: bytes, request_format: str, expected_rows: int) -> list[float]:
@@ -78,7 +80,7 @@ class RestPredictor(Transport):
     def __init__(self, config: ClientConfig) -> None:
         super().__init__(config)
         self.library = config.resolved_library
-        self._http = HttpConnections(config.rest_url, self.library)
+        self._http = HttpConnections(config.rest_url, self.library, config.timeout_s)
         self._model_path = f"/v1/models/{quote(config.model_name, safe='')}"
 
     def _address(self, version: int | None) -> str:

@@ -1,0 +1,312 @@
+"""``poochlab bench clients``: what each client costs, next to the floor of its protocol.
+
+At concurrency 1 (one request in flight) against the lab's server on the exported Pooch
+Predictor, in one run:
+
+- ``wrk`` (C) posting the very body the REST clients send: the floor of an HTTP round trip;
+- every REST library (row format, and the lean library in columnar format) and gRPC (grpcio);
+- a minimal gRPC echo server (a Python grpcio server returning the request bytes) called with
+  the same PredictRequest bytes: the floor of a Python gRPC round trip;
+- a bare redis-py GET, and the REST cache-aside client answering from Redis (every call a hit).
+
+Measurements are interleaved in rounds (every client once per round) so that drift of a shared
+machine hits them all alike; a figure is the median over rounds of each round's p50 (wrk gives
+only its own percentiles). Server, Redis and the echo server are pinned to one CPU, this process
+and wrk to another, when the machine has two. The issue's checks: lean REST p50 within 1.25x of
+wrk's; a cache hit's p50 within 1.5x of a bare GET plus the client's own encode and decode.
+Results are printed and written as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from poochlab.cli import CommandError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ROW = {"hashtags": "#corgi #adorable #puppy", "country": "US", "followers": 1234}
+REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient")
+ECHO_METHOD = "/poochlab.bench.Echo/Echo"
+WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+done = function(summary, latency, requests)
+  io.write(string.format('POOCHLAB_WRK {"requests": %%d, "p50_us": %%d, "p99_us": %%d, "errors": %%d}\\n',
+    summary.requests, latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
+end
+"""
+
+
+@dataclass
+class Series:
+    """One measured thing: its per-round p50s and, for Python clients, every sample."""
+
+    name: str
+    round_p50_us: list[float] = field(default_factory=list)
+    samples_us: list[float] = field(default_factory=list)
+    client_us: list[float] = field(default_factory=list)  # encode + decode, from CallTiming
+    cpu_us: float = 0.0  # this process's CPU time spent in the calls (less noisy than latency)
+
+    @property
+    def p50_us(self) -> float:
+        return statistics.median(self.round_p50_us)
+
+    def quantile(self, q: float) -> float | None:
+        if not self.samples_us:
+            return None
+        ordered = sorted(self.samples_us)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "p50_us": round(self.p50_us, 1),
+                "p90_us": _round(self.quantile(0.90)), "p99_us": _round(self.quantile(0.99)),
+                "client_encode_decode_p50_us": _round(statistics.median(self.client_us) if self.client_us else None),
+                "client_cpu_us_per_call": round(self.cpu_us / len(self.samples_us), 1) if self.samples_us else None,
+                "samples": len(self.samples_us), "round_p50_us": [round(v, 1) for v in self.round_p50_us]}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def timed(call: Callable[[], Any], count: int) -> tuple[list[float], list[Any], float]:
+    """Microseconds of ``count`` sequential calls, what they returned, and the CPU time they cost."""
+    samples, answers = [], []
+    clock = time.perf_counter
+    cpu_started = time.process_time()
+    for _ in range(count):
+        started = clock()
+        answer = call()
+        samples.append((clock() - started) * 1e6)
+        answers.append(answer)
+    return samples, answers, (time.process_time() - cpu_started) * 1e6
+
+
+def serve_echo(port: int) -> None:
+    """A minimal grpcio server: one method answering the request bytes (run in its own process)."""
+    from concurrent import futures
+
+    import grpc
+
+    handler = grpc.method_handlers_generic_handler(
+        "poochlab.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def run_wrk(url: str, body: bytes, seconds: float, workdir: Path, cpus: set[int] | None) -> dict[str, Any]:
+    script = workdir / "predict.lua"
+    script.write_text(WRK_LUA % body.decode("utf-8"))
+    command = ["wrk", "-t1", "-c1", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script), url]
+    if cpus:
+        command = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] + command
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("POOCHLAB_WRK "):
+            result = json.loads(line.split(" ", 1)[1])
+            if result["errors"]:
+                raise CommandError(f"wrk saw {result['errors']} errors posting to {url}")
+            return result
+    raise CommandError(f"wrk printed no result ({' '.join(command)}): {done.stderr.strip()[:300]}")
+
+
+def placement() -> tuple[set[int] | None, set[int] | None]:
+    """(servers' CPUs, client's CPUs): split the first two CPUs when there are two, else no pinning."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[1]}, {cpus[0]}
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(pid, cpus)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", default="small", help="model variant to serve (default: small)")
+    parser.add_argument("--base-path", type=Path, help="TF Serving base path holding pooch_predictor/<version>/ "
+                        "(default: models/servables/<variant>)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    parser.add_argument("--calls", type=int, default=400, help="calls per client per round (default: 400)")
+    parser.add_argument("--wrk-seconds", type=float, default=2.0, help="wrk run per round (default: 2)")
+    parser.add_argument("--out", type=Path, help="JSON results (default: results/bench/clients-<UTC time>.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from poochlab.models.export import default_base_path, latest_version_dir
+
+    base = args.base_path or default_base_path(args.variant)
+    if latest_version_dir(base) is None:
+        raise CommandError(f"{base}: no exported pooch_predictor version; run `poochlab train --variant {args.variant}`")
+    if args.rounds < 1 or args.calls < 10:
+        raise CommandError("--rounds must be at least 1 and --calls at least 10")
+    out = args.out or REPO_ROOT / "results" / "bench" / f"clients-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    with tempfile.TemporaryDirectory(prefix="bench-clients-") as tmp:
+        report = measure_all(base, Path(tmp), args.rounds, args.calls, args.wrk_seconds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds: float) -> dict[str, Any]:
+    import grpc
+    import redis
+
+    from poochlab.clients import CacheConfig, ClientConfig, build_transport
+    from poochlab.clients.cache_aside import CachedPredictor
+    from poochlab.clients.rest_predictor import encode_request
+    from poochlab.experiments.sweep.redis_service import RedisServer, free_port
+    from poochlab.serving.launcher import ServerSpec, launch
+
+    server_cpus, client_cpus = placement()
+    spec = ServerSpec(model_name="pooch_predictor", model_base_path=base / "pooch_predictor",
+                      log_file=workdir / "server.log")
+    redis_server = RedisServer.on_free_port(workdir / "redis")
+    echo_port = free_port()
+    echo = subprocess.Popen([sys.executable, "-c", f"from poochlab.experiments.bench.clients import serve_echo; "
+                             f"serve_echo({echo_port})"])
+    predictors: dict[str, Any] = {}
+    try:
+        with launch(spec) as server:
+            pin(server.pid, server_cpus)
+            pin(echo.pid, server_cpus)
+            redis_server.start()
+            pin(redis_server.pid, server_cpus)  # type: ignore[arg-type]
+            pin(0, client_cpus)
+            server.wait_until_available(["pooch_predictor"], timeout_s=180)
+            rest = {"rest_url": server.rest_url}
+            for library in REST_LIBRARIES:
+                predictors[f"rest {library} row"] = build_transport(ClientConfig(library=library, **rest))
+            predictors["rest lean columnar"] = build_transport(ClientConfig(library="lean", request_format="columnar", **rest))
+            grpc_predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=server.grpc_target))
+            predictors["grpc grpcio"] = grpc_predictor
+            cache = CachedPredictor(build_transport(ClientConfig(library="lean", **rest)),
+                                    CacheConfig(redis_url=redis_server.url, version_refresh_s=3600.0))
+            predictors["rest lean + Redis hit"] = cache
+            version = grpc_predictor.model_versions()[-1]
+            redis_client = redis.Redis.from_url(redis_server.url)
+            hit_key = cache.key_for(ROW, version)
+            channel = grpc.insecure_channel(f"127.0.0.1:{echo_port}")
+            echo_call = channel.unary_unary(ECHO_METHOD)
+            grpc.channel_ready_future(channel).result(timeout=30)
+            echo_body = grpc_predictor.encode_request([ROW])
+            extra: dict[str, Callable[[], Any]] = {
+                "grpc echo (minimal grpcio server)": lambda: echo_call(echo_body, timeout=5),
+                "redis-py GET (bare)": lambda: redis_client.get(hit_key),
+            }
+            series = {name: Series(name) for name in ["wrk (C, 1 connection)", *predictors, *extra]}
+            for predictor in predictors.values():  # warm up: connections, version, the cache entry
+                timed(lambda: predictor.predict([ROW]), 100)
+            for call in extra.values():
+                timed(call, 100)
+            body = encode_request([ROW], "serving_default", "row")
+            url = f"{server.rest_url}/v1/models/pooch_predictor:predict"
+            for _ in range(rounds):
+                wrk = run_wrk(url, body, wrk_seconds, workdir, client_cpus)
+                series["wrk (C, 1 connection)"].round_p50_us.append(float(wrk["p50_us"]))
+                for name, predictor in predictors.items():
+                    samples, answers, cpu_us = timed(lambda: predictor.predict([ROW]), calls)
+                    _record(series[name], samples, cpu_us)
+                    series[name].client_us.extend(a.timing.encode_us + a.timing.decode_us for a in answers)
+                    if name.endswith("Redis hit") and any(a.path != "cache" for a in answers):
+                        raise CommandError("the cache benchmark saw a miss: Redis lost the entry")
+                for name, call in extra.items():
+                    samples, _, cpu_us = timed(call, calls)
+                    _record(series[name], samples, cpu_us)
+            channel.close()
+            log_tail = server.log_tail(5)
+    finally:
+        for predictor in predictors.values():
+            predictor.close()
+        redis_server.stop()
+        echo.kill()
+        echo.wait(10)
+    return _report(series, base, server_cpus, client_cpus, rounds, calls, wrk_seconds, log_tail)
+
+
+def _record(series: Series, samples: list[float], cpu_us: float) -> None:
+    series.round_p50_us.append(statistics.median(samples))
+    series.samples_us.extend(samples)
+    series.cpu_us += cpu_us
+
+
+def _report(series: dict[str, Series], base: Path, server_cpus: set[int] | None, client_cpus: set[int] | None,
+            rounds: int, calls: int, wrk_seconds: float, log_tail: str) -> dict[str, Any]:
+    import importlib.metadata as metadata
+
+    wrk = series["wrk (C, 1 connection)"].p50_us
+    from poochlab.clients.http_libraries import LEAN_LIBRARY
+
+    lean = series[f"rest {LEAN_LIBRARY} row"].p50_us
+    hit = series["rest lean + Redis hit"]
+    floor = series["redis-py GET (bare)"].p50_us + statistics.median(hit.client_us)
+    versions = {name: metadata.version(name) for name in ("grpcio", "redis", "requests", "urllib3", "geventhttpclient")}
+    return {
+        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(), "python": platform.python_version(), "versions": versions,
+        "export": str(base), "concurrency": 1, "rounds": rounds, "calls_per_round": calls,
+        "wrk_seconds_per_round": wrk_seconds,
+        "placement": {"servers_cpus": sorted(server_cpus or []), "client_and_wrk_cpus": sorted(client_cpus or [])},
+        "series": [s.summary() for s in series.values()],
+        "checks": {
+            "lean_rest_over_wrk": round(lean / wrk, 3), "lean_rest_over_wrk_target": 1.25,
+            "cache_hit_over_get_plus_client": round(hit.p50_us / floor, 3), "cache_hit_target": 1.5,
+            "grpc_over_echo": round(series["grpc grpcio"].p50_us / series["grpc echo (minimal grpcio server)"].p50_us, 3),
+        },
+        "server_log_tail": log_tail,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    wrk = next(s for s in report["series"] if s["name"].startswith("wrk"))["p50_us"]
+    lines = [f"concurrency 1, {report['rounds']} rounds x {report['calls_per_round']} calls; "
+             f"placement {report['placement']}",
+             f"{'client':38} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} {'enc+dec':>8} {'cpu/call':>8} {'x wrk':>6}"]
+    for s in report["series"]:
+        cells = [f"{v:9.1f}" if v is not None else f"{'-':>9}" for v in (s["p50_us"], s["p90_us"], s["p99_us"])]
+        client = s["client_encode_decode_p50_us"]
+        cpu = s["client_cpu_us_per_call"]
+        lines.append(f"{s['name']:38} {' '.join(cells)} {client if client is not None else '-':>8} "
+                     f"{cpu if cpu is not None else '-':>8} {s['p50_us'] / wrk:6.2f}")
+    checks = report["checks"]
+    lines.append("")
+    lines.append(f"lean REST p50 / wrk p50 = {checks['lean_rest_over_wrk']} (target <= 1.25): "
+                 f"{'PASS' if checks['lean_rest_over_wrk'] <= 1.25 else 'FAIL'}")
+    lines.append(f"cache hit p50 / (bare GET p50 + client encode/decode) = {checks['cache_hit_over_get_plus_client']} "
+                 f"(target <= 1.5): {'PASS' if checks['cache_hit_over_get_plus_client'] <= 1.5 else 'FAIL'}")
+    lines.append(f"gRPC p50 / gRPC echo p50 = {checks['grpc_over_echo']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poochlab bench clients", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except CommandError as error:
+        print(f"poochlab bench clients: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
