@@ -8,7 +8,7 @@ and files the launcher generates are accepted and served. Everywhere else it mus
 from __future__ import annotations
 
 import json
-import os
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -78,3 +78,10 @@ def test_generated_flags_and_files_are_accepted_by_the_stand_in(tmp_path: Path, 
         with urllib.request.urlopen(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=30) as answer:
             assert ":tensorflow:serving:request_count" in answer.read().decode()
     assert server.process.poll() is not None
+
+
+def test_binary_named_by_environment_is_still_identified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pointing the lab at a binary does not make it TF Serving: the stand-in stays refused.
+    monkeypatch.setenv("POOCHLAB_TFSERVING_BINARY", LAB_ENTRY_POINT)
+    with pytest.raises(NotTFServingError, match=re.escape(str(Path(LAB_ENTRY_POINT).resolve()))):
+        launch(ServerSpec(kind="tfserving", model_name="m", model_base_path=tmp_path))

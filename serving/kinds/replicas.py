@@ -118,9 +118,9 @@ def _command_for(spec: ServerSpec, allow_lab_standin: bool) -> tuple[Callable[[i
         return (lambda rest_port, grpc_port: server_command(spec, rest_port, grpc_port)), None
     if spec.kind == "tfserving":
         from poochlab.serving.kinds.identify import require_tfserving
-        from poochlab.serving.kinds.tfserving import tfserving_command_for
+        from poochlab.serving.kinds.tfserving import tfserving_binary, tfserving_command_for
 
-        identity = require_tfserving(allow_lab_standin=allow_lab_standin)
+        identity = require_tfserving(tfserving_binary(), allow_lab_standin=allow_lab_standin)
         return tfserving_command_for(spec, identity), identity.manifest()
     raise ValueError(
         f"replicas on one machine run server kind 'lab' or 'tfserving', not {spec.kind!r} "

@@ -8,12 +8,14 @@ binds to 127.0.0.1. Run it on a trusted network or behind a firewall.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 from poochlab.serving.kinds.identify import DEFAULT_BINARY, ModelServerBinary, require_tfserving
 from poochlab.serving.launcher import RunningServer, ServerSpec, launch_command, tf_serving_flags
 
 TFSERVING = "tfserving"
+BINARY_ENV = "POOCHLAB_TFSERVING_BINARY"
 
 
 @dataclasses.dataclass
@@ -38,15 +40,21 @@ def tfserving_command_for(
     return lambda rest_port, grpc_port: [binary.path, *tf_serving_flags(spec, rest_port, grpc_port)]
 
 
+def tfserving_binary() -> str:
+    """The binary to look for: $POOCHLAB_TFSERVING_BINARY (a path or name), else the standard name."""
+    return os.environ.get(BINARY_ENV) or DEFAULT_BINARY
+
+
 def launch_tfserving(
-    spec: ServerSpec, *, binary: str = DEFAULT_BINARY, allow_lab_standin: bool = False
+    spec: ServerSpec, *, binary: str | None = None, allow_lab_standin: bool = False
 ) -> IdentifiedServer:
     """Start TF Serving for `spec` (does not wait for models; see wait_until_available).
 
-    binary: a path, or a name looked up on PATH (the first real TF Serving wins).
+    binary: a path, or a name looked up on PATH (the first real TF Serving wins); default
+        tfserving_binary().
     allow_lab_standin: accept the lab's own `tensorflow_model_server` (tests only: a sweep
     labelled "tfserving" must have measured TF Serving).
     """
-    identity = require_tfserving(binary, allow_lab_standin=allow_lab_standin)
+    identity = require_tfserving(binary or tfserving_binary(), allow_lab_standin=allow_lab_standin)
     server = launch_command(spec, tfserving_command_for(spec, identity))
     return with_binary(server, {**identity.manifest(), "kind": TFSERVING})
