@@ -2,14 +2,17 @@
 
 For each variant and batching parameter set (``none`` = no ``--enable_batching``, or a file
 ``serving_configs/batching/<name>.config``) this starts the lab's server on the exported Pooch
-Predictor, drives REST predict with ``wrk`` (C, closed loop: each connection waits for its answer
-before sending the next request) at each concurrency, and prints a table of throughput and
-p50/p90/p99 with the mean processed batch size read from the server's own Prometheus metrics.
-It ends with the issue's checks: throughput at 16 clients with ``timeout1ms`` over ``none``
-(target >= 2x) and p50 at 1 client with ``timeout0`` over ``none`` (target <= 1.1x).
+Predictor and drives REST predict with ``wrk`` (C, closed loop: each connection waits for its
+answer before sending the next request) at each concurrency. It prints a table of throughput and
+p50/p90/p99 with the mean processed batch size read from the server's own Prometheus metrics,
+then the issue's checks: throughput at 16 clients with ``timeout1ms`` over ``none`` (target
+>= 2x) and p50 at 1 client with ``timeout0`` over ``none`` (target <= 1.1x).
 
-``wrk`` keeps the load generator's own cost low on a small machine; its percentiles come from
-its own microsecond histogram of every request. Results go to a JSON file beside the printout.
+Our machines are shared and noisy, so the servers of one variant run side by side and the
+measurements are interleaved: in each round every parameter set gets one slice at each
+concurrency, in a rotated order, and a point merges its slices. wrk hands over its whole latency
+histogram (microseconds, every request), so percentiles are computed from merged counts, never
+averaged. Results, with every slice, go to a JSON file beside the printout.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -24,9 +28,9 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from poochlab.cli import CommandError as BenchError  # one-line user errors
 from poochlab.models.pupdate import MODEL_NAME
@@ -43,21 +47,37 @@ DEFAULT_CONCURRENCY = (1, 4, 16)
 PREDICT_BODY = {"instances": [{"hashtags": "#corgi #adorable #puppy", "country": "US",
                                "followers": 1234}]}
 
-# wrk prints one JSON line at the end; latencies in microseconds from its own histogram.
+# wrk prints one JSON line at the end: counts and its whole latency histogram, in microseconds.
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [[%(body)s]]
 done = function(summary, latency, requests)
   local e = summary.errors
+  local bins = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    bins[#bins + 1] = string.format("[%%d,%%d]", value, count)
+  end
   io.write(string.format(
-    'POOCHLAB_WRK {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p90_us": %%d, ' ..
-    '"p99_us": %%d, "max_us": %%d, "mean_us": %%f, "errors": %%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, latency.mean,
-    e.connect + e.read + e.write + e.status + e.timeout))
+    'POOCHLAB_WRK {"requests": %%d, "duration_us": %%d, "errors": %%d, "latency_us": [%%s]}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    table.concat(bins, ",")))
 end
 """
+
+
+@dataclass
+class Slice:
+    """One wrk run against one server: a share of one point."""
+
+    requests: int
+    errors: int
+    duration_us: int
+    latency_us: dict[int, int]  # latency -> how many requests took it
+    batch_sum: float  # processed rows and batches during the slice (server metrics)
+    batch_count: float
+    load_average: float  # the machine's 1-minute load when it started (noise indicator)
 
 
 @dataclass
@@ -65,16 +85,47 @@ class Point:
     variant: str
     parameter_set: str
     concurrency: int
-    requests: int
-    seconds: float
-    throughput: float  # answered requests per second
-    p50_us: int
-    p90_us: int
-    p99_us: int
-    max_us: int
-    errors: int
-    mean_batch_size: float | None  # processed rows per batch, from the server's metrics
-    load_average: float  # the machine's 1-minute load when the point started (noise indicator)
+    slices: list[Slice] = field(default_factory=list)
+
+    @property
+    def answered(self) -> int:
+        return sum(s.requests - s.errors for s in self.slices)
+
+    @property
+    def throughput(self) -> float:
+        """Answered requests per second over all slices."""
+        seconds = sum(s.duration_us for s in self.slices) / 1e6
+        return self.answered / seconds if seconds else 0.0
+
+    def percentile_us(self, percent: float) -> int:
+        """From the merged histogram: the smallest latency at or above ``percent`` of requests."""
+        merged: dict[int, int] = {}
+        for piece in self.slices:
+            for value, count in piece.latency_us.items():
+                merged[value] = merged.get(value, 0) + count
+        total = sum(merged.values())
+        if not total:
+            return 0
+        rank = max(1, math.ceil(total * percent / 100))
+        seen = 0
+        for value in sorted(merged):
+            seen += merged[value]
+            if seen >= rank:
+                return value
+        return max(merged)
+
+    @property
+    def mean_batch_size(self) -> float | None:
+        count = sum(s.batch_count for s in self.slices)
+        return sum(s.batch_sum for s in self.slices) / count if count else None
+
+    def summary(self) -> dict:
+        return {"variant": self.variant, "parameter_set": self.parameter_set,
+                "concurrency": self.concurrency, "throughput": self.throughput,
+                "p50_us": self.percentile_us(50), "p90_us": self.percentile_us(90),
+                "p99_us": self.percentile_us(99), "max_us": self.percentile_us(100),
+                "errors": sum(s.errors for s in self.slices), "mean_batch_size": self.mean_batch_size,
+                "max_load_average": max(s.load_average for s in self.slices)}
 
 
 def _get(url: str, timeout: float = 2.0) -> bytes:
@@ -126,23 +177,18 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: float) -> dict:
     raise BenchError(f"wrk printed no result ({' '.join(command)}):\n{done.stdout}\n{done.stderr}")
 
 
-def measure(server: "RunningServer", script: Path, variant: str, parameter_set: str, concurrency: int,
-            seconds: float, warmup: float) -> Point:
+def measure(server: "RunningServer", script: Path, concurrency: int, seconds: int,
+            warmup: int) -> Slice:
     url = f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
     if warmup > 0:
         run_wrk(url, script, concurrency, warmup)
     load = os.getloadavg()[0]
-    before = batch_totals(server.rest_url)
+    before = batch_totals(server.rest_url) or (0.0, 0.0)
     result = run_wrk(url, script, concurrency, seconds)
-    after = batch_totals(server.rest_url)
-    mean_batch = None
-    if before is not None and after is not None and after[1] > before[1]:
-        mean_batch = (after[0] - before[0]) / (after[1] - before[1])
-    duration = result["duration_us"] / 1e6
-    answered = result["requests"] - result["errors"]
-    return Point(variant, parameter_set, concurrency, result["requests"], duration,
-                 answered / duration, result["p50_us"], result["p90_us"], result["p99_us"],
-                 result["max_us"], result["errors"], mean_batch, load)
+    after = batch_totals(server.rest_url) or (0.0, 0.0)
+    return Slice(result["requests"], result["errors"], result["duration_us"],
+                 {int(value): int(count) for value, count in result["latency_us"]},
+                 after[0] - before[0], after[1] - before[1], load)
 
 
 def parameter_file(name: str) -> Path | None:
@@ -164,23 +210,48 @@ def servable_base(servables: Path, variant: str) -> Path:
     return base.resolve()
 
 
-def plan(args: argparse.Namespace) -> Iterator[tuple[str, str, tuple[int, ...]]]:
-    """(variant, parameter set, concurrencies) in the order they run."""
-    for name in args.sets:
-        yield "large", name, tuple(args.concurrency)
-    for name in args.small_sets:
-        yield "small", name, tuple(args.small_concurrency)
+def plan(args: argparse.Namespace) -> list[tuple[str, list[str], list[int]]]:
+    """(variant, parameter sets, concurrencies), in the order they run."""
+    groups = [("large", args.sets, args.concurrency), ("small", args.small_sets, args.small_concurrency)]
+    return [(variant, sets, counts) for variant, sets, counts in groups if sets and counts]
+
+
+def measure_variant(variant: str, sets: list[str], concurrencies: list[int], base: Path,
+                    args: argparse.Namespace, script: Path, logs: Path) -> list[Point]:
+    """Every set's server up at once; ``args.rounds`` interleaved slices per point."""
+    points = {(name, clients): Point(variant, name, clients) for name in sets for clients in concurrencies}
+    servers: dict[str, "RunningServer"] = {}
+    try:
+        for name in sets:
+            servers[name] = start_server(base, parameter_file(name), logs / f"{variant}-{name}.log")
+        for round_index in range(args.rounds):
+            shift = round_index % len(sets)
+            order = sets[shift:] + sets[:shift]  # no set always goes first (or last)
+            for clients in concurrencies:
+                for name in order:
+                    piece = measure(servers[name], script, clients, args.duration, args.warmup)
+                    points[name, clients].slices.append(piece)
+                    print(f"  round {round_index + 1} {variant:5} {name:11} c={clients:<3} "
+                          f"{(piece.requests - piece.errors) / (piece.duration_us / 1e6):7.0f} req/s "
+                          f"load {piece.load_average:4.1f}", file=sys.stderr, flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return list(points.values())
 
 
 def format_table(points: Sequence[Point]) -> str:
     lines = ["| variant | batching | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | "
-             "mean batch | errors | load |",
+             "mean batch | errors | max load |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in points:
-        batch = f"{p.mean_batch_size:.1f}" if p.mean_batch_size is not None else "-"
-        lines.append(f"| {p.variant} | {p.parameter_set} | {p.concurrency} | {p.throughput:.0f} | "
-                     f"{p.p50_us / 1000:.2f} | {p.p90_us / 1000:.2f} | {p.p99_us / 1000:.2f} | "
-                     f"{p.max_us / 1000:.1f} | {batch} | {p.errors} | {p.load_average:.1f} |")
+    for point in points:
+        row = point.summary()
+        batch = f"{row['mean_batch_size']:.1f}" if row["mean_batch_size"] is not None else "-"
+        lines.append(
+            f"| {point.variant} | {point.parameter_set} | {point.concurrency} | "
+            f"{row['throughput']:.0f} | {row['p50_us'] / 1000:.2f} | {row['p90_us'] / 1000:.2f} | "
+            f"{row['p99_us'] / 1000:.2f} | {row['max_us'] / 1000:.1f} | {batch} | {row['errors']} | "
+            f"{row['max_load_average']:.1f} |")
     return "\n".join(lines)
 
 
@@ -200,9 +271,10 @@ def issue_checks(points: Sequence[Point]) -> list[str]:
                          f"(target >= 2x: {'met' if ratio >= 2 else 'NOT met'})")
     batched, plain = find("large", "timeout0", 1), find("large", NO_BATCHING, 1)
     if batched and plain:
-        ratio = batched.p50_us / plain.p50_us
-        lines.append(f"large, 1 client: p50 timeout0 / none = {batched.p50_us / 1000:.3f} / "
-                     f"{plain.p50_us / 1000:.3f} ms = {ratio:.2f}x "
+        fast, slow = batched.percentile_us(50), plain.percentile_us(50)
+        ratio = fast / slow
+        lines.append(f"large, 1 client: p50 timeout0 / none = {fast / 1000:.3f} / "
+                     f"{slow / 1000:.3f} ms = {ratio:.2f}x "
                      f"(target <= 1.1x: {'met' if ratio <= 1.1 else 'NOT met'})")
     return lines
 
@@ -223,8 +295,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parameter sets for the small variant (default: %(default)s)")
     parser.add_argument("--small-concurrency", type=counts, default="16",
                         help="clients for the small variant (default: %(default)s)")
-    parser.add_argument("--duration", type=int, default=6, help="seconds measured per point")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each point")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved slices per point (default: %(default)s)")
+    parser.add_argument("--duration", type=int, default=3,
+                        help="seconds measured per slice (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="seconds of unmeasured load before each slice (default: %(default)s)")
     parser.add_argument("--servables", type=Path, default=REPO_ROOT / "models" / "servables",
                         help="folder holding <variant>/pooch_predictor/<version>/")
     parser.add_argument("--out", type=Path, default=None,
@@ -234,26 +310,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
+    if args.rounds < 1 or args.duration < 1:
+        raise BenchError("--rounds and --duration must be at least 1")
+    groups = plan(args)
+    # Resolve every file first: a typo fails now, not after minutes of measuring.
+    bases = {variant: servable_base(args.servables, variant) for variant, _, _ in groups}
+    for _, sets, _ in groups:
+        for name in sets:
+            parameter_file(name)
     points: list[Point] = []
     started = dt.datetime.now(dt.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="bench-batching-") as tmp:
         script = Path(tmp) / "predict.lua"
         script.write_text(WRK_SCRIPT % {"body": json.dumps(PREDICT_BODY)})
-        # Resolve every file first: a typo fails now, not after minutes of measuring.
-        runs = [(variant, name, concurrencies, servable_base(args.servables, variant),
-                 parameter_file(name)) for variant, name, concurrencies in plan(args)]
-        for variant, name, concurrencies, base, batching_file in runs:
-            server = start_server(base, batching_file, Path(tmp) / f"{variant}-{name}.log")
-            try:
-                for clients in concurrencies:
-                    point = measure(server, script, variant, name, clients, args.duration,
-                                    args.warmup)
-                    points.append(point)
-                    print(f"  {variant:5} {name:11} c={clients:<3} {point.throughput:7.0f} req/s "
-                          f"p50 {point.p50_us / 1000:6.2f} ms  p99 {point.p99_us / 1000:6.2f} ms",
-                          file=sys.stderr, flush=True)
-            finally:
-                server.stop()
+        for variant, sets, concurrencies in groups:
+            points += measure_variant(variant, sets, concurrencies, bases[variant], args, script,
+                                      Path(tmp))
     print(format_table(points))
     checks = issue_checks(points)
     for line in checks:
@@ -264,13 +336,14 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "batching",
         "started_utc": started.isoformat(),
         "argv": sys.argv,
-        "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                    "python": platform.python_version(), "platform": platform.platform()},
-        "duration_s": args.duration, "warmup_s": args.warmup,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
         "request_body": PREDICT_BODY,
-        "points": [asdict(p) for p in points],
+        "points": [dict(point.summary(), slices=[asdict(piece) for piece in point.slices])
+                   for point in points],
         "checks": checks,
-    }, indent=2))
+    }, indent=1))
     print(f"results: {out}")
     return 0
 
