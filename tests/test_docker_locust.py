@@ -25,7 +25,7 @@ def test_master_and_worker_drive_the_server_without_failures(lab_server: object,
     try:
         master = subprocess.run(
             [LOCUST, "--master", "--headless", "--expect-workers=1", "--users=4", "--spawn-rate=4",
-             "--run-time=3s", f"--master-bind-host=127.0.0.1", f"--master-bind-port={port}",
+             "--run-time=3s", "--master-bind-host=127.0.0.1", f"--master-bind-port={port}",
              f"--csv={tmp_path / 'run'}", "--only-summary"],
             cwd=REPO, capture_output=True, text=True, timeout=120,
             env={**env, "LOCUST_HOST": lab_server.rest_url},

@@ -21,7 +21,6 @@ import dataclasses
 import os
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from poochlab.serving.kinds.balancer import RunningBalancer, start_balancer
