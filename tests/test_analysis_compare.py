@@ -33,7 +33,9 @@ def three_runs(tmp_path_factory):
               repetitions=3, windows=5, requests_per_window=600, seed=24,
               manifest={"platform": {"cpu_model": "Intel Xeon", "cores": 4, "kernel": "6.1.0-synthetic"},
                         "versions": {"poochlab": "0.1.0", "tensorflow": "2.20.0", "grpcio": "1.85.0", "locust": "2.47.0"},
-                        "started_at": "2026-12-03T06:00:00Z"})
+                        "started_at": "2026-12-03T06:00:00Z",
+                        "spec": {"factors": {"protocol": ["rest", "grpc", "rest+cache"]},
+                                 "controls": {"model_version": 2, "client_library": "fast", "server_threads": 2}}})
     return {name: analyze(load_run(root / name), resamples=RESAMPLES) for name in ("base", "same", "slower")}
 
 
@@ -63,6 +65,7 @@ def test_different_machine_versions_and_dates_are_warned_about(three_runs):
     assert "cores 2 vs 4" in text
     assert "tensorflow 2.21.0 vs 2.20.0" in text
     assert "different dates: 2026-11-27 vs 2026-12-03" in text
+    assert "different controls (configurations are matched on factors only): model_version 1 vs 2" in text
 
 
 def test_compare_command_prints_the_differences_and_writes_csv(three_runs, tmp_path, capsys):

@@ -67,6 +67,12 @@ def provenance_warnings(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) 
             f"{p} {versions_a.get(p, 'absent')} vs {versions_b.get(p, 'absent')}" for p in changed))
     if manifest_a.get("server_kind") != manifest_b.get("server_kind"):
         warnings.append(f"different server kinds: {manifest_a.get('server_kind')!r} vs {manifest_b.get('server_kind')!r}")
+    controls_a = (manifest_a.get("spec") or {}).get("controls") or {}
+    controls_b = (manifest_b.get("spec") or {}).get("controls") or {}
+    held = sorted(k for k in set(controls_a) | set(controls_b) if controls_a.get(k) != controls_b.get(k))
+    if held:
+        warnings.append("different controls (configurations are matched on factors only): " + ", ".join(
+            f"{k} {controls_a.get(k, 'absent')!r} vs {controls_b.get(k, 'absent')!r}" for k in held))
     commit_a = (manifest_a.get("git") or {}).get("commit")
     commit_b = (manifest_b.get("git") or {}).get("commit")
     if commit_a != commit_b:

@@ -26,13 +26,13 @@ LINE_STYLES = ("-", "--", ":", "-.")  # after ten colours, lines differ by style
 
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
 def figure_svg(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    figure.savefig(buffer, format="svg")
     return buffer.getvalue()
 
 
