@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from data.synthetic_run import FIXTURE_RUN, FLOOR_MEDIAN_US, SyntheticConfig, write_run
 from poochlab.cli import CommandError
 from poochlab.experiments.analysis.figures import FIGURES
-from poochlab.experiments.analysis.report_builder import build_report
+from poochlab.experiments.analysis.report import build_report
 from poochlab.experiments.analysis.report_document import format_number
 from poochlab.experiments.commands import report as report_command
 

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from poochlab.cli import CommandError
-    from poochlab.experiments.analysis.report_builder import build_report
+    from poochlab.experiments.analysis.report import build_report
     from poochlab.experiments.analysis.saved_run import RunFolderError
 
     if args.p99_budget_ms is not None and args.p99_budget_ms <= 0:

@@ -30,6 +30,10 @@ class BuiltReport:
     warnings: list[str] = field(default_factory=list)
     best_label: str | None = None
 
+    def __str__(self) -> str:
+        """Where to look: the self-contained HTML page."""
+        return str(self.html)
+
 
 def _budget_from(manifest: dict, override: float | None) -> float | None:
     if override is not None:
