@@ -188,3 +188,11 @@ def test_sustainable_throughput_is_the_most_load_within_the_budget_per_setting()
     assert table.loc["cache=off", "at load"] == "rate_rps=200"
     assert math.isnan(table.loc["cache=on", "sustainable throughput req/s"])
     assert table.loc["cache=on", "p99 ms there"] == 6.0
+
+
+def test_client_timing_is_read_from_the_recorders_keys(mixed_run):
+    analysis, configs, _ = mixed_run
+    row = analysis.configs.set_index("config_id").loc[configs[0].config_id]
+    # The synthetic client spends 5% of the median encoding and 5% decoding.
+    assert row["client_encode_ms"] == pytest.approx(configs[0].median_us * 0.05 / 1000)
+    assert row["breakdown_client_ms"] == pytest.approx(configs[0].median_us * 0.10 / 1000)

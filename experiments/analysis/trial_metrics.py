@@ -117,7 +117,8 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
         ),
     )
     for part in ("encode", "wait", "decode"):
-        value = record.client_timing_us.get(part)
+        # The recorder's keys are "encode_us" etc.; plain "encode" is read too.
+        value = record.client_timing_us.get(f"{part}_us", record.client_timing_us.get(part))
         row[f"client_{part}_ms"] = value / 1000.0 if isinstance(value, (int, float)) else NAN
     resources = record.resources
     for key in ("server_cpu_s", "server_peak_rss_bytes", "generator_cpu_percent", "redis_cpu_s", "steal_percent", "energy_joules"):

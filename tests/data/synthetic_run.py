@@ -125,8 +125,8 @@ def write_run(
                 queue = np.maximum(np.rint(rng.lognormal(math.log(config.median_us * 0.15), 0.5, 400)), 1).astype(np.int64)
                 record.server_compute_histogram = encode(compute)
                 record.server_queue_histogram = encode(queue)
-            record.client_timing_us = {"encode": config.median_us * 0.05, "wait": config.median_us * 0.85,
-                                       "decode": config.median_us * 0.05}
+            record.client_timing_us = {"encode_us": config.median_us * 0.05, "wait_us": config.median_us * 0.85,
+                                       "decode_us": config.median_us * 0.05}
             total = requests_per_window * windows
             if config.hit_ratio is not None:
                 hits = int(total * config.hit_ratio)
