@@ -26,7 +26,7 @@ def _same_counts(a, b) -> bool:
     return a.get_total_count() == b.get_total_count() and counts(a) == counts(b)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=10_000_000), min_size=1, max_size=300),
        st.lists(st.integers(min_value=1, max_value=10_000_000), max_size=300))
 def test_merging_two_workers_equals_one_histogram_of_all_values(first: list[int], second: list[int]) -> None:
