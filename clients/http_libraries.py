@@ -3,8 +3,8 @@
 The library is an experimental factor (issue 5: `requests` costs several times what a lean
 client does), so each adapter does the same thing the way its library does it: send one
 request on a kept-alive connection and return status, body and the ``Server-Timing`` header.
-Connections live per thread (per greenlet once gevent has patched ``threading``), so one
-predictor can be shared by all of a process's Locust users without locks on the hot path.
+Idle connections are pooled, so one predictor can be shared by all of a process's threads,
+Locust users or per-request greenlets.
 
 ``lean`` is geventhttpclient: the fastest lean library measured by ``poochlab bench clients``
 (see the README section of clients/), and native to gevent, which Locust runs on. It also
@@ -45,6 +45,9 @@ class _Connection:
     """
 
     _reused = False
+    # gevent sockets belong to the hub of the OS thread that made them: such connections are
+    # pooled per OS thread (greenlets of one thread share them).
+    thread_bound = False
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> HttpAnswer:
@@ -160,6 +163,8 @@ class _HttpClientConnection(_Connection):
 
 
 class _GeventHttpClientConnection(_Connection):
+    thread_bound = True
+
     def __init__(self, base_url: str, timeout_s: float) -> None:
         import gevent
         from geventhttpclient import HTTPClient
@@ -216,7 +221,7 @@ class _GeventHttpClientConnection(_Connection):
         self._client.close()
 
 
-_ADAPTERS: dict[str, Callable[[str, float], _Connection]] = {
+_ADAPTERS: dict[str, type[_Connection]] = {
     "requests": _RequestsConnection,
     "urllib3": _Urllib3Connection,
     "http.client": _HttpClientConnection,
@@ -230,7 +235,14 @@ def library_name(library: str) -> str:
 
 
 class HttpConnections:
-    """Keep-alive connections to one server with one library: one per thread or greenlet."""
+    """Keep-alive connections to one server with one library, shared by threads and greenlets.
+
+    A call takes an idle connection (the most recently used, so a sequential caller always
+    reuses the same one) or opens a new one, and gives it back when done: a process holds as
+    many connections as it ever had calls in flight at once, whether its callers are threads,
+    Locust users or a greenlet per request (an open-loop generator). geventhttpclient's
+    connections cannot leave the OS thread that opened them, so its pool is per OS thread.
+    """
 
     def __init__(self, base_url: str, library: str, timeout_s: float) -> None:
         name = library_name(library)
@@ -238,25 +250,37 @@ class HttpConnections:
             raise ValueError(f"unknown HTTP library {library!r}; expected one of {sorted(_ADAPTERS)} or 'lean'")
         self.library = name
         self._factory = _ADAPTERS[name]
+        # Not threading.get_ident: gevent patches that to a per-greenlet id; the native id is the OS thread's.
+        self._pool_key: Callable[[], int] = threading.get_native_id if self._factory.thread_bound else int
         self._base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s  # the usual timeout; a call may ask for a shorter one
-        self._local = threading.local()
+        self._idle: dict[int, list[_Connection]] = {}
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
 
+    @property
+    def opened(self) -> int:
+        """Connections opened so far (one per concurrent caller at the peak)."""
+        return len(self._all)
+
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> HttpAnswer:
-        connection = getattr(self._local, "connection", None)
+        key = self._pool_key()
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            connection = idle.pop() if idle else None
         if connection is None:
             connection = self._factory(self._base_url, self._timeout_s)
-            self._local.connection = connection
             with self._lock:
                 self._all.append(connection)
-        return connection.request(method, path, body, headers, timeout_s)
+        try:
+            return connection.request(method, path, body, headers, timeout_s)
+        finally:
+            with self._lock:
+                self._idle.setdefault(key, []).append(connection)
 
     def close(self) -> None:
         with self._lock:
-            connections, self._all = self._all, []
+            connections, self._all, self._idle = self._all, [], {}
         for connection in connections:
             connection.close()
-        self._local = threading.local()

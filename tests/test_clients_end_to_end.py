@@ -42,7 +42,7 @@ def test_rest_clients_agree_with_grpc(lab_server, grpc_answer, library: str, req
     assert first.path == "model"
     assert first.timing.server_compute_us is not None and first.timing.server_compute_us > 0
     assert first.timing.server_queue_us is not None and first.timing.server_queue_us >= 0
-    assert predictor._http._all and len(predictor._http._all) == 1  # one kept-alive connection reused
+    assert predictor._http.opened == 1  # one kept-alive connection, reused
     predictor.close()
 
 
@@ -127,4 +127,32 @@ def test_build_predictor_composes_cache_and_supervisor(lab_server, redis_url, tm
     stats = predictor.stats()
     assert (stats["cache_hits"], stats["cache_misses"], stats["model_requests"]) == (2, 2, 1)
     assert stats["breaker_state"] == "closed" and stats["fallback_requests"] == 0
+    predictor.close()
+
+
+@pytest.mark.parametrize("library", ["http.client", "urllib3", "requests"])
+def test_connections_are_pooled_not_per_caller(lab_server, grpc_answer, library: str) -> None:
+    """A thread per request (as a thread-based generator may run) reuses one idle connection."""
+    import threading
+
+    predictor = build_transport(ClientConfig(rest_url=lab_server.rest_url, library=library))
+    answers: list = []
+    for _ in range(5):
+        thread = threading.Thread(target=lambda: answers.append(predictor.predict(PUPDATES).likes))
+        thread.start()
+        thread.join()
+    assert answers == [answers[0]] * 5 and answers[0] == pytest.approx(grpc_answer[0], rel=1e-6)
+    assert predictor._http.opened == 1
+    predictor.close()
+
+
+def test_lean_client_serves_several_os_threads_at_once(lab_server, grpc_answer) -> None:
+    """geventhttpclient sockets are bound to their OS thread: each thread gets its own connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictor = build_transport(ClientConfig(rest_url=lab_server.rest_url, library="lean"))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: predictor.predict(PUPDATES).likes, range(12)))
+    assert all(likes == pytest.approx(grpc_answer[0], rel=1e-6) for likes in results)
+    assert 1 <= predictor._http.opened <= 3
     predictor.close()

@@ -5,8 +5,9 @@ Predictor, in one run:
 
 - ``wrk`` (C) posting the very body the REST clients send: the floor of an HTTP round trip;
 - every REST library (row format, and the lean library in columnar format) and gRPC (grpcio);
-- a minimal gRPC echo server (a Python grpcio server returning the request bytes) called with
-  the same PredictRequest bytes: the floor of a Python gRPC round trip;
+- a minimal gRPC echo server (``echo_servers.py``'s grpc.aio server, the lab server's own gRPC
+  stack, answering the request bytes) called with the same PredictRequest bytes: the floor of
+  a Python gRPC round trip;
 - a bare redis-py GET, and the REST cache-aside client answering from Redis (every call a hit).
 
 Measurements are interleaved in rounds (every client once per round) so that drift of a shared
@@ -38,7 +39,7 @@ from poochlab.cli import CommandError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROW = {"hashtags": "#corgi #adorable #puppy", "country": "US", "followers": 1234}
 REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient")
-ECHO_METHOD = "/poochlab.bench.Echo/Echo"
+ECHO_KIND = "grpc-aio"  # the lab server's own gRPC stack (grpc.aio), from experiments/bench/echo_servers.py
 WRK_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -60,6 +61,7 @@ class Series:
     samples_us: list[float] = field(default_factory=list)
     client_us: list[float] = field(default_factory=list)  # encode + decode, from CallTiming
     cpu_us: float = 0.0  # this process's CPU time spent in the calls (less noisy than latency)
+    round_p99_us: list[float] = field(default_factory=list)  # wrk's own p99 per round (no samples)
 
     @property
     def p50_us(self) -> float:
@@ -73,7 +75,8 @@ class Series:
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "p50_us": round(self.p50_us, 1),
-                "p90_us": _round(self.quantile(0.90)), "p99_us": _round(self.quantile(0.99)),
+                "p90_us": _round(self.quantile(0.90)),
+                "p99_us": _round(self.quantile(0.99) if self.samples_us else statistics.median(self.round_p99_us)),
                 "client_encode_decode_p50_us": _round(statistics.median(self.client_us) if self.client_us else None),
                 "client_cpu_us_per_call": round(self.cpu_us / len(self.samples_us), 1) if self.samples_us else None,
                 "samples": len(self.samples_us), "round_p50_us": [round(v, 1) for v in self.round_p50_us]}
@@ -94,21 +97,6 @@ def timed(call: Callable[[], Any], count: int) -> tuple[list[float], list[Any], 
         samples.append((clock() - started) * 1e6)
         answers.append(answer)
     return samples, answers, (time.process_time() - cpu_started) * 1e6
-
-
-def serve_echo(port: int) -> None:
-    """A minimal grpcio server: one method answering the request bytes (run in its own process)."""
-    from concurrent import futures
-
-    import grpc
-
-    handler = grpc.method_handlers_generic_handler(
-        "poochlab.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    server.wait_for_termination()
 
 
 def run_wrk(url: str, body: bytes, seconds: float, workdir: Path, cpus: set[int] | None) -> dict[str, Any]:
@@ -175,6 +163,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
     from poochlab.clients import CacheConfig, ClientConfig, build_transport
     from poochlab.clients.cache_aside import CachedPredictor
     from poochlab.clients.rest_predictor import encode_request
+    from poochlab.experiments.bench.echo_servers import GRPC_METHOD as ECHO_METHOD
     from poochlab.experiments.sweep.redis_service import RedisServer, free_port
     from poochlab.serving.launcher import ServerSpec, launch
 
@@ -183,8 +172,8 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
                       log_file=workdir / "server.log")
     redis_server = RedisServer.on_free_port(workdir / "redis")
     echo_port = free_port()
-    echo = subprocess.Popen([sys.executable, "-c", f"from poochlab.experiments.bench.clients import serve_echo; "
-                             f"serve_echo({echo_port})"])
+    echo = subprocess.Popen([sys.executable, "-m", "poochlab.experiments.bench.echo_servers", ECHO_KIND,
+                             str(echo_port)], stdout=subprocess.DEVNULL)
     predictors: dict[str, Any] = {}
     try:
         with launch(spec) as server:
@@ -207,11 +196,11 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
             redis_client = redis.Redis.from_url(redis_server.url)
             hit_key = cache.key_for(ROW, version)
             channel = grpc.insecure_channel(f"127.0.0.1:{echo_port}")
-            echo_call = channel.unary_unary(ECHO_METHOD)
+            echo_call = channel.unary_unary(ECHO_METHOD)  # no serializers: bytes in, bytes out
             grpc.channel_ready_future(channel).result(timeout=30)
             echo_body = grpc_predictor.encode_request([ROW])
             extra: dict[str, Callable[[], Any]] = {
-                "grpc echo (minimal grpcio server)": lambda: echo_call(echo_body, timeout=5),
+                "grpc echo (grpc.aio echo server)": lambda: echo_call(echo_body, timeout=5),
                 "redis-py GET (bare)": lambda: redis_client.get(hit_key),
             }
             series = {name: Series(name) for name in ["wrk (C, 1 connection)", *predictors, *extra]}
@@ -224,6 +213,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
             for _ in range(rounds):
                 wrk = run_wrk(url, body, wrk_seconds, workdir, client_cpus)
                 series["wrk (C, 1 connection)"].round_p50_us.append(float(wrk["p50_us"]))
+                series["wrk (C, 1 connection)"].round_p99_us.append(float(wrk["p99_us"]))
                 for name, predictor in predictors.items():
                     samples, answers, cpu_us = timed(lambda: predictor.predict([ROW]), calls)
                     _record(series[name], samples, cpu_us)
@@ -271,7 +261,7 @@ def _report(series: dict[str, Series], base: Path, server_cpus: set[int] | None,
         "checks": {
             "lean_rest_over_wrk": round(lean / wrk, 3), "lean_rest_over_wrk_target": 1.25,
             "cache_hit_over_get_plus_client": round(hit.p50_us / floor, 3), "cache_hit_target": 1.5,
-            "grpc_over_echo": round(series["grpc grpcio"].p50_us / series["grpc echo (minimal grpcio server)"].p50_us, 3),
+            "grpc_over_echo": round(series["grpc grpcio"].p50_us / series["grpc echo (grpc.aio echo server)"].p50_us, 3),
         },
         "server_log_tail": log_tail,
     }
