@@ -131,3 +131,15 @@ def sweep_servers_pid(run_dir: Path) -> int:
         if str(run_dir / "configs") in cmdline and "--rest_api_port" in cmdline:
             return process.info["pid"]
     raise AssertionError("the sweep's server process was not found")
+
+
+def test_external_server_is_measured_but_never_started_or_stopped(tmp_path: Path, lab_server, pooch_exports) -> None:
+    path = tmp_path / "external.toml"
+    path.write_text(SPEC.replace('profile = "quick"', 'profile = "quick"\nserver_kind = "external"')
+                    .replace("users = [1, 2, 3]", "users = [1]")
+                    + f"[external]\nrest_port = {lab_server.rest_port}\ngrpc_port = {lab_server.grpc_port}\n")
+    summary = runner(load_spec(path), tmp_path / "run", pooch_exports).run()
+    assert summary.measured == 1 and summary.failed == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["server_kind"] == "external" and manifest["server_commands"] == []
+    assert lab_server.process.poll() is None  # the sweep left someone else's server running

@@ -95,7 +95,7 @@ def test_random_design_samples_distinct_points(tmp_path: Path) -> None:
         (("batch_timeout_micros = 500", "batch_timeout_micros = 500\nnum_batch_threads = 0"),
          ["batching.b1", "num_batch_threads"]),
         (("batch_timeout_micros = 500", "batch_timeout_micros = 500\ncolour = 1"), ["batching.b1.colour"]),
-        (("seed = 5", "seed = 5\nrepetitions = 0"), ["sweep.repetitions"]),
+        (("repetitions = 2", "repetitions = 0"), ["sweep.repetitions"]),
         (("users = [1, 4]", "users = [1, 4]\nrate_rps = [100]"), ["users", "rate_rps"]),
         (("users = [1, 4]", "rate_rps = [100.0]"), ["rate_rps", "load_mode"]),
         (("[factors]", "[controls]\nprotocol = \"rest\"\n[factors]"), ["controls.protocol", "both"]),
@@ -122,3 +122,14 @@ def test_estimate_grows_with_windows(tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path, BASE))
     longer = load_spec(write_spec(tmp_path, BASE + "[profile]\nwindow_s = 10.0\n"))
     assert estimate_duration_s(longer, plan_trials(longer))[0] > estimate_duration_s(spec, plan_trials(spec))[0]
+
+
+def test_external_servers_need_an_address_and_refuse_server_factors(tmp_path: Path) -> None:
+    text = BASE.replace('profile = "quick"', 'profile = "quick"\nserver_kind = "external"')
+    with pytest.raises(SpecError, match="server-side factors: batching"):
+        load_spec(write_spec(tmp_path, text + "[external]\nrest_port = 8501\ngrpc_port = 8500\n"))
+    no_batching = text.replace('batching = ["off", "b1"]\n', "")
+    with pytest.raises(SpecError, match=r"\[external\] host, rest_port, grpc_port"):
+        load_spec(write_spec(tmp_path, no_batching))
+    spec = load_spec(write_spec(tmp_path, no_batching + "[external]\nrest_port = 8501\ngrpc_port = 8500\n"))
+    assert spec.external == {"host": "127.0.0.1", "rest_port": 8501, "grpc_port": 8500}

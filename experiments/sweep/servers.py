@@ -54,9 +54,16 @@ class ServerPool:
     def _start(self, server: ServerConfig) -> None:
         from poochlab.serving.launcher import ServerSpec, launch
 
+        self.starts += 1
+        if self.spec.server_kind == "external":
+            # Someone else's server: nothing to configure, start or stop; only readiness.
+            external = self.spec.external or {}
+            handle = launch(ServerSpec(kind="external", **external))
+            self.handle, self.current = handle, server
+            handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
+            return
         files = write_config_files(self.run_dir / "configs" / server.config_id, server,
                                    self.model_base_path(server.model_variant), self.spec.batching_sets)
-        self.starts += 1
         threads = server.server_threads or None
         spec = ServerSpec(
             kind=self.spec.server_kind,
@@ -72,15 +79,17 @@ class ServerPool:
             from poochlab.serving.kinds.replicas import launch_replicas
 
             handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=True)
-            commands = [r.command for r in handle.replicas]
+            servers = list(handle.replicas)
             placement = handle.placement
         else:
             handle = launch(spec)
-            commands = [handle.command]
+            servers = [handle]
             placement = None
         self.handle, self.current = handle, server
-        for command in commands:
-            self.manifest.add_server_command(server.config_id, self.spec.server_kind, list(command))
+        for running in servers:
+            # tfserving/docker kinds say which binary or image really ran (never the lab's as TF Serving).
+            self.manifest.add_server_command(server.config_id, self.spec.server_kind, list(running.command),
+                                             binary=getattr(running, "binary", None))
         if placement is not None:
             self.manifest.data.setdefault("replica_placement", {})[server.config_id] = placement
             self.manifest.save()

@@ -11,6 +11,7 @@ Layout of ``experiments/*.toml``::
     [batching_grid]  field = [values...]           expands into sets named "grid-<field><v>-..."
     [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...}
     [profile]        window_s, warmup_s, min_windows, max_windows overriding the profile
+    [external]       host, rest_port, grpc_port of a server someone else runs (server_kind "external")
 
 Every error names the file, the key and what was expected.
 """
@@ -80,6 +81,7 @@ class SweepSpec:
     batching_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_levels: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOAD_LEVELS))
     reference: dict[str, Any] = field(default_factory=dict)
+    external: dict[str, Any] | None = None  # {"host", "rest_port", "grpc_port"}
 
     def needs_calibration(self) -> bool:
         return "load_level" in self.factors or self.controls.get("load_level") is not None
@@ -91,7 +93,7 @@ class SweepSpec:
             "seed": self.seed, "profile": vars(self.profile), "server_kind": self.server_kind,
             "p99_budget_ms": self.p99_budget_ms, "factors": self.factors, "controls": self.controls,
             "batching_sets": self.batching_sets, "load_levels": self.load_levels,
-            "reference": self.reference,
+            "reference": self.reference, "external": self.external,
         }
 
 
@@ -108,7 +110,8 @@ def load_spec(path: Path | str) -> SweepSpec:
 
 def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     where = _Where(path)
-    where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile"))
+    where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile",
+                                  "external"))
     sweep = data.get("sweep", {})
     where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
                                      "profile", "server_kind", "p99_budget_ms"))
@@ -141,6 +144,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         design=design, samples=samples, repetitions=repetitions, seed=seed, profile=profile,
         server_kind=server_kind, p99_budget_ms=float(budget) if budget is not None else None,
         factors=factors, controls=controls, batching_sets=batching_sets, load_levels=levels,
+        external=_external(where, data.get("external"), server_kind),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
@@ -293,6 +297,21 @@ def _reference(where: _Where, table: dict[str, Any], spec: SweepSpec) -> dict[st
             raise where.fail(f"load.reference.{name}", "expected a non-load factor of this sweep")
         reference[name] = _check_value(where, f"load.reference.{name}", name, value, spec.batching_sets)
     return reference
+
+
+def _external(where: _Where, table: dict[str, Any] | None, server_kind: str) -> dict[str, Any] | None:
+    if server_kind != "external":
+        if table is not None:
+            raise where.fail("external", 'only used with server_kind = "external"')
+        return None
+    if table is None:
+        raise where.fail("external", 'server_kind = "external" needs [external] host, rest_port, grpc_port')
+    where.only_keys("external", table, ("host", "rest_port", "grpc_port"))
+    host = table.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise where.fail("external.host", f"expected a host name or address, got {host!r}")
+    return {"host": host, "rest_port": where.integer("external.rest_port", table.get("rest_port"), 1, 65535),
+            "grpc_port": where.integer("external.grpc_port", table.get("grpc_port"), 1, 65535)}
 
 
 def _check_combinations(where: _Where, spec: SweepSpec) -> None:
