@@ -22,7 +22,9 @@ class LoadSettings:
     (perf_analyzer's rule) and at least ``min_windows`` were measured, at most ``max_windows``.
     ``workers`` generator processes share the load (users or rate split evenly); their
     histograms are merged losslessly. ``pin_cpus`` pins server, generator and Redis to separate
-    cores when the machine has enough (the placement is recorded either way).
+    cores when the machine has one to spare, and raises their priority (recording/placement.py);
+    the placement is recorded either way. ``drain_s``: how long requests in flight at the end
+    may still answer before they count as timeouts.
     """
 
     mode: Literal["closed", "open"] = "closed"
@@ -36,7 +38,7 @@ class LoadSettings:
     seed: int = 0
     pacing: float = 0.0
     pin_cpus: bool = True
-    drain_s: float = 2.0  # how long requests in flight at the end may still answer
+    drain_s: float = 2.0
 
     def __post_init__(self) -> None:
         def require(condition: bool, message: str) -> None:
