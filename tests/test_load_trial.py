@@ -91,8 +91,6 @@ def test_requests_still_outstanding_at_the_end_count_as_timeouts_and_flag_the_tr
 
 
 def test_failed_requests_are_counted_by_kind_apart_from_latencies(workload: Workload) -> None:
-    from poochlab.serving.status import Code  # noqa: F401  (the kinds follow TF's codes)
-
     unused = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
     settings = LoadSettings(mode="closed", users=1, window_s=0.5, warmup_s=0.0, min_windows=1, max_windows=1)
     record = measure_trial(settings, ClientConfig(rest_url=unused, timeout_s=0.5), workload, _record("refused"))

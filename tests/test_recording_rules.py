@@ -74,7 +74,7 @@ def test_steal_comes_from_the_aggregate_cpu_line(tmp_path: Path) -> None:
     assert CpuTimes.read(tmp_path / "missing") is None
 
 
-def test_placement_pins_and_raises_priority_then_restores(tmp_path: Path) -> None:
+def test_placement_pins_and_raises_priority_then_restores() -> None:
     import os
     import subprocess
     import sys
