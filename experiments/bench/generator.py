@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--repeats must be at least 1")
     workload = Workload.generated(5000, seed=1)
     report: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}}
+                              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                          "load_average_at_start": os.getloadavg()}}
     checks = []
     if "open" not in args.skip:
         report["open_loop"] = open_loop_rates(args, workload)
@@ -198,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
         report["lab_vs_wrk"] = versus = lab_vs_wrk(args)
         checks.append(f"lab p50 / wrk p50 on the lab REST server = {versus['ratio_of_medians']:.2f} "
                       f"(target <= 1.35): {'PASS' if versus['ratio_of_medians'] <= 1.35 else 'FAIL'}")
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    checks.append("machine load average (1, 5, 15 min) at start {} and end {}: other processes share "
+                  "these cores".format(*(tuple(round(x, 1) for x in report["machine"][k])
+                                         for k in ("load_average_at_start", "load_average_at_end"))))
     report["checks"] = checks
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
