@@ -27,9 +27,10 @@ class DirectSession:
             future: Future[InferenceResult] = Future()
             future.set_exception(ServingError(Code.UNAVAILABLE, "Servable is being unloaded"))
             return future
-        return self._executor.submit(self._run, task)
+        return self._executor.submit(self.run, task)
 
-    def _run(self, task: InferenceTask) -> InferenceResult:
+    def run(self, task: InferenceTask) -> InferenceResult:
+        """Run ``task`` on the calling thread (for callers that may block, e.g. gRPC workers)."""
         started = time.monotonic()
         if task.deadline is not None and started > task.deadline:
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the model ran")

@@ -1,4 +1,9 @@
-"""TF Serving's gRPC services (``tensorflow-serving-api`` protos) on grpc.aio.
+"""TF Serving's gRPC services (``tensorflow-serving-api`` protos) on grpc's thread-pool server.
+
+The synchronous server was measured against grpc.aio (``poochlab bench server``): its echo
+costs less CPU per call, and its worker threads may block, so without batching the model runs
+on the RPC's own thread instead of being handed to another pool. ``--grpc_max_threads`` is the
+pool size and the concurrent-RPC limit (RESOURCE_EXHAUSTED beyond it, as in TF Serving).
 
 ``PredictionService``: Predict, Classify, Regress, MultiInference, GetModelMetadata;
 ``ModelService``: GetModelStatus, HandleReloadConfigRequest. Every inference answer carries
@@ -7,7 +12,6 @@ trailing metadata ``server-timing: queue;dur=<ms>, compute;dur=<ms>`` like the R
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Callable
 
@@ -15,7 +19,8 @@ import grpc
 import numpy as np
 
 from poochlab.serving.inference import (
-    check_method, classification_results, examples_input, regression_results, run_signature,
+    check_method, classification_results, examples_input, regression_results,
+    run_signature_blocking as run_signature,
 )
 from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager, VersionState
@@ -44,7 +49,7 @@ def _echo_spec(target: Any, state: VersionState, signature_name: str) -> None:
     target.signature_name = signature_name
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _deadline(context: grpc.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return time.monotonic() + remaining if remaining is not None else None
 
@@ -55,16 +60,16 @@ class _Calls:
     def __init__(self, metrics: ServerMetrics) -> None:
         self.metrics = metrics
 
-    async def run(self, api: str, model: str, context: grpc.aio.ServicerContext,
+    def run(self, api: str, model: str, context: grpc.ServicerContext,
                   body: Callable[[list[float]], Any]) -> Any:
         started = time.monotonic()
         timing: list[float] = []  # queue_us, compute_us once the model ran
         try:
-            response = await body(timing)
+            response = body(timing)
         except ServingError as error:
             self.metrics.record_request(model, api, "GRPC", error.code.name, (time.monotonic() - started) * 1e6,
                                         timing[1] if timing else None)
-            await context.abort(grpc.StatusCode[error.code.name], error.message)
+            context.abort(grpc.StatusCode[error.code.name], error.message)
         if timing:
             context.set_trailing_metadata(((SERVER_TIMING_KEY, server_timing(timing[0], timing[1])),))
         self.metrics.record_request(model, api, "GRPC", "OK", (time.monotonic() - started) * 1e6,
@@ -77,10 +82,10 @@ class PredictionServicer:
         self.manager = manager
         self.calls = _Calls(metrics)
 
-    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         from tensorflow_serving.apis import predict_pb2
 
-        async def body(timing: list[float]) -> Any:
+        def body(timing: list[float]) -> Any:
             state = _resolve(self.manager, request.model_spec)
             assert state.servable is not None
             signature = state.servable.signature(request.model_spec.signature_name)
@@ -91,7 +96,7 @@ class PredictionServicer:
 
                     check_input_names(signature.inputs, set(request.inputs))
                 inputs[name] = proto_to_array(proto, signature.inputs[name])
-            result = await run_signature(self.manager, state, signature, inputs, _deadline(context))
+            result = run_signature(self.manager, state, signature, inputs, _deadline(context))
             timing.extend((result.queue_us, result.compute_us))
             wanted = list(request.output_filter) or list(result.outputs)
             response = predict_pb2.PredictResponse()
@@ -102,23 +107,23 @@ class PredictionServicer:
             _echo_spec(response.model_spec, state, signature.name)
             return response
 
-        return await self.calls.run("Predict", request.model_spec.name, context, body)
+        return self.calls.run("Predict", request.model_spec.name, context, body)
 
-    async def _examples(self, request: Any, method: str, timing: list[float],
-                        context: grpc.aio.ServicerContext) -> tuple[VersionState, str, dict[str, np.ndarray], int]:
+    def _examples(self, request: Any, method: str, timing: list[float],
+                        context: grpc.ServicerContext) -> tuple[VersionState, str, dict[str, np.ndarray], int]:
         state = _resolve(self.manager, request.model_spec)
         assert state.servable is not None
         signature = state.servable.signature(request.model_spec.signature_name)
         check_method(signature, method)
         examples = serialized_examples(request.input)
-        result = await run_signature(self.manager, state, signature, examples_input(signature, examples),
+        result = run_signature(self.manager, state, signature, examples_input(signature, examples),
                                      _deadline(context))
         timing.extend((result.queue_us, result.compute_us))
         return state, signature.name, result.outputs, len(examples)
 
-    async def _classify(self, request: Any, timing: list[float], context: grpc.aio.ServicerContext,
+    def _classify(self, request: Any, timing: list[float], context: grpc.ServicerContext,
                         response: Any) -> Any:
-        state, signature_name, outputs, count = await self._examples(request, CLASSIFY_METHOD, timing, context)
+        state, signature_name, outputs, count = self._examples(request, CLASSIFY_METHOD, timing, context)
         for row in classification_results(outputs, count):
             classifications = response.result.classifications.add()
             for label, score in row:
@@ -128,32 +133,32 @@ class PredictionServicer:
         _echo_spec(response.model_spec, state, signature_name)
         return response
 
-    async def _regress(self, request: Any, timing: list[float], context: grpc.aio.ServicerContext,
+    def _regress(self, request: Any, timing: list[float], context: grpc.ServicerContext,
                        response: Any) -> Any:
-        state, signature_name, outputs, count = await self._examples(request, REGRESS_METHOD, timing, context)
+        state, signature_name, outputs, count = self._examples(request, REGRESS_METHOD, timing, context)
         for value in regression_results(outputs, count):
             response.result.regressions.add().value = float(value)
         _echo_spec(response.model_spec, state, signature_name)
         return response
 
-    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
         from tensorflow_serving.apis import classification_pb2
 
-        return await self.calls.run(
+        return self.calls.run(
             "Classify", request.model_spec.name, context,
             lambda timing: self._classify(request, timing, context, classification_pb2.ClassificationResponse()))
 
-    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
         from tensorflow_serving.apis import regression_pb2
 
-        return await self.calls.run(
+        return self.calls.run(
             "Regress", request.model_spec.name, context,
             lambda timing: self._regress(request, timing, context, regression_pb2.RegressionResponse()))
 
-    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
         from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
 
-        async def body(timing: list[float]) -> Any:
+        def body(timing: list[float]) -> Any:
             if not request.tasks:
                 raise ServingError(Code.INVALID_ARGUMENT, "MultiInferenceRequest must contain at least one task")
             names = {task.model_spec.name for task in request.tasks}
@@ -165,11 +170,11 @@ class PredictionServicer:
                 sub_request = _TaskRequest(task.model_spec, request.input)
                 task_timing: list[float] = []
                 if task.method_name == CLASSIFY_METHOD:
-                    answer = await self._classify(sub_request, task_timing, context, classification_pb2.ClassificationResponse())
+                    answer = self._classify(sub_request, task_timing, context, classification_pb2.ClassificationResponse())
                     result = response.results.add()
                     result.classification_result.CopyFrom(answer.result)
                 elif task.method_name == REGRESS_METHOD:
-                    answer = await self._regress(sub_request, task_timing, context, regression_pb2.RegressionResponse())
+                    answer = self._regress(sub_request, task_timing, context, regression_pb2.RegressionResponse())
                     result = response.results.add()
                     result.regression_result.CopyFrom(answer.result)
                 else:
@@ -181,9 +186,9 @@ class PredictionServicer:
             return response
 
         model = request.tasks[0].model_spec.name if request.tasks else ""
-        return await self.calls.run("MultiInference", model, context, body)
+        return self.calls.run("MultiInference", model, context, body)
 
-    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         from poochlab.serving.model_protos import model_metadata_response
 
         try:
@@ -193,7 +198,7 @@ class PredictionServicer:
                                    + ", ".join(request.metadata_field))
             return model_metadata_response(_resolve(self.manager, request.model_spec))
         except ServingError as error:
-            await context.abort(grpc.StatusCode[error.code.name], error.message)
+            context.abort(grpc.StatusCode[error.code.name], error.message)
 
 
 class _TaskRequest:
@@ -209,7 +214,7 @@ class ModelServicer:
         self.manager = manager
         self.reload_config = reload_config
 
-    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         from poochlab.serving.model_protos import model_status_response
 
         spec = request.model_spec
@@ -220,9 +225,9 @@ class ModelServicer:
                 spec.version.value if choice == "version" else None,
                 spec.version_label if choice == "version_label" else None)
         except ServingError as error:
-            await context.abort(grpc.StatusCode[error.code.name], error.message)
+            context.abort(grpc.StatusCode[error.code.name], error.message)
 
-    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
         from tensorflow_serving.apis import model_management_pb2
 
         from poochlab.serving.model_config import validate_model_config
@@ -233,16 +238,15 @@ class ModelServicer:
                 validate_model_config(request.config, "ReloadConfigRequest.config")
             except ValueError as error:
                 raise ServingError(Code.INVALID_ARGUMENT, str(error)) from None
-            # Loading takes seconds: keep the event loop serving while it runs.
-            await asyncio.get_running_loop().run_in_executor(None, self.reload_config, request.config)
+            self.reload_config(request.config)  # blocks this RPC's thread only
         except ServingError as error:
-            await context.abort(grpc.StatusCode[error.code.name], error.message)
+            context.abort(grpc.StatusCode[error.code.name], error.message)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = Code.OK.value
         return response
 
 
-def add_services(server: grpc.aio.Server, manager: ModelManager, metrics: ServerMetrics,
+def add_services(server: grpc.Server, manager: ModelManager, metrics: ServerMetrics,
                  reload_config: Callable[[Any], None]) -> None:
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 

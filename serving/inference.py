@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Mapping
 
 import numpy as np
 
+from poochlab.serving.direct_session import DirectSession
 from poochlab.serving.inputs import validate
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Signature
@@ -20,6 +23,24 @@ async def run_signature(manager: ModelManager, state: VersionState, signature: S
     validate(signature, inputs)
     session = manager.session(state, signature.name)
     return await asyncio.wrap_future(session.submit(InferenceTask(inputs=inputs, deadline=deadline)))
+
+
+def run_signature_blocking(manager: ModelManager, state: VersionState, signature: Signature,
+                           inputs: Mapping[str, np.ndarray], deadline: float | None) -> InferenceResult:
+    """:func:`run_signature` for a worker thread that may block (the gRPC server's threads).
+
+    Without batching the model runs right here, on the caller's thread: no hand-off to a pool.
+    """
+    validate(signature, inputs)
+    session = manager.session(state, signature.name)
+    task = InferenceTask(inputs=inputs, deadline=deadline)
+    if isinstance(session, DirectSession):
+        return session.run(task)
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        return session.submit(task).result(timeout)
+    except FutureTimeout:
+        raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
 
 
 def check_method(signature: Signature, method: str) -> None:

@@ -1,7 +1,8 @@
 """``tensorflow_model_server`` / ``poochlab serve``: the lab's TF-Serving-compatible server.
 
-One process, one event loop (uvloop): REST on httptools, gRPC on grpc.aio; models run in a
-thread pool behind an InferenceSession (direct, or batching queues with --enable_batching).
+One process: REST on an event loop (uvloop + httptools) whose models run in a thread pool;
+gRPC on grpc's thread-pool server whose threads run the model themselves. Both reach the model
+through an InferenceSession (direct, or shared batching queues with --enable_batching).
 """
 
 from __future__ import annotations
@@ -107,16 +108,18 @@ class Server:
         except Exception as error:  # a label error is logged; the server still serves
             log.error("%s", getattr(error, "message", error))
 
-        grpc_server = grpc.aio.server(
+        grpc_pool = ThreadPoolExecutor(options.grpc_max_threads, thread_name_prefix="grpc")
+        grpc_server = grpc.server(
+            grpc_pool,
             options=[("grpc.max_receive_message_length", 2**31 - 1), ("grpc.max_send_message_length", 2**31 - 1)]
             + grpc_channel_arguments(options.grpc_channel_arguments),
             maximum_concurrent_rpcs=options.grpc_max_threads,
         )
-        grpc_api.add_services(grpc_server, manager, metrics, lambda c: _run_sync_apply(manager, c))
+        grpc_api.add_services(grpc_server, manager, metrics, manager.apply_config)
         bound = grpc_server.add_insecure_port(f"{options.lab_bind_address}:{options.port}")
         if bound == 0:
             raise FlagError(f"could not bind the gRPC port {options.lab_bind_address}:{options.port}")
-        await grpc_server.start()
+        grpc_server.start()
         log.info("Running gRPC ModelServer at %s:%d ...", options.lab_bind_address, bound)
         print(f"Running gRPC ModelServer at {options.lab_bind_address}:{bound} ...", flush=True)
 
@@ -144,7 +147,7 @@ class Server:
             poller.cancel()
         if http_server is not None:
             http_server.close()
-        await grpc_server.stop(grace=1.0)
+        await loop.run_in_executor(None, lambda: grpc_server.stop(grace=1.0).wait())
         if scheduler is not None:
             scheduler.close()
         manager.close()
@@ -160,10 +163,6 @@ class Server:
                 await loop.run_in_executor(self._loader, action)
             except Exception as error:  # polling must outlive a bad file or a failed load
                 log.error("poll failed: %s", getattr(error, "message", error))
-
-
-def _run_sync_apply(manager: Any, config: Any) -> None:
-    manager.apply_config(config)
 
 
 def _reload_file(manager: Any, path: str) -> None:

@@ -5,7 +5,7 @@ the stack's cost from the lab server's. Run one with
 ``python -m poochlab.experiments.bench.echo_servers <kind> <port>``; it prints ``ready`` and
 serves until SIGTERM. Kinds: ``httptools`` (asyncio Protocol + httptools on uvloop: the lab
 server's REST stack), ``uvicorn`` (a raw ASGI app on uvicorn with httptools and uvloop),
-``grpc-aio`` (grpc.aio: the lab server's gRPC stack), ``grpc-sync`` (grpc thread pool).
+``grpc-aio`` (grpc.aio), ``grpc-sync`` (grpc's thread-pool server: the lab server's gRPC stack).
 """
 
 from __future__ import annotations

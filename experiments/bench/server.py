@@ -5,7 +5,8 @@ In one run, with servers pinned to one core and clients to another (when there a
 (a) the model's compute floor: the Pooch Predictor's ``serving_default`` called in-process
     (batch 1) — p50 with one caller, CPU per call with 8 threads calling;
 (b) minimal echo servers on two Python HTTP stacks (asyncio+httptools on uvloop, uvicorn) and
-    two gRPC stacks (grpc.aio, grpc sync), driven by the same clients as the lab server;
+    two gRPC stacks (grpc sync thread pool, grpc.aio), driven by the same clients as the lab
+    server; the first of each is the stack the lab server is built on (its "matching echo");
 (c) the lab's server end to end (REST and gRPC, no batching).
 
 Clients: ``wrk`` (C) for REST, a raw grpcio channel (pre-serialized request bytes) for gRPC.
@@ -86,7 +87,8 @@ def free_port() -> int:
 # ---- (a) compute floor, in a pinned child process -------------------------------------
 
 def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
-    """Child process: print JSON with the signature's p50 (1 caller) and CPU/call (8 threads)."""
+    """Child process: for each line on stdin, print JSON with the signature's p50 (one caller)
+    and its CPU per call with 8 threads calling."""
     import numpy as np
 
     from poochlab.serving.model_manager import scan_versions
@@ -101,44 +103,64 @@ def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
     }
     for _ in range(50):
         signature.compute(inputs)
-    samples = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        signature.compute(inputs)
-        samples.append(time.perf_counter() - started)
-    count = [0] * 8
-    stop = threading.Event()
-
-    def worker(index: int) -> None:
-        while not stop.is_set():
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        samples = []
+        for _ in range(calls):
+            started = time.perf_counter()
             signature.compute(inputs)
-            count[index] += 1
+            samples.append(time.perf_counter() - started)
+        count = [0] * 8
+        stop = threading.Event()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    before = os.times()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    after = os.times()
-    cpu = (after.user - before.user) + (after.system - before.system)
-    print(json.dumps({"p50_ms": statistics.median(samples) * 1e3, "cpu_ms_per_call": cpu / sum(count) * 1e3,
-                      "calls_per_s": sum(count) / seconds}))
+        def worker(index: int) -> None:
+            while not stop.is_set():
+                signature.compute(inputs)
+                count[index] += 1
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        before = os.times()
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        after = os.times()
+        cpu = (after.user - before.user) + (after.system - before.system)
+        print(json.dumps({"p50_ms": statistics.median(samples) * 1e3, "cpu_ms_per_call": cpu / sum(count) * 1e3,
+                          "calls_per_s": sum(count) / seconds}), flush=True)
 
 
-def measure_compute_floor(placement: Placement, base_path: Path, calls: int, seconds: float) -> Row:
-    code = (f"from poochlab.experiments.bench.server import compute_floor_main; "
-            f"compute_floor_main({str(base_path)!r}, {calls}, {seconds})")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    process = placement.start([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    out, _ = process.communicate(timeout=600)
-    if process.returncode != 0:
-        raise RuntimeError(f"the compute floor process failed (exit {process.returncode})")
-    result = json.loads(out.decode().strip().splitlines()[-1])
-    return Row("(a) model compute, in-process signature call", result["p50_ms"], result["cpu_ms_per_call"],
-               result["calls_per_s"], "CPU per call with 8 threads calling")
+class ComputeFloor:
+    """The pinned child process that measures the compute floor once per round."""
+
+    def __init__(self, placement: Placement, base_path: Path, calls: int, seconds: float) -> None:
+        code = (f"from poochlab.experiments.bench.server import compute_floor_main; "
+                f"compute_floor_main({str(base_path)!r}, {calls}, {seconds})")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        self.process = placement.start([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, env=env)
+        if self._line() != "ready":
+            raise RuntimeError("the compute floor process did not start")
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode().strip()
+        if not line:
+            raise RuntimeError(f"the compute floor process exited ({self.process.poll()})")
+        return line
+
+    def measure(self) -> Row:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.flush()
+        result = json.loads(self._line())
+        return Row("(a) model compute, in-process signature call", result["p50_ms"], result["cpu_ms_per_call"],
+                   result["calls_per_s"], "CPU per call with 8 threads calling")
+
+    def stop(self) -> None:
+        stop(self.process)
 
 
 # ---- clients --------------------------------------------------------------------------
@@ -273,54 +295,82 @@ def stop(process: subprocess.Popen) -> None:
 
 @dataclass
 class Results:
-    rows: dict[str, Row] = field(default_factory=dict)
+    """Every round's rows; the table shows each row's median over rounds."""
+
+    rounds: list[dict[str, Row]] = field(default_factory=list)
 
     def add(self, key: str, row: Row) -> None:
-        self.rows[key] = row
+        self.rounds[-1][key] = row
         print(f"  {row.name}: p50 {_fmt(row.p50_ms)} ms, CPU/req {_fmt(row.cpu_ms_per_request)} ms", flush=True)
+
+    @property
+    def rows(self) -> dict[str, Row]:
+        def median(values: list[float | None]) -> float | None:
+            present = [v for v in values if v is not None]
+            return statistics.median(present) if present else None
+
+        merged = {}
+        for key, first in self.rounds[0].items():
+            rows = [r[key] for r in self.rounds if key in r]
+            merged[key] = Row(first.name, median([r.p50_ms for r in rows]),
+                              median([r.cpu_ms_per_request for r in rows]), median([r.throughput for r in rows]),
+                              first.notes)
+        return merged
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def run_benchmark(base_path: Path, seconds: float, calls: int) -> Results:
+REST_ECHOS = (("httptools", "rest_echo"), ("uvicorn", "rest_echo_uvicorn"))
+GRPC_ECHOS = (("grpc-sync", "grpc_echo"), ("grpc-aio", "grpc_echo_aio"))
+
+
+def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> Results:
+    """All servers start once; each round measures every one of them in turn (drift hits all)."""
     from poochlab.serving.launcher import ServerSpec, launch
 
     placement = Placement.detect()
     results = Results()
     payload = grpc_request_bytes()
+    started: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         workdir = Path(tmp)
         script = wrk_script(workdir)
         print(f"server cores {placement.server}, client cores {placement.client}", flush=True)
-        results.add("compute", measure_compute_floor(placement, base_path, calls, seconds))
-        for kind, key in (("httptools", "rest_echo"), ("uvicorn", "rest_echo_uvicorn")):
-            process, port = start_echo(placement, kind)
-            try:
-                results.add(key, measure_rest(f"(b) REST echo: {kind}", process.pid,
-                                              f"http://127.0.0.1:{port}/v1/models/pooch_predictor:predict",
-                                              script, seconds))
-            finally:
-                stop(process)
-        for kind, key in (("grpc-aio", "grpc_echo"), ("grpc-sync", "grpc_echo_sync")):
-            process, port = start_echo(placement, kind)
-            try:
-                results.add(key, measure_grpc(f"(b) gRPC echo: {kind}", process.pid, f"127.0.0.1:{port}",
-                                              payload, calls, seconds))
-            finally:
-                stop(process)
+        floor = ComputeFloor(placement, base_path, calls, seconds)
         spec = ServerSpec(model_name="pooch_predictor", model_base_path=base_path, log_file=workdir / "server.log")
         server = _pinned(placement.server, placement.client, lambda: launch(spec))
         try:
+            echos = {}
+            for kind, key in REST_ECHOS + GRPC_ECHOS:
+                process, port = start_echo(placement, kind)
+                started.append(process)
+                echos[key] = (kind, process, port)
             server.wait_until_available(["pooch_predictor"], timeout_s=300)
-            results.add("lab_rest", measure_rest("(c) lab server, REST", server.pid,
-                                                 f"{server.rest_url}/v1/models/pooch_predictor:predict",
-                                                 script, seconds))
-            results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server.pid, server.grpc_target,
-                                                 payload, calls, seconds))
+            for number in range(1, rounds + 1):
+                print(f"round {number}/{rounds}", flush=True)
+                results.rounds.append({})
+                results.add("compute", floor.measure())
+                for kind, key in REST_ECHOS:
+                    _, process, port = echos[key]
+                    results.add(key, measure_rest(f"(b) REST echo: {kind}", process.pid,
+                                                  f"http://127.0.0.1:{port}/v1/models/pooch_predictor:predict",
+                                                  script, seconds))
+                for kind, key in GRPC_ECHOS:
+                    _, process, port = echos[key]
+                    results.add(key, measure_grpc(f"(b) gRPC echo: {kind}", process.pid, f"127.0.0.1:{port}",
+                                                  payload, calls, seconds))
+                results.add("lab_rest", measure_rest("(c) lab server, REST", server.pid,
+                                                     f"{server.rest_url}/v1/models/pooch_predictor:predict",
+                                                     script, seconds))
+                results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server.pid, server.grpc_target,
+                                                     payload, calls, seconds))
         finally:
             server.stop()
+            floor.stop()
+            for process in started:
+                stop(process)
     return results
 
 
@@ -359,6 +409,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Pooch Predictor's base path (holding <version>/); default: the small variant")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each load phase")
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls for each Python-client p50")
+    parser.add_argument("--rounds", type=int, default=3, help="measure everything this many times; medians shown")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
 
 
@@ -371,11 +422,13 @@ def run(args: argparse.Namespace) -> int:
                            "or pass --base-path")
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         raise CommandError("wrk is not installed (Debian: apt-get install wrk)")
-    results = run_benchmark(args.base_path, args.seconds, args.calls)
+    results = run_benchmark(args.base_path, args.seconds, args.calls, args.rounds)
     print()
     print(format_report(results))
     if args.out:
-        args.out.write_text(json.dumps({k: vars(v) for k, v in results.rows.items()}, indent=2))
+        args.out.write_text(json.dumps({"median": {k: vars(v) for k, v in results.rows.items()},
+                                        "rounds": [{k: vars(v) for k, v in r.items()} for r in results.rounds]},
+                                       indent=2))
     return 0
 
 
