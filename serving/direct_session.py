@@ -7,9 +7,11 @@ a pool and the handler awaits its future.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 
+from poochlab.serving.model_threads import ModelThreads
 from poochlab.serving.session import Compute, InferenceResult, InferenceTask
 from poochlab.serving.status import Code, ServingError
 
@@ -17,9 +19,9 @@ from poochlab.serving.status import Code, ServingError
 class DirectSession:
     """An :class:`~poochlab.serving.session.InferenceSession` that runs tasks one by one."""
 
-    def __init__(self, compute: Compute, executor: Executor) -> None:
+    def __init__(self, compute: Compute, threads: ModelThreads) -> None:
         self._compute = compute
-        self._executor = executor
+        self._threads = threads
         self._closed = False
 
     def submit(self, task: InferenceTask) -> "Future[InferenceResult]":
@@ -27,7 +29,15 @@ class DirectSession:
             future: Future[InferenceResult] = Future()
             future.set_exception(ServingError(Code.UNAVAILABLE, "Servable is being unloaded"))
             return future
-        return self._executor.submit(self.run, task)
+        return self._threads.submit(self.run, task)
+
+    def submit_to_loop(self, task: InferenceTask, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+        """:meth:`submit` for an event loop: an asyncio future, with the cheaper hand-off."""
+        if self._closed:
+            future = loop.create_future()
+            future.set_exception(ServingError(Code.UNAVAILABLE, "Servable is being unloaded"))
+            return future
+        return self._threads.submit_to_loop(self.run, task, loop)
 
     def run(self, task: InferenceTask) -> InferenceResult:
         """Run ``task`` on the calling thread (for callers that may block, e.g. gRPC workers)."""

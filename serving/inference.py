@@ -22,7 +22,10 @@ async def run_signature(manager: ModelManager, state: VersionState, signature: S
     """Validate ``inputs`` and run them through the version's session for ``signature``."""
     validate(signature, inputs)
     session = manager.session(state, signature.name)
-    return await asyncio.wrap_future(session.submit(InferenceTask(inputs=inputs, deadline=deadline)))
+    task = InferenceTask(inputs=inputs, deadline=deadline)
+    if isinstance(session, DirectSession):
+        return await session.submit_to_loop(task, asyncio.get_running_loop())
+    return await asyncio.wrap_future(session.submit(task))
 
 
 def run_signature_blocking(manager: ModelManager, state: VersionState, signature: Signature,

@@ -47,7 +47,7 @@ def _batching_parameters(options: ServerOptions) -> Any:
     return load_batching_parameters(path)
 
 
-def _session_factory(batching: Any, executor: ThreadPoolExecutor, metrics: Any) -> tuple[Any, Any]:
+def _session_factory(batching: Any, threads: Any, metrics: Any) -> tuple[Any, Any]:
     """(session factory, scheduler to close): one batching queue per (model, version,
     signature) when batching is on, else a direct session on the shared model pool."""
     from poochlab.serving.direct_session import DirectSession
@@ -57,7 +57,7 @@ def _session_factory(batching: Any, executor: ThreadPoolExecutor, metrics: Any) 
 
         scheduler = SharedBatchScheduler(batching, metrics)
         return (lambda compute, name: scheduler.add_queue(compute, name)), scheduler
-    return (lambda compute, name: DirectSession(compute, executor)), None
+    return (lambda compute, name: DirectSession(compute, threads)), None
 
 
 class Server:
@@ -93,8 +93,10 @@ class Server:
 
         _configure_tensorflow(options)
         metrics = ServerMetrics()
-        executor = ThreadPoolExecutor(options.rest_api_num_threads, thread_name_prefix="model")
-        factory, scheduler = _session_factory(batching, executor, metrics)
+        from poochlab.serving.model_threads import ModelThreads
+
+        threads = ModelThreads(options.rest_api_num_threads)
+        factory, scheduler = _session_factory(batching, threads, metrics)
         manager = ModelManager(factory, options.enable_model_warmup, options.num_request_iterations_for_warmup)
         loop = asyncio.get_running_loop()
         loader = ThreadPoolExecutor(1, thread_name_prefix="loader")  # loads never run on the loop
@@ -151,7 +153,7 @@ class Server:
         if scheduler is not None:
             scheduler.close()
         manager.close()
-        executor.shutdown(wait=False, cancel_futures=True)
+        threads.shutdown()
         loader.shutdown(wait=False, cancel_futures=True)
         return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,11 @@ from poochlab.serving.status import Code, ServingError
 
 @pytest.fixture(scope="module")
 def executor():
-    with ThreadPoolExecutor(2) as pool:
-        yield pool
+    from poochlab.serving.model_threads import ModelThreads
+
+    threads = ModelThreads(2)
+    yield threads
+    threads.shutdown()
 
 
 def make_manager(executor):
