@@ -85,10 +85,11 @@ class CachedPredictor:
     def predict_rows(self, rows: list[dict[str, Any]], *, timeout_s: float | None = None) -> Prediction:
         budget = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         started = time.perf_counter()
-        version = self.resolver.current()
+        version = self.resolver.current()  # now and then a status call to the server
         if version is None:
             self._store.count_error("version_unknown")
             return self.inner.predict_rows(rows, timeout_s=budget)
+        resolved = time.perf_counter()
         keys = [self.key_for(row, version) for row in rows]
         keyed = time.perf_counter()
         stored = self._store.get_many(keys)
@@ -109,7 +110,8 @@ class CachedPredictor:
             self._counts["cache_hits"] += len(rows) - len(missing)
             self._counts["cache_misses"] += len(missing)
         decoded = time.perf_counter()
-        timing = CallTiming(encode_us=(keyed - started) * 1e6, wait_us=(looked_up - keyed) * 1e6,
+        # Resolving the version is waiting on the server, not encoding.
+        timing = CallTiming(encode_us=(keyed - resolved) * 1e6, wait_us=(looked_up - keyed + resolved - started) * 1e6,
                             decode_us=(decoded - looked_up) * 1e6, cache_wait_us=(looked_up - keyed) * 1e6)
         model_version = None
         if missing:

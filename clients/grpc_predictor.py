@@ -9,8 +9,8 @@ Under gevent (Locust) the caller must run ``grpc.experimental.gevent.init_gevent
 ``gevent.monkey.patch_all()`` and before the first call builds the channel; otherwise a
 blocking call stalls every greenlet of the process.
 
-Importing the protos imports TensorFlow (~7 s, ~600 MB): that happens when the predictor is
-built, not when poochlab.clients is imported.
+TF Serving's protos are loaded through ``serving_protos`` without importing TensorFlow (which
+would cost ~7 s and ~600 MB in every load-generator process), when the predictor is built.
 """
 
 from __future__ import annotations
@@ -60,13 +60,15 @@ class GrpcPredictor(Transport):
 
     def __init__(self, config: ClientConfig) -> None:
         super().__init__(config)
-        from tensorflow.core.framework import types_pb2
-        from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
+        from poochlab.clients.serving_protos import load
 
-        self._predict_pb2 = predict_pb2
-        self._status_pb2 = get_model_status_pb2
-        self._dt_string = types_pb2.DT_STRING
-        self._dt_int64 = types_pb2.DT_INT64
+        protos = load()  # TF Serving's own messages, without importing TensorFlow
+        self._predict_pb2 = protos.predict_pb2
+        self._status_pb2 = protos.get_model_status_pb2
+        dtypes = self._predict_pb2.PredictRequest().inputs.get_or_create("x").DESCRIPTOR.fields_by_name["dtype"].enum_type
+        self._dt_string = dtypes.values_by_name["DT_STRING"].number
+        self._dt_int64 = dtypes.values_by_name["DT_INT64"].number
+        self._dt_double = dtypes.values_by_name["DT_DOUBLE"].number
         self._channel: Any = None
         self._channel_pid = 0
         self._predict: Any = None
@@ -133,7 +135,7 @@ class GrpcPredictor(Transport):
         if not values and tensor.tensor_content:
             import numpy as np
 
-            dtype = np.float64 if tensor.dtype == 2 else np.float32  # DT_DOUBLE is 2
+            dtype = np.float64 if tensor.dtype == self._dt_double else np.float32
             values = np.frombuffer(tensor.tensor_content, dtype=dtype).astype(float).tolist()
         if len(values) != expected_rows:
             raise PredictionError(KIND_BAD_RESPONSE, f"expected {expected_rows} values of {OUTPUT_LIKES!r}, "

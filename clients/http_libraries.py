@@ -16,6 +16,7 @@ stays cheap and Locust can monkey-patch before ``requests`` or ``urllib3`` are l
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -48,6 +49,7 @@ class _Connection:
     # gevent sockets belong to the hub of the OS thread that made them: such connections are
     # pooled per OS thread (greenlets of one thread share them).
     thread_bound = False
+    modules: tuple[str, ...] = ()  # imported when the pool is built, so no call pays for it
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> HttpAnswer:
@@ -75,6 +77,8 @@ class _Connection:
 
 
 class _RequestsConnection(_Connection):
+    modules = ("requests",)
+
     def __init__(self, base_url: str, timeout_s: float) -> None:
         import requests
 
@@ -99,6 +103,8 @@ class _RequestsConnection(_Connection):
 
 
 class _Urllib3Connection(_Connection):
+    modules = ("urllib3",)
+
     def __init__(self, base_url: str, timeout_s: float) -> None:
         import urllib3
 
@@ -126,6 +132,8 @@ class _Urllib3Connection(_Connection):
 
 
 class _HttpClientConnection(_Connection):
+    modules = ("http.client",)
+
     def __init__(self, base_url: str, timeout_s: float) -> None:
         import http.client
 
@@ -164,6 +172,7 @@ class _HttpClientConnection(_Connection):
 
 class _GeventHttpClientConnection(_Connection):
     thread_bound = True
+    modules = ("gevent", "geventhttpclient", "geventhttpclient.response")
 
     def __init__(self, base_url: str, timeout_s: float) -> None:
         import gevent
@@ -250,6 +259,8 @@ class HttpConnections:
             raise ValueError(f"unknown HTTP library {library!r}; expected one of {sorted(_ADAPTERS)} or 'lean'")
         self.library = name
         self._factory = _ADAPTERS[name]
+        for module in self._factory.modules:
+            importlib.import_module(module)
         # Not threading.get_ident: gevent patches that to a per-greenlet id; the native id is the OS thread's.
         self._pool_key: Callable[[], int] = threading.get_native_id if self._factory.thread_bound else int
         self._base_url = base_url.rstrip("/")

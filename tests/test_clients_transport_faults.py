@@ -161,13 +161,7 @@ def test_rest_request_addresses_version_label_and_format(scripted: ScriptedServe
     columnar.close()
 
 
-@pytest.fixture(scope="module")
-def grpc_ready() -> None:
-    """The gRPC client imports TensorFlow's protos: pay for it once per module."""
-    from tensorflow_serving.apis import predict_pb2  # noqa: F401
-
-
-def test_grpc_closed_port_is_a_connection_error(grpc_ready: None) -> None:
+def test_grpc_closed_port_is_a_connection_error() -> None:
     predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=f"127.0.0.1:{closed_port()}", timeout_s=2.0))
     with pytest.raises(PredictionError) as caught:
         predictor.predict([PUPDATE])
@@ -175,7 +169,7 @@ def test_grpc_closed_port_is_a_connection_error(grpc_ready: None) -> None:
     predictor.close()
 
 
-def test_grpc_silent_server_is_a_timeout(grpc_ready: None, silent_listener: int) -> None:
+def test_grpc_silent_server_is_a_timeout(silent_listener: int) -> None:
     predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=f"127.0.0.1:{silent_listener}",
                                              timeout_s=0.3))
     with pytest.raises(PredictionError) as caught:
