@@ -196,3 +196,10 @@ def test_client_timing_is_read_from_the_recorders_keys(mixed_run):
     # The synthetic client spends 5% of the median encoding and 5% decoding.
     assert row["client_encode_ms"] == pytest.approx(configs[0].median_us * 0.05 / 1000)
     assert row["breakdown_client_ms"] == pytest.approx(configs[0].median_us * 0.10 / 1000)
+
+
+def test_budget_prefers_a_configuration_whose_trials_were_all_valid():
+    configs = pd.DataFrame({"label": ["fast but invalid", "valid"], "throughput_rps": [900.0, 500.0],
+                            "p99_ms": [3.0, 4.0], "p99_ci_high_ms": [3.5, 4.5], "invalid_trials": [1, 0]})
+    assert apply_budget(configs, 5.0).best["label"] == "valid"
+    assert apply_budget(configs.iloc[:1].copy(), 5.0).best["label"] == "fast but invalid"

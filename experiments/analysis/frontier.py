@@ -53,7 +53,13 @@ def apply_budget(configs: pd.DataFrame, budget_ms: float | None) -> BudgetResult
     configs["meets_budget"] = configs["p99_ms"] <= budget_ms
     meeting = configs[configs["meets_budget"]].sort_values("throughput_rps", ascending=False)
     surely = meeting[meeting["p99_ci_high_ms"].fillna(meeting["p99_ms"]) <= budget_ms]
-    best = meeting.iloc[0] if len(meeting) else None
+    # A configuration whose every trial was valid is preferred; an invalid one wins only when
+    # nothing valid meets the budget, and the report says so.
+    if "invalid_trials" in meeting:
+        valid = meeting[meeting["invalid_trials"] == 0]
+        best = valid.iloc[0] if len(valid) else (meeting.iloc[0] if len(meeting) else None)
+    else:
+        best = meeting.iloc[0] if len(meeting) else None
     return BudgetResult(budget_ms, meeting, surely, best)
 
 

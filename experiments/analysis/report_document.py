@@ -128,8 +128,18 @@ def _placement(analysis: RunAnalysis) -> str:
     for key in ("placement", "replica_placement"):
         if manifest.get(key):
             return _format_value(manifest[key])
-    placements = {_format_value(t.resources["placement"]) for t in analysis.run.trials if t.resources.get("placement")}
-    return "; ".join(sorted(placements)) if placements else "not recorded"
+    placements = [t.resources["placement"] for t in analysis.run.trials if t.resources.get("placement")]
+    if not placements:
+        return "not recorded"
+    distinct = {_format_value(p) for p in placements}
+    first = placements[0]
+    text = str(first.get("reason") or _format_value(first)) if isinstance(first, dict) else _format_value(first)
+    return text + (f" ({len(distinct)} different placements over the trials; see tables and trial records)"
+                   if len(distinct) > 1 else "")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _format_value(value: Any) -> str:
@@ -211,7 +221,7 @@ def build_document(
         below = analysis.configs[analysis.configs["p50_ms"] < 2 * lowest_p50] if lowest_p50 == lowest_p50 else []
         if len(below):
             document.add(Paragraph(
-                f"{len(below)} configurations have a p50 less than twice the generator's floor "
+                f"{_count(len(below), 'configuration')} have a p50 less than twice the generator's floor "
                 f"({format_number(lowest_p50)} ms): much of their latency is the instrument's."))
 
     document.add(Heading(2, "Best configuration under the p99 budget"))
@@ -250,10 +260,13 @@ def _budget_section(document: ReportDocument, analysis: RunAnalysis, budget: Bud
     else:
         best = budget.best
         document.add(Paragraph(
-            f"Budget: p99 at most {budget.budget_ms:g} ms. {len(budget.meeting)} of {len(configs)} configurations meet it "
+            f"Budget: p99 at most {budget.budget_ms:g} ms. {len(budget.meeting)} of {_count(len(configs), 'configuration')} meet it "
             f"({len(budget.surely_meeting)} with their whole 95% interval under it). Highest throughput under the budget: "
             f"**{best['label']}** with {format_number(best['throughput_rps'])} requests/s at p99 "
-            f"{format_number(best['p99_ms'])} ms {_ci(best['p99_ci_low_ms'], best['p99_ci_high_ms'])}."))
+            f"{format_number(best['p99_ms'])} ms {_ci(best['p99_ci_low_ms'], best['p99_ci_high_ms'])}."
+            + (f" Caution: {int(best['invalid_trials'])} of its {int(best['valid_trials'] + best['invalid_trials'])} "
+               "trials were invalid (see the validity warnings), and no configuration with only valid trials meets "
+               "the budget." if best["invalid_trials"] else "")))
         document.add(Table(results_table(budget.meeting)))
     if budget.budget_ms is not None:
         sustainable = sustainable_throughput(configs, analysis.varied, budget.budget_ms)

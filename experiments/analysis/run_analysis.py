@@ -118,7 +118,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
         row["validity_reasons"] = "; ".join(reasons)
         row["schema_version"] = TABLE_SCHEMA_VERSION
         trial_rows.append(row)
-        if not row["valid"]:
+        if not row["valid"] or trial.notes:
             warnings.append(f"trial {trial_id} ({config_label(record.factors, varied)}): {row['validity_reasons'] or 'invalid'}")
         merged = set(trial.merged_indices)
         for window in record.windows:

@@ -46,12 +46,10 @@ def decode_trial(record: TrialRecord, source: str) -> DecodedTrial:
     }
     notes: list[str] = []
     known = [i for i in record.stable_windows if i in counts]
-    if known:
-        merged = known
-    else:
-        merged = sorted(counts)
-        if merged and record.status == "ok":
-            notes.append("never stable: all windows merged")
+    merged = known or sorted(counts)
+    if merged and record.status == "ok" and not record.stable:
+        # The recorder merges every window of a trial that never settled; say so beside its numbers.
+        notes.append(f"not stable: {len(merged)} of {len(counts)} windows merged")
     return DecodedTrial(record=record, window_counts=counts, merged_indices=merged, notes=notes)
 
 
