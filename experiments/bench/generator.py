@@ -10,8 +10,8 @@ Three measurements, in one run, each printed as a table and saved as JSON:
    loop against the echo server, with the full recorder and with a counter only, alternated
    ``--repeats`` times. Target: under 5%.
 3. The lab's REST server (Pooch Predictor, small) measured by ``wrk`` (C) and by the lab
-   (lean client, closed loop, 1 user) with the same request body, alternated. Target: the lab's
-   p50 within 1.35x of wrk's.
+   (lean client, closed loop, 1 user) with the same request body, alternated; each side's
+   histograms merged over the repeats. Target: the lab's p50 within 1.35x of wrk's.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def lab_vs_wrk(args: argparse.Namespace) -> dict[str, Any]:
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.batching import WRK_SCRIPT, run_wrk, servable_base, start_server
     from poochlab.experiments.load import LoadSettings, Workload, measure_trial
+    from poochlab.experiments.recording.histograms import add_encoded, new_histogram
     from poochlab.models.facts import generate_pupdates
     from poochlab.models.pupdate import MODEL_NAME, SIGNATURE_NAME, prediction_inputs
 
@@ -128,26 +129,44 @@ def lab_vs_wrk(args: argparse.Namespace) -> dict[str, Any]:
     script = workdir / "predict.lua"
     script.write_text(WRK_SCRIPT % {"body": body})
     server = start_server(servable_base(args.servables, "small"), None, workdir / "server.log")
-    wrk_p50: list[float] = []
-    lab_p50: list[float] = []
+    wrk_all, lab_all = new_histogram(), new_histogram()  # merged over the repeats, like with like
+    runs = []
     try:
         url = f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
         # No pinning or priority change here: wrk runs without them, so both see the same machine.
         settings = LoadSettings(mode="closed", users=1, window_s=args.window_s, warmup_s=1.0, min_windows=3,
                                 max_windows=3, pin_cpus=False)
+        run_wrk(url, script, 1, 1)  # warm-up, as the lab's trials have one
         for repeat in range(args.repeats):
-            wrk = run_wrk(url, script, 1, args.wrk_seconds)
-            wrk_p50.append(float(wrk["p50_us"]))
+            wrk = _wrk_histogram(run_wrk(url, script, 1, args.wrk_seconds))
+            wrk_all.add(wrk)
             record = measure_trial(settings, ClientConfig(rest_url=server.rest_url, library="lean"), workload,
                                    _record(f"lab-{repeat}"), server_pid=server.pid)
             lab = _result(record)
-            lab_p50.append(lab["p50_us"])
-            print(f"lab REST server, 1 connection: wrk p50 {_ms(wrk['p50_us'])} ({wrk['requests']} requests), "
-                  f"lab p50 {_ms(lab['p50_us'])} p99 {_ms(lab['p99_us'])}", flush=True)
+            for window in record.windows:
+                add_encoded(lab_all, window.histogram)
+            runs.append({"wrk_p50_us": wrk.get_value_at_percentile(50), "wrk_requests": wrk.get_total_count(),
+                         **{f"lab_{k}": v for k, v in lab.items()}})
+            print(f"lab REST server, 1 connection: wrk p50 {_ms(wrk.get_value_at_percentile(50))} "
+                  f"({wrk.get_total_count()} requests), lab p50 {_ms(lab['p50_us'])} p99 {_ms(lab['p99_us'])}",
+                  flush=True)
     finally:
         server.stop()
-    ratio = statistics.median(lab_p50) / statistics.median(wrk_p50)
-    return {"wrk_p50_us": wrk_p50, "lab_p50_us": lab_p50, "ratio_of_medians": ratio, "body": body}
+    wrk_p50, lab_p50 = wrk_all.get_value_at_percentile(50), lab_all.get_value_at_percentile(50)
+    return {"runs": runs, "wrk_p50_us": wrk_p50, "lab_p50_us": lab_p50, "ratio_of_medians": lab_p50 / wrk_p50,
+            "body": body}
+
+
+def _wrk_histogram(result: dict[str, Any]) -> Any:
+    """wrk's own latency histogram (``[[us, count], ...]`` from bench batching's script) as hdrh."""
+    from poochlab.experiments.recording.histograms import clamp_us, new_histogram
+
+    if "latency_us" not in result:
+        raise CommandError(f"wrk's result has no latency histogram: {sorted(result)}")
+    histogram = new_histogram()
+    for value, count in result["latency_us"]:
+        histogram.record_value(clamp_us(value), count)
+    return histogram
 
 
 def _ms(value: float | None) -> str:
