@@ -156,3 +156,31 @@ def test_lean_client_serves_several_os_threads_at_once(lab_server, grpc_answer) 
     assert all(likes == pytest.approx(grpc_answer[0], rel=1e-6) for likes in results)
     assert 1 <= predictor._http.opened <= 3
     predictor.close()
+
+
+def test_predict_command_prints_likes_path_and_timing(lab_server, redis_url, capsys) -> None:
+    import argparse
+    import re
+
+    from poochlab.cli import CommandError
+    from poochlab.clients.commands import predict
+
+    parser = argparse.ArgumentParser()
+    predict.add_arguments(parser)
+    common = ["#corgi #adorable", "--country", "US", "--rest-url", lab_server.rest_url,
+              "--grpc-target", lab_server.grpc_target, "--redis-url", redis_url]
+    outputs = []
+    for _ in range(2):
+        assert predict.run(parser.parse_args([*common, "--protocol", "grpc", "--cache", "redis"])) == 0
+        outputs.append(capsys.readouterr().out)
+    first, second = outputs
+    assert re.search(r"^path +model \(version \d+\)$", first, re.M)
+    assert re.search(r"^path +cache \(version \d+\)$", second, re.M)
+    likes = [re.search(r"^likes +([\d.]+)$", out, re.M).group(1) for out in outputs]  # type: ignore[union-attr]
+    assert likes[0] == likes[1]
+    for field in ("client encode", "wait", "client decode"):
+        assert re.search(rf"^{field} +[\d,]+ us", first, re.M)
+    assert re.search(r"^server compute +[\d,]+ us$", first, re.M)
+    assert re.search(r"^server compute +n/a$", second, re.M)  # a hit never reached the server
+    with pytest.raises(CommandError, match="followers"):
+        predict.run(parser.parse_args([*common, "--followers", "-1"]))
