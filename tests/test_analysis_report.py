@@ -117,6 +117,8 @@ def test_markdown_report_has_every_section_figure_and_table(fixture_report):
     warnings = markdown.split("## Validity warnings")[1].split("## Threats")[0]
     assert "failed: server exited with code -9" in warnings and "generator CPU above 80%" in warnings
     assert "model_variant stay best" in markdown
+    # The fixture has no corrected histograms: a column that would be all blanks is left out.
+    assert "p99 corrected ms" not in markdown and "cache hit ratio" in markdown
 
 
 def test_generator_floor_is_read_from_its_record_and_from_its_summary(fixture_report):
@@ -205,6 +207,15 @@ def test_a_run_where_every_trial_failed_still_gets_a_report(tmp_path):
     assert "No configuration meets the p99 budget" in markdown
     assert len(built.warnings) == 4 and all("server exited with code -9" in w for w in built.warnings)
     assert all((folder / "plots" / f"{name}.png").stat().st_size > 0 for name in FIGURES)
+
+
+def test_closed_loop_corrected_p99_is_reported_beside_the_measured_one(tmp_path):
+    folder = tmp_path / "corrected"
+    write_run(folder, [SyntheticConfig({"protocol": "rest"}, median_us=900, corrected_scale=3.0)], repetitions=2)
+    build_report(folder, resamples=RESAMPLES)
+    configs = pd.read_csv(folder / "tables" / "configs.csv")
+    assert configs["p99_corrected_ms"].iloc[0] == pytest.approx(3 * configs["p99_ms"].iloc[0], rel=0.01)
+    assert "p99 corrected ms" in (folder / "report.md").read_text()
 
 
 def test_factor_values_of_mixed_types_survive_parquet(tmp_path):

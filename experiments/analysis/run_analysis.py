@@ -232,8 +232,12 @@ def _config_row(
     errors = good["errors"].sum()
     row["error_rate"] = errors / (errors + row["requests"]) if errors + row["requests"] else math.nan
     for column in ("fallback_rate", "queue_mean_ms", "compute_mean_ms", "client_encode_ms", "client_wait_ms",
-                   "client_decode_ms", "model_answer_share", "server_cpu_s", "energy_joules", "energy_per_request_mj", "p99_corrected_ms"):
+                   "client_decode_ms", "model_answer_share", "server_cpu_s", "energy_joules", "energy_per_request_mj"):
         row[column] = good[column].mean() if len(good) and good[column].notna().any() else math.nan
+    corrected = [t.corrected_counts for t in ok]
+    row["p99_corrected_ms"] = (
+        percentile_us(sum(corrected), 99.0) / 1000.0 if ok and all(c is not None for c in corrected) else math.nan
+    )
     hits, misses = good["cache_hits"].sum(min_count=1), good["cache_misses"].sum(min_count=1)
     row["cache_hit_ratio"] = hits / (hits + misses) if not (math.isnan(hits) or math.isnan(misses)) and hits + misses else math.nan
     row.update(breakdown_ms(row))

@@ -24,6 +24,8 @@ class DecodedTrial:
     window_counts: dict[int, np.ndarray]  # window index -> bucket counts
     merged_indices: list[int]
     notes: list[str] = field(default_factory=list)
+    # Closed loop: the merged windows' coordinated-omission-corrected counts, when all have one.
+    corrected_counts: np.ndarray | None = None
 
     @property
     def merged_windows(self) -> np.ndarray:
@@ -50,7 +52,14 @@ def decode_trial(record: TrialRecord, source: str) -> DecodedTrial:
     if merged and record.status == "ok" and not record.stable:
         # The recorder merges every window of a trial that never settled; say so beside its numbers.
         notes.append(f"not stable: {len(merged)} of {len(counts)} windows merged")
-    return DecodedTrial(record=record, window_counts=counts, merged_indices=merged, notes=notes)
+    corrected = [w for w in record.windows if w.index in set(merged) and w.corrected_histogram]
+    corrected_counts = (
+        sum(decode_counts(w.corrected_histogram, f"{source}: window {w.index} corrected") for w in corrected)
+        if corrected and len(corrected) == len(merged)
+        else None
+    )
+    return DecodedTrial(record=record, window_counts=counts, merged_indices=merged, notes=notes,
+                        corrected_counts=corrected_counts)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -75,11 +84,8 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
     counts = trial.merged_counts
     row: dict[str, Any] = summary_ms(counts) if len(counts) else summary_ms(np.zeros(1, dtype=np.int64))
 
-    corrected = [w.corrected_histogram for w in merged if w.corrected_histogram]
     row["p99_corrected_ms"] = (
-        percentile_us(sum(decode_counts(h, f"{source}: corrected histogram") for h in corrected), 99.0) / 1000.0
-        if corrected and len(corrected) == len(merged)
-        else NAN
+        percentile_us(trial.corrected_counts, 99.0) / 1000.0 if trial.corrected_counts is not None else NAN
     )
     queue_mean, queue_p99 = _histogram_ms(record.server_queue_histogram, f"{source}: server_queue_histogram")
     compute_mean, compute_p99 = _histogram_ms(record.server_compute_histogram, f"{source}: server_compute_histogram")

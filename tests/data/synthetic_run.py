@@ -44,6 +44,7 @@ class SyntheticConfig:
     throughput_rps: float = 400.0
     hit_ratio: float | None = None  # cache hits answered at median/8 when set
     window_sigma: float = 0.0  # log-normal shift of each window's level: autocorrelated requests
+    corrected_scale: float | None = None  # closed loop: corrected histogram = latencies x this
     error_rate: float = 0.0
     invalid_repetitions: tuple[int, ...] = ()
     failed_repetitions: tuple[int, ...] = ()
@@ -116,8 +117,11 @@ def write_run(
                 latencies = draw_latencies(config, requests_per_window, rng)
                 values_by_config.setdefault(config.config_id, []).append(latencies)
                 errors = int(round(requests_per_window * config.error_rate))
+                corrected = (encode(np.rint(latencies * config.corrected_scale).astype(np.int64))
+                             if config.corrected_scale else None)
                 record.windows.append(Window(index=index, start_s=index * duration, duration_s=duration,
-                                             requests=requests_per_window, errors=errors, histogram=encode(latencies)))
+                                             requests=requests_per_window, errors=errors, histogram=encode(latencies),
+                                             corrected_histogram=corrected))
             record.stable = True
             record.stable_windows = list(range(windows))
             if server_timing:
