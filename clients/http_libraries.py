@@ -18,6 +18,7 @@ stays cheap and Locust can monkey-patch before ``requests`` or ``urllib3`` are l
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -269,6 +270,7 @@ class HttpConnections:
         self._idle: dict[int, list[_Connection]] = {}
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     @property
     def opened(self) -> int:
@@ -277,6 +279,8 @@ class HttpConnections:
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> HttpAnswer:
+        if self._pid != os.getpid():
+            self._forget_parents_connections()
         key = self._pool_key()
         with self._lock:
             idle = self._idle.setdefault(key, [])
@@ -290,6 +294,11 @@ class HttpConnections:
         finally:
             with self._lock:
                 self._idle.setdefault(key, []).append(connection)
+
+    def _forget_parents_connections(self) -> None:
+        """After a fork (Locust --processes): the parent's sockets stay the parent's."""
+        self._lock = threading.Lock()
+        self._idle, self._all, self._pid = {}, [], os.getpid()
 
     def close(self) -> None:
         with self._lock:

@@ -184,3 +184,34 @@ def test_predict_command_prints_likes_path_and_timing(lab_server, redis_url, cap
     assert re.search(r"^server compute +n/a$", second, re.M)  # a hit never reached the server
     with pytest.raises(CommandError, match="followers"):
         predict.run(parser.parse_args([*common, "--followers", "-1"]))
+
+
+def test_a_forked_child_opens_its_own_connection(lab_server, grpc_answer) -> None:
+    """Locust --processes forks: the child must not talk on the parent's kept-alive socket."""
+    import os
+
+    predictor = build_transport(ClientConfig(rest_url=lab_server.rest_url, library="http.client"))
+    parent_likes = predictor.predict(PUPDATES).likes
+
+    def local_port() -> int:
+        (connection,) = predictor._http._all
+        return connection._connection.sock.getsockname()[1]
+
+    parent_port = local_port()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: predict, report, and leave without running pytest's teardown
+        try:
+            likes = predictor.predict(PUPDATES).likes
+            os.write(write_end, json.dumps([likes, local_port()]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    child_likes, child_port = json.loads(os.read(read_end, 65536))
+    os.close(read_end)
+    assert status == 0 and child_port != parent_port
+    assert child_likes == parent_likes
+    assert predictor.predict(PUPDATES).likes == parent_likes  # the parent's connection still works
+    assert local_port() == parent_port
+    predictor.close()
