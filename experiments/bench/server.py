@@ -222,13 +222,18 @@ def grpc_load(target: str, payload: bytes, threads: int, seconds: float) -> int:
     import grpc
 
     counts = [0] * threads
+    failures: list[str] = []
     stop = threading.Event()
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
 
         def worker(index: int) -> None:
             while not stop.is_set():
-                call(payload, timeout=30)
+                try:
+                    call(payload, timeout=30)
+                except grpc.RpcError as error:
+                    failures.append(f"{error.code().name}: {error.details()}")
+                    continue
                 counts[index] += 1
 
         workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
@@ -238,6 +243,8 @@ def grpc_load(target: str, payload: bytes, threads: int, seconds: float) -> int:
         stop.set()
         for worker_thread in workers:
             worker_thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} failed calls at {target}, first: {failures[0]}")
     return sum(counts)
 
 
@@ -339,7 +346,10 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
         script = wrk_script(workdir)
         print(f"server cores {placement.server}, client cores {placement.client}", flush=True)
         floor = ComputeFloor(placement, base_path, calls, seconds)
-        spec = ServerSpec(model_name="pooch_predictor", model_base_path=base_path, log_file=workdir / "server.log")
+        # 8 closed-loop callers: give gRPC headroom above 8 so a call arriving just before the
+        # previous one is released is not refused (RESOURCE_EXHAUSTED at --grpc_max_threads).
+        spec = ServerSpec(model_name="pooch_predictor", model_base_path=base_path, grpc_max_threads=16,
+                          log_file=workdir / "server.log")
         server = _pinned(placement.server, placement.client, lambda: launch(spec))
         try:
             echos = {}
