@@ -105,7 +105,7 @@ class TrialRecord:
         return cls(**data)
 
     @classmethod
-    def load(cls, path: Path) -> "TrialRecord":
+    def read(cls, path: Path) -> "TrialRecord":
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as error:

@@ -54,7 +54,7 @@ def test_floor_uses_the_client_path_against_the_echo_server_and_is_saved(tmp_pat
     assert record.status == "ok", record.failure_reason
     assert record.errors_by_kind == {}
     assert record.factors["library"] == "lean" and record.factors["rate_rps"] == 200
-    assert TrialRecord.load(tmp_path / "floor.json").windows == record.windows
+    assert TrialRecord.read(tmp_path / "floor.json").windows == record.windows
     summary = floor_summary(record)
     assert summary["count"] == sum(w.requests for w in record.windows if w.index in record.stable_windows) \
         or summary["count"] == sum(w.requests for w in record.windows)

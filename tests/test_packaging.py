@@ -19,3 +19,4 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
             expected.add(".".join([package, *relative.parts]))
     assert expected - listed == set(), "add these to [tool.setuptools] packages"
     assert listed - expected == set(), "listed but not found"
+

@@ -53,7 +53,7 @@ def test_interrupt_then_resume_measures_only_what_is_missing(spec, tmp_path: Pat
 
     summary = runner(spec, run_dir, pooch_exports, progress=stop_at_second).run()
     assert summary.interrupted and summary.measured == 1
-    records = {p.stem: TrialRecord.load(p) for p in (run_dir / "trials").glob("*.json")}
+    records = {p.stem: TrialRecord.read(p) for p in (run_dir / "trials").glob("*.json")}
     assert len(records) == 1
     first_id, first = next(iter(records.items()))
     assert first.status == "ok" and first.windows, first.failure_reason
@@ -79,7 +79,7 @@ def test_interrupt_then_resume_measures_only_what_is_missing(spec, tmp_path: Pat
     assert resumed.skipped == 1 and resumed.measured == 2
     assert (run_dir / "trials" / f"{first_id}.json").read_bytes() == first_bytes
     assert finished_trials(run_dir) == {t.trial_id for t in resumed_plan(run_dir)}
-    users = sorted(TrialRecord.load(p).factors["users"] for p in (run_dir / "trials").glob("*.json"))
+    users = sorted(TrialRecord.read(p).factors["users"] for p in (run_dir / "trials").glob("*.json"))
     assert users == [1, 2, 3]
     assert json.loads((run_dir / "manifest.json").read_text())["resumed_at"]
 
@@ -113,7 +113,7 @@ def test_a_server_killed_mid_trial_fails_that_trial_and_the_sweep_goes_on(spec, 
     summary = sweep.run()
     assert summary.measured == 3 and not summary.interrupted
     plan = [t["trial_id"] for t in json.loads((run_dir / "plan.json").read_text())["trials"]]
-    second, third = (TrialRecord.load(run_dir / "trials" / f"{tid}.json") for tid in plan[1:])
+    second, third = (TrialRecord.read(run_dir / "trials" / f"{tid}.json") for tid in plan[1:])
     # The killed trial is never reported as a clean measurement ...
     assert second.status == "failed" or not second.validity.valid
     assert "server" in (second.failure_reason or "") or second.errors_by_kind

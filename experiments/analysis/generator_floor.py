@@ -25,7 +25,7 @@ def _from_record(run_folder: Path, relative: str) -> dict[str, float] | None:
     path = run_folder / relative
     if not path.is_file():
         return None
-    record = TrialRecord.load(path)
+    record = TrialRecord.read(path)
     chosen = [w for w in record.windows if w.index in set(record.stable_windows)] or record.windows
     if not chosen:
         return None

@@ -76,9 +76,9 @@ def load_run(path: Path | str) -> SavedRun:
     unreadable: list[tuple[Path, str]] = []
     for trial_path in sorted((folder / "trials").glob("*.json")):
         try:
-            trials.append(TrialRecord.load(trial_path))
+            trials.append(TrialRecord.read(trial_path))
         except (ValueError, TypeError, UnicodeDecodeError) as error:
-            # TrialRecord.load names the file for JSON and schema errors; TypeError comes from
+            # TrialRecord.read names the file for JSON and schema errors; TypeError comes from
             # a wrong field shape, so name the file here.
             message = str(error)
             unreadable.append((trial_path, message if str(trial_path) in message else f"{trial_path}: {message}"))

@@ -62,7 +62,7 @@ class LoadSettings:
         require(self.drain_s >= 0, f"drain_s must not be negative (got {self.drain_s})")
 
     def as_record(self) -> dict[str, Any]:
-        """What TrialRecord.load stores (only the fields that apply to the mode)."""
+        """What TrialRecord.load holds (only the fields that apply to the mode)."""
         data = asdict(self)
         if self.mode == "open":
             data.pop("users")

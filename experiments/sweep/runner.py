@@ -50,7 +50,7 @@ def finished_trials(run_dir: Path) -> set[str]:
     done = set()
     for path in (run_dir / "trials").glob("*.json"):
         try:
-            record = TrialRecord.load(path)
+            record = TrialRecord.read(path)
         except ValueError:
             continue  # unreadable: measure again rather than trust it
         if record.status == "ok" or (record.failure_reason or "").split(":")[0] != "interrupted":
