@@ -10,9 +10,9 @@ Predictor, in one run:
   a Python gRPC round trip;
 - a bare redis-py GET, and the REST cache-aside client answering from Redis (every call a hit).
 
-Measurements are interleaved in rounds (every client once per round) so that drift of a shared
-machine hits them all alike; a figure is the median over rounds of each round's p50 (wrk gives
-only its own percentiles). Server, Redis and the echo server are pinned to one CPU, this process
+The Python clients take turns in blocks of 50 calls, and each round also runs wrk, so that a noisy
+neighbour on a shared machine hits them all alike; a figure is the median over rounds of each
+round's p50 (wrk gives only its own percentiles); p90/p99 pool all of a client's samples. Server, Redis and the echo server are pinned to one CPU, this process
 and wrk to another, when the machine has two. The issue's checks: lean REST p50 within 1.25x of
 wrk's; a cache hit's p50 within 1.5x of a bare GET plus the client's own encode and decode.
 Results are printed and written as JSON (``--out``).
@@ -86,17 +86,28 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def timed(call: Callable[[], Any], count: int) -> tuple[list[float], list[Any], float]:
-    """Microseconds of ``count`` sequential calls, what they returned, and the CPU time they cost."""
-    samples, answers = [], []
-    clock = time.perf_counter
-    cpu_started = time.process_time()
-    for _ in range(count):
-        started = clock()
-        answer = call()
-        samples.append((clock() - started) * 1e6)
-        answers.append(answer)
-    return samples, answers, (time.process_time() - cpu_started) * 1e6
+def interleaved_round(calls: dict[str, Callable[[], Any]], count: int,
+                      block: int = 50) -> dict[str, tuple[list[float], list[Any], float]]:
+    """``count`` calls of each, taking turns in blocks of ``block`` calls, so that a noisy
+    neighbour hits them all alike while each block still runs with warm caches (taking turns
+    call by call measured every client slower, the bare Redis GET nearly 3x): per name, the
+    latencies (us), the answers and the CPU time spent in the calls (us)."""
+    results: dict[str, tuple[list[float], list[Any], float]] = {name: ([], [], 0.0) for name in calls}
+    clock, cpu_clock = time.perf_counter, time.process_time
+    done = 0
+    while done < count:
+        size = min(block, count - done)
+        for name, call in calls.items():
+            samples, answers, cpu_us = results[name]
+            cpu_started = cpu_clock()
+            for _ in range(size):
+                started = clock()
+                answer = call()
+                samples.append((clock() - started) * 1e6)
+                answers.append(answer)
+            results[name] = (samples, answers, cpu_us + (cpu_clock() - cpu_started) * 1e6)
+        done += size
+    return results
 
 
 def run_wrk(url: str, body: bytes, seconds: float, workdir: Path, cpus: set[int] | None) -> dict[str, Any]:
@@ -204,25 +215,22 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
                 "redis-py GET (bare)": lambda: redis_client.get(hit_key),
             }
             series = {name: Series(name) for name in ["wrk (C, 1 connection)", *predictors, *extra]}
-            for predictor in predictors.values():  # warm up: connections, version, the cache entry
-                timed(lambda: predictor.predict([ROW]), 100)
-            for call in extra.values():
-                timed(call, 100)
+            calls_by_name: dict[str, Callable[[], Any]] = {
+                name: (lambda predictor=predictor: predictor.predict([ROW])) for name, predictor in predictors.items()}
+            calls_by_name.update(extra)
+            interleaved_round(calls_by_name, 100)  # warm up: connections, the version, the cache entry
             body = encode_request([ROW], "serving_default", "row")
             url = f"{server.rest_url}/v1/models/pooch_predictor:predict"
             for _ in range(rounds):
                 wrk = run_wrk(url, body, wrk_seconds, workdir, client_cpus)
                 series["wrk (C, 1 connection)"].round_p50_us.append(float(wrk["p50_us"]))
                 series["wrk (C, 1 connection)"].round_p99_us.append(float(wrk["p99_us"]))
-                for name, predictor in predictors.items():
-                    samples, answers, cpu_us = timed(lambda: predictor.predict([ROW]), calls)
+                for name, (samples, answers, cpu_us) in interleaved_round(calls_by_name, calls).items():
                     _record(series[name], samples, cpu_us)
-                    series[name].client_us.extend(a.timing.encode_us + a.timing.decode_us for a in answers)
+                    if name in predictors:
+                        series[name].client_us.extend(a.timing.encode_us + a.timing.decode_us for a in answers)
                     if name.endswith("Redis hit") and any(a.path != "cache" for a in answers):
                         raise CommandError("the cache benchmark saw a miss: Redis lost the entry")
-                for name, call in extra.items():
-                    samples, _, cpu_us = timed(call, calls)
-                    _record(series[name], samples, cpu_us)
             channel.close()
             log_tail = server.log_tail(5)
     finally:
