@@ -69,7 +69,8 @@ class RedisStore:
         if not self._usable():
             return None
         try:
-            values = self._client.mget(keys)
+            # One key (the usual single-pupdate request): GET costs redis-py less than MGET.
+            values = [self._client.get(keys[0])] if len(keys) == 1 else self._client.mget(keys)
         except self._redis_errors as error:
             self._failed(error)
             return None
