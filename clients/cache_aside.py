@@ -82,13 +82,14 @@ class CachedPredictor:
     def key_for(self, row: dict[str, Any], version: int) -> str:
         return cache_key(self.config.key_prefix, self._model_name, version, self._signature, row)
 
-    def predict_rows(self, rows: list[dict[str, Any]], *, timeout_s: float | None = None) -> Prediction:
-        budget = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
+    def _lookup(self, rows: list[dict[str, Any]]) -> tuple[int, list[str], list[float | None], CallTiming] | None:
+        """The serving version, the rows' keys, their cached likes (None: miss) and the time
+        it took; None when the version is unknown (the cache cannot be used)."""
         started = time.perf_counter()
         version = self.resolver.current()  # now and then a status call to the server
         if version is None:
             self._store.count_error("version_unknown")
-            return self.inner.predict_rows(rows, timeout_s=budget)
+            return None
         resolved = time.perf_counter()
         keys = [self.key_for(row, version) for row in rows]
         keyed = time.perf_counter()
@@ -104,18 +105,37 @@ class CachedPredictor:
                     garbage += 1
         if garbage:
             self._store.count_error("garbage", garbage)
-        missing = [index for index, value in enumerate(likes) if value is None]
-        paths = [PATH_MODEL if value is None else PATH_CACHE for value in likes]
+        misses = sum(value is None for value in likes)
         with self._lock:
-            self._counts["cache_hits"] += len(rows) - len(missing)
-            self._counts["cache_misses"] += len(missing)
+            self._counts["cache_hits"] += len(rows) - misses
+            self._counts["cache_misses"] += misses
         decoded = time.perf_counter()
         # Resolving the version is waiting on the server, not encoding.
         timing = CallTiming(encode_us=(keyed - resolved) * 1e6, wait_us=(looked_up - keyed + resolved - started) * 1e6,
                             decode_us=(decoded - looked_up) * 1e6, cache_wait_us=(looked_up - keyed) * 1e6)
+        return version, keys, likes, timing
+
+    def lookup_rows(self, rows: list[dict[str, Any]]) -> tuple[list[float | None], CallTiming]:
+        """Cached likes only (None where missing), never calling the model: what the supervisor
+        can still serve while its circuit breaker keeps the model out."""
+        found = self._lookup(rows)
+        if found is None:
+            return [None] * len(rows), CallTiming(0.0, 0.0, 0.0)
+        _, _, likes, timing = found
+        return likes, timing
+
+    def predict_rows(self, rows: list[dict[str, Any]], *, timeout_s: float | None = None) -> Prediction:
+        budget = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
+        started = time.perf_counter()
+        found = self._lookup(rows)
+        if found is None:
+            return self.inner.predict_rows(rows, timeout_s=budget)
+        version, keys, likes, timing = found
+        missing = [index for index, value in enumerate(likes) if value is None]
+        paths = [PATH_MODEL if value is None else PATH_CACHE for value in likes]
         model_version = None
         if missing:
-            remaining = budget - (decoded - started)
+            remaining = budget - (time.perf_counter() - started)
             if remaining <= 0:
                 raise PredictionError(KIND_TIMEOUT, f"no time left for the model after the cache ({budget} s)")
             model_timing, model_version = self._fill_misses(rows, keys, missing, likes, version, remaining)

@@ -9,7 +9,8 @@ are known, else the overall mean) when
   slow model is abandoned at the deadline and counted as "timeout";
 - a row's answer is out of bounds (not finite, negative, or above ``max_likes``): that row
   alone is replaced, reason "out_of_bounds";
-- the circuit breaker is open: reason "breaker_open", and the model is not called at all.
+- the circuit breaker is open: reason "breaker_open", and the model is not called at all;
+  when a cache is below the supervisor, rows it holds are still answered from it.
 
 Every failed model call (including out-of-bounds answers) counts towards the breaker; a call
 whose rows all came from the cache neither opens nor closes it. Invalid pupdates still raise
@@ -26,7 +27,15 @@ from typing import Any, Callable, Sequence
 from poochlab.clients.circuit_breaker import CircuitBreaker
 from poochlab.clients.config import FallbackConfig
 from poochlab.clients.inputs import validated_rows
-from poochlab.clients.prediction import PATH_FALLBACK, PATH_MODEL, CallTiming, Prediction, PredictionError, PupdateLike
+from poochlab.clients.prediction import (
+    PATH_CACHE,
+    PATH_FALLBACK,
+    PATH_MODEL,
+    CallTiming,
+    Prediction,
+    PredictionError,
+    PupdateLike,
+)
 from poochlab.models.baseline import HistoricalBaseline
 from poochlab.models.pupdate import INPUT_HASHTAGS
 
@@ -58,7 +67,7 @@ class SupervisedPredictor:
         deadline = self.config.deadline_s if timeout_s is None else min(timeout_s, self.config.deadline_s)
         started = time.perf_counter()
         if not self.breaker.allow():
-            return self._fall_back(rows, REASON_BREAKER_OPEN, started)
+            return self._while_open(rows, started)
         try:
             answer = self.inner.predict_rows(rows, timeout_s=deadline)
         except PredictionError as error:
@@ -80,6 +89,22 @@ class SupervisedPredictor:
             paths[index] = PATH_FALLBACK
         return Prediction(likes=likes, paths=tuple(paths), timing=answer.timing, model_version=answer.model_version,
                           fallback_reason=REASON_OUT_OF_BOUNDS)
+
+    def _while_open(self, rows: list[dict[str, Any]], started: float) -> Prediction:
+        """The model is kept out: rows the cache holds are served from it, the rest from the baseline."""
+        lookup = getattr(self.inner, "lookup_rows", None)
+        if lookup is None:
+            return self._fall_back(rows, REASON_BREAKER_OPEN, started)
+        cached, timing = lookup(rows)
+        if all(value is None for value in cached):
+            return self._fall_back(rows, REASON_BREAKER_OPEN, started)
+        likes = [value if value is not None and self._plausible(value)
+                 else baseline_likes(self.baseline, row[INPUT_HASHTAGS]) for value, row in zip(cached, rows)]
+        paths = tuple(PATH_CACHE if value is not None and self._plausible(value) else PATH_FALLBACK for value in cached)
+        fallback_rows = paths.count(PATH_FALLBACK)
+        self._count(REASON_BREAKER_OPEN if fallback_rows else None, fallback_rows)
+        return Prediction(likes=likes, paths=paths, timing=timing,
+                          fallback_reason=REASON_BREAKER_OPEN if fallback_rows else None)
 
     def _plausible(self, likes: float) -> bool:
         return math.isfinite(likes) and 0.0 <= likes <= self.config.max_likes

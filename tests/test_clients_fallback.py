@@ -1,8 +1,8 @@
 """The supervisor: deadline, bounds, historical baseline, circuit breaker, recorded paths.
 
 A scripted inner predictor injects the model's failures (timeouts, 503s, absurd answers) that
-the real server does not produce on demand; the last test uses the real REST transport
-against a closed port.
+the real server does not produce on demand; the last tests use the real REST transport against
+a closed port (and a real Redis filled from the lab server).
 """
 
 from __future__ import annotations
@@ -175,4 +175,29 @@ def test_real_transport_failure_falls_back_and_counts(baseline_path: Path) -> No
     stats = predictor.stats()
     assert stats["model_errors_by_kind"] == {"connection": 2}
     assert stats["breaker_state"] == OPEN
+    predictor.close()
+
+
+def test_open_breaker_still_serves_what_the_cache_holds(baseline_path: Path, lab_server, redis_url: str) -> None:
+    """The model server is unreachable; Redis is up and holds one of the two rows."""
+    from poochlab.clients import CacheConfig
+
+    served = build_predictor(ClientConfig(rest_url=lab_server.rest_url, cache=CacheConfig(redis_url=redis_url)))
+    cached = served.predict([CORGI_PUG])
+    served.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = ClientConfig(rest_url=f"http://127.0.0.1:{port}", version=cached.model_version,
+                          cache=CacheConfig(redis_url=redis_url),
+                          fallback=FallbackConfig(baseline_path=baseline_path, breaker_failures=1))
+    predictor = build_predictor(config)
+    assert predictor.predict([UNKNOWN]).fallback_reason == "connection"  # opens the breaker
+    answer = predictor.predict([CORGI_PUG, UNKNOWN])
+    assert answer.paths == ("cache", "fallback") and answer.fallback_reason == "breaker_open"
+    assert answer.likes == [cached.likes[0], 10.0]
+    assert predictor.predict([CORGI_PUG]).path == "cache"
+    stats = predictor.stats()
+    assert stats["fallbacks_by_reason"] == {"connection": 1, "breaker_open": 1}
+    assert stats["model_errors_by_kind"] == {"connection": 1}  # the open breaker kept the model out
     predictor.close()
