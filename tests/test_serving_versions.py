@@ -181,3 +181,19 @@ def test_bad_model_configs_name_the_file_and_the_fault(text, fault):
     with pytest.raises(ValueError) as error:
         parse_model_config_text(text, "models.config")
     assert "models.config" in str(error.value) and fault in str(error.value)
+
+
+def test_a_task_whose_deadline_passed_in_the_queue_is_deadline_exceeded(executor):
+    import time
+
+    from poochlab.serving.direct_session import DirectSession
+    from poochlab.serving.session import InferenceTask
+
+    ran = []
+    session = DirectSession(lambda inputs: ran.append(1) or {"y": inputs["x"]}, executor)
+    late = InferenceTask({"x": np.zeros((1, 1), np.float32)}, deadline=time.monotonic() - 0.001)
+    with pytest.raises(ServingError) as error:
+        session.submit(late).result(10)
+    assert error.value.code == Code.DEADLINE_EXCEEDED and ran == []
+    on_time = InferenceTask({"x": np.ones((1, 1), np.float32)}, deadline=time.monotonic() + 60)
+    assert session.submit(on_time).result(10).outputs["y"].tolist() == [[1.0]]
