@@ -82,11 +82,12 @@ class CachedPredictor:
     def key_for(self, row: dict[str, Any], version: int) -> str:
         return cache_key(self.config.key_prefix, self._model_name, version, self._signature, row)
 
-    def _lookup(self, rows: list[dict[str, Any]]) -> tuple[int, list[str], list[float | None], CallTiming] | None:
+    def _lookup(self, rows: list[dict[str, Any]],
+                timeout_s: float | None = None) -> tuple[int, list[str], list[float | None], CallTiming] | None:
         """The serving version, the rows' keys, their cached likes (None: miss) and the time
         it took; None when the version is unknown (the cache cannot be used)."""
         started = time.perf_counter()
-        version = self.resolver.current()  # now and then a status call to the server
+        version = self.resolver.current(timeout_s)  # now and then a status call to the server
         if version is None:
             self._store.count_error("version_unknown")
             return None
@@ -127,21 +128,26 @@ class CachedPredictor:
     def predict_rows(self, rows: list[dict[str, Any]], *, timeout_s: float | None = None) -> Prediction:
         budget = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         started = time.perf_counter()
-        found = self._lookup(rows)
+        found = self._lookup(rows, budget)
         if found is None:
-            return self.inner.predict_rows(rows, timeout_s=budget)
+            return self.inner.predict_rows(rows, timeout_s=self._remaining(budget, started))
         version, keys, likes, timing = found
         missing = [index for index, value in enumerate(likes) if value is None]
         paths = [PATH_MODEL if value is None else PATH_CACHE for value in likes]
         model_version = None
         if missing:
-            remaining = budget - (time.perf_counter() - started)
-            if remaining <= 0:
-                raise PredictionError(KIND_TIMEOUT, f"no time left for the model after the cache ({budget} s)")
+            remaining = self._remaining(budget, started)
             model_timing, model_version = self._fill_misses(rows, keys, missing, likes, version, remaining)
             timing = timing.plus(model_timing)
         return Prediction(likes=[float(value) for value in likes], paths=tuple(paths), timing=timing,  # type: ignore[arg-type]
                           model_version=model_version if model_version is not None else version)
+
+    @staticmethod
+    def _remaining(budget: float, started: float) -> float:
+        remaining = budget - (time.perf_counter() - started)
+        if remaining <= 0:
+            raise PredictionError(KIND_TIMEOUT, f"no time left for the model after the cache ({budget} s)")
+        return remaining
 
     def _fill_misses(self, rows: list[dict[str, Any]], keys: list[str], missing: list[int],
                      likes: list[float | None], version: int, timeout_s: float) -> tuple[CallTiming, int | None]:

@@ -31,26 +31,28 @@ class VersionResolver:
         self.refresh_failures = 0
         self.changes = 0
 
-    def current(self) -> int | None:
-        """The version to key the cache with; None when it has never been learnt."""
+    def current(self, timeout_s: float | None = None) -> int | None:
+        """The version to key the cache with; None when it has never been learnt. A status call
+        made now waits at most ``timeout_s`` (the request's remaining budget)."""
         if self._pinned is not None:
             return self._pinned
         if time.monotonic() - self._checked_at >= self._refresh_s and self._lock.acquire(blocking=False):
             # One caller refreshes; the others keep using the version known so far.
             try:
-                self._refresh()
+                self._refresh(timeout_s)
             finally:
                 self._lock.release()
         elif self._version is None:
             with self._lock:  # first use: everyone waits for the first answer
                 if self._version is None:
-                    self._refresh()
+                    self._refresh(timeout_s)
         return self._version
 
-    def _refresh(self) -> None:
+    def _refresh(self, timeout_s: float | None) -> None:
         self._checked_at = time.monotonic()
+        limits = [t for t in (self._timeout_s, timeout_s) if t is not None]
         try:
-            versions = self._list_versions(self._timeout_s)
+            versions = self._list_versions(min(limits) if limits else None)
         except PredictionError:
             self.refresh_failures += 1
             return
