@@ -22,6 +22,7 @@ from poochlab.serving.inference import (
     check_method, classification_results, examples_input, regression_results,
     run_signature_blocking as run_signature,
 )
+from poochlab.serving.inputs import check_input_names
 from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.rest_api import server_timing
@@ -89,13 +90,8 @@ class PredictionServicer:
             state = _resolve(self.manager, request.model_spec)
             assert state.servable is not None
             signature = state.servable.signature(request.model_spec.signature_name)
-            inputs = {}
-            for name, proto in request.inputs.items():
-                if name not in signature.inputs:
-                    from poochlab.serving.inputs import check_input_names
-
-                    check_input_names(signature.inputs, set(request.inputs))
-                inputs[name] = proto_to_array(proto, signature.inputs[name])
+            check_input_names(signature.inputs, set(request.inputs))
+            inputs = {name: proto_to_array(proto, signature.inputs[name]) for name, proto in request.inputs.items()}
             result = run_signature(self.manager, state, signature, inputs, _deadline(context))
             timing.extend((result.queue_us, result.compute_us))
             wanted = list(request.output_filter) or list(result.outputs)
