@@ -18,7 +18,8 @@ from poochlab.serving.json_format import error_body
 
 log = logging.getLogger("poochlab.serving")
 
-# (method, path, headers with lower-case names, body) -> (status, content type, body, extra headers)
+# (method, path, headers, body) -> Response. Only the headers the REST API reads are passed
+# (lower-case names: content-encoding), to keep per-request work small.
 Handler = Callable[[str, str, dict[str, str], bytes], Awaitable["object"]]
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
@@ -83,10 +84,12 @@ class HttpProtocol(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        self._headers[key] = value.decode("latin-1")
-        if key == "content-length" and value.isdigit() and int(value) > self._max_body:
-            self._fail(413, self._too_large)
+        key = name.lower()
+        if key == b"content-length":
+            if value.isdigit() and int(value) > self._max_body:
+                self._fail(413, self._too_large)
+        elif key == b"content-encoding":  # the only header the REST API reads
+            self._headers["content-encoding"] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -103,7 +106,7 @@ class HttpProtocol(asyncio.Protocol):
         path = self._url.decode("utf-8", "replace")
         body = b"".join(self._body)
         previous = self._pending
-        self._pending = asyncio.ensure_future(self._answer(previous, method, path, dict(self._headers), body, keep_alive))
+        self._pending = asyncio.ensure_future(self._answer(previous, method, path, self._headers, body, keep_alive))
 
     async def _answer(self, previous: asyncio.Task | None, method: str, path: str, headers: dict[str, str],
                       body: bytes, keep_alive: bool) -> None:

@@ -78,6 +78,11 @@ def _string_leaves(value: Any, name: str, shape: list[int], depth: int, flat: li
 def json_to_tensor(value: Any, spec: TensorSpec) -> np.ndarray:
     """One input's JSON value as an array of the signature's dtype, or INVALID_ARGUMENT."""
     if spec.is_string:
+        if isinstance(value, list) and all(type(item) is str for item in value):
+            flat_text = [item.encode("utf-8") for item in value]  # the common case: one string per row
+            array = np.empty(len(flat_text), dtype=object)
+            array[:] = flat_text
+            return array
         shape: list[int] = []
         flat: list[bytes] = []
         _string_leaves(value, spec.name, shape, 0, flat)
