@@ -133,3 +133,12 @@ def test_external_servers_need_an_address_and_refuse_server_factors(tmp_path: Pa
         load_spec(write_spec(tmp_path, no_batching))
     spec = load_spec(write_spec(tmp_path, no_batching + "[external]\nrest_port = 8501\ngrpc_port = 8500\n"))
     assert spec.external == {"host": "127.0.0.1", "rest_port": 8501, "grpc_port": 8500}
+
+
+def test_the_readme_example_spec_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    spec = load_spec(write_spec(tmp_path, example))
+    trials = plan_trials(spec)
+    assert len(trials) == 2 * 2 * 3 * 3
+    assert {t.factors["protocol"] for t in trials} == {"grpc"}
