@@ -1,0 +1,248 @@
+"""The lab's recording inside Locust's own runners: local, ``--processes N``, or master and workers.
+
+A locustfile imports this module (``import poochlab.experiments.load.distributed_recording``);
+importing it adds Locust event listeners and the ``--hdr-output`` option (also
+``LOCUST_HDR_OUTPUT``). Locust's own statistics round latencies and are never reported; instead:
+
+- every process that runs users takes each ``request`` event's unrounded latency (microseconds,
+  in the HdrHistogram bucket it would land in: :func:`~poochlab.experiments.recording.windows.bucket_us`)
+  per request name, and counts failures by kind (a failure's ``kind`` attribute, as
+  ``PredictionError`` has, else ``client_<ExceptionType>``);
+- a worker, on ``report_to_master`` (every 3 s and once more when it quits), encodes what it
+  recorded since its last report into the report's data and starts afresh; the histograms ride
+  in the same message as Locust's own counts, so both always cover the same requests;
+- the master (or the single process in local mode) adds each report with ``decode_and_add``,
+  keeps every report as one window of one worker, and on ``quitting`` writes the merged result
+  to ``--hdr-output`` and prints p50/p90/p99/p99.9/max.
+
+Nothing is built before Locust's ``init`` event, which fires after ``--processes`` forks, so
+every process has state of its own. A new test run (``test_start``) starts a new recording,
+as Locust's own statistics do.
+
+The file is JSON: ``aggregated`` and ``by_name`` hold ``count``, ``errors_by_kind``, ``summary``
+(count, mean and the lab's percentiles in us) and the encoded merged ``histogram``; ``reports``
+holds each worker report (``worker``, ``since``/``until`` wall-clock seconds, per name its
+encoded histogram and error counts), so any window can be re-merged by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+
+from poochlab.experiments.records import HDR_HIGHEST_US, HDR_LOWEST_US, HDR_SIGNIFICANT_FIGURES
+from poochlab.experiments.recording.histograms import add_encoded, encode, new_histogram, summarize
+from poochlab.experiments.recording.windows import bucket_us
+
+# The key of the lab's part of a worker's report (Locust's own keys are "stats", "errors", ...).
+REPORT_KEY = "poochlab_hdr"
+OUTPUT_FORMAT = "poochlab-locust-hdr/1"
+PRINTED_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+def error_kind(exception: BaseException) -> str:
+    """How a failure is counted: its ``kind`` (PredictionError's), else its exception type."""
+    kind = getattr(exception, "kind", None)
+    return kind if isinstance(kind, str) and kind else f"client_{type(exception).__name__}"
+
+
+class _Pending:
+    """What one process recorded since its last report: bucketed latency counts and errors, per name."""
+
+    def __init__(self) -> None:
+        self.since = time.time()
+        self.latency: dict[str, dict[int, int]] = {}
+        self.errors: dict[str, dict[str, int]] = {}
+
+    def record(self, name: str, response_time_ms: float, exception: BaseException | None) -> None:
+        if exception is not None:
+            errors = self.errors.setdefault(name, {})
+            kind = error_kind(exception)
+            errors[kind] = errors.get(kind, 0) + 1
+            return
+        # A dict of bucket counts is cheaper per request than hdrh's record_value (same histogram).
+        counts = self.latency.setdefault(name, {})
+        value = bucket_us(response_time_ms / 1000.0)
+        counts[value] = counts.get(value, 0) + 1
+
+    def payload(self) -> dict[str, Any]:
+        """This window as msgpack/JSON-safe data: per name an encoded histogram and error counts."""
+        by_name: dict[str, dict[str, Any]] = {}
+        for name in sorted(set(self.latency) | set(self.errors)):
+            histogram = new_histogram()
+            for value, count in self.latency.get(name, {}).items():
+                histogram.record_value(value, count)
+            by_name[name] = {"histogram": encode(histogram), "errors_by_kind": dict(self.errors.get(name, {}))}
+        return {"since": self.since, "until": time.time(), "by_name": by_name}
+
+
+class _Merged:
+    """Every report added so far (master, or the single process in local mode)."""
+
+    def __init__(self) -> None:
+        self.histograms: dict[str, Any] = {}
+        self.errors: dict[str, dict[str, int]] = {}
+        self.reports: list[dict[str, Any]] = []
+
+    def add(self, worker: str, payload: dict[str, Any]) -> None:
+        try:
+            by_name = payload["by_name"]
+            for name, part in by_name.items():
+                add_encoded(self.histograms.setdefault(name, new_histogram()), part["histogram"])
+                errors = self.errors.setdefault(name, {})
+                for kind, count in part["errors_by_kind"].items():
+                    errors[kind] = errors.get(kind, 0) + int(count)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(f"report {REPORT_KEY!r} from worker {worker}: {error}") from None
+        self.reports.append({"worker": worker, "index": len(self.reports), **payload})
+
+    def result(self) -> dict[str, Any]:
+        names = sorted(set(self.histograms) | set(self.errors))
+        aggregated = new_histogram()
+        aggregated_errors: dict[str, int] = {}
+        by_name = {}
+        for name in names:
+            histogram = self.histograms.get(name) or new_histogram()
+            aggregated.add(histogram)
+            for kind, count in self.errors.get(name, {}).items():
+                aggregated_errors[kind] = aggregated_errors.get(kind, 0) + count
+            by_name[name] = _section(histogram, self.errors.get(name, {}))
+        return {
+            "format": OUTPUT_FORMAT,
+            "unit": "us",
+            "hdr": {"lowest": HDR_LOWEST_US, "highest": HDR_HIGHEST_US,
+                    "significant_figures": HDR_SIGNIFICANT_FIGURES},
+            "workers": sorted({report["worker"] for report in self.reports}),
+            "aggregated": _section(aggregated, aggregated_errors),
+            "by_name": by_name,
+            "reports": self.reports,
+        }
+
+
+def _section(histogram: Any, errors: dict[str, int]) -> dict[str, Any]:
+    return {"count": histogram.get_total_count(), "errors_by_kind": dict(sorted(errors.items())),
+            "summary": summarize(histogram), "histogram": encode(histogram)}
+
+
+def summary_line(label: str, histogram: Any) -> str:
+    """One printed line: count, p50/p90/p99/p99.9 and max of a merged histogram, in microseconds."""
+    count = histogram.get_total_count()
+    if count == 0:
+        return f"{label}: no successful requests"
+    parts = [f"p{p:g}={histogram.get_value_at_percentile(p)}" for p in PRINTED_PERCENTILES]
+    return f"{label}: n={count} " + " ".join(parts) + f" max={histogram.get_max_value()} (us, HdrHistogram)"
+
+
+class DistributedRecorder:
+    """The listeners' state in one Locust process (built on ``init``, after any fork)."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.pending = _Pending()
+        self.merged = _Merged()
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.environment.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.environment.runner, MasterRunner)
+
+    def restart(self) -> None:
+        self.pending = _Pending()
+        self.merged = _Merged()
+
+    def take_report(self) -> dict[str, Any]:
+        pending, self.pending = self.pending, _Pending()
+        return pending.payload()
+
+    def result(self) -> dict[str, Any]:
+        """The merged result; in local mode the process's own last window is added first."""
+        if not self.is_master and not self.is_worker:
+            self.merged.add("local", self.take_report())
+        return self.merged.result()
+
+
+_recorder: DistributedRecorder | None = None
+
+
+def current_recorder() -> DistributedRecorder | None:
+    """This process's recorder (None before Locust's ``init`` event)."""
+    return _recorder
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument("--hdr-output", type=str, default="", env_var="LOCUST_HDR_OUTPUT",
+                        help="write the lab's merged HdrHistograms (unrounded latencies, us) to this JSON file")
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    global _recorder
+    _recorder = DistributedRecorder(environment)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_: Any) -> None:
+    if _recorder is not None:
+        _recorder.restart()
+
+
+@events.request.add_listener
+def _on_request(name: str, response_time: float, exception: BaseException | None = None, **_: Any) -> None:
+    if _recorder is not None:
+        _recorder.pending.record(name, response_time, exception)
+
+
+@events.report_to_master.add_listener
+def _on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
+    if _recorder is not None:
+        data[REPORT_KEY] = _recorder.take_report()
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
+    if _recorder is not None and REPORT_KEY in data:
+        try:
+            _recorder.merged.add(client_id, data[REPORT_KEY])
+        except ValueError as error:
+            print(f"distributed_recording: ignored a bad report: {error}", file=sys.stderr, flush=True)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_: Any) -> None:
+    # The master's quit waits for every worker's final report before `quitting` fires.
+    if _recorder is None or _recorder.is_worker:
+        return
+    result = _recorder.result()
+    aggregated = new_histogram()
+    add_encoded(aggregated, result["aggregated"]["histogram"])
+    print(summary_line("HdrHistogram latency, all requests", aggregated), flush=True)
+    errors = result["aggregated"]["errors_by_kind"]
+    if errors:
+        print("errors by kind: " + ", ".join(f"{kind}={count}" for kind, count in errors.items()), flush=True)
+    options = environment.parsed_options
+    output = getattr(options, "hdr_output", "") if options is not None else ""
+    if output:
+        write_result(Path(output), result)
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """Write the merged result as JSON (parent folders created); a failure names the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    except OSError as error:
+        print(f"distributed_recording: cannot write --hdr-output {path}: {error}", file=sys.stderr, flush=True)
+        if _recorder is not None:
+            _recorder.environment.process_exit_code = 1  # the run's result is lost: say so
+        return
+    print(f"HdrHistogram result written to {path}", flush=True)
