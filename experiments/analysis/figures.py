@@ -3,25 +3,43 @@
 Each ``plot_*`` function takes :class:`~poochlab.experiments.analysis.tables.Tables` and returns
 the figure and its caption. Figures are built on ``matplotlib.figure.Figure`` directly (Agg,
 no pyplot state), so they render the same in a CLI run, a test and a notebook kernel.
+
+Conventions shared by every figure, because real runs have one overloaded configuration that is
+tens of times slower than the rest:
+
+- a latency axis turns logarithmic (ticks in plain ms) when its data span more than
+  :data:`LOG_SPAN` times, so the fast configurations are not squashed under the slow one;
+- a configuration with at least one invalid trial is drawn with hollow markers (or marked
+  "(invalid)" where it is a line or a bar), and the caption says so;
+- legends sit outside the axes, so they never hide data.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from typing import Callable
+import textwrap
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from poochlab.experiments.analysis.run_analysis import LOAD_FACTORS
 from poochlab.experiments.analysis.tables import Tables
 
 PlotFunction = Callable[[Tables], tuple[Figure, str]]
 MAX_TRIAL_PANELS = 12
-MAX_LEGEND_ENTRIES = 12
+MAX_LEGEND_ENTRIES = 20
 LINE_STYLES = ("-", "--", ":", "-.")  # after ten colours, lines differ by style too
+LOG_SPAN = 10.0  # max/min above which a latency axis is drawn on a log scale
+HOLLOW = "none"  # marker face colour of configurations with an invalid trial
+INVALID_TAG = " (invalid)"
+VALIDITY_NOTE = ("Hollow markers are configurations with at least one invalid trial (see the validity "
+                 "warnings); filled ones had only valid trials.")
 
 
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
@@ -50,11 +68,12 @@ def _placeholder(title: str, message: str) -> tuple[Figure, str]:
     return figure, message
 
 
-def _grid(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
-    columns = min(count, 3)
+def _grid(count: int, width: float = 4.2, height: float = 3.2, columns: int = 3,
+          sharey: bool = False) -> tuple[Figure, list]:
+    columns = min(count, columns)
     rows = math.ceil(count / columns)
     figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=sharey).ravel().tolist()
     for extra in axes[count:]:
         extra.set_visible(False)
     return figure, axes[:count]
@@ -74,31 +93,155 @@ def _ci_errors(frame: pd.DataFrame, column: str) -> np.ndarray:
     return np.vstack([low.to_numpy(), high.to_numpy()])
 
 
+def _ci_values(frame: pd.DataFrame, column: str) -> list[pd.Series]:
+    """The column and its interval bounds: everything an axis with error bars must show."""
+    stem = column[:-3]
+    return [frame[c] for c in (column, f"{stem}_ci_low_ms", f"{stem}_ci_high_ms") if c in frame]
+
+
+def _invalid(configs: pd.DataFrame) -> pd.Series:
+    """True for configurations with at least one invalid trial."""
+    if "invalid_trials" not in configs:
+        return pd.Series(False, index=configs.index)
+    return configs["invalid_trials"].fillna(0).astype(float) > 0
+
+
+def _label(row: pd.Series, invalid: bool) -> str:
+    return str(row["label"]) + (INVALID_TAG if invalid else "")
+
+
+def _positive(values: Iterable) -> np.ndarray:
+    data = np.concatenate([np.asarray(v, dtype=float).ravel() for v in values]) if values else np.array([])
+    return data[np.isfinite(data) & (data > 0)]
+
+
+def _plain_ms(value: float, _position: object = None) -> str:
+    return f"{value:g}"
+
+
+def _tick_below(value: float) -> float:
+    """The largest 1-2-5 step (..., 0.5, 1, 2, 5, 10, ...) at or below ``value``: a labelled log tick."""
+    decade = 10.0 ** math.floor(math.log10(value))
+    return max(step * decade for step in (1.0, 2.0, 5.0) if step * decade <= value * (1 + 1e-9))
+
+
+def _scale_axis(axis: Axes, which: str, values: Iterable, name: str) -> bool:
+    """Label the axis ``name`` and make it logarithmic when ``values`` span more than LOG_SPAN times.
+
+    Log ticks are written as plain numbers (2, 5, 10, 20 ms ...), not powers of ten, so a reader
+    can read a latency off the axis. Returns whether the axis is logarithmic.
+    """
+    data = _positive(list(values))
+    use_log = data.size > 1 and data.max() / data.min() > LOG_SPAN
+    target = axis.yaxis if which == "y" else axis.xaxis
+    if use_log:
+        (axis.set_yscale if which == "y" else axis.set_xscale)("log")
+        target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        target.set_major_formatter(FuncFormatter(_plain_ms))
+        target.set_minor_formatter(NullFormatter())
+        # Start the axis at a labelled tick, so the fastest points do not sit on an unlabelled edge.
+        low, high = axis.get_ylim() if which == "y" else axis.get_xlim()
+        (axis.set_ylim if which == "y" else axis.set_xlim)(min(low, _tick_below(data.min())), high)
+        name += ", log scale"
+    (axis.set_ylabel if which == "y" else axis.set_xlabel)(name)
+    return use_log
+
+
+def _markers(axis: Axes, x: Iterable, y: Iterable, invalid: Iterable[bool], color: str,
+             marker: str = "o", size: float = 5, zorder: float = 3) -> None:
+    """Points at (x, y): filled where every trial was valid, hollow where one was not."""
+    x, y, invalid = np.asarray(list(x), float), np.asarray(list(y), float), np.asarray(list(invalid), bool)
+    for hollow in (False, True):
+        chosen = invalid == hollow
+        if chosen.any():
+            axis.plot(x[chosen], y[chosen], linestyle="none", marker=marker, markersize=size, color=color,
+                      markeredgecolor=color, markerfacecolor=HOLLOW if hollow else color, zorder=zorder)
+
+
+def _validity_handles(color: str = "0.3") -> list[Line2D]:
+    """Legend entries explaining filled and hollow markers."""
+    return [Line2D([], [], linestyle="none", marker="o", color=color, label="all trials valid"),
+            Line2D([], [], linestyle="none", marker="o", color=color, markerfacecolor=HOLLOW,
+                   label="≥1 invalid trial")]
+
+
+def _outside_legend(axis: Axes, handles: list, fontsize: float = 7, title: str | None = None) -> None:
+    """A legend to the right of the axis: it never covers data (constrained layout makes room)."""
+    axis.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+                fontsize=fontsize, title=title, title_fontsize=fontsize, frameon=False)
+
+
+def _other_settings(configs: pd.DataFrame, others: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """Configurations grouped by their values of ``others``: within a group only the rest differ."""
+    if not others:
+        return [("all configurations", configs)]
+    groups = []
+    for key, group in configs.groupby(others, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        groups.append((", ".join(f"{n}={v}" for n, v in zip(others, key)), group))
+    return groups
+
+
+def _style(index: int) -> tuple[str, str]:
+    return f"C{index % 10}", LINE_STYLES[(index // 10) % len(LINE_STYLES)]
+
+
 def plot_p99_by_factor(tables: Tables) -> tuple[Figure, str]:
     configs = tables.configs.dropna(subset=["p99_ms"])
     panels = _factor_panels(tables)
     if not panels or configs.empty:
         return _placeholder("p99 latency by factor", "No factor or no measured configuration to compare.")
-    figure, axes = _grid(len(panels))
+    figure, axes = _grid(len(panels), width=7.0, height=3.6, columns=2)
+    invalid = _invalid(configs)
+    truncated = False
     for axis, factor in zip(axes, panels):
         levels = _levels(configs[factor])
-        for position, level in enumerate(levels):
-            at_level = configs[configs[factor] == level]
-            offsets = np.linspace(-0.3, 0.3, len(at_level)) if len(at_level) > 1 else np.zeros(1)
-            axis.errorbar(position + offsets, at_level["p99_ms"], yerr=_ci_errors(at_level, "p99_ms"),
-                          fmt="o", markersize=4, capsize=2, color=f"C{position % 10}")
+        position = {level: index for index, level in enumerate(levels)}
+        others = [f for f in tables.varied if f != factor]
+        groups = _other_settings(configs[configs[factor].isin(levels)], others)
+        # Each group's points sit slightly apart so their error bars do not hide each other.
+        offsets = np.linspace(-0.18, 0.18, len(groups)) if len(groups) > 1 else np.zeros(1)
+        handles = []
+        for index, ((label, group), offset) in enumerate(zip(groups, offsets)):
+            group = group.assign(_x=group[factor].map(position) + offset).sort_values("_x")
+            color, style = _style(index)
+            line, = axis.plot(group["_x"], group["p99_ms"], linestyle=style, color=color, linewidth=1.2, alpha=0.8,
+                              label=label)
+            axis.errorbar(group["_x"], group["p99_ms"], yerr=_ci_errors(group, "p99_ms"), fmt="none",
+                          ecolor=color, elinewidth=1, capsize=2, alpha=0.8)
+            _markers(axis, group["_x"], group["p99_ms"], invalid[group.index], color)
+            if index < MAX_LEGEND_ENTRIES:
+                handles.append(line)
+        truncated |= len(groups) > MAX_LEGEND_ENTRIES
         axis.set_xticks(range(len(levels)), [str(v) for v in levels])
+        axis.set_xlim(-0.5, len(levels) - 0.5)
         axis.set_xlabel(factor)
-        axis.set_ylabel("p99 latency (ms)")
+        _scale_axis(axis, "y", _ci_values(configs, "p99_ms"), "p99 latency (ms)")
         axis.set_title(f"p99 by {factor}")
-        axis.grid(axis="y", alpha=0.3)
-    figure.suptitle("p99 latency of every configuration, grouped by each factor")
+        axis.grid(axis="y", alpha=0.3, which="major")
+        _outside_legend(axis, handles + _validity_handles(),
+                        title=f"other factors ({', '.join(others)})" if others else None, fontsize=6.5)
+    figure.suptitle("p99 latency of every configuration: lines join configurations that differ in one factor only")
     caption = (
-        f"Merged p99 latency (ms) of each of the {len(configs)} configurations, placed at its value of each "
-        "factor; error bars are 95% block-bootstrap intervals (windows within repetitions, and repetitions). "
-        "Points at one value differ in the other factors."
+        f"Interaction plot of the merged p99 latency (ms) of each of the {len(configs)} configurations. Each panel "
+        "puts the configurations at their value of one factor; a line joins configurations that differ only in that "
+        "factor (the legend names the other factors' values), so a line's slope is that factor's effect at that "
+        "setting and non-parallel lines show an interaction. Error bars are 95% block-bootstrap intervals "
+        f"(windows within repetitions, and repetitions). {VALIDITY_NOTE} A latency axis spanning more than "
+        f"{LOG_SPAN:g}x is logarithmic."
+        + (f" Only the first {MAX_LEGEND_ENTRIES} lines of a panel are named." if truncated else "")
     )
     return figure, caption
+
+
+def _trial_title(trial: pd.Series | None, trial_id: str, label: str) -> str:
+    flags = []
+    if trial is not None and not bool(trial.get("valid", True)):
+        flags.append("INVALID")
+    if trial is not None and not bool(trial.get("stable", True)):
+        flags.append("unstable")
+    head = trial_id + (f" ({', '.join(flags)})" if flags else "")
+    return head + "\n" + textwrap.fill(label, width=48)
 
 
 def plot_latency_over_time(tables: Tables) -> tuple[Figure, str]:
@@ -111,29 +254,37 @@ def plot_latency_over_time(tables: Tables) -> tuple[Figure, str]:
         ["problem", "repetition", "config_id"], ascending=[False, True, True])
     chosen = [t for t in order["trial_id"] if t in set(windows["trial_id"])]
     chosen = list(dict.fromkeys(chosen))[:MAX_TRIAL_PANELS]
-    figure, axes = _grid(len(chosen), width=3.6, height=2.6)
+    figure, axes = _grid(len(chosen), width=3.8, height=2.9)
     labels = tables.configs.set_index("config_id")["label"]
+    by_trial = trials.drop_duplicates("trial_id").set_index("trial_id")
     for axis, trial_id in zip(axes, chosen):
         rows = windows[windows["trial_id"] == trial_id].sort_values("window")
         middle = rows["start_s"] + rows["duration_s"] / 2
-        for column, style, name in (("p50_ms", "C0", "p50"), ("p99_ms", "C3", "p99")):
-            axis.plot(middle, rows[column], "-", color=style, alpha=0.6, label=name)
-            merged = rows["merged"].astype(bool)
-            axis.plot(middle[merged], rows[column][merged], "o", color=style, markersize=4)
-            axis.plot(middle[~merged], rows[column][~merged], "o", color=style, markersize=4, markerfacecolor="white")
+        merged = rows["merged"].astype(bool).to_numpy()
+        for column, color in (("p50_ms", "C0"), ("p99_ms", "C3")):
+            axis.plot(middle, rows[column], "-", color=color, alpha=0.6)
+            # Hollow here means "window left out of the result", as the legend says.
+            _markers(axis, middle, rows[column], ~merged, color, size=4)
         config_id = rows["config_id"].iloc[0]
-        label = str(labels.get(config_id, config_id))
-        axis.set_title(f"{trial_id}\n{label[:60]}", fontsize=7)
+        trial = by_trial.loc[trial_id] if trial_id in by_trial.index else None
+        axis.set_title(_trial_title(trial, trial_id, str(labels.get(config_id, config_id))), fontsize=7)
         axis.set_xlabel("time in measurement (s)")
-        axis.set_ylabel("latency (ms)")
-        axis.set_ylim(bottom=0)
-    axes[0].legend(fontsize=7)
+        if not _scale_axis(axis, "y", [rows["p50_ms"], rows["p99_ms"]], "latency (ms)"):
+            axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+    handles = [Line2D([], [], color="C0", marker="o", label="p50 per window"),
+               Line2D([], [], color="C3", marker="o", label="p99 per window"),
+               Line2D([], [], linestyle="none", marker="o", color="0.3", label="window merged into the result"),
+               Line2D([], [], linestyle="none", marker="o", color="0.3", markerfacecolor=HOLLOW,
+                      label="window left out (not stable)")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     figure.suptitle("Latency over time within trials (per measurement window)")
     caption = (
-        f"p50 and p99 latency (ms) of each measurement window against time since measurement began, for "
-        f"{len(chosen)} trials (invalid or unstable ones first, then the first repetition of each configuration). "
-        "Filled markers are windows merged into the result (stable), hollow ones were left out; a rising line "
-        "is drift, a lone spike a stall."
+        f"p50 (blue) and p99 (red) latency (ms) of each measurement window against time since measurement began "
+        f"(s), for {len(chosen)} trials (invalid or unstable ones first, marked so in their titles, then the first "
+        "repetition of each configuration). Filled markers are windows merged into the result, hollow ones were "
+        f"left out; a rising line is drift, a lone spike a stall. A panel whose latencies span more than {LOG_SPAN:g}x "
+        "has a log axis."
     )
     return figure, caption
 
@@ -141,91 +292,111 @@ def plot_latency_over_time(tables: Tables) -> tuple[Figure, str]:
 def _setting_groups(tables: Tables) -> list[tuple[str, pd.DataFrame]]:
     """Configurations that differ only in load factors, as one curve each."""
     setting = [f for f in tables.varied if f not in LOAD_FACTORS]
-    configs = tables.configs.dropna(subset=["p99_ms"])
-    if not setting:
-        return [("all configurations", configs)]
-    groups = []
-    for key, group in configs.groupby(setting, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        groups.append((", ".join(f"{n}={v}" for n, v in zip(setting, key)), group))
-    return groups
+    return _other_settings(tables.configs.dropna(subset=["p99_ms"]), setting)
 
 
 def plot_latency_vs_throughput(tables: Tables) -> tuple[Figure, str]:
-    figure = Figure(figsize=(8.5, 5), layout="constrained")
+    figure = Figure(figsize=(11, 5.2), layout="constrained")
     axis = figure.subplots()
     groups = _setting_groups(tables)
+    configs = tables.configs.dropna(subset=["p99_ms"])
+    invalid = _invalid(configs)
+    handles = []
     for index, (label, group) in enumerate(groups):
         group = group.sort_values("throughput_rps")
-        color = f"C{index % 10}"
-        axis.plot(group["throughput_rps"], group["p99_ms"], "o-", color=color,
-                  label=label if index < MAX_LEGEND_ENTRIES else None)
-        axis.plot(group["throughput_rps"], group["p50_ms"], "s--", color=color, alpha=0.5, markersize=4)
+        color, _ = _style(index)
+        line, = axis.plot(group["throughput_rps"], group["p99_ms"], "-", color=color, label=label)
+        axis.plot(group["throughput_rps"], group["p50_ms"], "--", color=color, alpha=0.5)
+        _markers(axis, group["throughput_rps"], group["p99_ms"], invalid[group.index], color)
+        _markers(axis, group["throughput_rps"], group["p50_ms"], invalid[group.index], color, marker="s", size=4)
+        if index < MAX_LEGEND_ENTRIES:
+            handles.append(line)
     axis.set_xlabel("achieved throughput (requests/s)")
-    axis.set_ylabel("latency (ms): p99 solid, p50 dashed")
+    _scale_axis(axis, "y", [configs["p99_ms"], configs["p50_ms"]], "latency (ms): p99 solid, p50 dashed")
     axis.set_title("Latency against achieved throughput")
     axis.grid(alpha=0.3)
-    if groups:
-        axis.legend(fontsize=7, loc="best")
+    kinds = [Line2D([], [], color="0.3", marker="o", label="p99"),
+             Line2D([], [], color="0.3", marker="s", linestyle="--", alpha=0.6, label="p50")]
+    _outside_legend(axis, handles + kinds + _validity_handles())
     load = [f for f in tables.varied if f in LOAD_FACTORS]
     caption = (
         "p99 (solid, circles) and p50 (dashed, squares) latency in ms against the throughput each configuration "
         "achieved (requests/s); "
         + (f"each line joins the load levels ({', '.join(load)}) of one setting of the other factors."
            if load else "no load factor varies in this run, so each setting is a single point.")
+        + f" {VALIDITY_NOTE} The latency axis is logarithmic when the latencies span more than {LOG_SPAN:g}x."
         + (f" Only the first {MAX_LEGEND_ENTRIES} settings are named in the legend." if len(groups) > MAX_LEGEND_ENTRIES else "")
     )
     return figure, caption
 
 
 def plot_percentile_spectrum(tables: Tables) -> tuple[Figure, str]:
-    figure = Figure(figsize=(8.5, 5), layout="constrained")
+    figure = Figure(figsize=(11, 5.2), layout="constrained")
     axis = figure.subplots()
-    labels = tables.configs.set_index("config_id")["label"]
-    configs = list(dict.fromkeys(tables.spectrum["config_id"]))
-    for index, config_id in enumerate(configs):
+    configs = tables.configs.set_index("config_id")
+    invalid = _invalid(configs)
+    ids = list(dict.fromkeys(tables.spectrum["config_id"]))
+    handles = []
+    for index, config_id in enumerate(ids):
         rows = tables.spectrum[tables.spectrum["config_id"] == config_id]
-        axis.plot(rows["x"], rows["latency_ms"], LINE_STYLES[(index // 10) % len(LINE_STYLES)], color=f"C{index % 10}",
-                  label=str(labels.get(config_id, config_id))[:70] if index < MAX_LEGEND_ENTRIES else None)
+        color, style = _style(index)
+        is_invalid = bool(invalid.get(config_id, False))
+        label = _label(configs.loc[config_id], is_invalid) if config_id in configs.index else str(config_id)
+        line, = axis.plot(rows["x"], rows["latency_ms"], style, color=color, label=label)
+        if index < MAX_LEGEND_ENTRIES:
+            handles.append(line)
     axis.set_xscale("log")
     ticks = [2, 10, 100, 1000, 10000, 100000]
     axis.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
     axis.set_xlabel("percentile (log scale of 1/(1-p))")
-    axis.set_ylabel("latency (ms)")
+    _scale_axis(axis, "y", [tables.spectrum["latency_ms"]], "latency (ms)")
     axis.set_title("Percentile spectrum per configuration")
-    axis.grid(alpha=0.3, which="both")
-    if configs:
-        axis.legend(fontsize=6, loc="upper left")
+    axis.grid(alpha=0.3, which="major")
+    if handles:
+        _outside_legend(axis, handles)
     caption = (
         "Latency (ms) at every percentile of each configuration's merged histogram, on a log axis of 1/(1-p) "
-        "so the tail is spread out; beyond 1/(1-p) of about the number of requests a percentile is the maximum."
-        + (f" Only the first {MAX_LEGEND_ENTRIES} configurations are named." if len(configs) > MAX_LEGEND_ENTRIES else "")
+        "so the tail is spread out; beyond 1/(1-p) of about the number of requests a percentile is the maximum. "
+        f"The latency axis is logarithmic when it spans more than {LOG_SPAN:g}x. \"(invalid)\" in the legend marks "
+        "configurations with at least one invalid trial."
+        + (f" Only the first {MAX_LEGEND_ENTRIES} configurations are named." if len(ids) > MAX_LEGEND_ENTRIES else "")
     )
     return figure, caption
 
 
 def plot_pareto_front(tables: Tables) -> tuple[Figure, str]:
-    figure = Figure(figsize=(8.5, 5), layout="constrained")
+    figure = Figure(figsize=(11, 5.2), layout="constrained")
     axis = figure.subplots()
     configs = tables.configs.dropna(subset=["p99_ms", "throughput_rps"])
+    invalid = _invalid(configs)
     front = configs[configs["pareto_optimal"].astype(bool)].sort_values("throughput_rps")
     axis.errorbar(configs["throughput_rps"], configs["p99_ms"], yerr=_ci_errors(configs, "p99_ms"),
-                  fmt="o", color="0.6", markersize=4, capsize=2, label="configuration (95% CI)")
-    axis.plot(front["throughput_rps"], front["p99_ms"], "D-", color="C3", label="Pareto front")
-    for _, row in front.iterrows():
-        axis.annotate(str(row["label"])[:50], (row["throughput_rps"], row["p99_ms"]), fontsize=6,
-                      xytext=(4, 4), textcoords="offset points")
+                  fmt="none", ecolor="0.6", capsize=2)
+    _markers(axis, configs["throughput_rps"], configs["p99_ms"], invalid, "0.5")
+    axis.plot(front["throughput_rps"], front["p99_ms"], "-", color="C3", zorder=4)
+    _markers(axis, front["throughput_rps"], front["p99_ms"], invalid[front.index], "C3", marker="D", size=6, zorder=5)
+    handles = [Line2D([], [], color="0.5", marker="o", label="configuration (95% CI)"),
+               Line2D([], [], color="C3", marker="D", label="Pareto front")]
+    # Numbers next to the front's points, names in the legend: long labels would overlap on the plot.
+    for number, (row_index, row) in enumerate(front.iterrows(), start=1):
+        axis.annotate(str(number), (row["throughput_rps"], row["p99_ms"]), fontsize=8, color="C3",
+                      xytext=(5, -10), textcoords="offset points")
+        handles.append(Line2D([], [], linestyle="none", label=f"{number}: {_label(row, bool(invalid[row_index]))}"))
     if tables.budget_ms is not None:
-        axis.axhline(tables.budget_ms, color="C2", linestyle=":", label=f"p99 budget {tables.budget_ms:g} ms")
+        axis.axhline(tables.budget_ms, color="C2", linestyle=":")
+        handles.append(Line2D([], [], color="C2", linestyle=":", label=f"p99 budget {tables.budget_ms:g} ms"))
     axis.set_xlabel("achieved throughput (requests/s)")
-    axis.set_ylabel("p99 latency (ms)")
+    budget = [tables.budget_ms] if tables.budget_ms is not None else []
+    _scale_axis(axis, "y", _ci_values(configs, "p99_ms") + [budget], "p99 latency (ms)")
     axis.set_title("Throughput against p99: Pareto-optimal configurations")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
+    _outside_legend(axis, handles + _validity_handles())
     caption = (
         f"Each configuration's throughput (requests/s) and merged p99 (ms) with its 95% interval; the {len(front)} "
-        "configurations joined in red are Pareto-optimal (no other has both higher throughput and lower p99)."
+        "configurations joined in red are Pareto-optimal (no other has both higher throughput and lower p99), "
+        "numbered as in the legend."
         + (f" The dotted line is the p99 budget of {tables.budget_ms:g} ms." if tables.budget_ms is not None else "")
+        + f" {VALIDITY_NOTE} The p99 axis is logarithmic when it spans more than {LOG_SPAN:g}x."
     )
     return figure, caption
 
@@ -239,28 +410,52 @@ BREAKDOWN_PARTS = (
 
 
 def plot_latency_breakdown(tables: Tables) -> tuple[Figure, str]:
-    configs = tables.configs.dropna(subset=["mean_ms"])
-    figure = Figure(figsize=(8.5, 1.2 + 0.32 * max(len(configs), 1)), layout="constrained")
-    axis = figure.subplots()
+    load = [f for f in tables.varied if f in LOAD_FACTORS]
+    configs = tables.configs.dropna(subset=["mean_ms"]).sort_values(load + ["mean_ms"])
+    invalid = _invalid(configs)
+    figure = Figure(figsize=(12, 1.6 + 0.3 * max(len(configs), 1)), layout="constrained")
+    share_axis, total_axis = figure.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+    rows = np.arange(len(configs))
+    parts = np.vstack([configs[column].to_numpy(dtype=float) for column, _ in BREAKDOWN_PARTS])
+    missing = [name for (_, name), values in zip(BREAKDOWN_PARTS, parts) if np.isnan(values).all()]
+    parts = np.clip(np.nan_to_num(parts), 0, None)
+    totals = parts.sum(axis=0)
+    # Shares, not milliseconds: one overloaded configuration would otherwise flatten every other bar.
+    shares = np.divide(parts, totals, out=np.zeros_like(parts), where=totals > 0) * 100
     left = np.zeros(len(configs))
-    missing = []
-    for index, (column, name) in enumerate(BREAKDOWN_PARTS):
-        values = configs[column].to_numpy(dtype=float)
-        if np.isnan(values).all():
-            missing.append(name)
-        values = np.nan_to_num(values)
-        axis.barh(range(len(configs)), values, left=left, color=f"C{index}", label=name)
-        left += values
-    axis.set_yticks(range(len(configs)), [str(v)[:70] for v in configs["label"]], fontsize=6)
-    axis.invert_yaxis()
-    axis.set_xlabel("mean latency per request (ms)")
-    axis.set_title("Where the time goes: client, network, server queue, server compute")
-    figure.legend(fontsize=7, loc="outside lower center", ncols=4)
+    for index, ((_, name), share) in enumerate(zip(BREAKDOWN_PARTS, shares)):
+        share_axis.barh(rows, share, left=left, color=f"C{index}", label=name)
+        left += share
+    labels = [_label(row, bool(bad)) for (_, row), bad in zip(configs.iterrows(), invalid)]
+    share_axis.set_yticks(rows, labels, fontsize=7)
+    share_axis.invert_yaxis()
+    share_axis.set_xlim(0, 100)
+    share_axis.set_xlabel("share of the mean latency per request (%)")
+    share_axis.set_title("Where the time goes")
+    means = configs["mean_ms"].to_numpy(dtype=float)
+    total_axis.plot(means, rows, "o", color="0.3")
+    total_axis.hlines(rows, 0, means, color="0.6", linewidth=1)
+    for row, value in zip(rows, means):
+        total_axis.annotate(f"{value:.3g}", (value, row), xytext=(4, 0), textcoords="offset points",
+                            va="center", fontsize=7)
+    if _scale_axis(total_axis, "x", [means], "mean latency per request (ms)"):
+        total_axis.set_xlim(np.nanmin(means) / 1.5, np.nanmax(means) * 3)  # room for the numbers
+    else:
+        total_axis.set_xlim(0, np.nanmax(means) * 1.2 if len(means) else 1)
+    total_axis.set_title("Mean latency")
+    for axis in (share_axis, total_axis):
+        axis.grid(axis="x", alpha=0.3)
+    figure.legend(fontsize=8, loc="outside lower center", ncols=4, frameon=False)
+    figure.suptitle("Latency breakdown: client, network, server queue, server compute")
     caption = (
-        "Mean latency per request (ms) of each configuration split into client encode + decode (measured by the "
+        "Left: each configuration's mean latency per request split into client encode + decode (measured by the "
         "client), server queue and compute (from the server's per-request timing, weighted by the share of "
         "requests the model answered, since cache hits and fallbacks never reach it) and what remains: network "
-        "and server overhead outside the model."
+        "and server overhead outside the model, as shares (%) of the mean. Right: that mean in ms"
+        + (f" (log axis: the means span more than {LOG_SPAN:g}x)" if total_axis.get_xscale() == "log" else "")
+        + ". Configurations are sorted "
+        + (f"by {', '.join(load)}, then " if load else "")
+        + "by mean latency; \"(invalid)\" marks those with at least one invalid trial."
         + (f" Not recorded in this run, drawn as zero: {', '.join(missing)}." if missing else "")
     )
     return figure, caption
@@ -271,23 +466,35 @@ def plot_main_effects(tables: Tables) -> tuple[Figure, str]:
     panels = _factor_panels(tables)
     if not panels or configs.empty:
         return _placeholder("Main effects on p99", "No factor or no measured configuration: no effect to estimate.")
-    figure, axes = _grid(len(panels))
+    # One shared latency axis, so effects of different factors compare by eye.
+    figure, axes = _grid(len(panels), width=4.0, sharey=True)
     grand = configs["p99_ms"].mean()
-    for axis, factor in zip(axes, panels):
+    means_by_factor = {}
+    for factor in panels:
         levels = _levels(configs[factor])
-        means = [configs[configs[factor] == level]["p99_ms"].mean() for level in levels]
-        axis.plot(range(len(levels)), means, "o-", color="C0")
-        axis.axhline(grand, color="0.5", linestyle="--", linewidth=1)
+        means_by_factor[factor] = (levels, [configs[configs[factor] == level]["p99_ms"].mean() for level in levels])
+    every_mean = [means for _, means in means_by_factor.values()]
+    for axis, factor in zip(axes, panels):
+        levels, means = means_by_factor[factor]
+        axis.plot(range(len(levels)), means, "o-", color="C0", label="mean p99 at this value")
+        axis.axhline(grand, color="0.5", linestyle="--", linewidth=1, label="grand mean")
         axis.set_xticks(range(len(levels)), [str(v) for v in levels])
+        axis.set_xlim(-0.4, len(levels) - 0.6)
         axis.set_xlabel(factor)
-        axis.set_ylabel("mean of config p99 (ms)")
+        _scale_axis(axis, "y", every_mean + [[grand]], "mean of config p99 (ms)")
+        if not axis.get_subplotspec().is_first_col():
+            axis.set_ylabel("")  # the shared axis is labelled once per row
         axis.set_title(f"main effect of {factor}")
         axis.grid(alpha=0.3)
+    figure.legend(handles=axes[0].get_lines()[:1] + [Line2D([], [], color="0.5", linestyle="--", label="grand mean")],
+                  loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     figure.suptitle("Main effect of each factor on p99")
     caption = (
-        "Main effects: for each value of a factor, the mean p99 (ms) of the configurations at that value, "
-        "against the grand mean (dashed). This averages configurations of a designed experiment to estimate an "
-        "effect; it is not a latency percentile of any configuration."
+        "Main effects: for each value of a factor, the arithmetic mean p99 (ms) of the configurations at that value, "
+        "against the grand mean (dashed); all panels share one latency axis (logarithmic when the means span more "
+        f"than {LOG_SPAN:g}x). This averages configurations of a designed experiment to estimate an effect; it is "
+        "not a latency percentile of any configuration, and one very slow configuration can dominate it (the p99-by-factor "
+        "figure shows each configuration)."
     )
     return figure, caption
 
