@@ -17,7 +17,9 @@ importing it adds Locust event listeners and the ``--hdr-output`` option (also
 
 Nothing is built before Locust's ``init`` event, which fires after ``--processes`` forks, so
 every process has state of its own. A new test run (``test_start``) starts a new recording,
-as Locust's own statistics do.
+as Locust's own statistics do. ``--hdr-warmup S`` (``LOCUST_HDR_WARMUP``) leaves requests that
+started in the first S seconds of the run (on each worker's clock) out of the histograms; they
+are counted as ``warmup_excluded``.
 
 The file is JSON: ``aggregated`` and ``by_name`` hold ``count``, ``errors_by_kind``, ``summary``
 (count, mean and the lab's percentiles in us) and the encoded merged ``histogram``; ``reports``
@@ -37,13 +39,13 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from poochlab.experiments.records import HDR_HIGHEST_US, HDR_LOWEST_US, HDR_SIGNIFICANT_FIGURES
-from poochlab.experiments.recording.histograms import add_encoded, encode, new_histogram, summarize
+from poochlab.experiments.recording.histograms import decode, encode, new_histogram, summarize
 from poochlab.experiments.recording.windows import bucket_us
 
 # The key of the lab's part of a worker's report (Locust's own keys are "stats", "errors", ...).
 REPORT_KEY = "poochlab_hdr"
 OUTPUT_FORMAT = "poochlab-locust-hdr/1"
-PRINTED_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+PRINTED_PERCENTILES = (50.0, 90.0, 99.0, 99.9)  # and the maximum
 
 
 def error_kind(exception: BaseException) -> str:
@@ -59,6 +61,7 @@ class _Pending:
         self.since = time.time()
         self.latency: dict[str, dict[int, int]] = {}
         self.errors: dict[str, dict[str, int]] = {}
+        self.warmup_excluded = 0
 
     def record(self, name: str, response_time_ms: float, exception: BaseException | None) -> None:
         if exception is not None:
@@ -79,7 +82,8 @@ class _Pending:
             for value, count in self.latency.get(name, {}).items():
                 histogram.record_value(value, count)
             by_name[name] = {"histogram": encode(histogram), "errors_by_kind": dict(self.errors.get(name, {}))}
-        return {"since": self.since, "until": time.time(), "by_name": by_name}
+        return {"since": self.since, "until": time.time(), "warmup_excluded": self.warmup_excluded,
+                "by_name": by_name}
 
 
 class _Merged:
@@ -89,17 +93,22 @@ class _Merged:
         self.histograms: dict[str, Any] = {}
         self.errors: dict[str, dict[str, int]] = {}
         self.reports: list[dict[str, Any]] = []
+        self.warmup_excluded = 0
 
     def add(self, worker: str, payload: dict[str, Any]) -> None:
+        """Add one report; a malformed one raises ValueError naming the worker and adds nothing."""
         try:
-            by_name = payload["by_name"]
-            for name, part in by_name.items():
-                add_encoded(self.histograms.setdefault(name, new_histogram()), part["histogram"])
-                errors = self.errors.setdefault(name, {})
-                for kind, count in part["errors_by_kind"].items():
-                    errors[kind] = errors.get(kind, 0) + int(count)
+            parts = {name: (decode(part["histogram"]), {str(k): int(v) for k, v in part["errors_by_kind"].items()})
+                     for name, part in payload["by_name"].items()}
+            warmup_excluded = int(payload.get("warmup_excluded", 0))
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"report {REPORT_KEY!r} from worker {worker}: {error}") from None
+        for name, (histogram, errors) in parts.items():
+            self.histograms.setdefault(name, new_histogram()).add(histogram)
+            merged_errors = self.errors.setdefault(name, {})
+            for kind, count in errors.items():
+                merged_errors[kind] = merged_errors.get(kind, 0) + count
+        self.warmup_excluded += warmup_excluded
         self.reports.append({"worker": worker, "index": len(self.reports), **payload})
 
     def result(self) -> dict[str, Any]:
@@ -119,6 +128,7 @@ class _Merged:
             "hdr": {"lowest": HDR_LOWEST_US, "highest": HDR_HIGHEST_US,
                     "significant_figures": HDR_SIGNIFICANT_FIGURES},
             "workers": sorted({report["worker"] for report in self.reports}),
+            "warmup_excluded": self.warmup_excluded,
             "aggregated": _section(aggregated, aggregated_errors),
             "by_name": by_name,
             "reports": self.reports,
@@ -130,13 +140,16 @@ def _section(histogram: Any, errors: dict[str, int]) -> dict[str, Any]:
             "summary": summarize(histogram), "histogram": encode(histogram)}
 
 
-def summary_line(label: str, histogram: Any) -> str:
-    """One printed line: count, p50/p90/p99/p99.9 and max of a merged histogram, in microseconds."""
-    count = histogram.get_total_count()
-    if count == 0:
-        return f"{label}: no successful requests"
-    parts = [f"p{p:g}={histogram.get_value_at_percentile(p)}" for p in PRINTED_PERCENTILES]
-    return f"{label}: n={count} " + " ".join(parts) + f" max={histogram.get_max_value()} (us, HdrHistogram)"
+def summary_line(label: str, section: dict[str, Any]) -> str:
+    """One printed line from a result section: count, p50/p90/p99/p99.9, max (us) and errors."""
+    summary, errors = section["summary"], section["errors_by_kind"]
+    line = f"{label}: n={section['count']}"
+    if section["count"]:
+        line += " " + " ".join(f"p{p:g}={summary[f'p{p:g}_us']:.0f}" for p in PRINTED_PERCENTILES)
+        line += f" max={summary['max_us']:.0f} us"
+    if errors:
+        line += "; errors " + ", ".join(f"{kind}={count}" for kind, count in errors.items())
+    return line
 
 
 class DistributedRecorder:
@@ -146,6 +159,14 @@ class DistributedRecorder:
         self.environment = environment
         self.pending = _Pending()
         self.merged = _Merged()
+        self.warmup_until = 0.0  # wall clock; requests that started earlier are only counted
+
+    def record(self, name: str, response_time_ms: float, exception: BaseException | None) -> None:
+        """One request from Locust's ``request`` event (``response_time`` in unrounded ms)."""
+        if self.warmup_until and time.time() - response_time_ms / 1000.0 < self.warmup_until:
+            self.pending.warmup_excluded += 1
+            return
+        self.pending.record(name, response_time_ms, exception)
 
     @property
     def is_worker(self) -> bool:
@@ -156,8 +177,12 @@ class DistributedRecorder:
         return isinstance(self.environment.runner, MasterRunner)
 
     def restart(self) -> None:
+        """A new test run: fresh histograms, and the warm-up counted from now (on each process)."""
         self.pending = _Pending()
         self.merged = _Merged()
+        options = self.environment.parsed_options
+        warmup_s = float(getattr(options, "hdr_warmup", 0) or 0) if options is not None else 0.0
+        self.warmup_until = time.time() + warmup_s if warmup_s > 0 else 0.0
 
     def take_report(self) -> dict[str, Any]:
         pending, self.pending = self.pending, _Pending()
@@ -173,20 +198,21 @@ class DistributedRecorder:
 _recorder: DistributedRecorder | None = None
 
 
-def current_recorder() -> DistributedRecorder | None:
-    """This process's recorder (None before Locust's ``init`` event)."""
-    return _recorder
-
-
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     parser.add_argument("--hdr-output", type=str, default="", env_var="LOCUST_HDR_OUTPUT",
                         help="write the lab's merged HdrHistograms (unrounded latencies, us) to this JSON file")
+    parser.add_argument("--hdr-warmup", type=float, default=0.0, env_var="LOCUST_HDR_WARMUP",
+                        help="seconds after the test starts whose requests stay out of the HdrHistograms "
+                             "(counted apart as warmup_excluded)")
 
 
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
     global _recorder
+    options = environment.parsed_options
+    if options is not None and (getattr(options, "hdr_warmup", 0) or 0) < 0:
+        sys.exit(f"--hdr-warmup must be at least 0 seconds (got {options.hdr_warmup})")
     _recorder = DistributedRecorder(environment)
 
 
@@ -199,7 +225,7 @@ def _on_test_start(environment: Any, **_: Any) -> None:
 @events.request.add_listener
 def _on_request(name: str, response_time: float, exception: BaseException | None = None, **_: Any) -> None:
     if _recorder is not None:
-        _recorder.pending.record(name, response_time, exception)
+        _recorder.record(name, response_time, exception)
 
 
 @events.report_to_master.add_listener
@@ -223,12 +249,13 @@ def _on_quitting(environment: Any, **_: Any) -> None:
     if _recorder is None or _recorder.is_worker:
         return
     result = _recorder.result()
-    aggregated = new_histogram()
-    add_encoded(aggregated, result["aggregated"]["histogram"])
-    print(summary_line("HdrHistogram latency, all requests", aggregated), flush=True)
-    errors = result["aggregated"]["errors_by_kind"]
-    if errors:
-        print("errors by kind: " + ", ".join(f"{kind}={count}" for kind, count in errors.items()), flush=True)
+    print("Latency from the lab's HdrHistograms (unrounded, merged over workers; not Locust's percentiles):",
+          flush=True)
+    for name, section in result["by_name"].items():
+        print("  " + summary_line(name, section), flush=True)
+    print("  " + summary_line("all requests", result["aggregated"]), flush=True)
+    if result["warmup_excluded"]:
+        print(f"  warm-up: {result['warmup_excluded']} requests left out", flush=True)
     options = environment.parsed_options
     output = getattr(options, "hdr_output", "") if options is not None else ""
     if output:
