@@ -143,3 +143,23 @@ def test_external_server_is_measured_but_never_started_or_stopped(tmp_path: Path
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["server_kind"] == "external" and manifest["server_commands"] == []
     assert lab_server.process.poll() is None  # the sweep left someone else's server running
+
+
+def test_a_rate_search_bisects_towards_the_highest_rate_within_the_budget(tmp_path: Path, pooch_exports) -> None:
+    from poochlab.experiments.sweep.trial_execution import meets_budget
+
+    path = tmp_path / "search.toml"
+    path.write_text(SPEC.replace("users = [1, 2, 3]", 'load_mode = ["open"]')
+                    .replace('profile = "quick"', 'profile = "quick"\np99_budget_ms = 20')
+                    + "[search]\nrate_rps = { low = 20.0, high = 2000.0, steps = 3 }\n")
+    run_dir = tmp_path / "run"
+    summary = runner(load_spec(path), run_dir, pooch_exports).run()
+    assert summary.measured == 3 and not summary.interrupted
+    steps = sorted((TrialRecord.read(p) for p in (run_dir / "trials").glob("*.json")),
+                   key=lambda r: r.load["search"]["step"])
+    rates = [r.factors["rate_rps"] for r in steps]
+    assert rates[0] == pytest.approx(200.0)  # the geometric middle of 20 and 2000
+    for before, after in zip(steps, steps[1:]):
+        went_up = after.factors["rate_rps"] > before.factors["rate_rps"]
+        assert went_up == meets_budget(before, 20.0)
+    assert all(r.load["rate_rps"] == r.factors["rate_rps"] for r in steps)

@@ -142,3 +142,21 @@ def test_the_readme_example_spec_is_valid(tmp_path: Path) -> None:
     trials = plan_trials(spec)
     assert len(trials) == 2 * 2 * 3 * 3
     assert {t.factors["protocol"] for t in trials} == {"grpc"}
+
+
+def test_a_rate_search_needs_a_budget_an_open_loop_and_no_other_load(tmp_path: Path) -> None:
+    search = "[search]\nrate_rps = { low = 10.0, high = 1000.0, steps = 4 }\n"
+    base = BASE.replace("users = [1, 4]\n", "").replace('profile = "quick"', 'profile = "quick"\np99_budget_ms = 5')
+    with pytest.raises(SpecError, match="load_mode"):
+        load_spec(write_spec(tmp_path, base + search))
+    opened = base.replace("[factors]", "[controls]\nload_mode = \"open\"\n[factors]")
+    with pytest.raises(SpecError, match="p99_budget_ms"):
+        load_spec(write_spec(tmp_path, opened.replace("p99_budget_ms = 5", "") + search))
+    with pytest.raises(SpecError, match="remove users"):
+        load_spec(write_spec(tmp_path, opened.replace("[factors]", "[factors]\nusers = [1, 2]") + search))
+    with pytest.raises(SpecError, match="search.rate_rps.high"):
+        load_spec(write_spec(tmp_path, opened + search.replace("high = 1000.0", "high = 5.0")))
+    spec = load_spec(write_spec(tmp_path, opened + search))
+    trials = plan_trials(spec)
+    assert all(t.search_steps == 4 and "rate_rps" not in t.factors and "users" not in t.factors for t in trials)
+    assert estimate_duration_s(spec, trials)[0] > 4 * len(trials) * spec.profile.trial_bounds_s[0] * 0.99

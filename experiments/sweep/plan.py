@@ -31,6 +31,11 @@ class Trial:
     repetition: int  # 1-based
     factors: dict[str, Any] = field(hash=False)  # every factor: varied and controlled
     server: ServerConfig = field(hash=False)
+    search_steps: int = 0  # > 0: a rate search of this many trials (ids <trial_id>-s<k>)
+
+    @property
+    def measurements(self) -> int:
+        return self.search_steps or 1
 
     def label(self, varied: list[str]) -> str:
         return ", ".join(f"{name}={self.factors[name]}" for name in varied)
@@ -64,7 +69,7 @@ def resolve_factors(spec: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
         factors["request_format"] = "protobuf"
     if factors.get("cache") == "off":
         factors["cache_hit_ratio"] = factors.get("cache_hit_ratio", 0.0)
-    if all(factors.get(name) is None for name in ("load_level", "users", "rate_rps")):
+    if spec.search is None and all(factors.get(name) is None for name in ("load_level", "users", "rate_rps")):
         factors["users"] = 1
     return {name: value for name, value in factors.items() if value is not None}
 
@@ -105,7 +110,8 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
             rng.shuffle(members)
             for factors in members:
                 cid = config_id(factors)
-                trials.append(Trial(f"r{repetition}-{cid}", cid, repetition, factors, server))
+                trials.append(Trial(f"r{repetition}-{cid}", cid, repetition, factors, server,
+                                    spec.search.steps if spec.search else 0))
     return trials
 
 
@@ -125,7 +131,8 @@ def estimate_duration_s(spec: SweepSpec, trials: list[Trial]) -> tuple[float, fl
     fixed += FLOOR_S_PER_CLIENT * len(clients)
     if spec.needs_calibration():
         fixed += SERVER_START_S + spec.profile.calibration_s
-    return fixed + low * len(trials), fixed + high * len(trials)
+    measurements = sum(t.measurements for t in trials)
+    return fixed + low * measurements, fixed + high * measurements
 
 
 def format_plan(spec: SweepSpec, trials: list[Trial]) -> str:
@@ -137,6 +144,9 @@ def format_plan(spec: SweepSpec, trials: list[Trial]) -> str:
         f"{server_starts(trials)} server starts, profile {spec.profile.name}",
         f"estimated duration: {low / 60:.1f} to {high / 60:.1f} minutes",
         "controls: " + ", ".join(f"{k}={v}" for k, v in spec.controls.items() if k not in varied),
+        *([f"rate search: {spec.search.steps} trials per configuration and repetition, bisecting "
+           f"{spec.search.low_rps:g} to {spec.search.high_rps:g} requests/s for p99 <= {spec.p99_budget_ms:g} ms"]
+          if spec.search else []),
         "",
         f"{'#':>4}  {'trial':<18} {'server':<28} factors",
     ]

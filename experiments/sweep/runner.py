@@ -87,6 +87,8 @@ class SweepRunner:
         self.progress = progress
         self.show_progress_bar = show_progress_bar
         self.trials = plan_trials(spec)
+        self._in_flight: Trial | None = None  # the trial being measured, recorded if interrupted
+        self._reused = 0  # search steps read back from a resumed run
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -114,23 +116,24 @@ class SweepRunner:
         context = execution.RunContext(spec=self.spec, run_dir=self.run_dir, manifest=manifest,
                                        servers=servers, redis=redis, facts_dir=self.facts_dir,
                                        model_root=self.model_root)
-        current: Trial | None = None
+        self._in_flight = None
         restore = _sigterm_as_interrupt()
         try:
             execution.prepare_run(context)
             for trial in self._iterate(todo):
-                current = trial
-                record = self._measure(context, trial)
-                record.save(trial_path(self.run_dir, trial.trial_id))
-                summary.measured += 1
-                summary.failed += record.status == "failed"
-                current = None
+                for record in self._records_of(context, trial):
+                    record.save(trial_path(self.run_dir, record.trial_id))
+                    summary.measured += 1
+                    summary.failed += record.status == "failed"
+            summary.measured -= self._reused
+            summary.skipped += self._reused
         except KeyboardInterrupt:
             summary.interrupted = True
-            if current is not None:
-                record = execution.failed_record(context, current, "interrupted: the sweep was stopped "
+            if self._in_flight is not None:
+                trial = self._in_flight
+                record = execution.failed_record(context, trial, "interrupted: the sweep was stopped "
                                                  "during this trial; `poochlab sweep --resume` measures it again")
-                record.save(trial_path(self.run_dir, current.trial_id))
+                record.save(trial_path(self.run_dir, trial.trial_id))
         finally:
             restore()
             servers.stop()
@@ -139,14 +142,35 @@ class SweepRunner:
             manifest.update(ended_at=utc_now(), interrupted=summary.interrupted)
         return summary
 
+    def _records_of(self, context: Any, trial: Trial) -> Iterator[TrialRecord]:
+        """One record, or one per step of a rate search."""
+        from poochlab.experiments.sweep import trial_execution as execution
+
+        if not trial.search_steps:
+            yield self._measure(context, trial)
+            return
+        yield from execution.search_steps(context, trial, lambda step: self._measure(context, step), self._saved)
+
+    def _saved(self, trial_id: str) -> TrialRecord | None:
+        """A finished record of this run (resume), or None when it must be measured."""
+        path = trial_path(self.run_dir, trial_id)
+        if not self.resume or trial_id not in finished_trials(self.run_dir):
+            return None
+        self._reused += 1
+        return TrialRecord.read(path)
+
     def _measure(self, context: Any, trial: Trial) -> TrialRecord:
         from poochlab.experiments.sweep import trial_execution as execution
 
+        self._in_flight = trial
         try:
-            return execution.measure(context, trial)
+            record = execution.measure(context, trial)
+            self._in_flight = None
+            return record
         except KeyboardInterrupt:
             raise
-        except Exception as error:  # one trial's failure must not end the sweep
+        except Exception as error:
+            self._in_flight = None  # one trial's failure must not end the sweep
             reason = f"{type(error).__name__}: {error}"
             log_tail = context.servers.log_tail_if_dead()
             if log_tail:
@@ -172,7 +196,7 @@ class SweepRunner:
         if self.show_progress_bar:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(todo), unit="trial", dynamic_ncols=True,
+            bar = tqdm(total=sum(t.measurements for t in todo), unit="trial", dynamic_ncols=True,
                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
         varied = list(self.spec.factors)
         for number, trial in enumerate(todo, 1):
@@ -182,7 +206,7 @@ class SweepRunner:
                 self.progress(trial, number, len(todo))
             yield trial
             if bar is not None:
-                bar.update(1)
+                bar.update(trial.measurements)
         if bar is not None:
             bar.close()
 

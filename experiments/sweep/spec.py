@@ -12,6 +12,8 @@ Layout of ``experiments/*.toml``::
     [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...}
     [profile]        window_s, warmup_s, min_windows, max_windows overriding the profile
     [external]       host, rest_port, grpc_port of a server someone else runs (server_kind "external")
+    [search]         rate_rps = {low, high, steps}: per configuration, bisect the open-loop rate for
+                     the highest one that meets sweep.p99_budget_ms (a rate search)
 
 Every error names the file, the key and what was expected.
 """
@@ -65,6 +67,15 @@ DEFAULT_LOAD_LEVELS = {"light": 0.25, "medium": 0.5, "high": 0.85}
 
 
 @dataclass(frozen=True)
+class RateSearch:
+    """Bisect the open-loop rate (geometrically) between low and high in `steps` trials."""
+
+    low_rps: float
+    high_rps: float
+    steps: int
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     path: Path
     name: str
@@ -82,6 +93,7 @@ class SweepSpec:
     load_levels: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOAD_LEVELS))
     reference: dict[str, Any] = field(default_factory=dict)
     external: dict[str, Any] | None = None  # {"host", "rest_port", "grpc_port"}
+    search: "RateSearch | None" = None
 
     def needs_calibration(self) -> bool:
         return "load_level" in self.factors or self.controls.get("load_level") is not None
@@ -94,6 +106,7 @@ class SweepSpec:
             "p99_budget_ms": self.p99_budget_ms, "factors": self.factors, "controls": self.controls,
             "batching_sets": self.batching_sets, "load_levels": self.load_levels,
             "reference": self.reference, "external": self.external,
+            "search": vars(self.search) if self.search else None,
         }
 
 
@@ -111,7 +124,7 @@ def load_spec(path: Path | str) -> SweepSpec:
 def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     where = _Where(path)
     where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile",
-                                  "external"))
+                                  "external", "search"))
     sweep = data.get("sweep", {})
     where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
                                      "profile", "server_kind", "p99_budget_ms"))
@@ -145,6 +158,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         server_kind=server_kind, p99_budget_ms=float(budget) if budget is not None else None,
         factors=factors, controls=controls, batching_sets=batching_sets, load_levels=levels,
         external=_external(where, data.get("external"), server_kind),
+        search=_search(where, data.get("search")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
@@ -314,9 +328,31 @@ def _external(where: _Where, table: dict[str, Any] | None, server_kind: str) -> 
             "grpc_port": where.integer("external.grpc_port", table.get("grpc_port"), 1, 65535)}
 
 
+def _search(where: _Where, table: dict[str, Any] | None) -> RateSearch | None:
+    if table is None:
+        return None
+    where.only_keys("search", table, ("rate_rps",))
+    rate = table.get("rate_rps")
+    if not isinstance(rate, dict):
+        raise where.fail("search.rate_rps", "expected a table {low = ..., high = ..., steps = ...}")
+    where.only_keys("search.rate_rps", rate, ("low", "high", "steps"))
+    low = where.number("search.rate_rps.low", rate.get("low"), 0.001, 1e6)
+    high = where.number("search.rate_rps.high", rate.get("high"), 0.001, 1e6)
+    if high <= low:
+        raise where.fail("search.rate_rps.high", f"must be above low ({low})")
+    return RateSearch(low, high, where.integer("search.rate_rps.steps", rate.get("steps", 5), 1, 30))
+
+
 def _check_combinations(where: _Where, spec: SweepSpec) -> None:
     varied_or_held = {**{k: v for k, v in spec.controls.items() if v is not None}, **spec.factors}
     intensity = [name for name in ("load_level", "users", "rate_rps") if name in varied_or_held]
+    if spec.search is not None:
+        if spec.p99_budget_ms is None:
+            raise where.fail("search", "a rate search looks for the highest rate within sweep.p99_budget_ms: set it")
+        if intensity:
+            raise where.fail("search", f"the search sets the rate itself; remove {', '.join(intensity)}")
+        if "closed" in spec.factors.get("load_mode", [spec.controls.get("load_mode")]):
+            raise where.fail("search", 'a rate search is an open loop: set load_mode = "open"')
     if len(intensity) > 1:
         raise where.fail("factors", f"give one of load_level, users, rate_rps; this spec gives {', '.join(intensity)}")
     modes = spec.factors.get("load_mode", [spec.controls.get("load_mode")])

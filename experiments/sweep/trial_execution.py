@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from poochlab.experiments.records import TrialRecord
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
-from poochlab.experiments.sweep.plan import Trial, resolve_factors, server_config
+from poochlab.experiments.sweep.plan import Trial, config_id, resolve_factors, server_config
 from poochlab.experiments.sweep.redis_service import RedisServer
 from poochlab.experiments.sweep.servers import ServerPool
 from poochlab.experiments.sweep.spec import SweepSpec
@@ -72,6 +73,8 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
         return LoadSettings(mode="open", rate_rps=context.calibration.rate_for(factors["load_level"]), **base)
     if "rate_rps" in factors:
         return LoadSettings(mode="open", rate_rps=factors["rate_rps"], **base)
+    if context.spec.search is not None:  # the floor of a search: its most demanding rate
+        return LoadSettings(mode="open", rate_rps=context.spec.search.high_rps, **base)
     return LoadSettings(mode="closed", users=factors.get("users", 1), **base)
 
 
@@ -161,6 +164,44 @@ def measure(context: RunContext, trial: Trial) -> TrialRecord:
         record.load["generator_floor"] = floor["record"]
     record.resources.setdefault("server_starts_so_far", context.servers.starts)
     return record
+
+
+def meets_budget(record: TrialRecord, budget_ms: float) -> bool:
+    """A search step passes when it is a valid measurement with p99 within the budget."""
+    from poochlab.experiments.recording.histograms import merge_encoded
+
+    if record.status != "ok" or not record.validity.valid or not record.windows:
+        return False
+    chosen = [w for w in record.windows if w.index in set(record.stable_windows)] or record.windows
+    merged = merge_encoded(w.histogram for w in chosen)
+    return merged.get_total_count() > 0 and merged.get_value_at_percentile(99) <= budget_ms * 1000
+
+
+def search_steps(context: RunContext, trial: Trial, measure_step: Callable[[Trial], TrialRecord],
+                 saved: Callable[[str], TrialRecord | None]) -> Iterator[TrialRecord]:
+    """The rate search of one configuration: bisect log(rate) between the spec's bounds.
+
+    Each step is an ordinary trial with its rate as the ``rate_rps`` factor (so analysis finds
+    the highest sustainable rate like any other); a step already saved (a resumed run) is
+    read back instead of measured again, so the search takes the same path.
+    """
+    search, budget = context.spec.search, context.spec.p99_budget_ms
+    assert search is not None and budget is not None
+    low, high = math.log(search.low_rps), math.log(search.high_rps)
+    for step in range(search.steps):
+        rate = float(f"{math.exp((low + high) / 2):.3g}")
+        factors = {**trial.factors, "rate_rps": rate}
+        step_trial = replace(trial, trial_id=f"{trial.trial_id}-s{step}", config_id=config_id(factors),
+                             factors=factors, search_steps=0)
+        record = saved(step_trial.trial_id) or measure_step(step_trial)
+        record.load["search"] = {"step": step, "of": search.steps, "budget_ms": budget,
+                                 "bounds_rps": [math.exp(low), math.exp(high)],
+                                 "configuration": trial.config_id}
+        yield record
+        if meets_budget(record, budget):
+            low = math.log(rate)
+        else:
+            high = math.log(rate)
 
 
 def failed_record(context: RunContext, trial: Trial, reason: str) -> TrialRecord:
