@@ -101,6 +101,8 @@ class ClientConfig:
     retries: int = 0
     grpc_max_send_bytes: int | None = None
     grpc_max_receive_bytes: int | None = None
+    # A server serving several models at once: requests rotate over model_name and these.
+    rotate_models: tuple[str, ...] = ()
     cache: CacheConfig | None = None
     fallback: FallbackConfig | None = None
 
@@ -114,6 +116,8 @@ class ClientConfig:
         _require(self.rest_url.startswith(("http://", "https://")),
                  f"rest_url must start with http:// or https:// (got {self.rest_url!r})")
         _require(bool(self.model_name), "model_name must not be empty")
+        _require(all(isinstance(n, str) and n for n in self.rotate_models) and self.model_name not in self.rotate_models,
+                 f"rotate_models must be other non-empty model names (got {self.rotate_models!r})")
         _require(self.version is None or self.version_label is None,
                  "give at most one of version and version_label")
         _require(self.version is None or (isinstance(self.version, int) and self.version > 0),

@@ -19,6 +19,19 @@ def build_transport(config: ClientConfig) -> Any:
 
 
 def build_predictor(config: ClientConfig) -> Any:
+    """The predictor ``config`` describes (see :func:`build_model_predictor`); with
+    ``rotate_models``, one per model name, taking requests in turn."""
+    if config.rotate_models:
+        from dataclasses import replace
+
+        from poochlab.clients.model_rotation import ModelRotation
+
+        names = (config.model_name, *config.rotate_models)
+        return ModelRotation([build_model_predictor(replace(config, model_name=n, rotate_models=())) for n in names])
+    return build_model_predictor(config)
+
+
+def build_model_predictor(config: ClientConfig) -> Any:
     """The predictor ``config`` describes: the transport, wrapped by the Redis cache-aside when
     ``config.cache`` is set, wrapped by the supervisor when ``config.fallback`` is set.
 

@@ -163,3 +163,19 @@ def test_a_rate_search_bisects_towards_the_highest_rate_within_the_budget(tmp_pa
         went_up = after.factors["rate_rps"] > before.factors["rate_rps"]
         assert went_up == meets_budget(before, 20.0)
     assert all(r.load["rate_rps"] == r.factors["rate_rps"] for r in steps)
+
+
+def test_models_served_at_once_share_the_load(tmp_path: Path, pooch_exports) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(SPEC.replace("users = [1, 2, 3]", "models_served = [2]").replace('protocol = "rest"',
+                                                                                    'protocol = "rest"\nusers = 2'))
+    run_dir = tmp_path / "run"
+    summary = runner(load_spec(path), run_dir, pooch_exports).run()
+    assert summary.measured == 1 and summary.failed == 0
+    (record_path,) = (run_dir / "trials").glob("*.json")
+    counts = TrialRecord.read(record_path).server_metrics[":tensorflow:serving:request_count"]
+    per_model = {key.split(",")[0]: value for key, value in counts.items() if "status=OK" in key}
+    assert set(per_model) == {"model_name=pooch_predictor", "model_name=pooch_predictor_2"}
+    low, high = sorted(per_model.values())
+    assert low > 0 and high - low <= 0.1 * high + 5  # round robin: near-equal shares
+    assert "pooch_predictor_2" in next((run_dir / "configs").glob("*/models.config")).read_text()

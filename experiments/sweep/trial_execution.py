@@ -39,7 +39,8 @@ def trial_seed(spec: SweepSpec, trial_id: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, grpc_target: str) -> Any:
+def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, grpc_target: str,
+                  model_names: list[str] | None = None) -> Any:
     from poochlab.clients import CacheConfig, ClientConfig
 
     cache = None
@@ -52,6 +53,8 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
         protocol=factors["protocol"], library=factors["client_library"] if rest else "grpcio",
         rest_url=rest_url, grpc_target=grpc_target,
         request_format=factors["request_format"] if rest else "row", cache=cache,
+        # Several models served at once share the load equally.
+        **({"model_name": model_names[0], "rotate_models": tuple(model_names[1:])} if model_names else {}),
     )
 
 
@@ -156,7 +159,7 @@ def measure(context: RunContext, trial: Trial) -> TrialRecord:
         context.redis.flush()
         redis_pid = context.redis.pid
     settings = load_settings(context, trial.factors, seed)
-    client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target)
+    client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target, endpoints.model_names)
     measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
                   metrics_url=endpoints.metrics_url, redis_pid=redis_pid)
     floor = context.floors.get(_floor_key(trial.factors, settings))
