@@ -40,11 +40,24 @@ def encode_response(status: int, content_type: bytes, body: bytes, headers: list
     return b"".join(head) + body
 
 
+class RequestGauge:
+    """How many parsed requests the server is answering right now, over all connections.
+
+    Counted when a request is parsed (in ``data_received``), before its handler task first
+    runs, so a handler can tell whether other requests are waiting behind it on the loop.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, handler: Callable, max_body_bytes: int, too_large_message: str) -> None:
+    def __init__(self, handler: Callable, max_body_bytes: int, too_large_message: str,
+                 gauge: RequestGauge | None = None) -> None:
         self._handler = handler
+        self._gauge = gauge if gauge is not None else RequestGauge()
         self._max_body = max_body_bytes
         self._too_large = too_large_message
         self._parser = httptools.HttpRequestParser(self)
@@ -106,6 +119,7 @@ class HttpProtocol(asyncio.Protocol):
         path = self._url.decode("utf-8", "replace")
         body = b"".join(self._body)
         previous = self._pending
+        self._gauge.in_flight += 1
         self._pending = asyncio.ensure_future(self._answer(previous, method, path, self._headers, body, keep_alive))
 
     async def _answer(self, previous: asyncio.Task | None, method: str, path: str, headers: dict[str, str],
@@ -116,6 +130,8 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:  # a handler bug must answer 500, never kill the connection silently
             log.exception("REST handler failed for %s %s", method, path)
             data = encode_response(500, b"application/json", error_body("Internal server error"), [], keep_alive)
+        finally:
+            self._gauge.in_flight -= 1
         if previous is not None and not previous.done():
             await previous
         if self._transport is None or self._transport.is_closing():
@@ -133,7 +149,11 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def start_http_server(handler: Callable, host: str, port: int, max_body_bytes: int,
-                            too_large_message: str) -> asyncio.AbstractServer:
+                            too_large_message: str, gauge: RequestGauge | None = None) -> asyncio.AbstractServer:
+    """Serve ``handler`` on ``host:port``; ``gauge`` (shared by all connections) counts the
+    requests being answered."""
     loop = asyncio.get_running_loop()
+    shared = gauge if gauge is not None else RequestGauge()
     return await loop.create_server(
-        lambda: HttpProtocol(handler, max_body_bytes, too_large_message), host, port, reuse_address=True, backlog=1024)
+        lambda: HttpProtocol(handler, max_body_bytes, too_large_message, shared), host, port,
+        reuse_address=True, backlog=1024)

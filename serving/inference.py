@@ -18,12 +18,19 @@ from poochlab.serving.status import Code, ServingError
 
 
 async def run_signature(manager: ModelManager, state: VersionState, signature: Signature,
-                        inputs: Mapping[str, np.ndarray], deadline: float | None) -> InferenceResult:
-    """Validate ``inputs`` and run them through the version's session for ``signature``."""
+                        inputs: Mapping[str, np.ndarray], deadline: float | None,
+                        alone: bool = False) -> InferenceResult:
+    """Validate ``inputs`` and run them through the version's session for ``signature``.
+
+    ``alone``: no other request is being answered on this loop, so a quick model without
+    batching runs right here instead of on a model thread (see ``direct_session``).
+    """
     validate(signature, inputs)
     session = manager.session(state, signature.name)
     task = InferenceTask(inputs=inputs, deadline=deadline)
     if isinstance(session, DirectSession):
+        if alone and session.runs_quickly:
+            return session.run(task)
         return await session.submit_to_loop(task, asyncio.get_running_loop())
     return await asyncio.wrap_future(session.submit(task))
 

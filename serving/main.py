@@ -130,7 +130,7 @@ class Server:
             api = RestApi(manager, metrics, options.rest_api_timeout_in_ms, prometheus_path, options.lab_max_request_bytes)
             http_server = await start_http_server(
                 api.handle, options.lab_bind_address, options.rest_api_port, options.lab_max_request_bytes,
-                body_too_large_message(options.lab_max_request_bytes))
+                body_too_large_message(options.lab_max_request_bytes), api.gauge)
             rest_port = http_server.sockets[0].getsockname()[1]
             print(f"Exporting HTTP/REST API at:{options.lab_bind_address}:{rest_port} ...", flush=True)
 

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from poochlab.serving import rest_codec
+from poochlab.serving.http_server import RequestGauge
 from poochlab.serving.inference import (
     check_method, classification_results, examples_input, regression_results, run_signature,
 )
@@ -59,6 +60,8 @@ class RestApi:
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.prometheus_path = prometheus_path
         self.max_body_bytes = max_body_bytes
+        # Requests being answered; the HTTP server counts them (pass it to start_http_server).
+        self.gauge = RequestGauge()
 
     def decode_body(self, headers: dict[str, str], body: bytes) -> bytes:
         """The body, gunzipped when ``Content-Encoding: gzip`` (bounded by the size limit)."""
@@ -149,7 +152,8 @@ class RestApi:
             deadline = started + self.timeout_s if self.timeout_s else None
             # Both sessions answer DEADLINE_EXCEEDED (504) for a task whose deadline passes
             # before the model starts on it, so no per-request timer is needed here.
-            result = await run_signature(self.manager, state, signature, inputs, deadline)
+            result = await run_signature(self.manager, state, signature, inputs, deadline,
+                                         alone=self.gauge.in_flight <= 1)
             compute_us = result.compute_us
             if verb == "predict":
                 answer = rest_codec.predict_response(result.outputs, request_format)

@@ -1,0 +1,133 @@
+"""The per-request fast paths: the flat signature call, and a sole REST request on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poochlab.serving.status import Code, ServingError
+
+
+@pytest.fixture(scope="module")
+def half_plus_two(half_plus_two_base: Path):
+    from poochlab.serving.servable import Servable
+
+    return Servable("half_plus_two", 1, half_plus_two_base / "half_plus_two" / "1")
+
+
+def test_the_flat_call_answers_like_the_public_signature_call(half_plus_two):
+    import tensorflow as tf
+
+    signature = half_plus_two.signature("serving_default")
+    assert signature._flat_order is not None  # the fast path is the one under test
+    x = np.array([[1.0], [2.5], [-4.0]], np.float32)
+    public = signature.function(**{name: tf.constant(x) for name in signature.inputs})
+    flat = signature.compute({name: x for name in signature.inputs})
+    assert set(flat) == set(public)
+    for name, tensor in public.items():
+        np.testing.assert_array_equal(flat[name], tensor.numpy())
+
+
+def test_the_flat_call_refuses_a_wrong_dtype_as_the_request_s_error(half_plus_two):
+    signature = half_plus_two.signature("serving_default")
+    with pytest.raises(ServingError) as error:
+        signature.compute({name: np.array([["a"]], dtype=object) for name in signature.inputs})
+    assert error.value.code == Code.INVALID_ARGUMENT
+
+
+def _manager_watching_threads(threads, ran_on: list[str]):
+    from poochlab.serving.direct_session import DirectSession
+    from poochlab.serving.model_manager import ModelManager
+
+    def factory(compute, name):
+        def watched(inputs):
+            ran_on.append(threading.current_thread().name)
+            return compute(inputs)
+
+        return DirectSession(watched, threads)
+
+    return ModelManager(factory)
+
+
+def test_a_sole_request_on_a_quick_model_runs_on_the_loop_and_others_on_model_threads(half_plus_two_base):
+    from poochlab.serving.inference import run_signature
+    from poochlab.serving.model_config import single_model_config
+    from poochlab.serving.model_threads import ModelThreads
+
+    threads = ModelThreads(2, name="model")
+    ran_on: list[str] = []
+    manager = _manager_watching_threads(threads, ran_on)
+    try:
+        manager.apply_config(single_model_config("half_plus_two", str(half_plus_two_base / "half_plus_two")))
+        state = manager.resolve("half_plus_two")
+        signature = state.servable.signature("")
+        inputs = {name: np.array([[1.0]], np.float32) for name in signature.inputs}
+
+        session = manager.session(state, signature.name)
+
+        async def call(alone: bool) -> float:
+            result = await run_signature(manager, state, signature, inputs, None, alone=alone)
+            return float(next(iter(result.outputs.values())).reshape(-1)[0])
+
+        async def calls() -> list[float]:
+            # Never run yet: its speed is unknown, so even a sole request goes to a model thread.
+            answers = [await call(alone=True)]
+            for _ in range(200):  # a cold first run may be slow: until the session has seen quick runs
+                if session.runs_quickly:
+                    break
+                await call(alone=False)
+            answers.append(await call(alone=True))
+            answers.append(await call(alone=False))
+            return answers
+
+        answers = asyncio.run(calls())
+    finally:
+        manager.close()
+        threads.shutdown()
+    assert answers == [2.5, 2.5, 2.5]
+    assert ran_on[0].startswith("model_")
+    assert ran_on[-2] == threading.current_thread().name  # asyncio.run's loop runs on this thread
+    assert ran_on[-1].startswith("model_")
+
+
+def test_the_gauge_counts_requests_being_answered_over_all_connections():
+    from poochlab.serving.http_server import RequestGauge, start_http_server
+    from poochlab.serving.rest_api import Response
+
+    gauge = RequestGauge()
+
+    async def scenario() -> list[int]:
+        release = asyncio.Event()
+
+        async def handler(method, path, headers, body):
+            await release.wait()
+            return Response(200, b"{}")
+
+        server = await start_http_server(handler, "127.0.0.1", 0, 1024, "too large", gauge)
+        port = server.sockets[0].getsockname()[1]
+        request = b"GET /v1/models/x HTTP/1.1\r\nHost: a\r\n\r\n"
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for _, writer in streams:
+            writer.write(request)
+            await writer.drain()
+        seen = []
+        for _ in range(200):  # until both requests are parsed
+            await asyncio.sleep(0.01)
+            if gauge.in_flight == 2:
+                break
+        seen.append(gauge.in_flight)
+        release.set()
+        for reader, _ in streams:
+            assert (await reader.readuntil(b"{}")).startswith(b"HTTP/1.1 200")
+        seen.append(gauge.in_flight)
+        for _, writer in streams:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        return seen
+
+    assert asyncio.run(scenario()) == [2, 0]
