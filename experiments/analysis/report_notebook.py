@@ -10,15 +10,8 @@ from __future__ import annotations
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-from poochlab.experiments.analysis.report_document import (
-    Bullets,
-    FigureBlock,
-    Heading,
-    Paragraph,
-    ReportDocument,
-    Table,
-)
-from poochlab.experiments.analysis.report_render import markdown_table
+from poochlab.experiments.analysis.report_document import FigureBlock, ReportDocument
+from poochlab.experiments.analysis.report_render import text_block_markdown
 
 SETUP_CODE = """\
 from pathlib import Path
@@ -52,14 +45,9 @@ def to_notebook(document: ReportDocument) -> NotebookNode:
             pending.clear()
 
     for block in document.blocks:
-        if isinstance(block, Heading):
-            pending.append("#" * block.level + " " + block.text)
-        elif isinstance(block, Paragraph):
-            pending.append(block.text)
-        elif isinstance(block, Bullets):
-            pending.append("\n".join(f"- {item}" for item in block.items))
-        elif isinstance(block, Table):
-            pending.append(markdown_table(block.frame))
+        text = text_block_markdown(block)
+        if text is not None:
+            pending.append(text)
         elif isinstance(block, FigureBlock):
             flush()
             cells.append(nbformat.v4.new_code_cell(FIGURE_CODE.format(name=block.name)))

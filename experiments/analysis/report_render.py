@@ -37,18 +37,26 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def text_block_markdown(block: object) -> str | None:
+    """Markdown of a heading, paragraph, list or table (None for a figure, drawn per format)."""
+    if isinstance(block, Heading):
+        return "#" * block.level + " " + block.text
+    if isinstance(block, Paragraph):
+        return block.text
+    if isinstance(block, Bullets):
+        return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, Table):
+        return markdown_table(block.frame)
+    return None
+
+
 def to_markdown(document: ReportDocument) -> str:
     parts = [f"# {document.title}"]
     figure_number = 0
     for block in document.blocks:
-        if isinstance(block, Heading):
-            parts.append("#" * block.level + " " + block.text)
-        elif isinstance(block, Paragraph):
-            parts.append(block.text)
-        elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {item}" for item in block.items))
-        elif isinstance(block, Table):
-            parts.append(markdown_table(block.frame))
+        text = text_block_markdown(block)
+        if text is not None:
+            parts.append(text)
         elif isinstance(block, FigureBlock):
             figure_number += 1
             parts.append(f"![{block.title}]({block.png_file})\n\n*Figure {figure_number}. {block.caption}* "
