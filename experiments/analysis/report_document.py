@@ -273,8 +273,8 @@ def _budget_section(document: ReportDocument, analysis: RunAnalysis, budget: Bud
     if budget.budget_ms is not None:
         sustainable = sustainable_throughput(configs, analysis.varied, budget.budget_ms)
         if len(sustainable):
-            document.add(Paragraph(f"Highest sustainable throughput of each setting within the budget, over the "
-                                   f"load levels this sweep measured:"), Table(sustainable))
+            document.add(Paragraph("Highest sustainable throughput of each setting within the budget, over the "
+                                   "load levels this sweep measured:"), Table(sustainable))
     document.add(Paragraph("Pareto-optimal configurations (throughput against p99):"))
     document.add(Bullets([f"{r['label']}: {format_number(r['throughput_rps'])} requests/s, p99 {format_number(r['p99_ms'])} ms"
                           for _, r in front.iterrows()] or ["none"]))

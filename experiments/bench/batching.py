@@ -346,17 +346,3 @@ def run(args: argparse.Namespace) -> int:
     }, indent=1))
     print(f"results: {out}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poochlab bench batching", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except BenchError as error:
-        print(f"bench batching: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -301,17 +301,3 @@ def format_report(report: dict[str, Any]) -> str:
                  f"(target <= 1.5): {'PASS' if checks['cache_hit_over_get_plus_client'] <= 1.5 else 'FAIL'}")
     lines.append(f"gRPC p50 / gRPC echo p50 = {checks['grpc_over_echo']}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poochlab bench clients", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except CommandError as error:
-        print(f"poochlab bench clients: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,11 +20,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from poochlab.cli import CommandError
 
@@ -229,18 +228,3 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(checks))
     print(f"saved {args.out}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poochlab bench generator", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except CommandError as error:
-        print(f"poochlab bench generator: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

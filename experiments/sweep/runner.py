@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
