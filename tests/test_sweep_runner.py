@@ -179,3 +179,19 @@ def test_models_served_at_once_share_the_load(tmp_path: Path, pooch_exports) -> 
     low, high = sorted(per_model.values())
     assert low > 0 and high - low <= 0.1 * high + 5  # round robin: near-equal shares
     assert "pooch_predictor_2" in next((run_dir / "configs").glob("*/models.config")).read_text()
+
+
+def test_replicas_run_behind_the_balancer_and_their_placement_is_recorded(tmp_path: Path, pooch_exports) -> None:
+    path = tmp_path / "replicas.toml"
+    path.write_text(SPEC.replace("users = [1, 2, 3]", "replicas = [2]").replace('protocol = "rest"',
+                                                                               'protocol = "rest"\nusers = 2'))
+    run_dir = tmp_path / "run"
+    summary = runner(load_spec(path), run_dir, pooch_exports).run()
+    assert summary.measured == 1 and summary.failed == 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert len(manifest["server_commands"]) == 2  # one per replica
+    (placement,) = manifest["replica_placement"].values()
+    assert placement["replicas"] == 2 and placement["balancer"] == "nginx" and len(placement["replica_cores"]) == 2
+    (record_path,) = (run_dir / "trials").glob("*.json")
+    record = TrialRecord.read(record_path)
+    assert record.status == "ok" and sum(w.requests for w in record.windows) > 0
