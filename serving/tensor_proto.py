@@ -58,18 +58,22 @@ def _typed_values(proto: Any) -> np.ndarray | None:
     read = _TYPED_READS.get(proto.dtype)
     if read is None or proto.tensor_content:
         return None
-    values = getattr(proto, read[0])
-    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    field, dtype = read
+    values = getattr(proto, field)
+    shape = [dim.size for dim in proto.tensor_shape.dim]
     count = 1
     for size in shape:
+        if size < 0:
+            return None
         count *= size
-    if len(values) != count or any(size < 0 for size in shape):
+    if len(values) != count:
         return None
-    if read[1] is object:
-        array = np.empty(count, dtype=object)
-        array[:] = list(values)
+    if dtype is object:
+        # From a list, numpy makes a 1-D array of the bytes objects (bytes are not sequences
+        # to numpy); from the protobuf container it would probe it element by element.
+        array = np.array(list(values), dtype=object) if count else np.empty(0, dtype=object)
     else:
-        array = np.array(values, dtype=read[1])
+        array = np.fromiter(values, dtype=dtype, count=count)  # half the time of np.array here
     return array.reshape(shape)
 
 

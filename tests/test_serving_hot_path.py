@@ -131,3 +131,28 @@ def test_the_gauge_counts_requests_being_answered_over_all_connections():
         return seen
 
     assert asyncio.run(scenario()) == [2, 0]
+
+
+@pytest.mark.parametrize("field, dtype, values, shape", [
+    ("string_val", 7, [b"a", b"bc", b"", b"\xff"], [2, 2]),
+    ("int64_val", 9, [1, -2, 3], [1, 3]),
+    ("float_val", 1, [0.5, 2.25], [2, 1]),
+    ("bool_val", 10, [True, False], [2]),
+    ("string_val", 7, [], [0]),
+])
+def test_request_tensors_in_typed_fields_read_like_tensorflow_reads_them(field, dtype, values, shape):
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+
+    from poochlab.serving.servable import TensorSpec
+    from poochlab.serving.tensor_proto import proto_to_array
+
+    # Typed repeated fields, one value per element: what TF Serving's clients send.
+    proto = tensor_pb2.TensorProto(dtype=dtype)
+    for size in shape:
+        proto.tensor_shape.dim.add().size = size
+    getattr(proto, field).extend(values)
+    got = proto_to_array(proto, TensorSpec("x", dtype, None))
+    want = tf.make_ndarray(proto)
+    assert got.shape == want.shape == tuple(shape) and got.dtype.kind == want.dtype.kind
+    np.testing.assert_array_equal(got, want)
