@@ -156,3 +156,22 @@ def test_request_tensors_in_typed_fields_read_like_tensorflow_reads_them(field, 
     want = tf.make_ndarray(proto)
     assert got.shape == want.shape == tuple(shape) and got.dtype.kind == want.dtype.kind
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_formatting_reads_back_as_the_same_float32(seed):
+    from poochlab.serving.json_format import format_float
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([
+        (rng.standard_normal(3000) * 10.0 ** rng.integers(-40, 39, 3000)).astype(np.float32),
+        np.array([0.0, -0.0, 1e-45, 3.4028235e38, -3.4028235e38], np.float32),
+    ])
+    for value in values:
+        text = format_float(float(value), True)
+        assert np.float32(text) == value, (value, text)  # the shortest text TF Serving's rule allows
+        short = "%g" % value
+        if np.float32(short) == value:  # 6 digits suffice: TF Serving writes exactly those
+            assert text == (short if "." in short or "e" in short else short + ".0")
+        else:
+            assert text == "%.9g" % value or text == "%.9g" % value + ".0"
