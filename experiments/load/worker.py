@@ -89,13 +89,14 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     recorder = WindowRecorder(measure_start, settings.window_s, open_loop=open_loop, expected_interval_us=expected)
 
     def on_request(context: dict[str, Any], exception: BaseException | None, **_: Any) -> None:
-        prediction = context.get("prediction")
-        recorder.record(
-            context["start"], context["end"],
-            error_kind=None if exception is None else getattr(exception, "kind", f"client_{type(exception).__name__}"),
-            lateness_s=context.get("lateness_s"),
-            timing=prediction.timing if prediction is not None else None,
-            path=prediction.path if prediction is not None else None)
+        # Runs once per request on the generator's loop: positional arguments, no lookups twice.
+        prediction = context["prediction"]
+        if prediction is None:
+            kind = None if exception is None else getattr(exception, "kind", f"client_{type(exception).__name__}")
+            recorder.record(context["start"], context["end"], kind, context["lateness_s"])
+        else:
+            recorder.record(context["start"], context["end"], None, context["lateness_s"],
+                            prediction.timing, prediction.path)
 
     def count_only(context: dict[str, Any], **_: Any) -> None:
         recorder.count(context["start"], context["end"])

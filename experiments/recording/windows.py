@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from poochlab.experiments.records import HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES
-from poochlab.experiments.recording.histograms import clamp_us, encode, new_histogram
+from poochlab.experiments.recording.histograms import encode, new_histogram
 
 # Values below this are exact in a histogram of HDR_SIGNIFICANT_FIGURES figures; above it,
 # the lowest `_BUCKET_BITS` significant bits are kept (hdrh's "lowest equivalent value").
@@ -115,12 +115,20 @@ class WindowRecorder:
         self._current = _OpenWindow(index=0)
         self._current_end = self.window_end(0)
         self._closed: list[WindowData] = []
-        # Warm-up latencies, kept only to estimate a closed loop's expected interval.
-        self.warmup_latency = new_histogram()
+        # Warm-up latencies (bucketed counts, like a window's), kept only to estimate a closed
+        # loop's expected interval; a histogram is built only if someone asks.
+        self._warmup_counts: dict[int, int] = {}
         # Requests answered after the trial's last window, sent before its end (see stop_after).
         self._tail = _OpenWindow(index=-1)
         self._last_index: int | None = None
         self._crossers: dict[int, list[tuple[float, float, tuple]]] = {}
+
+    @property
+    def warmup_latency(self) -> Any:
+        histogram = new_histogram()
+        for value, count in self._warmup_counts.items():
+            histogram.record_value(value, count)
+        return histogram
 
     def window_index(self, when: float) -> int:
         return math.floor((when - self.measure_start) / self.window_s)
@@ -128,12 +136,16 @@ class WindowRecorder:
     def window_end(self, index: int) -> float:
         return self.measure_start + (index + 1) * self.window_s
 
-    def record(self, start: float, end: float, *, error_kind: str | None = None,
+    def record(self, start: float, end: float, error_kind: str | None = None,
                lateness_s: float | None = None, timing: Any = None, path: str | None = None) -> None:
-        """One finished request: ``start`` is its scheduled (open loop) or actual send time."""
+        """One finished request: ``start`` is its scheduled (open loop) or actual send time.
+
+        Called for every request on the generator's own loop: plain dict counting only, the
+        histograms are built once per window (``advance``)."""
         if start < self.measure_start:
             if error_kind is None:
-                self.warmup_latency.record_value(clamp_us((end - start) * 1e6))
+                value = bucket_us(end - start)
+                self._warmup_counts[value] = self._warmup_counts.get(value, 0) + 1
             return
         details = (error_kind, lateness_s, timing, path)
         if self._last_index is not None:
