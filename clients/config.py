@@ -14,7 +14,7 @@ from poochlab.models.pupdate import MODEL_NAME, SIGNATURE_NAME
 PROTOCOLS = ("rest", "grpc")
 # "lean" is the fastest lean HTTP library we measured (see clients/http_libraries.py); the
 # others name one library each, so the library can be a factor of an experiment.
-REST_LIBRARIES = ("requests", "lean", "geventhttpclient", "urllib3", "http.client")
+REST_LIBRARIES = ("requests", "lean", "geventhttpclient", "urllib3", "http.client", "httptools")
 GRPC_LIBRARIES = ("grpcio",)
 REQUEST_FORMATS = ("row", "columnar")
 

@@ -12,7 +12,7 @@ import pytest
 
 from poochlab.clients import ClientConfig, PredictionError, build_predictor, build_transport
 
-REST_LIBRARIES = ("requests", "lean", "urllib3", "http.client", "geventhttpclient")
+REST_LIBRARIES = ("requests", "lean", "urllib3", "http.client", "geventhttpclient", "httptools")
 PUPDATES = [
     {"hashtags": "#corgi #adorable", "country": "US", "followers": 120},
     {"hashtags": ["#pug", "#zoomies"], "country": "FR", "followers": 3},

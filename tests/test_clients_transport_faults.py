@@ -16,7 +16,7 @@ import pytest
 
 from poochlab.clients import ClientConfig, PredictionError, build_transport
 
-REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient")
+REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient", "httptools")
 PUPDATE = {"hashtags": "#corgi #adorable", "country": "US", "followers": 10}
 
 

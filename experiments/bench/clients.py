@@ -38,7 +38,7 @@ from poochlab.cli import CommandError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROW = {"hashtags": "#corgi #adorable #puppy", "country": "US", "followers": 1234}
-REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient")
+REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient", "httptools")
 ECHO_KIND = "grpc-aio"  # the lab server's own gRPC stack (grpc.aio), from experiments/bench/echo_servers.py
 WRK_LUA = """
 wrk.method = "POST"
