@@ -165,15 +165,21 @@ def test_a_rate_search_bisects_towards_the_highest_rate_within_the_budget(tmp_pa
     assert all(r.load["rate_rps"] == r.factors["rate_rps"] for r in steps)
 
 
-def test_models_served_at_once_share_the_load(tmp_path: Path, pooch_exports) -> None:
-    path = tmp_path / "models.toml"
-    path.write_text(SPEC.replace("users = [1, 2, 3]", "models_served = [2]").replace('protocol = "rest"',
-                                                                                    'protocol = "rest"\nusers = 2'))
+def one_trial_run(tmp_path: Path, pooch_exports, factor: str) -> tuple[Path, TrialRecord]:
+    """A one-trial sweep (2 users over REST) varying only ``factor`` (a TOML line)."""
+    path = tmp_path / "one.toml"
+    path.write_text(SPEC.replace("users = [1, 2, 3]", factor).replace('protocol = "rest"',
+                                                                     'protocol = "rest"\nusers = 2'))
     run_dir = tmp_path / "run"
     summary = runner(load_spec(path), run_dir, pooch_exports).run()
     assert summary.measured == 1 and summary.failed == 0
     (record_path,) = (run_dir / "trials").glob("*.json")
-    counts = TrialRecord.read(record_path).server_metrics[":tensorflow:serving:request_count"]
+    return run_dir, TrialRecord.read(record_path)
+
+
+def test_models_served_at_once_share_the_load(tmp_path: Path, pooch_exports) -> None:
+    run_dir, record = one_trial_run(tmp_path, pooch_exports, "models_served = [2]")
+    counts = record.server_metrics[":tensorflow:serving:request_count"]
     per_model = {key.split(",")[0]: value for key, value in counts.items() if "status=OK" in key}
     assert set(per_model) == {"model_name=pooch_predictor", "model_name=pooch_predictor_2"}
     low, high = sorted(per_model.values())
@@ -182,16 +188,9 @@ def test_models_served_at_once_share_the_load(tmp_path: Path, pooch_exports) -> 
 
 
 def test_replicas_run_behind_the_balancer_and_their_placement_is_recorded(tmp_path: Path, pooch_exports) -> None:
-    path = tmp_path / "replicas.toml"
-    path.write_text(SPEC.replace("users = [1, 2, 3]", "replicas = [2]").replace('protocol = "rest"',
-                                                                               'protocol = "rest"\nusers = 2'))
-    run_dir = tmp_path / "run"
-    summary = runner(load_spec(path), run_dir, pooch_exports).run()
-    assert summary.measured == 1 and summary.failed == 0
+    run_dir, record = one_trial_run(tmp_path, pooch_exports, "replicas = [2]")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert len(manifest["server_commands"]) == 2  # one per replica
     (placement,) = manifest["replica_placement"].values()
     assert placement["replicas"] == 2 and placement["balancer"] == "nginx" and len(placement["replica_cores"]) == 2
-    (record_path,) = (run_dir / "trials").glob("*.json")
-    record = TrialRecord.read(record_path)
     assert record.status == "ok" and sum(w.requests for w in record.windows) > 0
