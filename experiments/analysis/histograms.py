@@ -13,22 +13,17 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from hdrh.histogram import HdrHistogram
 
-from poochlab.experiments.records import HDR_HIGHEST_US, HDR_LOWEST_US, HDR_SIGNIFICANT_FIGURES
+from poochlab.experiments.recording.histograms import decode, new_histogram
 
 # The percentiles every table reports (percent).
 REPORTED_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 
-def _empty_histogram() -> HdrHistogram:
-    return HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES)
-
-
 @lru_cache(maxsize=1)
 def bucket_values_us() -> tuple[np.ndarray, np.ndarray]:
     """(highest, median) equivalent value of every bucket index, microseconds."""
-    histogram = _empty_histogram()
+    histogram = new_histogram()
     lowest = np.array([histogram.get_value_from_index(i) for i in range(histogram.counts_len)], dtype=np.float64)
     highest = np.array([histogram.get_highest_equivalent_value(int(v)) for v in lowest], dtype=np.float64)
     median = lowest + np.floor((highest - lowest + 1) / 2)
@@ -38,14 +33,16 @@ def bucket_values_us() -> tuple[np.ndarray, np.ndarray]:
 def decode_counts(encoded: str, source: str = "<histogram>") -> np.ndarray:
     """Decode one ``hdrh`` ``encode()`` text into a vector of bucket counts.
 
-    Decoding goes through ``decode_and_add`` into a histogram with the lab's settings, so a
-    histogram recorded with a narrower range still lands in the same buckets.
+    Decoding goes through ``decode_and_add`` into a histogram with the lab's settings (the
+    recorder's own :func:`decode`), so a histogram recorded with a narrower range still lands in
+    the same buckets.
     """
-    histogram = _empty_histogram()
+    if not encoded:
+        raise ValueError(f"{source}: not a valid hdrh histogram (empty text)")
     try:
-        histogram.decode_and_add(encoded)
-    except Exception as error:  # hdrh raises several unrelated types for bad input
-        raise ValueError(f"{source}: not a valid hdrh histogram ({type(error).__name__}: {error})") from None
+        histogram = decode(encoded)
+    except ValueError as error:
+        raise ValueError(f"{source}: not a valid hdrh histogram ({error})") from None
     return np.ctypeslib.as_array(histogram.counts).astype(np.int64)
 
 
