@@ -88,6 +88,7 @@ class SweepRunner:
         self.trials = plan_trials(spec)
         self._in_flight: Trial | None = None  # the trial being measured, recorded if interrupted
         self._reused = 0  # search steps read back from a resumed run
+        self._finished: set[str] = set()  # trial ids a resumed run already holds
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -99,7 +100,7 @@ class SweepRunner:
             raise RunError(f"{self.run_dir}: nothing to resume (no manifest.json)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _save_plan(self.run_dir, self.spec, self.trials, self.resume)
-        done = finished_trials(self.run_dir) if self.resume else set()
+        done = self._finished = finished_trials(self.run_dir) if self.resume else set()
         manifest = self._manifest()
         todo = [t for t in self.trials if t.trial_id not in done]
         summary = RunSummary(self.run_dir, len(self.trials), 0, len(self.trials) - len(todo), 0, False)
@@ -118,7 +119,7 @@ class SweepRunner:
         self._in_flight = None
         restore = _sigterm_as_interrupt()
         try:
-            execution.prepare_run(context)
+            execution.prepare_run(context, self.trials)
             for trial in self._iterate(todo):
                 for record in self._records_of(context, trial):
                     record.save(trial_path(self.run_dir, record.trial_id))
@@ -153,7 +154,7 @@ class SweepRunner:
     def _saved(self, trial_id: str) -> TrialRecord | None:
         """A finished record of this run (resume), or None when it must be measured."""
         path = trial_path(self.run_dir, trial_id)
-        if not self.resume or trial_id not in finished_trials(self.run_dir):
+        if trial_id not in self._finished:
             return None
         self._reused += 1
         return TrialRecord.read(path)

@@ -4,9 +4,8 @@ trial (server, Redis, client, workload, load), turning factors into the load sta
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -81,13 +80,13 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     return LoadSettings(mode="closed", users=factors.get("users", 1), **base)
 
 
-def prepare_run(context: RunContext) -> None:
+def prepare_run(context: RunContext, trials: list[Trial]) -> None:
     """Once per run: the workload's pupdates, the capacity calibration and the generator floors."""
     from poochlab.models.facts import generate_pupdates
 
     context.pupdates = tuple(generate_pupdates(WORKLOAD_PUPDATES, context.spec.seed))
     _calibrate(context)
-    _measure_floors(context)
+    _measure_floors(context, trials)
 
 
 def _calibrate(context: RunContext) -> None:
@@ -111,7 +110,7 @@ def _calibrate(context: RunContext) -> None:
     calibration = replace(calibration, levels={**calibration.levels, **spec.load_levels})
     calibration.save(path)
     context.calibration = calibration
-    context.manifest.update(calibration=json.loads(path.read_text()))
+    context.manifest.update(calibration=asdict(calibration))
 
 
 def _floor_key(factors: dict[str, Any], settings: Any) -> str:
@@ -120,14 +119,13 @@ def _floor_key(factors: dict[str, Any], settings: Any) -> str:
            f"-x{factors.get('instances_per_request', 1)}-{load}"
 
 
-def _measure_floors(context: RunContext) -> None:
+def _measure_floors(context: RunContext, trials: list[Trial]) -> None:
     """The same client path at the same loads against an echo server: the instrument's own share."""
     from poochlab.experiments.load import floor_summary, measure_generator_floor
 
-    plan = json.loads((context.run_dir / "plan.json").read_text())["trials"]
     floors = context.manifest.data.get("generator_floor", {})
-    for entry in plan:
-        factors = entry["factors"]
+    for trial in trials:
+        factors = trial.factors
         settings = load_settings(context, factors, context.spec.seed)
         key = _floor_key(factors, settings)
         if key in floors:
