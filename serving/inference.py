@@ -12,7 +12,7 @@ import numpy as np
 from poochlab.serving.direct_session import DirectSession
 from poochlab.serving.inputs import validate
 from poochlab.serving.model_manager import ModelManager, VersionState
-from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Signature
+from poochlab.serving.servable import CLASSIFY_METHOD, Signature
 from poochlab.serving.session import InferenceResult, InferenceTask
 from poochlab.serving.status import Code, ServingError
 

@@ -154,11 +154,11 @@ def predict_inputs(request: Any, signature: Signature) -> tuple[dict[str, np.nda
                 )
             for key, value in instance.items():
                 columns[key].append(value)
-        _check_names(keys, specs)
+        check_input_names(specs, keys)
         return {key: json_to_tensor(values, specs[key]) for key, values in columns.items()}, ROW
     inputs = request["inputs"]
     if isinstance(inputs, dict) and not _is_b64(inputs):
-        _check_names(set(inputs), specs)
+        check_input_names(specs, set(inputs))
         return {key: json_to_tensor(value, specs[key]) for key, value in inputs.items()}, COLUMNAR
     if len(specs) != 1:
         raise _bad(
@@ -167,10 +167,6 @@ def predict_inputs(request: Any, signature: Signature) -> tuple[dict[str, np.nda
         )
     (spec,) = specs.values()
     return {spec.name: json_to_tensor(inputs, spec)}, COLUMNAR
-
-
-def _check_names(names: set[str], specs: dict[str, TensorSpec]) -> None:
-    check_input_names(specs, names)
 
 
 def predict_response(outputs: dict[str, np.ndarray], request_format: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = REPO_ROOT / "models" / "servables" / "small" / "pooch_predictor"
@@ -110,26 +110,12 @@ def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
             started = time.perf_counter()
             signature.compute(inputs)
             samples.append(time.perf_counter() - started)
-        count = [0] * 8
-        stop = threading.Event()
-
-        def worker(index: int) -> None:
-            while not stop.is_set():
-                signature.compute(inputs)
-                count[index] += 1
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
         before = os.times()
-        for thread in threads:
-            thread.start()
-        time.sleep(seconds)
-        stop.set()
-        for thread in threads:
-            thread.join()
+        completed = closed_loop(lambda: signature.compute(inputs), 8, seconds)
         after = os.times()
         cpu = (after.user - before.user) + (after.system - before.system)
-        print(json.dumps({"p50_ms": statistics.median(samples) * 1e3, "cpu_ms_per_call": cpu / sum(count) * 1e3,
-                          "calls_per_s": sum(count) / seconds}), flush=True)
+        print(json.dumps({"p50_ms": statistics.median(samples) * 1e3, "cpu_ms_per_call": cpu / completed * 1e3,
+                          "calls_per_s": completed / seconds}), flush=True)
 
 
 class ComputeFloor:
@@ -221,30 +207,42 @@ def grpc_load(target: str, payload: bytes, threads: int, seconds: float) -> int:
     """Closed-loop calls from ``threads`` threads for ``seconds``; returns how many completed."""
     import grpc
 
-    counts = [0] * threads
     failures: list[str] = []
-    stop = threading.Event()
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
 
-        def worker(index: int) -> None:
-            while not stop.is_set():
-                try:
-                    call(payload, timeout=30)
-                except grpc.RpcError as error:
-                    failures.append(f"{error.code().name}: {error.details()}")
-                    continue
-                counts[index] += 1
+        def predict() -> bool:
+            try:
+                call(payload, timeout=30)
+                return True
+            except grpc.RpcError as error:
+                failures.append(f"{error.code().name}: {error.details()}")
+                return False
 
-        workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-        for worker_thread in workers:
-            worker_thread.start()
-        time.sleep(seconds)
-        stop.set()
-        for worker_thread in workers:
-            worker_thread.join()
+        completed = closed_loop(predict, threads, seconds)
     if failures:
         raise RuntimeError(f"{len(failures)} failed calls at {target}, first: {failures[0]}")
+    return completed
+
+
+def closed_loop(call: Callable[[], Any], threads: int, seconds: float) -> int:
+    """``call`` back to back from ``threads`` threads for ``seconds``; how many calls completed
+    (a call returning False failed and is not counted)."""
+    counts = [0] * threads
+    stop = threading.Event()
+
+    def worker(index: int) -> None:
+        while not stop.is_set():
+            if call() is not False:
+                counts[index] += 1
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in workers:
+        thread.join()
     return sum(counts)
 
 
@@ -440,13 +438,3 @@ def run(args: argparse.Namespace) -> int:
                                         "rounds": [{k: vars(v) for k, v in r.items()} for r in results.rounds]},
                                        indent=2))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poochlab bench server", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
