@@ -78,12 +78,6 @@ def _pinned(start_cpus: set[int] | None, back_cpus: set[int] | None, start: Call
         os.sched_setaffinity(0, back_cpus or start_cpus)
 
 
-def free_port() -> int:
-    from poochlab.serving.launcher import free_port as pick
-
-    return pick()
-
-
 # ---- (a) compute floor, in a pinned child process -------------------------------------
 
 def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
@@ -278,6 +272,8 @@ def measure_grpc(name: str, pid: int, target: str, payload: bytes, calls: int, s
 # ---- (b) echo servers and (c) the lab server -------------------------------------------
 
 def start_echo(placement: Placement, kind: str) -> tuple[subprocess.Popen, int]:
+    from poochlab.serving.launcher import free_port
+
     port = free_port()
     process = placement.start([sys.executable, "-m", "poochlab.experiments.bench.echo_servers", kind, str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from poochlab.serving.kinds.nginx_config import Backend, BalancerConfig, render_nginx_config
+from poochlab.serving.launcher import free_port
 
 _DEBIAN_NGINX = "/usr/sbin/nginx"  # root's PATH has /usr/sbin, a user's often does not
 
@@ -38,13 +39,6 @@ def nginx_version(binary: str) -> tuple[int, int, int]:
     if not match:
         raise RuntimeError(f"{binary} -v did not report a version: {result.stderr.strip()!r}")
     return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
-
-
-def free_port() -> int:
-    """An unprivileged loopback port that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _accepts(port: int) -> bool:
