@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from poochlab.clients.prediction import KIND_BAD_RESPONSE, KIND_CONNECTION, KIND_TIMEOUT, PredictionError
@@ -243,6 +243,9 @@ class _HttptoolsConnection(_Connection):
 
     With gevent's monkey patching (Locust) the socket is gevent's and the wait is cooperative;
     in plain threads it blocks. ``timeout_s`` bounds the whole call, not each socket operation.
+    Per call it only joins the request's bytes and feeds the answer to a parser kept with the
+    connection: after a wake-up from a blocking wait every line of Python runs on cold caches,
+    so the call path is kept short.
     """
 
     thread_bound = True  # a monkey-patched socket belongs to its OS thread's hub
@@ -255,31 +258,47 @@ class _HttptoolsConnection(_Connection):
         self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._host = parts.netloc
         self._socket: socket.socket | None = None
+        self._answer = _ParsedAnswer()
+        self._parser: Any = None
+        # (method, path, header items) -> the request head up to its Content-Length value.
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
+
+    def _head(self, method: str, path: str, headers: dict[str, str]) -> bytes:
+        key = (method, path, tuple(headers.items()))
+        head = self._heads.get(key)
+        if head is None:
+            lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}",
+                     *(f"{name}: {value}" for name, value in headers.items())]
+            head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+            if len(self._heads) < 64:  # a client addresses a handful of paths; never grow unbounded
+                self._heads[key] = head
+        return head
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
               timeout_s: float) -> HttpAnswer:
         import httptools
 
         body = body or b""
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}", f"Content-Length: {len(body)}",
-                 *(f"{name}: {value}" for name, value in headers.items())]
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        data = b"%s%d\r\n\r\n%s" % (self._head(method, path, headers), len(body), body)
         deadline = time.monotonic() + timeout_s
-        answer = _ParsedAnswer()
-        parser = httptools.HttpResponseParser(answer)
+        answer = self._answer
+        answer.start()
         try:
             if self._socket is None:
                 self._socket = socket.create_connection(self._address, timeout=timeout_s)
                 self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = self._socket
+                self._parser = answer.parser = httptools.HttpResponseParser(answer)
+            connection, parser = self._socket, self._parser
             connection.settimeout(timeout_s)
             connection.sendall(data)
-            while not answer.complete:
-                connection.settimeout(max(deadline - time.monotonic(), 1e-6))
+            while True:
                 chunk = connection.recv(65536)
                 if not chunk:
                     raise ConnectionResetError("the server closed the connection")
                 parser.feed_data(chunk)
+                if answer.complete:
+                    break
+                connection.settimeout(max(deadline - time.monotonic(), 1e-6))
         except TimeoutError:
             self._reset()
             raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from None
@@ -289,9 +308,11 @@ class _HttptoolsConnection(_Connection):
         except OSError as error:
             self._reset()
             raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error!r}") from error
-        if not parser.should_keep_alive():
+        status = parser.get_status_code()
+        if not answer.keep_alive:
             self._reset()
-        return HttpAnswer(parser.get_status_code(), b"".join(answer.body), answer.server_timing)
+        return HttpAnswer(status, answer.body[0] if len(answer.body) == 1 else b"".join(answer.body),
+                          answer.server_timing)
 
     def _reset(self) -> None:
         super()._reset()
@@ -301,15 +322,21 @@ class _HttptoolsConnection(_Connection):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        self._parser = None  # a new connection starts with a new parser
 
 
 class _ParsedAnswer:
-    """httptools' callbacks for one answer."""
+    """httptools' callbacks for the answers on one connection, one at a time."""
 
     def __init__(self) -> None:
+        self.parser: Any = None
+        self.start()
+
+    def start(self) -> None:
         self.body: list[bytes] = []
         self.server_timing: str | None = None
         self.complete = False
+        self.keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"server-timing":
@@ -320,6 +347,8 @@ class _ParsedAnswer:
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        # Read it now: once the message is complete the parser resets and always says False.
+        self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
 
 

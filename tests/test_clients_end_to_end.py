@@ -46,6 +46,33 @@ def test_rest_clients_agree_with_grpc(lab_server, grpc_answer, library: str, req
     predictor.close()
 
 
+def _open_sockets_to(port: int) -> set[tuple[str, int]]:
+    """This process's established TCP connections to ``port`` on loopback (their local ends)."""
+    import psutil
+
+    return {tuple(c.laddr) for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED}
+
+
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_sequential_calls_reuse_one_socket(lab_server, library: str) -> None:
+    """Keep-alive on the wire, not just one adapter object: a client that reconnected on every
+    call (as the httptools client once did, reading keep-alive after the parser had reset)
+    would pay a TCP handshake per request and leave no socket open between calls."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(lab_server.rest_url).port
+    predictor = build_transport(ClientConfig(rest_url=lab_server.rest_url, library=library))
+    before = _open_sockets_to(port)
+    predictor.predict(PUPDATES)
+    first = _open_sockets_to(port) - before
+    for _ in range(3):
+        predictor.predict(PUPDATES)
+    assert len(first) == 1
+    assert _open_sockets_to(port) - before == first
+    predictor.close()
+
+
 def test_grpc_reports_version_and_server_timing(lab_server, grpc_answer) -> None:
     predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=lab_server.grpc_target))
     prediction = predictor.predict(PUPDATES[:1])
@@ -147,7 +174,8 @@ def test_connections_are_pooled_not_per_caller(lab_server, grpc_answer, library:
 
 
 def test_lean_client_serves_several_os_threads_at_once(lab_server, grpc_answer) -> None:
-    """geventhttpclient sockets are bound to their OS thread: each thread gets its own connection."""
+    """The lean client's sockets are bound to their OS thread (gevent's hub, when patched): each
+    thread gets its own connection."""
     from concurrent.futures import ThreadPoolExecutor
 
     predictor = build_transport(ClientConfig(rest_url=lab_server.rest_url, library="lean"))
