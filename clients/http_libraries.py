@@ -6,14 +6,11 @@ request on a kept-alive connection and return status, body and the ``Server-Timi
 Idle connections are pooled, so one predictor can be shared by all of a process's threads,
 Locust users or per-request greenlets.
 
-``lean`` is geventhttpclient: with http.client the cheapest per call in ``poochlab bench
-clients`` (both far below requests and urllib3), and native to gevent, which Locust runs on
-(FastHttpUser uses it too). It also works in plain threads: each thread gets its own gevent
-hub and its own connections.
-
-``httptools`` is the lab's own floor for a Python client: a bare socket and httptools' C
-response parser. Its p50 matches geventhttpclient's within noise (both about 1.3x wrk's on
-our machines: the rest is Python's own cost per call), so "lean" stays the gevent-native one.
+``lean`` is the ``httptools`` adapter: a bare socket and httptools' C response parser, the
+least Python per call of all of them (``poochlab bench clients``: the lowest client CPU per call
+and the p50 closest to wrk's). Under gevent's monkey patching (Locust) its socket is gevent's and
+waits cooperatively; in plain threads it blocks. geventhttpclient stays available by name: it
+is what Locust's FastHttpUser uses.
 
 Library modules are imported only when an adapter is built, so importing poochlab.clients
 stays cheap and Locust can monkey-patch before ``requests`` or ``urllib3`` are loaded.
@@ -32,7 +29,19 @@ from urllib.parse import urlsplit
 
 from poochlab.clients.prediction import KIND_BAD_RESPONSE, KIND_CONNECTION, KIND_TIMEOUT, PredictionError
 
-LEAN_LIBRARY = "geventhttpclient"
+LEAN_LIBRARY = "httptools"
+
+# Bumped in a forked child (Locust --processes): a pool made before the fork must not use the
+# parent's sockets. A counter read per call costs less than os.getpid(), a system call.
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True)
@@ -391,7 +400,7 @@ class HttpConnections:
         self._idle: dict[int, list[_Connection]] = {}
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._generation = _fork_generation
 
     @property
     def opened(self) -> int:
@@ -400,7 +409,7 @@ class HttpConnections:
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> HttpAnswer:
-        if self._pid != os.getpid():
+        if self._generation != _fork_generation:
             self._forget_parents_connections()
         key = self._pool_key()
         with self._lock:
@@ -419,7 +428,7 @@ class HttpConnections:
     def _forget_parents_connections(self) -> None:
         """After a fork (Locust --processes): the parent's sockets stay the parent's."""
         self._lock = threading.Lock()
-        self._idle, self._all, self._pid = {}, [], os.getpid()
+        self._idle, self._all, self._generation = {}, [], _fork_generation
 
     def close(self) -> None:
         with self._lock:

@@ -82,6 +82,7 @@ class RestPredictor(Transport):
         self.library = config.resolved_library
         self._http = HttpConnections(config.rest_url, self.library, config.timeout_s)
         self._model_path = f"/v1/models/{quote(config.model_name, safe='')}"
+        self._predict_path = self._address(None) + ":predict"  # the configured addressing
 
     def _address(self, version: int | None) -> str:
         if version is not None:
@@ -96,7 +97,8 @@ class RestPredictor(Transport):
         started = time.perf_counter()
         body = encode_request(rows, self.config.signature_name, self.config.request_format)
         encoded = time.perf_counter()
-        answer = self._http.request("POST", self._address(version) + ":predict", body, _JSON_HEADERS, timeout_s)
+        path = self._predict_path if version is None else self._address(version) + ":predict"
+        answer = self._http.request("POST", path, body, _JSON_HEADERS, timeout_s)
         answered = time.perf_counter()
         if answer.status != 200:
             raise PredictionError(f"http_{answer.status}", _error_message(answer.body))

@@ -5,8 +5,8 @@ Predictor, in one run:
 
 - ``wrk`` (C) posting the very body the REST clients send: the floor of an HTTP round trip;
 - every REST library (row format, and the lean library in columnar format) and gRPC (grpcio);
-- a minimal gRPC echo server (``echo_servers.py``'s grpc.aio server, the lab server's own gRPC
-  stack, answering the request bytes) called with the same PredictRequest bytes: the floor of
+- a minimal gRPC echo server (``echo_servers.py``'s grpc-sync server, the lab server's own gRPC
+  stack: grpc's thread-pool server, answering the request bytes) called with the same PredictRequest bytes: the floor of
   a Python gRPC round trip;
 - a bare redis-py GET, and the REST cache-aside client answering from Redis (every call a hit).
 
@@ -39,7 +39,8 @@ from poochlab.cli import CommandError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROW = {"hashtags": "#corgi #adorable #puppy", "country": "US", "followers": 1234}
 REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient", "httptools")
-ECHO_KIND = "grpc-aio"  # the lab server's own gRPC stack (grpc.aio), from experiments/bench/echo_servers.py
+ECHO_KIND = "grpc-sync"  # the lab server's own gRPC stack (grpc's thread-pool server), from echo_servers.py
+ECHO_NAME = f"grpc echo ({ECHO_KIND} echo server)"
 WRK_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -212,7 +213,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
             grpc.channel_ready_future(channel).result(timeout=30)
             echo_body = grpc_predictor.encode_request([ROW])
             extra: dict[str, Callable[[], Any]] = {
-                "grpc echo (grpc.aio echo server)": lambda: echo_call(echo_body, timeout=5),
+                ECHO_NAME: lambda: echo_call(echo_body, timeout=5),
                 "redis-py GET (bare)": lambda: redis_client.get(hit_key),
             }
             series = {name: Series(name) for name in ["wrk (C, 1 connection)", *predictors, *extra]}
@@ -276,7 +277,7 @@ def _report(series: dict[str, Series], base: Path, server_cpus: set[int] | None,
                 c / w for c, w in zip(series[f"rest {LEAN_LIBRARY} row"].round_p50_us,
                                       series["wrk (C, 1 connection)"].round_p50_us)), 3),
             "cache_hit_over_get_plus_client": round(hit.p50_us / floor, 3), "cache_hit_target": 1.5,
-            "grpc_over_echo": round(series["grpc grpcio"].p50_us / series["grpc echo (grpc.aio echo server)"].p50_us, 3),
+            "grpc_over_echo": round(series["grpc grpcio"].p50_us / series[ECHO_NAME].p50_us, 3),
         },
         "server_log_tail": log_tail,
     }

@@ -48,7 +48,8 @@ class RestRequestsUser(PredictorUser):
 
 
 class RestLeanUser(PredictorUser):
-    """REST through any other library (lean = geventhttpclient, urllib3, http.client)."""
+    """REST through any other library (lean = httptools on a gevent socket, geventhttpclient, urllib3,
+    http.client)."""
 
     client_kind = "rest-lean"
 
