@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -267,6 +268,8 @@ class _HttptoolsConnection(_Connection):
         self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._host = parts.netloc
         self._socket: socket.socket | None = None
+        self._cooperative = False  # a gevent socket: gevent enforces the timeout
+        self._armed = -1.0  # the timeout the socket is set to
         self._answer = _ParsedAnswer()
         self._parser: Any = None
         # (method, path, header items) -> the request head up to its Content-Length value.
@@ -294,11 +297,10 @@ class _HttptoolsConnection(_Connection):
         answer.start()
         try:
             if self._socket is None:
-                self._socket = socket.create_connection(self._address, timeout=timeout_s)
-                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._connect(timeout_s)
                 self._parser = answer.parser = httptools.HttpResponseParser(answer)
             connection, parser = self._socket, self._parser
-            connection.settimeout(timeout_s)
+            self._arm(timeout_s)
             connection.sendall(data)
             while True:
                 chunk = connection.recv(65536)
@@ -307,8 +309,8 @@ class _HttptoolsConnection(_Connection):
                 parser.feed_data(chunk)
                 if answer.complete:
                     break
-                connection.settimeout(max(deadline - time.monotonic(), 1e-6))
-        except TimeoutError:
+                self._arm(max(deadline - time.monotonic(), 1e-6))
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's SO_RCVTIMEO expired
             self._reset()
             raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from None
         except httptools.HttpParserError as error:
@@ -322,6 +324,32 @@ class _HttptoolsConnection(_Connection):
             self._reset()
         return HttpAnswer(status, answer.body[0] if len(answer.body) == 1 else b"".join(answer.body),
                           answer.server_timing)
+
+    def _connect(self, timeout_s: float) -> None:
+        sock = socket.create_connection(self._address, timeout=timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A plain socket blocks, and the kernel enforces the timeout (SO_RCVTIMEO/SO_SNDTIMEO):
+        # Python's own timeout would poll() before every send and recv, a system call each.
+        # gevent's socket (Locust) keeps gevent's cooperative timeout.
+        self._cooperative = type(sock).__module__.startswith("gevent")
+        if not self._cooperative:
+            sock.settimeout(None)
+        self._armed = -1.0
+        self._socket = sock
+
+    def _arm(self, timeout_s: float) -> None:
+        """Make the next send/recv give up after ``timeout_s`` (a system call only on change)."""
+        if timeout_s == self._armed:
+            return
+        assert self._socket is not None
+        if self._cooperative:
+            self._socket.settimeout(timeout_s)
+        else:
+            # struct timeval; zero would mean "wait forever", so at least one microsecond.
+            value = struct.pack("ll", *divmod(max(int(timeout_s * 1e6), 1), 1_000_000))
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self._armed = timeout_s
 
     def _reset(self) -> None:
         super()._reset()

@@ -12,9 +12,11 @@ Predictor, in one run:
 
 The Python clients take turns in blocks of 50 calls, and each round also runs wrk, so that a noisy
 neighbour on a shared machine hits them all alike; a figure is the median over rounds of each
-round's p50 (wrk gives only its own percentiles); p90/p99 pool all of a client's samples. Server, Redis and the echo server are pinned to one CPU, this process
-and wrk to another, when the machine has two. The issue's checks: lean REST p50 within 1.25x of
-wrk's; a cache hit's p50 within 1.5x of a bare GET plus the client's own encode and decode.
+round's p50 (wrk gives only its own percentiles); p90/p99 pool all of a client's samples.
+Server, Redis and the echo server are pinned to one CPU, this process and wrk to another, when
+the machine has two. The issue's checks: lean REST p50 within 1.25x of wrk's (judged on the
+median of the rounds' paired ratios, which the host's drift between rounds cannot bias); a cache
+hit's p50 within 1.5x of a bare GET plus the client's own encode and decode.
 Results are printed and written as JSON (``--out``).
 """
 
@@ -144,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="small", help="model variant to serve (default: small)")
     parser.add_argument("--base-path", type=Path, help="TF Serving base path holding pooch_predictor/<version>/ "
                         "(default: models/servables/<variant>)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default: 7)")
     parser.add_argument("--calls", type=int, default=400, help="calls per client per round (default: 400)")
     parser.add_argument("--wrk-seconds", type=float, default=2.0, help="wrk run per round (default: 2)")
     parser.add_argument("--out", type=Path, help="JSON results (default: results/bench/clients-<UTC time>.json)")
@@ -296,9 +298,12 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{cpu if cpu is not None else '-':>8} {s['p50_us'] / wrk:6.2f}")
     checks = report["checks"]
     lines.append("")
-    lines.append(f"lean REST p50 / wrk p50 = {checks['lean_rest_over_wrk']} (target <= 1.25): "
-                 f"{'PASS' if checks['lean_rest_over_wrk'] <= 1.25 else 'FAIL'}")
-    lines.append(f"  per round: median of (lean REST p50 / wrk p50) = {checks['lean_rest_over_wrk_median_of_rounds']}")
+    # The check is the paired statistic: wrk and the client of one round ran minutes apart at
+    # most, so the host's drift between rounds cancels out of each round's ratio.
+    paired = checks["lean_rest_over_wrk_median_of_rounds"]
+    lines.append(f"lean REST p50 / wrk p50, median of the rounds' ratios = {paired} (target <= 1.25): "
+                 f"{'PASS' if paired <= 1.25 else 'FAIL'}")
+    lines.append(f"  (median of the client's round p50s / median of wrk's = {checks['lean_rest_over_wrk']})")
     lines.append(f"cache hit p50 / (bare GET p50 + client encode/decode) = {checks['cache_hit_over_get_plus_client']} "
                  f"(target <= 1.5): {'PASS' if checks['cache_hit_over_get_plus_client'] <= 1.5 else 'FAIL'}")
     lines.append(f"gRPC p50 / gRPC echo p50 = {checks['grpc_over_echo']}")
