@@ -1,4 +1,4 @@
-"""The per-request fast paths: the flat signature call, and a sole REST request on the loop."""
+"""The per-request fast paths: the direct signature call, and a sole REST request on the loop."""
 
 from __future__ import annotations
 
@@ -19,20 +19,61 @@ def half_plus_two(half_plus_two_base: Path):
     return Servable("half_plus_two", 1, half_plus_two_base / "half_plus_two" / "1")
 
 
-def test_the_flat_call_answers_like_the_public_signature_call(half_plus_two):
+def _public_call(signature, inputs: dict) -> dict:
     import tensorflow as tf
 
-    signature = half_plus_two.signature("serving_default")
-    assert signature._flat_order is not None  # the fast path is the one under test
-    x = np.array([[1.0], [2.5], [-4.0]], np.float32)
-    public = signature.function(**{name: tf.constant(x) for name in signature.inputs})
-    flat = signature.compute({name: x for name in signature.inputs})
-    assert set(flat) == set(public)
-    for name, tensor in public.items():
-        np.testing.assert_array_equal(flat[name], tensor.numpy())
+    return {name: tensor.numpy()
+            for name, tensor in signature.function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
 
 
-def test_the_flat_call_refuses_a_wrong_dtype_as_the_request_s_error(half_plus_two):
+def _examples(*values: float) -> np.ndarray:
+    import tensorflow as tf
+
+    serialized = [tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=[v]))})).SerializeToString() for v in values]
+    array = np.empty(len(serialized), dtype=object)
+    array[:] = serialized
+    return array
+
+
+@pytest.mark.parametrize("signature_name", ["serving_default", "classify_x_to_y", "regress_x_to_y"])
+def test_the_direct_call_answers_like_the_public_signature_call(half_plus_two, signature_name: str):
+    signature = half_plus_two.signature(signature_name)
+    assert signature._call is not None  # the fast path is the one under test
+    (name,) = signature.inputs
+    value = (np.array([[1.0], [2.5], [-4.0]], np.float32) if signature_name == "serving_default"
+             else _examples(1.0, 2.5, -4.0))
+    direct, public = signature.compute({name: value}), _public_call(signature, {name: value})
+    assert set(direct) == set(public) == set(signature.outputs)
+    for key, array in public.items():
+        np.testing.assert_array_equal(direct[key], array)
+        assert direct[key].dtype == array.dtype
+
+
+def test_the_direct_call_answers_like_the_public_call_for_the_pooch_predictor(pooch_exports):
+    """String inputs, a lookup of hashtags and captured variables and tables: the same likes."""
+    from poochlab.models.export import latest_version_dir
+    from poochlab.serving.servable import Servable
+
+    version_dir = latest_version_dir(pooch_exports["small"])
+    signature = Servable("pooch_predictor", int(version_dir.name), version_dir).signature("serving_default")
+    assert signature._call is not None
+    inputs = {"hashtags": np.array([b"#corgi #adorable", b"", b"#pug"], dtype=object),
+              "country": np.array([b"US", b"FR", b"??"], dtype=object),
+              "followers": np.array([120, 0, 10**7], dtype=np.int64)}
+    direct, public = signature.compute(inputs), _public_call(signature, inputs)
+    assert set(direct) == set(public)
+    for key, array in public.items():
+        np.testing.assert_array_equal(direct[key], array)
+    # The answers stay valid after later calls reuse TensorFlow's buffers.
+    kept = {key: array.copy() for key, array in direct.items()}
+    for _ in range(3):
+        signature.compute({k: v[::-1].copy() for k, v in inputs.items()})
+    for key, array in kept.items():
+        np.testing.assert_array_equal(direct[key], array)
+
+
+def test_the_direct_call_refuses_a_wrong_dtype_as_the_request_s_error(half_plus_two):
     signature = half_plus_two.signature("serving_default")
     with pytest.raises(ServingError) as error:
         signature.compute({name: np.array([["a"]], dtype=object) for name in signature.inputs})
