@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Coroutine, Generator
 
 import httptools
 
@@ -18,9 +18,10 @@ from poochlab.serving.json_format import error_body
 
 log = logging.getLogger("poochlab.serving")
 
-# (method, path, headers, body) -> Response. Only the headers the REST API reads are passed
-# (lower-case names: content-encoding), to keep per-request work small.
-Handler = Callable[[str, str, dict[str, str], bytes], Awaitable["object"]]
+# An async def (method, path, headers, body) -> Response: a coroutine function, because a call
+# that waits for nothing is run to its end at once (see on_message_complete). Only the headers
+# the REST API reads are passed (lower-case names: content-encoding), to keep per-request work small.
+Handler = Callable[[str, str, dict[str, str], bytes], Coroutine[object, object, "object"]]
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
             409: b"Conflict", 413: b"Payload Too Large", 429: b"Too Many Requests",
@@ -54,7 +55,7 @@ class RequestGauge:
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, handler: Callable, max_body_bytes: int, too_large_message: str,
+    def __init__(self, handler: Handler, max_body_bytes: int, too_large_message: str,
                  gauge: RequestGauge | None = None) -> None:
         self._handler = handler
         self._gauge = gauge if gauge is not None else RequestGauge()
@@ -120,25 +121,49 @@ class HttpProtocol(asyncio.Protocol):
         body = b"".join(self._body)
         previous = self._pending
         self._gauge.in_flight += 1
-        self._pending = asyncio.ensure_future(self._answer(previous, method, path, self._headers, body, keep_alive))
+        handling = self._handler(method, path, self._headers, body)
+        if previous is None or previous.done():
+            # Most answers wait for nothing (a quick model runs right here, see direct_session):
+            # run the handler now and write its answer, without a Task and a later turn of the
+            # loop. That saved ~50 us of a ~0.45 ms request at concurrency 1 on our machines.
+            try:
+                awaited = handling.send(None)
+            except StopIteration as finished:
+                self._write(self._encode(finished.value, keep_alive), keep_alive)
+                return
+            except Exception:  # a handler bug must answer 500, never kill the connection silently
+                log.exception("REST handler failed for %s %s", method, path)
+                self._write(self._encode(None, keep_alive), keep_alive)
+                return
+            handling = _Resumed(handling, awaited)
+        self._pending = asyncio.ensure_future(self._answer(previous, handling, method, path, keep_alive))
 
-    async def _answer(self, previous: asyncio.Task | None, method: str, path: str, headers: dict[str, str],
-                      body: bytes, keep_alive: bool) -> None:
-        try:
-            response = await self._handler(method, path, headers, body)
-            data = encode_response(response.status, response.content_type, response.body, response.headers, keep_alive)
-        except Exception:  # a handler bug must answer 500, never kill the connection silently
-            log.exception("REST handler failed for %s %s", method, path)
-            data = encode_response(500, b"application/json", error_body("Internal server error"), [], keep_alive)
-        finally:
-            self._gauge.in_flight -= 1
-        if previous is not None and not previous.done():
-            await previous
+    def _encode(self, response: "object | None", keep_alive: bool) -> bytes:
+        """The bytes of a handler's answer; None: the handler failed (answered 500)."""
+        self._gauge.in_flight -= 1
+        if response is None:
+            return encode_response(500, b"application/json", error_body("Internal server error"), [], keep_alive)
+        return encode_response(response.status, response.content_type, response.body,  # type: ignore[attr-defined]
+                               response.headers, keep_alive)  # type: ignore[attr-defined]
+
+    def _write(self, data: bytes, keep_alive: bool) -> None:
         if self._transport is None or self._transport.is_closing():
             return
         self._transport.write(data)
         if not keep_alive:
             self._transport.close()
+
+    async def _answer(self, previous: asyncio.Task | None, handling: Awaitable["object"], method: str, path: str,
+                      keep_alive: bool) -> None:
+        try:
+            response = await handling
+        except Exception:  # a handler bug must answer 500, never kill the connection silently
+            log.exception("REST handler failed for %s %s", method, path)
+            response = None
+        data = self._encode(response, keep_alive)
+        if previous is not None and not previous.done():
+            await previous  # answers leave in request order (pipelining)
+        self._write(data, keep_alive)
 
     def _fail(self, status: int, message: str) -> None:
         """Answer an unparseable or oversized request and close the connection."""
@@ -148,7 +173,35 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def start_http_server(handler: Callable, host: str, port: int, max_body_bytes: int,
+class _Resumed:
+    """Await the rest of a coroutine that was already run up to its first wait (``awaited``).
+
+    asyncio's Task drives it from there exactly as if it had started the coroutine itself: the
+    future the coroutine waits on goes up to the Task, and the Task's wake-up comes back down.
+    """
+
+    def __init__(self, coroutine: Coroutine, awaited: object) -> None:
+        self._coroutine = coroutine
+        self._awaited = awaited
+
+    def __await__(self) -> Generator[object, object, object]:
+        awaited = self._awaited
+        while True:
+            try:
+                sent = yield awaited
+            except BaseException as error:  # e.g. CancelledError: the coroutine handles it
+                try:
+                    awaited = self._coroutine.throw(error)
+                except StopIteration as finished:
+                    return finished.value
+                continue
+            try:
+                awaited = self._coroutine.send(sent)
+            except StopIteration as finished:
+                return finished.value
+
+
+async def start_http_server(handler: Handler, host: str, port: int, max_body_bytes: int,
                             too_large_message: str, gauge: RequestGauge | None = None) -> asyncio.AbstractServer:
     """Serve ``handler`` on ``host:port``; ``gauge`` (shared by all connections) counts the
     requests being answered."""
