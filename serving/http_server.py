@@ -42,14 +42,33 @@ def encode_response(status: int, content_type: bytes, body: bytes, headers: list
 
 
 class RequestGauge:
-    """How many parsed requests the server is answering right now, over all connections.
+    """How busy the server is, over all connections: may a request's model run on the loop?
 
-    Counted when a request is parsed (in ``data_received``), before its handler task first
-    runs, so a handler can tell whether other requests are waiting behind it on the loop.
+    ``in_flight`` counts the parsed requests being answered right now (counted when a request
+    is parsed, before its handler runs). A request is :attr:`alone` when no other is being
+    answered and the one before it came on the same connection: once requests whose models run
+    on the loop are answered one by one, ``in_flight`` alone would call every request alone
+    under concurrent load, and each client's next request would wait behind a model run.
     """
 
     def __init__(self) -> None:
         self.in_flight = 0
+        self._last_connection: object = None
+        self._interleaved = False
+
+    def arrive(self, connection: object) -> None:
+        """A request was parsed on ``connection``."""
+        self.in_flight += 1
+        self._interleaved = self._last_connection is not None and self._last_connection is not connection
+        self._last_connection = connection
+
+    def leave(self) -> None:
+        """A request's answer is ready."""
+        self.in_flight -= 1
+
+    @property
+    def alone(self) -> bool:
+        return self.in_flight <= 1 and not self._interleaved
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -120,7 +139,7 @@ class HttpProtocol(asyncio.Protocol):
         path = self._url.decode("utf-8", "replace")
         body = b"".join(self._body)
         previous = self._pending
-        self._gauge.in_flight += 1
+        self._gauge.arrive(self)
         handling = self._handler(method, path, self._headers, body)
         if previous is None or previous.done():
             # Most answers wait for nothing (a quick model runs right here, see direct_session):
@@ -140,7 +159,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _encode(self, response: "object | None", keep_alive: bool) -> bytes:
         """The bytes of a handler's answer; None: the handler failed (answered 500)."""
-        self._gauge.in_flight -= 1
+        self._gauge.leave()
         if response is None:
             return encode_response(500, b"application/json", error_body("Internal server error"), [], keep_alive)
         return encode_response(response.status, response.content_type, response.body,  # type: ignore[attr-defined]

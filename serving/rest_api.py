@@ -153,7 +153,7 @@ class RestApi:
             # Both sessions answer DEADLINE_EXCEEDED (504) for a task whose deadline passes
             # before the model starts on it, so no per-request timer is needed here.
             result = await run_signature(self.manager, state, signature, inputs, deadline,
-                                         alone=self.gauge.in_flight <= 1)
+                                         alone=self.gauge.alone)
             compute_us = result.compute_us
             if verb == "predict":
                 answer = rest_codec.predict_response(result.outputs, request_format)

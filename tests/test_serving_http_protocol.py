@@ -147,3 +147,42 @@ def test_a_resumed_handler_sees_cancellation_like_any_awaited_coroutine() -> Non
 
     asyncio.run(scenario())
     assert seen == ["cancelled"]
+
+
+def test_requests_are_alone_until_another_connection_interleaves() -> None:
+    """One client's sequential requests may run their models on the loop; once requests of two
+    connections alternate (concurrent clients), none is alone, even answered one at a time."""
+    gauge = RequestGauge()
+    first, second = object(), object()
+    alone = []
+    for connection in (first, first, first, second, first, second, second, second):
+        gauge.arrive(connection)
+        alone.append(gauge.alone)
+        gauge.leave()
+    assert alone == [True, True, True, False, False, False, True, True]
+    gauge.arrive(first)
+    gauge.arrive(first)  # pipelined: two answers in flight on one connection
+    assert not gauge.alone
+
+
+def test_concurrent_connections_hand_models_to_threads_sequential_ones_do_not() -> None:
+    """Through the protocol: the handler sees ``gauge.alone`` as the REST API reads it."""
+    seen: list[bool] = []
+    gauge = RequestGauge()
+
+    async def recording(method, path, headers, body):
+        seen.append(gauge.alone)
+        return Response(200, b"{}")
+
+    async def scenario() -> None:
+        connections = []
+        for _ in range(2):
+            protocol = HttpProtocol(recording, 1 << 20, "too large", gauge)
+            protocol.connection_made(CapturingTransport())
+            connections.append(protocol)
+        a, b = connections
+        for protocol in (a, a, b, a, b):
+            protocol.data_received(request("/x"))
+
+    asyncio.run(scenario())
+    assert seen == [True, True, False, False, False]
