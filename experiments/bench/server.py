@@ -48,6 +48,8 @@ class Row:
     cpu_ms_per_request: float | None = None
     throughput: float | None = None
     notes: str = ""
+    # The lab server only: its own Server-Timing compute p50 at c=1, next to the floor's (a).
+    server_compute_ms: float | None = None
 
 
 @dataclass
@@ -152,6 +154,39 @@ def wrk_script(workdir: Path) -> Path:
     return path
 
 
+# Collects the compute durations of the lab server's Server-Timing header; done() prints their
+# median (each wrk thread keeps its own table: done() reads them through the thread objects).
+_COMPUTE_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) computes = {} end
+function response(status, headers, body)
+  local value = headers["Server-Timing"]
+  local dur = value and value:match("compute;dur=([0-9.]+)")
+  if dur then computes[#computes + 1] = tonumber(dur) end
+end
+function done(summary, latency, requests)
+  local all = {}
+  for _, thread in ipairs(threads) do
+    for _, dur in ipairs(thread:get("computes")) do all[#all + 1] = dur end
+  end
+  table.sort(all)
+  if #all > 0 then io.write(string.format("SERVER_COMPUTE_P50_MS %f\\n", all[math.floor((#all + 1) / 2)])) end
+end
+"""
+
+
+def server_compute_p50(url: str, script: Path, seconds: float) -> float | None:
+    """The lab server's in-server compute p50 (ms) at concurrency 1, from its Server-Timing
+    headers (a separate wrk run: a Lua ``response`` hook slows wrk's own timing)."""
+    collecting = script.with_name("compute.lua")
+    collecting.write_text(script.read_text() + _COMPUTE_LUA)
+    result = subprocess.run(["wrk", "-t1", "-c1", f"-d{max(1, round(seconds))}s", "-s", str(collecting), url],
+                            capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"^SERVER_COMPUTE_P50_MS ([0-9.]+)$", result.stdout, re.M)
+    return float(match.group(1)) if match else None
+
+
 def run_wrk(url: str, script: Path, connections: int, seconds: float) -> tuple[float, float]:
     """(p50 ms, requests/s) from wrk (one client thread)."""
     result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
@@ -182,19 +217,25 @@ def grpc_request_bytes() -> bytes:
     return request.SerializeToString()
 
 
-def grpc_p50(target: str, payload: bytes, calls: int) -> float:
+def grpc_p50(target: str, payload: bytes, calls: int) -> tuple[float, float | None]:
+    """(p50 ms, the server-timing trailer's compute p50 ms or None) at concurrency 1."""
     import grpc
+
+    from poochlab.clients.server_timing import server_timing_from_metadata
 
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
         for _ in range(100):
             call(payload, timeout=30)
-        samples = []
+        samples, computes = [], []
         for _ in range(calls):
             started = time.perf_counter()
-            call(payload, timeout=30)
+            _, rpc = call.with_call(payload, timeout=30)
             samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1e3
+            compute_us = server_timing_from_metadata(rpc.trailing_metadata())[1]
+            if compute_us is not None:
+                computes.append(compute_us / 1e3)
+    return statistics.median(samples) * 1e3, statistics.median(computes) if computes else None
 
 
 def grpc_load(target: str, payload: bytes, threads: int, seconds: float) -> int:
@@ -251,22 +292,23 @@ def process_cpu(pid: int) -> float:
 def measure_rest(name: str, pid: int, url: str, script: Path, seconds: float) -> Row:
     run_wrk(url, script, 1, 1.0)  # warm up connections and code paths
     p50, _ = run_wrk(url, script, 1, seconds)
+    compute = server_compute_p50(url, script, 1.0) if name.startswith("(c)") else None
     before = process_cpu(pid)
     started = time.monotonic()
     _, rate = run_wrk(url, script, 8, seconds)
     elapsed = time.monotonic() - started
     cpu = process_cpu(pid) - before
-    return Row(name, p50, cpu / (rate * elapsed) * 1e3, rate)
+    return Row(name, p50, cpu / (rate * elapsed) * 1e3, rate, server_compute_ms=compute)
 
 
 def measure_grpc(name: str, pid: int, target: str, payload: bytes, calls: int, seconds: float) -> Row:
-    p50 = grpc_p50(target, payload, calls)
+    p50, compute = grpc_p50(target, payload, calls)
     before = process_cpu(pid)
     started = time.monotonic()
     count = grpc_load(target, payload, 8, seconds)
     elapsed = time.monotonic() - started
     cpu = process_cpu(pid) - before
-    return Row(name, p50, cpu / count * 1e3, count / elapsed)
+    return Row(name, p50, cpu / count * 1e3, count / elapsed, server_compute_ms=compute)
 
 
 # ---- (b) echo servers and (c) the lab server -------------------------------------------
@@ -315,7 +357,7 @@ class Results:
             rows = [r[key] for r in self.rounds if key in r]
             merged[key] = Row(first.name, median([r.p50_ms for r in rows]),
                               median([r.cpu_ms_per_request for r in rows]), median([r.throughput for r in rows]),
-                              first.notes)
+                              first.notes, median([r.server_compute_ms for r in rows]))
         return merged
 
 
@@ -397,11 +439,15 @@ def checks(results: Results) -> list[tuple[str, float, float, bool]]:
 
 
 def format_report(results: Results) -> str:
-    lines = ["| what | p50 at c=1 (ms) | server CPU/request at c=8 (ms) | throughput at c=8 (/s) |",
-             "|---|---|---|---|"]
+    lines = ["| what | p50 at c=1 (ms) | server CPU/request at c=8 (ms) | throughput at c=8 (/s) "
+             "| in-server compute p50 at c=1 (ms) |",
+             "|---|---|---|---|---|"]
     for row in results.rows.values():
         rate = "-" if row.throughput is None else f"{row.throughput:.0f}"
-        lines.append(f"| {row.name} | {_fmt(row.p50_ms)} | {_fmt(row.cpu_ms_per_request)} | {rate} |")
+        lines.append(f"| {row.name} | {_fmt(row.p50_ms)} | {_fmt(row.cpu_ms_per_request)} | {rate} "
+                     f"| {_fmt(row.server_compute_ms)} |")
+    lines += ["", "In-server compute: the lab server's own Server-Timing / server-timing trailer, to set "
+              "beside (a): the same signature call, run between requests instead of back to back."]
     lines += ["", f"| target (issue 3: <= {TARGET_RATIO} x floor) | lab | limit | met |", "|---|---|---|---|"]
     for what, measured, limit, ok in checks(results):
         lines.append(f"| {what} | {measured:.3f} | {limit:.3f} | {'yes' if ok else 'NO'} |")
