@@ -51,6 +51,14 @@ async def handler(method: str, path: str, headers: dict, body: bytes) -> Respons
     elif path == "/slow-boom":
         await asyncio.sleep(0.01)
         raise RuntimeError("handler bug after a wait")
+    elif path in ("/bad-header", "/slow-bad-header"):
+        if path.startswith("/slow"):
+            await asyncio.sleep(0.01)
+        return Response(200, b"{}", headers=[(b"X-Bad", "text, not bytes")])  # cannot be encoded
+    elif path == "/cancelled":
+        cancelled = asyncio.get_running_loop().create_future()
+        cancelled.cancel()
+        await cancelled  # raises CancelledError inside the handler
     return Response(200, path.encode())
 
 
@@ -103,7 +111,7 @@ def test_pipelined_answers_leave_in_request_order_whatever_finishes_first() -> N
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("path", ["/boom", "/slow-boom"])
+@pytest.mark.parametrize("path", ["/boom", "/slow-boom", "/bad-header", "/slow-bad-header", "/cancelled"])
 def test_a_failing_handler_answers_500_on_either_path_and_the_connection_serves_on(path: str) -> None:
     async def scenario() -> None:
         protocol, transport, gauge = connect()
@@ -114,6 +122,18 @@ def test_a_failing_handler_answers_500_on_either_path_and_the_connection_serves_
         assert statuses(transport) == [500, 200]
         assert b"Internal server error" in transport.written[0]
         assert gauge.in_flight == 0 and not transport.closed
+
+    asyncio.run(scenario())
+
+
+def test_answers_pipelined_behind_a_failed_one_are_still_written_in_order() -> None:
+    async def scenario() -> None:
+        protocol, transport, gauge = connect()
+        protocol.data_received(request("/slow-boom") + request("/slow-bad-header") + request("/fast"))
+        await asyncio.sleep(0.1)
+        assert statuses(transport) == [500, 500, 200]
+        assert bodies(transport)[2] == b"/fast"
+        assert gauge.in_flight == 0
 
     asyncio.run(scenario())
 
