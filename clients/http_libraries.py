@@ -449,6 +449,14 @@ class HttpConnections:
                 self._all.append(connection)
         try:
             return connection.request(method, path, body, headers, timeout_s)
+        except PredictionError:
+            raise  # the adapter already reset what it could not reuse
+        except BaseException:
+            # Interrupted mid-call (Locust killing a user's greenlet, gevent.Timeout, Ctrl-C):
+            # the answer may still arrive on this socket, and the next caller would read it as
+            # its own. Never reuse it.
+            connection._reset()  # noqa: SLF001 (the pool owns its connections)
+            raise
         finally:
             with self._lock:
                 self._idle.setdefault(key, []).append(connection)

@@ -190,3 +190,54 @@ def test_invalid_pupdate_fails_before_any_network_call(library: str) -> None:
         predictor.predict([{**PUPDATE, "country": 7}])
     assert predictor.stats()["model_requests"] == 0
     predictor.close()
+
+
+@pytest.mark.parametrize("library", REST_LIBRARIES)
+def test_a_call_interrupted_mid_answer_never_hands_its_answer_to_the_next_call(library: str) -> None:
+    """Locust stops users by killing their greenlets, often inside a recv: the killed call's
+    late answer must not be read by the next call on that connection as its own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import gevent, itertools, json, time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from poochlab.clients import ClientConfig, build_transport
+
+        numbers = itertools.count()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                number = next(numbers)
+                self.rfile.read(int(self.headers["Content-Length"]))
+                if number == 0:
+                    time.sleep(0.3)  # the first answer comes late
+                payload = json.dumps({{"predictions": [float(number)]}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        gevent.spawn(server.serve_forever)
+        url = f"http://127.0.0.1:{{server.server_address[1]}}"
+        predictor = build_transport(ClientConfig(rest_url=url, library={library!r}, timeout_s=5.0))
+        row = {PUPDATE!r}
+        interrupted = gevent.spawn(predictor.predict, [row])
+        gevent.sleep(0.1)
+        interrupted.kill()  # GreenletExit inside the wait for the answer
+        gevent.sleep(0.4)   # the late answer has arrived by now
+        print(json.dumps([predictor.predict([row]).likes[0] for _ in range(3)]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[1.0, 2.0, 3.0]"
