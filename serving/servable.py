@@ -103,6 +103,12 @@ def _direct_call(function: Any, inputs: dict[str, TensorSpec]) -> Any:
     if not isinstance(outputs, dict) or not all(isinstance(v, (tf.TensorSpec, tf.Tensor)) for v in outputs.values()):
         return None
     dtypes = [inputs[name].dtype for name in order]  # DataType enum values, as EagerTensor wants
+    try:
+        # EagerTensor casts whatever it gets (2**40 into an int32 input becomes 0); the public
+        # call refuses a wrong dtype, and so does this one. Strings come as object or bytes arrays.
+        typed = [(name, np.dtype(inputs[name].numpy_dtype)) for name in order if not inputs[name].is_string]
+    except ServingError:  # an input dtype numpy has no match for: the public call decides
+        return None
     keys = sorted(outputs)  # a dict's flat order (tf.nest sorts keys)
     ctx = context.context()
     ctx.ensure_initialized()
@@ -112,10 +118,21 @@ def _direct_call(function: Any, inputs: dict[str, TensorSpec]) -> Any:
     eager_tensor, quick_execute = ops.EagerTensor, execute.quick_execute
 
     def call(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, want in typed:
+            if values[name].dtype != want:
+                raise ServingError(Code.INVALID_ARGUMENT, f"input '{name}' has dtype {values[name].dtype} "
+                                                          f"but the signature expects {want}")
         device = ctx.device_name
         tensors = [eager_tensor(values[name], device, dtype) for name, dtype in zip(order, dtypes)]
         flat = quick_execute(op_name, count, tensors + captured, attrs, ctx)
-        return {key: tensor._numpy() for key, tensor in zip(keys, flat)}  # noqa: SLF001 (read-only)
+        answers = {}
+        for key, tensor in zip(keys, flat):
+            # A view of TensorFlow's own buffer (no copy): read-only, since a write could reach
+            # a constant or variable inside the model.
+            array = tensor._numpy()  # noqa: SLF001
+            array.flags.writeable = False
+            answers[key] = array
+        return answers
 
     return call
 

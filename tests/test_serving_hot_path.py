@@ -73,6 +73,31 @@ def test_the_direct_call_answers_like_the_public_call_for_the_pooch_predictor(po
         np.testing.assert_array_equal(direct[key], array)
 
 
+def test_the_direct_call_refuses_a_numeric_dtype_it_would_otherwise_cast(pooch_exports):
+    """EagerTensor would quietly cast int32/float inputs (and overflow); the public call refuses."""
+    from poochlab.models.export import latest_version_dir
+    from poochlab.serving.servable import Servable
+
+    version_dir = latest_version_dir(pooch_exports["small"])
+    signature = Servable("pooch_predictor", int(version_dir.name), version_dir).signature("serving_default")
+    strings = {"hashtags": np.array([b"#pug"], dtype=object), "country": np.array([b"US"], dtype=object)}
+    for followers in (np.array([2**40], dtype=np.float64), np.array([7], dtype=np.int32)):
+        with pytest.raises(ServingError) as error:
+            signature.compute({**strings, "followers": followers})
+        assert error.value.code == Code.INVALID_ARGUMENT and "followers" in error.value.message
+
+
+def test_the_direct_call_answers_read_only_arrays(half_plus_two):
+    """Its answers are views of TensorFlow's buffers: writing into one must fail, not reach the model."""
+    signature = half_plus_two.signature("serving_default")
+    (name,) = signature.inputs
+    x = np.array([[1.0]], np.float32)
+    answer = signature.compute({name: x})["y"]
+    with pytest.raises(ValueError):
+        answer[0, 0] = 123.0
+    assert signature.compute({name: x})["y"][0, 0] == pytest.approx(2.5)
+
+
 def test_the_direct_call_refuses_a_wrong_dtype_as_the_request_s_error(half_plus_two):
     signature = half_plus_two.signature("serving_default")
     with pytest.raises(ServingError) as error:
