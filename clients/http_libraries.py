@@ -79,7 +79,7 @@ class _Connection:
                 raise
             self._reset()
             answer = self._send(method, path, body, headers, timeout_s)
-        self._reused = True
+        self._reused = self._kept_open()
         return answer
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
@@ -89,6 +89,10 @@ class _Connection:
     def _reset(self) -> None:
         """Forget the connection: the next request opens a new one."""
         self._reused = False
+
+    def _kept_open(self) -> bool:
+        """Whether the connection stays open after an answer (not when the server said close)."""
+        return True
 
     def close(self) -> None:
         raise NotImplementedError
@@ -252,7 +256,8 @@ class _HttptoolsConnection(_Connection):
     """A bare socket and httptools' C response parser: the least Python between call and wire.
 
     With gevent's monkey patching (Locust) the socket is gevent's and the wait is cooperative;
-    in plain threads it blocks. ``timeout_s`` bounds the whole call, not each socket operation.
+    in plain threads it blocks. ``timeout_s`` bounds the wait for the answer: the send and the
+    first wait get all of it, each further chunk of the answer only what remains.
     Per call it only joins the request's bytes and feeds the answer to a parser kept with the
     connection: after a wake-up from a blocking wait every line of Python runs on cold caches,
     so the call path is kept short.
@@ -354,6 +359,9 @@ class _HttptoolsConnection(_Connection):
     def _reset(self) -> None:
         super()._reset()
         self.close()
+
+    def _kept_open(self) -> bool:
+        return self._socket is not None
 
     def close(self) -> None:
         if self._socket is not None:
