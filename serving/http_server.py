@@ -176,17 +176,15 @@ class HttpProtocol(asyncio.Protocol):
     async def _answer(self, previous: asyncio.Task | None, rest: "_Resumed | None", method: str, path: str,
                       headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
         """Finish (or run) the handler on a Task and write its answer after ``previous``'s."""
-        data = None
         try:
-            try:
-                response = await (rest if rest is not None else self._handler(method, path, headers, body))
-            except (Exception, asyncio.CancelledError):  # a handler bug answers 500
-                log.exception("REST handler failed for %s %s", method, path)
-                response = None
-            data = self._encode(response, keep_alive)
-        finally:
-            if data is None:  # something that is not a handler failure ended the Task
-                self._gauge.leave()
+            response = await (rest if rest is not None else self._handler(method, path, headers, body))
+        except (Exception, asyncio.CancelledError):  # a handler bug answers 500
+            log.exception("REST handler failed for %s %s", method, path)
+            response = None
+        except BaseException:  # KeyboardInterrupt, SystemExit: no answer, but the gauge stays true
+            self._gauge.leave()
+            raise
+        data = self._encode(response, keep_alive)
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # answers leave in request order (pipelining)
         self._write(data, keep_alive)
