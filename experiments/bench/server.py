@@ -176,11 +176,17 @@ end
 """
 
 
-def server_compute_p50(url: str, script: Path, seconds: float) -> float | None:
+def compute_script(script: Path) -> Path:
+    """``script`` (a wrk request script) plus the Server-Timing collector."""
+    path = script.with_name("compute.lua")
+    path.write_text(script.read_text() + _COMPUTE_LUA)
+    return path
+
+
+def server_compute_p50(url: str, collecting: Path, seconds: float) -> float | None:
     """The lab server's in-server compute p50 (ms) at concurrency 1, from its Server-Timing
-    headers (a separate wrk run: a Lua ``response`` hook slows wrk's own timing)."""
-    collecting = script.with_name("compute.lua")
-    collecting.write_text(script.read_text() + _COMPUTE_LUA)
+    headers, with :func:`compute_script`'s script (a separate wrk run: a Lua ``response`` hook
+    slows wrk's own timing)."""
     result = subprocess.run(["wrk", "-t1", "-c1", f"-d{max(1, round(seconds))}s", "-s", str(collecting), url],
                             capture_output=True, text=True, timeout=seconds + 60)
     match = re.search(r"^SERVER_COMPUTE_P50_MS ([0-9.]+)$", result.stdout, re.M)
@@ -289,10 +295,13 @@ def process_cpu(pid: int) -> float:
     return times.user + times.system
 
 
-def measure_rest(name: str, pid: int, url: str, script: Path, seconds: float) -> Row:
+def measure_rest(name: str, pid: int, url: str, script: Path, seconds: float,
+                 timing_script: Path | None = None) -> Row:
+    """``timing_script`` (from :func:`compute_script`): also read the server's Server-Timing
+    compute (the lab server only)."""
     run_wrk(url, script, 1, 1.0)  # warm up connections and code paths
     p50, _ = run_wrk(url, script, 1, seconds)
-    compute = server_compute_p50(url, script, 1.0) if name.startswith("(c)") else None
+    compute = server_compute_p50(url, timing_script, 1.0) if timing_script is not None else None
     before = process_cpu(pid)
     started = time.monotonic()
     _, rate = run_wrk(url, script, 8, seconds)
@@ -380,6 +389,7 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         workdir = Path(tmp)
         script = wrk_script(workdir)
+        collecting = compute_script(script)
         print(f"server cores {placement.server}, client cores {placement.client}", flush=True)
         floor = ComputeFloor(placement, base_path, calls, seconds)
         # 8 closed-loop callers: give gRPC headroom above 8 so a call arriving just before the
@@ -409,7 +419,7 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
                                                   payload, calls, seconds))
                 results.add("lab_rest", measure_rest("(c) lab server, REST", server.pid,
                                                      f"{server.rest_url}/v1/models/pooch_predictor:predict",
-                                                     script, seconds))
+                                                     script, seconds, collecting))
                 results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server.pid, server.grpc_target,
                                                      payload, calls, seconds))
         finally:
