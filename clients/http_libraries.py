@@ -270,6 +270,9 @@ class _HttptoolsConnection(_Connection):
         parts = urlsplit(base_url)
         if parts.scheme != "http":
             raise ValueError(f"the httptools client speaks plain http, not {parts.scheme!r} ({base_url})")
+        import httptools
+
+        self._new_parser, self._parse_error = httptools.HttpResponseParser, httptools.HttpParserError
         self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._host = parts.netloc
         self._socket: socket.socket | None = None
@@ -293,8 +296,6 @@ class _HttptoolsConnection(_Connection):
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
               timeout_s: float) -> HttpAnswer:
-        import httptools
-
         body = body or b""
         data = b"%s%d\r\n\r\n%s" % (self._head(method, path, headers), len(body), body)
         deadline = time.monotonic() + timeout_s
@@ -303,7 +304,7 @@ class _HttptoolsConnection(_Connection):
         try:
             if self._socket is None:
                 self._connect(timeout_s)
-                self._parser = answer.parser = httptools.HttpResponseParser(answer)
+                self._parser = answer.parser = self._new_parser(answer)
             connection, parser = self._socket, self._parser
             self._arm(timeout_s)
             connection.sendall(data)
@@ -318,7 +319,7 @@ class _HttptoolsConnection(_Connection):
         except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's SO_RCVTIMEO expired
             self._reset()
             raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from None
-        except httptools.HttpParserError as error:
+        except self._parse_error as error:
             self._reset()
             raise PredictionError(KIND_BAD_RESPONSE, f"{method} {path}: not an HTTP answer ({error})") from None
         except OSError as error:
