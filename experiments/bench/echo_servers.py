@@ -6,6 +6,13 @@ the stack's cost from the lab server's. Run one with
 serves until SIGTERM. Kinds: ``httptools`` (asyncio Protocol + httptools on uvloop: the lab
 server's REST stack), ``uvicorn`` (a raw ASGI app on uvicorn with httptools and uvloop),
 ``grpc-aio`` (grpc.aio), ``grpc-sync`` (grpc's thread-pool server: the lab server's gRPC stack).
+
+Two more kinds also call a model once per request before echoing: ``httptools+model`` (on the
+event loop) and ``grpc-sync+model`` (on the RPC's thread), with fixed inputs prepared at start
+(``python -m ... <kind> <port> <model base path>``). They are the floor of any server on that
+stack that runs the model: whatever the lab's server costs beyond them is its own handler's work
+(parse, validate, encode, metrics), and whatever they cost beyond echo + in-process compute is
+what this machine charges for doing both in one process between idle waits.
 """
 
 from __future__ import annotations
@@ -13,16 +20,44 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from typing import Callable
 
 GRPC_METHOD = "/tensorflow.serving.PredictionService/Predict"
-KINDS = ("httptools", "uvicorn", "grpc-aio", "grpc-sync")
+KINDS = ("httptools", "uvicorn", "grpc-aio", "grpc-sync", "httptools+model", "grpc-sync+model")
+MODEL_SUFFIX = "+model"
 
 
-async def _serve_httptools(port: int) -> None:
+def _model_call(base_path: str) -> Callable[[], object]:
+    """The Pooch Predictor's serving signature (latest version) called on one fixed pupdate."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from poochlab.serving.model_manager import scan_versions
+    from poochlab.serving.servable import Servable
+
+    versions = scan_versions(base_path)
+    if not versions:
+        raise SystemExit(f"no model version under {base_path} (expected <base>/<version>/saved_model.pb)")
+    version = versions[-1]
+    signature = Servable("pooch_predictor", version, Path(base_path) / str(version)).signature("serving_default")
+    inputs = {"hashtags": np.array([b"#corgi #adorable #puppy"], dtype=object),
+              "country": np.array([b"GB"], dtype=object), "followers": np.array([1200], dtype=np.int64)}
+    for _ in range(50):  # the first calls build TensorFlow's kernels
+        signature.compute(inputs)
+    return lambda: signature.compute(inputs)
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _serve_httptools(port: int, model: Callable[[], object] = _nothing) -> None:
     from poochlab.serving.http_server import start_http_server
     from poochlab.serving.rest_api import Response
 
     async def echo(method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        model()
         return Response(200, body)
 
     server = await start_http_server(echo, "127.0.0.1", port, 64 * 1024 * 1024, "too large")
@@ -51,10 +86,11 @@ def _serve_uvicorn(port: int) -> None:
                 access_log=False, lifespan="off")
 
 
-def _echo_handler() -> object:
+def _echo_handler(model: Callable[[], object] = _nothing) -> object:
     import grpc
 
     def echo(request: bytes, context: object) -> bytes:
+        model()
         return request
 
     return grpc.method_handlers_generic_handler(
@@ -77,13 +113,13 @@ async def _serve_grpc_aio(port: int) -> None:
     await server.stop(0)
 
 
-def _serve_grpc_sync(port: int) -> None:
+def _serve_grpc_sync(port: int, model: Callable[[], object] = _nothing) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
 
     server = grpc.server(ThreadPoolExecutor(16))
-    server.add_generic_rpc_handlers((_echo_handler(),))
+    server.add_generic_rpc_handlers((_echo_handler(model),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print("ready", flush=True)
@@ -102,21 +138,28 @@ async def _until_signal() -> None:
 
 def main(argv: list[str]) -> int:
     kind, port = argv[0], int(argv[1])
-    if kind == "httptools":
+    if kind not in KINDS:
+        raise SystemExit(f"unknown echo server kind {kind!r}; one of {', '.join(KINDS)}")
+    if kind.startswith("grpc-sync"):
+        # Before any thread starts (TensorFlow's too), so that sigwait alone receives these.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    model: Callable[[], object] = _nothing
+    if kind.endswith(MODEL_SUFFIX):
+        if len(argv) < 3:
+            raise SystemExit(f"{kind} needs the model's base path: {kind} <port> <model base path>")
+        model = _model_call(argv[2])
+    if kind in ("httptools", "httptools" + MODEL_SUFFIX):
         import uvloop
 
-        uvloop.run(_serve_httptools(port))
+        uvloop.run(_serve_httptools(port, model))
     elif kind == "uvicorn":
         _serve_uvicorn(port)
     elif kind == "grpc-aio":
         import uvloop
 
         uvloop.run(_serve_grpc_aio(port))
-    elif kind == "grpc-sync":
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        _serve_grpc_sync(port)
     else:
-        raise SystemExit(f"unknown echo server kind {kind!r}; one of {', '.join(KINDS)}")
+        _serve_grpc_sync(port, model)
     return 0
 
 

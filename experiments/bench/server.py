@@ -322,12 +322,16 @@ def measure_grpc(name: str, pid: int, target: str, payload: bytes, calls: int, s
 
 # ---- (b) echo servers and (c) the lab server -------------------------------------------
 
-def start_echo(placement: Placement, kind: str) -> tuple[subprocess.Popen, int]:
+def start_echo(placement: Placement, kind: str, base_path: Path) -> tuple[subprocess.Popen, int]:
+    from poochlab.experiments.bench.echo_servers import MODEL_SUFFIX
     from poochlab.serving.launcher import free_port
 
     port = free_port()
-    process = placement.start([sys.executable, "-m", "poochlab.experiments.bench.echo_servers", kind, str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "poochlab.experiments.bench.echo_servers", kind, str(port)]
+    if kind.endswith(MODEL_SUFFIX):
+        command.append(str(base_path))
+    process = placement.start(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert process.stdout is not None
     if process.stdout.readline().strip() != b"ready":
         process.kill()
@@ -374,8 +378,14 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-REST_ECHOS = (("httptools", "rest_echo"), ("uvicorn", "rest_echo_uvicorn"))
-GRPC_ECHOS = (("grpc-sync", "grpc_echo"), ("grpc-aio", "grpc_echo_aio"))
+# (kind, row key); the first of each is the matching echo of the lab server's stack, and the
+# "+model" one is that echo calling the model per request (see echo_servers).
+REST_ECHOS = (("httptools", "rest_echo"), ("uvicorn", "rest_echo_uvicorn"), ("httptools+model", "rest_echo_model"))
+GRPC_ECHOS = (("grpc-sync", "grpc_echo"), ("grpc-aio", "grpc_echo_aio"), ("grpc-sync+model", "grpc_echo_model"))
+
+
+def _echo_name(kind: str) -> str:
+    return kind.replace("+model", " + model call per request")
 
 
 def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> Results:
@@ -400,7 +410,7 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
         try:
             echos = {}
             for kind, key in REST_ECHOS + GRPC_ECHOS:
-                process, port = start_echo(placement, kind)
+                process, port = start_echo(placement, kind, base_path)
                 started.append(process)
                 echos[key] = (kind, process, port)
             server.wait_until_available(["pooch_predictor"], timeout_s=300)
@@ -410,12 +420,12 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
                 results.add("compute", floor.measure())
                 for kind, key in REST_ECHOS:
                     _, process, port = echos[key]
-                    results.add(key, measure_rest(f"(b) REST echo: {kind}", process.pid,
+                    results.add(key, measure_rest(f"(b) REST echo: {_echo_name(kind)}", process.pid,
                                                   f"http://127.0.0.1:{port}/v1/models/pooch_predictor:predict",
                                                   script, seconds))
                 for kind, key in GRPC_ECHOS:
                     _, process, port = echos[key]
-                    results.add(key, measure_grpc(f"(b) gRPC echo: {kind}", process.pid, f"127.0.0.1:{port}",
+                    results.add(key, measure_grpc(f"(b) gRPC echo: {_echo_name(kind)}", process.pid, f"127.0.0.1:{port}",
                                                   payload, calls, seconds))
                 results.add("lab_rest", measure_rest("(c) lab server, REST", server.pid,
                                                      f"{server.rest_url}/v1/models/pooch_predictor:predict",
@@ -448,6 +458,27 @@ def checks(results: Results) -> list[tuple[str, float, float, bool]]:
     return out
 
 
+def gap_split(results: Results) -> list[tuple[str, float, float]]:
+    """(what, floor / (echo + compute), lab / floor) with floor = the echo calling the model.
+
+    The first ratio is what doing both in one process costs on this machine (no lab code in
+    it); the second is the lab server's own work beyond that. Their product is the target's
+    ratio, so this says which of the two keeps a target out of reach.
+    """
+    rows = results.rows
+    compute = rows["compute"]
+    out = []
+    for api in ("rest", "grpc"):
+        lab, echo, floor = rows[f"lab_{api}"], rows[f"{api}_echo"], rows[f"{api}_echo_model"]
+        for what, attribute in (("p50 at c=1", "p50_ms"), ("server CPU/request at c=8", "cpu_ms_per_request")):
+            parts = [getattr(row, attribute) for row in (lab, echo, floor, compute)]
+            if any(part is None for part in parts):
+                continue
+            lab_value, echo_value, floor_value, compute_value = parts
+            out.append((f"{api.upper()} {what}", floor_value / (echo_value + compute_value), lab_value / floor_value))
+    return out
+
+
 def format_report(results: Results) -> str:
     lines = ["| what | p50 at c=1 (ms) | server CPU/request at c=8 (ms) | throughput at c=8 (/s) "
              "| in-server compute p50 at c=1 (ms) |",
@@ -461,6 +492,13 @@ def format_report(results: Results) -> str:
     lines += ["", f"| target (issue 3: <= {TARGET_RATIO} x floor) | lab | limit | met |", "|---|---|---|---|"]
     for what, measured, limit, ok in checks(results):
         lines.append(f"| {what} | {measured:.3f} | {limit:.3f} | {'yes' if ok else 'NO'} |")
+    lines += ["", "| where the ratio comes from | echo + model call server / (echo + compute) "
+              "| lab / echo + model call server |", "|---|---|---|"]
+    for what, machine, lab in gap_split(results):
+        lines.append(f"| {what} | {machine:.2f} | {lab:.2f} |")
+    lines += ["", "The echo + model call servers run the same signature call once per request and nothing "
+              "else: the first column is what combining the two costs on this machine with no lab code; "
+              "the second is the lab server's own handler work beyond that."]
     return "\n".join(lines)
 
 

@@ -1,0 +1,108 @@
+"""``poochlab bench server``: its echo + model call floors and the arithmetic of its verdicts."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from poochlab.experiments.bench.echo_servers import main as echo_main
+from poochlab.experiments.bench.server import Results, Row, checks, gap_split, grpc_request_bytes, start_echo, stop
+from poochlab.serving.launcher import free_port
+
+
+def one_round(**rows: Row) -> Results:
+    results = Results()
+    results.rounds.append(dict(rows))
+    return results
+
+
+def rows_for(lab: float, echo: float, floor: float, compute: float) -> dict[str, Row]:
+    """The same value as p50 and as CPU per request, for REST and gRPC alike."""
+    out = {"compute": Row("compute", compute, compute)}
+    for api in ("rest", "grpc"):
+        out[f"lab_{api}"] = Row("lab", lab, lab)
+        out[f"{api}_echo"] = Row("echo", echo, echo)
+        out[f"{api}_echo_model"] = Row("echo + model", floor, floor)
+    return out
+
+
+def test_gap_split_factors_the_target_ratio_into_machine_and_lab_parts():
+    results = one_round(**rows_for(lab=0.45, echo=0.1, floor=0.36, compute=0.2))
+    split = gap_split(results)
+    assert [what for what, _, _ in split] == ["REST p50 at c=1", "REST server CPU/request at c=8",
+                                              "GRPC p50 at c=1", "GRPC server CPU/request at c=8"]
+    for _, machine, lab in split:
+        assert machine == pytest.approx(0.36 / 0.3)
+        assert lab == pytest.approx(0.45 / 0.36)
+        assert machine * lab == pytest.approx(0.45 / (0.1 + 0.2))  # the target's own ratio
+
+
+def test_checks_hold_the_lab_to_1_15_times_echo_plus_compute():
+    at_limit = one_round(**rows_for(lab=1.15 * 0.3, echo=0.1, floor=0.3, compute=0.2))
+    assert all(ok for *_, ok in checks(at_limit))
+    above = one_round(**rows_for(lab=1.15 * 0.3 + 0.001, echo=0.1, floor=0.3, compute=0.2))
+    assert not any(ok for *_, ok in checks(above))
+    assert [limit for _, _, limit, _ in checks(above)] == [pytest.approx(0.345)] * 4
+
+
+def test_rows_show_the_median_of_the_rounds_not_their_mean():
+    results = Results()
+    for value in (0.1, 0.2, 0.9):
+        results.rounds.append({"compute": Row("compute", value, value)})
+    assert results.rows["compute"].p50_ms == 0.2
+
+
+class _Placement:
+    """Start without pinning (tests do not measure speed)."""
+
+    def start(self, command: list[str], **kwargs: object) -> subprocess.Popen:
+        return subprocess.Popen(command, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+def model_base(pooch_exports: dict[str, Path]) -> Path:
+    return pooch_exports["small"] / "pooch_predictor"
+
+
+def test_rest_echo_with_model_call_answers_the_request_bytes(model_base: Path):
+    process, port = start_echo(_Placement(), "httptools+model", model_base)  # type: ignore[arg-type]
+    try:
+        body = b'{"instances": [{"hashtags": "#corgi", "country": "GB", "followers": 12}]}'
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(3):  # keep-alive: every request on one connection is answered
+            connection.request("POST", "/v1/models/pooch_predictor:predict", body)
+            answer = connection.getresponse()
+            assert (answer.status, answer.read()) == (200, body)
+        connection.close()
+    finally:
+        stop(process)
+
+
+def test_grpc_echo_with_model_call_answers_the_request_bytes(model_base: Path):
+    import grpc
+
+    process, port = start_echo(_Placement(), "grpc-sync+model", model_base)  # type: ignore[arg-type]
+    try:
+        payload = grpc_request_bytes()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+            assert call(payload, timeout=30) == payload
+    finally:
+        stop(process)
+
+
+def test_echo_with_model_call_names_a_base_path_without_versions(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "poochlab.experiments.bench.echo_servers", "httptools+model", str(free_port()),
+         str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"no model version under {tmp_path}" in result.stderr
+
+
+def test_echo_servers_refuse_an_unknown_kind_before_loading_anything():
+    with pytest.raises(SystemExit, match="unknown echo server kind 'uvicorn\\+model'"):
+        echo_main(["uvicorn+model", "1", "/nonexistent"])
