@@ -50,6 +50,21 @@ def _echo_spec(target: Any, state: VersionState, signature_name: str) -> None:
     target.signature_name = signature_name
 
 
+def _output_aliases(output_filter: Any, outputs: dict[str, Any]) -> list[str]:
+    """The outputs a Predict answers: its ``output_filter`` (checked before the model runs, as
+    TF Serving does: unknown or repeated aliases are INVALID_ARGUMENT), or all of them."""
+    wanted: list[str] = []
+    for alias in output_filter:
+        if alias not in outputs:
+            raise ServingError(Code.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {alias} "
+                               f"Outputs expected to be in the set {{{','.join(sorted(outputs))}}}.")
+        if alias in wanted:
+            raise ServingError(Code.INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
+        wanted.append(alias)
+    return wanted or list(outputs)
+
+
 def _deadline(context: grpc.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return time.monotonic() + remaining if remaining is not None else None
@@ -92,14 +107,12 @@ class PredictionServicer:
             signature = state.servable.signature(request.model_spec.signature_name)
             check_input_names(signature.inputs, set(request.inputs))
             inputs = {name: proto_to_array(proto, signature.inputs[name]) for name, proto in request.inputs.items()}
+            wanted = _output_aliases(request.output_filter, signature.outputs)
             result = run_signature(self.manager, state, signature, inputs, _deadline(context))
             timing.extend((result.queue_us, result.compute_us))
-            wanted = list(request.output_filter) or list(result.outputs)
             response = predict_pb2.PredictResponse()
             for name in wanted:
-                if name not in result.outputs:
-                    raise ServingError(Code.INVALID_ARGUMENT, f"output tensor alias not found in signature: {name}")
-                response.outputs[name].CopyFrom(array_to_proto(result.outputs[name]))
+                array_to_proto(result.outputs[name], response.outputs[name])
             _echo_spec(response.model_spec, state, signature.name)
             return response
 

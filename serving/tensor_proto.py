@@ -21,11 +21,13 @@ _FIELDS: dict[str, tuple[int, str]] = {
 }
 
 
-def array_to_proto(array: np.ndarray) -> Any:
-    """A TensorProto with the array's values in its typed field."""
-    from tensorflow.core.framework import tensor_pb2
+def array_to_proto(array: np.ndarray, proto: Any = None) -> Any:
+    """A TensorProto with the array's values in its typed field; written into ``proto`` (an
+    empty TensorProto, e.g. a response's map entry, which saves building one and copying it)."""
+    if proto is None:
+        from tensorflow.core.framework import tensor_pb2
 
-    proto = tensor_pb2.TensorProto()
+        proto = tensor_pb2.TensorProto()
     for size in array.shape:
         proto.tensor_shape.dim.add().size = int(size)
     if array.dtype.kind in ("O", "S", "U"):

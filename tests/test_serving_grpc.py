@@ -97,6 +97,20 @@ def test_predict_errors_carry_tf_serving_codes(prediction, spec, code, message):
     assert message in error.value.details()
 
 
+def test_output_filter_selects_outputs_and_refuses_unknown_or_repeated_aliases(prediction):
+    request = half_plus_two_request([1.0])
+    request.output_filter.append("y")
+    assert list(prediction.Predict(request).outputs) == ["y"]
+    for aliases, message in ((["z"], "output tensor alias not found in signature: z Outputs expected to be in the set {y}."),
+                             (["y", "y"], "duplicate output tensor alias: y")):
+        request = half_plus_two_request([1.0])
+        request.output_filter.extend(aliases)
+        with pytest.raises(grpc.RpcError) as error:
+            prediction.Predict(request)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == message
+
+
 def test_wrong_dtype_is_invalid_argument(prediction):
     import tensorflow as tf
 
