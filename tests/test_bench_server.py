@@ -43,10 +43,25 @@ def test_gap_split_factors_the_target_ratio_into_machine_and_lab_parts():
 
 def test_checks_hold_the_lab_to_1_15_times_echo_plus_compute():
     at_limit = one_round(**rows_for(lab=1.15 * 0.3, echo=0.1, floor=0.3, compute=0.2))
-    assert all(ok for *_, ok in checks(at_limit))
+    assert all(check.met and check.trusted for check in checks(at_limit))
     above = one_round(**rows_for(lab=1.15 * 0.3 + 0.001, echo=0.1, floor=0.3, compute=0.2))
-    assert not any(ok for *_, ok in checks(above))
-    assert [limit for _, _, limit, _ in checks(above)] == [pytest.approx(0.345)] * 4
+    assert not any(check.met for check in checks(above))
+    assert [check.limit for check in checks(above)] == [pytest.approx(0.345)] * 4
+    assert all(check.verdict == "NO" for check in checks(above))
+
+
+def test_a_verdict_from_rounds_that_disagree_says_rerun():
+    results = Results()
+    for compute in (0.2, 0.21, 0.3):  # a neighbour's burst in the last round: the median is 0.21
+        results.rounds.append(rows_for(lab=0.3, echo=0.1, floor=0.3, compute=compute))
+    verdicts = {check.what: check for check in checks(results)}
+    rest = verdicts["REST p50 at c=1 (ms)"]
+    assert rest.met and not rest.trusted
+    assert rest.verdict == "yes (rounds differ by up to 50%: rerun when the machine is quiet)"
+    steady = Results()
+    for compute in (0.2, 0.21, 0.22):
+        steady.rounds.append(rows_for(lab=0.3, echo=0.1, floor=0.3, compute=compute))
+    assert all(check.trusted for check in checks(steady))
 
 
 def test_rows_show_the_median_of_the_rounds_not_their_mean():

@@ -359,6 +359,12 @@ class Results:
         self.rounds[-1][key] = row
         print(f"  {row.name}: p50 {_fmt(row.p50_ms)} ms, CPU/req {_fmt(row.cpu_ms_per_request)} ms", flush=True)
 
+    def spread(self, key: str, attribute: str) -> float:
+        """max / min of one row's value over the rounds (1.0 when only one round has it)."""
+        values = [getattr(r[key], attribute) for r in self.rounds if key in r]
+        values = [v for v in values if v is not None and v > 0]
+        return max(values) / min(values) if values else 1.0
+
     @property
     def rows(self) -> dict[str, Row]:
         def median(values: list[float | None]) -> float | None:
@@ -440,21 +446,48 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
     return results
 
 
-def checks(results: Results) -> list[tuple[str, float, float, bool]]:
-    """(what, measured, limit, ok) for the issue's four targets."""
+# Rounds of one row further apart than this (max / min) make a verdict from it untrustworthy:
+# a neighbour's burst hit some rounds, and the median may sit on either side of the limit.
+NOISY_SPREAD = 1.2
+
+
+@dataclass
+class Check:
+    """One of the issue's targets: the lab's value, its limit, and how much the rounds agreed."""
+
+    what: str
+    measured: float
+    limit: float
+    spread: float  # the largest max/min over rounds among the rows it is computed from
+
+    @property
+    def met(self) -> bool:
+        return self.measured <= self.limit
+
+    @property
+    def trusted(self) -> bool:
+        return self.spread <= NOISY_SPREAD
+
+    @property
+    def verdict(self) -> str:
+        text = "yes" if self.met else "NO"
+        if not self.trusted:
+            text += f" (rounds differ by up to {(self.spread - 1) * 100:.0f}%: rerun when the machine is quiet)"
+        return text
+
+
+def checks(results: Results) -> list[Check]:
+    """The issue's four targets: lab <= 1.15 x (matching echo + compute), p50 and CPU."""
     rows = results.rows
     compute = rows["compute"]
     out = []
     for api in ("rest", "grpc"):
         lab, echo = rows[f"lab_{api}"], rows[f"{api}_echo"]
-        assert lab.p50_ms is not None and echo.p50_ms is not None and compute.p50_ms is not None
-        limit = TARGET_RATIO * (echo.p50_ms + compute.p50_ms)
-        out.append((f"{api.upper()} p50 at c=1 (ms)", lab.p50_ms, limit, lab.p50_ms <= limit))
-        assert lab.cpu_ms_per_request is not None and echo.cpu_ms_per_request is not None
-        assert compute.cpu_ms_per_request is not None
-        limit = TARGET_RATIO * (echo.cpu_ms_per_request + compute.cpu_ms_per_request)
-        out.append((f"{api.upper()} server CPU/request at c=8 (ms)", lab.cpu_ms_per_request, limit,
-                    lab.cpu_ms_per_request <= limit))
+        for what, attribute in (("p50 at c=1 (ms)", "p50_ms"), ("server CPU/request at c=8 (ms)", "cpu_ms_per_request")):
+            lab_value, echo_value, compute_value = (getattr(row, attribute) for row in (lab, echo, compute))
+            assert lab_value is not None and echo_value is not None and compute_value is not None
+            spread = max(results.spread(key, attribute) for key in (f"lab_{api}", f"{api}_echo", "compute"))
+            out.append(Check(f"{api.upper()} {what}", lab_value, TARGET_RATIO * (echo_value + compute_value), spread))
     return out
 
 
@@ -490,8 +523,8 @@ def format_report(results: Results) -> str:
     lines += ["", "In-server compute: the lab server's own Server-Timing / server-timing trailer, to set "
               "beside (a): the same signature call, run between requests instead of back to back."]
     lines += ["", f"| target (issue 3: <= {TARGET_RATIO} x floor) | lab | limit | met |", "|---|---|---|---|"]
-    for what, measured, limit, ok in checks(results):
-        lines.append(f"| {what} | {measured:.3f} | {limit:.3f} | {'yes' if ok else 'NO'} |")
+    for check in checks(results):
+        lines.append(f"| {check.what} | {check.measured:.3f} | {check.limit:.3f} | {check.verdict} |")
     lines += ["", "| where the ratio comes from | echo + model call server / (echo + compute) "
               "| lab / echo + model call server |", "|---|---|---|"]
     for what, machine, lab in gap_split(results):
