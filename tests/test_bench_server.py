@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from poochlab.experiments.bench.echo_servers import main as echo_main
-from poochlab.experiments.bench.server import Results, Row, checks, gap_split, grpc_request_bytes, start_echo, stop
+from poochlab.experiments.bench.server import (
+    Results, Row, checks, format_report, gap_split, grpc_request_bytes, start_echo, stop,
+)
 from poochlab.serving.launcher import free_port
 
 
@@ -62,6 +64,15 @@ def test_a_verdict_from_rounds_that_disagree_says_rerun():
     for compute in (0.2, 0.21, 0.22):
         steady.rounds.append(rows_for(lab=0.3, echo=0.1, floor=0.3, compute=compute))
     assert all(check.trusted for check in checks(steady))
+
+
+def test_a_report_from_one_round_says_its_verdicts_cannot_be_checked_for_noise():
+    single = format_report(one_round(**rows_for(lab=0.45, echo=0.1, floor=0.36, compute=0.2)))
+    assert "One round: nothing shows whether" in single
+    several = Results()
+    for _ in range(3):
+        several.rounds.append(rows_for(lab=0.45, echo=0.1, floor=0.36, compute=0.2))
+    assert "One round" not in format_report(several)
 
 
 def test_rows_show_the_median_of_the_rounds_not_their_mean():

@@ -27,27 +27,6 @@ KINDS = ("httptools", "uvicorn", "grpc-aio", "grpc-sync", "httptools+model", "gr
 MODEL_SUFFIX = "+model"
 
 
-def _model_call(base_path: str) -> Callable[[], object]:
-    """The Pooch Predictor's serving signature (latest version) called on one fixed pupdate."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from poochlab.serving.model_manager import scan_versions
-    from poochlab.serving.servable import Servable
-
-    versions = scan_versions(base_path)
-    if not versions:
-        raise SystemExit(f"no model version under {base_path} (expected <base>/<version>/saved_model.pb)")
-    version = versions[-1]
-    signature = Servable("pooch_predictor", version, Path(base_path) / str(version)).signature("serving_default")
-    inputs = {"hashtags": np.array([b"#corgi #adorable #puppy"], dtype=object),
-              "country": np.array([b"GB"], dtype=object), "followers": np.array([1200], dtype=np.int64)}
-    for _ in range(50):  # the first calls build TensorFlow's kernels
-        signature.compute(inputs)
-    return lambda: signature.compute(inputs)
-
-
 def _nothing() -> None:
     return None
 
@@ -147,7 +126,9 @@ def main(argv: list[str]) -> int:
     if kind.endswith(MODEL_SUFFIX):
         if len(argv) < 3:
             raise SystemExit(f"{kind} needs the model's base path: {kind} <port> <model base path>")
-        model = _model_call(argv[2])
+        from poochlab.experiments.bench.server import model_call
+
+        model = model_call(argv[2])
     if kind in ("httptools", "httptools" + MODEL_SUFFIX):
         import uvloop
 

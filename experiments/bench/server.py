@@ -7,6 +7,8 @@ In one run, with servers pinned to one core and clients to another (when there a
 (b) minimal echo servers on two Python HTTP stacks (asyncio+httptools on uvloop, uvicorn) and
     two gRPC stacks (grpc sync thread pool, grpc.aio), driven by the same clients as the lab
     server; the first of each is the stack the lab server is built on (its "matching echo");
+    and the matching echoes again, calling (a)'s model call once per request: the floor of
+    any server on that stack that runs the model;
 (c) the lab's server end to end (REST and gRPC, no batching).
 
 Clients: ``wrk`` (C) for REST, a raw grpcio channel (pre-serialized request bytes) for gRPC.
@@ -82,32 +84,42 @@ def _pinned(start_cpus: set[int] | None, back_cpus: set[int] | None, start: Call
 
 # ---- (a) compute floor, in a pinned child process -------------------------------------
 
-def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
-    """Child process: for each line on stdin, print JSON with the signature's p50 (one caller)
-    and its CPU per call with 8 threads calling."""
+def model_call(base_path: str) -> Callable[[], object]:
+    """The latest version's ``serving_default`` called on :data:`PUPDATE`, warmed up: the one
+    call that the floor (a) and the echo + model call servers (b) both time."""
     import numpy as np
 
     from poochlab.serving.model_manager import scan_versions
     from poochlab.serving.servable import Servable
 
-    version = scan_versions(base_path)[-1]
+    versions = scan_versions(base_path)
+    if not versions:
+        raise SystemExit(f"no model version under {base_path} (expected <base>/<version>/saved_model.pb)")
+    version = versions[-1]
     signature = Servable("pooch_predictor", version, Path(base_path) / str(version)).signature("serving_default")
     inputs = {
         "hashtags": np.array([PUPDATE["hashtags"].encode()], dtype=object),
         "country": np.array([PUPDATE["country"].encode()], dtype=object),
         "followers": np.array([PUPDATE["followers"]], dtype=np.int64),
     }
-    for _ in range(50):
+    for _ in range(50):  # the first calls build TensorFlow's kernels
         signature.compute(inputs)
+    return lambda: signature.compute(inputs)
+
+
+def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
+    """Child process: for each line on stdin, print JSON with the signature's p50 (one caller)
+    and its CPU per call with 8 threads calling."""
+    call = model_call(base_path)
     print("ready", flush=True)
     for _ in sys.stdin:
         samples = []
         for _ in range(calls):
             started = time.perf_counter()
-            signature.compute(inputs)
+            call()
             samples.append(time.perf_counter() - started)
         before = os.times()
-        completed = closed_loop(lambda: signature.compute(inputs), 8, seconds)
+        completed = closed_loop(call, 8, seconds)
         after = os.times()
         cpu = (after.user - before.user) + (after.system - before.system)
         print(json.dumps({"p50_ms": statistics.median(samples) * 1e3, "cpu_ms_per_call": cpu / completed * 1e3,
@@ -525,6 +537,9 @@ def format_report(results: Results) -> str:
     lines += ["", f"| target (issue 3: <= {TARGET_RATIO} x floor) | lab | limit | met |", "|---|---|---|---|"]
     for check in checks(results):
         lines.append(f"| {check.what} | {check.measured:.3f} | {check.limit:.3f} | {check.verdict} |")
+    if len(results.rounds) < 2:
+        lines += ["", "One round: nothing shows whether a neighbour's burst moved these verdicts; "
+                  "use --rounds 3 (rows whose rounds differ by more than 20% are flagged)."]
     lines += ["", "| where the ratio comes from | echo + model call server / (echo + compute) "
               "| lab / echo + model call server |", "|---|---|---|"]
     for what, machine, lab in gap_split(results):
