@@ -403,7 +403,9 @@ GRPC_ECHOS = (("grpc-sync", "grpc_echo"), ("grpc-aio", "grpc_echo_aio"), ("grpc-
 
 
 def _echo_name(kind: str) -> str:
-    return kind.replace("+model", " + model call per request")
+    from poochlab.experiments.bench.echo_servers import MODEL_SUFFIX
+
+    return kind.replace(MODEL_SUFFIX, " + model call per request")
 
 
 def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> Results:
@@ -461,6 +463,8 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
 # Rounds of one row further apart than this (max / min) make a verdict from it untrustworthy:
 # a neighbour's burst hit some rounds, and the median may sit on either side of the limit.
 NOISY_SPREAD = 1.2
+# The two figures every target and ratio is about: (what, Row attribute).
+MEASURES = (("p50 at c=1", "p50_ms"), ("server CPU/request at c=8", "cpu_ms_per_request"))
 
 
 @dataclass
@@ -495,11 +499,12 @@ def checks(results: Results) -> list[Check]:
     out = []
     for api in ("rest", "grpc"):
         lab, echo = rows[f"lab_{api}"], rows[f"{api}_echo"]
-        for what, attribute in (("p50 at c=1 (ms)", "p50_ms"), ("server CPU/request at c=8 (ms)", "cpu_ms_per_request")):
+        for what, attribute in MEASURES:
             lab_value, echo_value, compute_value = (getattr(row, attribute) for row in (lab, echo, compute))
             assert lab_value is not None and echo_value is not None and compute_value is not None
             spread = max(results.spread(key, attribute) for key in (f"lab_{api}", f"{api}_echo", "compute"))
-            out.append(Check(f"{api.upper()} {what}", lab_value, TARGET_RATIO * (echo_value + compute_value), spread))
+            out.append(Check(f"{api.upper()} {what} (ms)", lab_value, TARGET_RATIO * (echo_value + compute_value),
+                             spread))
     return out
 
 
@@ -515,7 +520,7 @@ def gap_split(results: Results) -> list[tuple[str, float, float]]:
     out = []
     for api in ("rest", "grpc"):
         lab, echo, floor = rows[f"lab_{api}"], rows[f"{api}_echo"], rows[f"{api}_echo_model"]
-        for what, attribute in (("p50 at c=1", "p50_ms"), ("server CPU/request at c=8", "cpu_ms_per_request")):
+        for what, attribute in MEASURES:
             parts = [getattr(row, attribute) for row in (lab, echo, floor, compute)]
             if any(part is None for part in parts):
                 continue
@@ -539,7 +544,8 @@ def format_report(results: Results) -> str:
         lines.append(f"| {check.what} | {check.measured:.3f} | {check.limit:.3f} | {check.verdict} |")
     if len(results.rounds) < 2:
         lines += ["", "One round: nothing shows whether a neighbour's burst moved these verdicts; "
-                  "use --rounds 3 (rows whose rounds differ by more than 20% are flagged)."]
+                  f"use --rounds 3 (rows whose rounds differ by more than {(NOISY_SPREAD - 1) * 100:.0f}% "
+                  "are flagged)."]
     lines += ["", "| where the ratio comes from | echo + model call server / (echo + compute) "
               "| lab / echo + model call server |", "|---|---|---|"]
     for what, machine, lab in gap_split(results):
