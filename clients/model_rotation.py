@@ -12,6 +12,11 @@ from typing import Any, Sequence
 from poochlab.clients.prediction import Prediction, Predictor, PupdateLike
 
 
+# Numbers that describe one model's state, not counts: summing them means nothing (versions
+# 3 and 4 are not 7), and one may still be None while another is known.
+PER_MODEL_KEYS = frozenset({"resolved_version"})
+
+
 class ModelRotation:
     """A predictor over ``predictors`` (one per model), round robin per request."""
 
@@ -26,11 +31,14 @@ class ModelRotation:
         return predictor.predict(pupdates, timeout_s=timeout_s)
 
     def stats(self) -> dict[str, Any]:
-        """Counters summed over the models (numbers and per-kind tables); the rest from the first."""
+        """Counters summed over the models (numbers and per-kind tables); a model's state
+        (:data:`PER_MODEL_KEYS`) as a list, one entry per model in order; the rest from the first."""
         merged: dict[str, Any] = {}
         for stats in (p.stats() for p in self.predictors):
             for key, value in stats.items():
-                if key not in merged:
+                if key in PER_MODEL_KEYS:
+                    merged.setdefault(key, []).append(value)
+                elif key not in merged:
                     merged[key] = dict(value) if isinstance(value, dict) else value
                 elif isinstance(value, bool) or not isinstance(value, (int, float, dict)):
                     continue

@@ -191,3 +191,21 @@ def test_keys_switch_when_the_server_loads_a_new_version(pooch_exports, redis_ur
         assert client.exists(predictor.key_for(CORGI, 1)) and client.exists(predictor.key_for(CORGI, 2))
         assert predictor.stats()["version_changes"] == 1
         predictor.close()
+
+
+def test_a_model_rotation_sums_counters_but_keeps_each_models_resolved_version():
+    from poochlab.clients.model_rotation import ModelRotation
+
+    class Stub:
+        def __init__(self, stats: dict) -> None:
+            self._stats = stats
+
+        def stats(self) -> dict:
+            return self._stats
+
+    rotation = ModelRotation([Stub({"requests": 2, "resolved_version": None, "errors_by_kind": {"timeout": 1}}),
+                              Stub({"requests": 3, "resolved_version": 4, "errors_by_kind": {"timeout": 2}})])
+    stats = rotation.stats()
+    assert stats["requests"] == 5
+    assert stats["errors_by_kind"] == {"timeout": 3}
+    assert stats["resolved_version"] == [None, 4]  # not 4, not a TypeError from None + 4
