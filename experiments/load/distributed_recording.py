@@ -38,20 +38,15 @@ from typing import Any
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
+from poochlab.clients.prediction import error_kind
 from poochlab.experiments.records import HDR_HIGHEST_US, HDR_LOWEST_US, HDR_SIGNIFICANT_FIGURES
 from poochlab.experiments.recording.histograms import decode, encode, new_histogram, summarize
-from poochlab.experiments.recording.windows import bucket_us
+from poochlab.experiments.recording.windows import bucket_us, histogram_text
 
 # The key of the lab's part of a worker's report (Locust's own keys are "stats", "errors", ...).
 REPORT_KEY = "poochlab_hdr"
 OUTPUT_FORMAT = "poochlab-locust-hdr/1"
 PRINTED_PERCENTILES = (50.0, 90.0, 99.0, 99.9)  # and the maximum
-
-
-def error_kind(exception: BaseException) -> str:
-    """How a failure is counted: its ``kind`` (PredictionError's), else its exception type."""
-    kind = getattr(exception, "kind", None)
-    return kind if isinstance(kind, str) and kind else f"client_{type(exception).__name__}"
 
 
 class _Pending:
@@ -78,10 +73,8 @@ class _Pending:
         """This window as msgpack/JSON-safe data: per name an encoded histogram and error counts."""
         by_name: dict[str, dict[str, Any]] = {}
         for name in sorted(set(self.latency) | set(self.errors)):
-            histogram = new_histogram()
-            for value, count in self.latency.get(name, {}).items():
-                histogram.record_value(value, count)
-            by_name[name] = {"histogram": encode(histogram), "errors_by_kind": dict(self.errors.get(name, {}))}
+            by_name[name] = {"histogram": histogram_text(self.latency.get(name, {})),
+                             "errors_by_kind": dict(self.errors.get(name, {}))}
         return {"since": self.since, "until": time.time(), "warmup_excluded": self.warmup_excluded,
                 "by_name": by_name}
 
@@ -104,7 +97,10 @@ class _Merged:
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"report {REPORT_KEY!r} from worker {worker}: {error}") from None
         for name, (histogram, errors) in parts.items():
-            self.histograms.setdefault(name, new_histogram()).add(histogram)
+            merged = self.histograms.get(name)
+            if merged is None:  # a full-range histogram is ~190 KB: build one per name, not per report
+                merged = self.histograms[name] = new_histogram()
+            merged.add(histogram)
             merged_errors = self.errors.setdefault(name, {})
             for kind, count in errors.items():
                 merged_errors[kind] = merged_errors.get(kind, 0) + count

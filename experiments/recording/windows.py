@@ -54,14 +54,21 @@ class WindowData:
     answer_paths: dict[str, int]
 
 
-def _histogram_text(counts: dict[int, int], expected_interval_us: int | None = None) -> str:
+def counts_histogram(counts: dict[int, int], expected_interval_us: int | None = None) -> Any:
+    """A histogram of bucketed counts (value in us -> count), corrected for coordinated
+    omission with ``expected_interval_us`` when it is given."""
     histogram = new_histogram()
     for value, count in counts.items():
         if expected_interval_us:
             histogram.record_corrected_value(value, expected_interval_us, count)
         else:
             histogram.record_value(value, count)
-    return encode(histogram)
+    return histogram
+
+
+def histogram_text(counts: dict[int, int], expected_interval_us: int | None = None) -> str:
+    """:func:`counts_histogram`, encoded (HdrHistogram's compressed text)."""
+    return encode(counts_histogram(counts, expected_interval_us))
 
 
 @dataclass
@@ -83,11 +90,11 @@ class _OpenWindow:
             index=self.index,
             requests=self.requests,
             errors_by_kind=dict(self.errors),
-            histogram=_histogram_text(self.latency),
-            corrected_histogram=_histogram_text(self.latency, expected_interval_us) if corrected else None,
-            lateness_histogram=_histogram_text(self.lateness) if open_loop else None,
-            server_queue_histogram=_histogram_text(self.server_queue) if self.server_queue else None,
-            server_compute_histogram=_histogram_text(self.server_compute) if self.server_compute else None,
+            histogram=histogram_text(self.latency),
+            corrected_histogram=histogram_text(self.latency, expected_interval_us) if corrected else None,
+            lateness_histogram=histogram_text(self.lateness) if open_loop else None,
+            server_queue_histogram=histogram_text(self.server_queue) if self.server_queue else None,
+            server_compute_histogram=histogram_text(self.server_compute) if self.server_compute else None,
             client_timing_sums_us={"encode_us": self.encode_us, "wait_us": self.wait_us,
                                    "decode_us": self.decode_us} if self.requests else {},
             answer_paths=dict(self.paths),
@@ -125,10 +132,7 @@ class WindowRecorder:
 
     @property
     def warmup_latency(self) -> Any:
-        histogram = new_histogram()
-        for value, count in self._warmup_counts.items():
-            histogram.record_value(value, count)
-        return histogram
+        return counts_histogram(self._warmup_counts)
 
     def window_index(self, when: float) -> int:
         return math.floor((when - self.measure_start) / self.window_s)
@@ -196,10 +200,7 @@ class WindowRecorder:
     def _interval(self, window: _OpenWindow) -> int | None:
         if self.expected_interval_us is None and self.correct and window.latency:
             # No pacing and no warm-up: the first window's median stands for the expected interval.
-            histogram = new_histogram()
-            for value, count in window.latency.items():
-                histogram.record_value(value, count)
-            self.expected_interval_us = int(histogram.get_value_at_percentile(50))
+            self.expected_interval_us = int(counts_histogram(window.latency).get_value_at_percentile(50))
         return self.expected_interval_us
 
     def advance(self, now: float) -> None:
