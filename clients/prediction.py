@@ -35,6 +35,13 @@ class PredictionError(Exception):
         self.message = message
 
 
+def error_kind(exception: BaseException) -> str:
+    """How a failed request is counted: its ``kind`` (a PredictionError's), else
+    ``client_<exception type>`` (a bug or a failure outside the clients)."""
+    kind = getattr(exception, "kind", None)
+    return kind if isinstance(kind, str) and kind else f"client_{type(exception).__name__}"
+
+
 @dataclass(frozen=True)
 class CallTiming:
     """Where one call's time went, in microseconds.

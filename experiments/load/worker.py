@@ -56,6 +56,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     from locust.env import Environment
 
     from poochlab.clients.factory import build_predictor
+    from poochlab.clients.prediction import error_kind
     from poochlab.experiments.load.precise_timer import PreciseTimer
     from poochlab.experiments.load.sender import Sender
     from poochlab.experiments.load.users import user_class_for
@@ -92,7 +93,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         # Runs once per request on the generator's loop: positional arguments, no lookups twice.
         prediction = context["prediction"]
         if prediction is None:
-            kind = None if exception is None else getattr(exception, "kind", f"client_{type(exception).__name__}")
+            kind = None if exception is None else error_kind(exception)
             recorder.record(context["start"], context["end"], kind, context["lateness_s"])
         else:
             recorder.record(context["start"], context["end"], None, context["lateness_s"],
