@@ -278,8 +278,7 @@ class _HttptoolsConnection(_Connection):
         self._socket: socket.socket | None = None
         self._cooperative = False  # a gevent socket: gevent enforces the timeout
         self._armed = -1.0  # the timeout the socket is set to
-        self._answer = _ParsedAnswer()
-        self._parser: Any = None
+        self._answer = _ParsedAnswer()  # its parser is the connection's (a new one per connection)
         # (method, path, header items) -> the request head up to its Content-Length value.
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
 
@@ -304,8 +303,8 @@ class _HttptoolsConnection(_Connection):
         try:
             if self._socket is None:
                 self._connect(timeout_s)
-                self._parser = answer.parser = self._new_parser(answer)
-            connection, parser = self._socket, self._parser
+                answer.parser = self._new_parser(answer)
+            connection, parser = self._socket, answer.parser
             self._arm(timeout_s)
             connection.sendall(data)
             while True:
@@ -368,7 +367,6 @@ class _HttptoolsConnection(_Connection):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        self._parser = None  # a new connection starts with a new parser
 
 
 class _ParsedAnswer:

@@ -72,19 +72,6 @@ class TFServingRestUser(FastHttpUser):
                 response.success()
 
 
-_grpc_ready_pid: int | None = None
-
-
-def _init_grpc_gevent() -> None:
-    """gRPC under gevent needs init_gevent() before its first channel, once per process (after fork)."""
-    global _grpc_ready_pid
-    if _grpc_ready_pid != os.getpid():
-        from grpc.experimental import gevent as grpc_gevent
-
-        grpc_gevent.init_gevent()
-        _grpc_ready_pid = os.getpid()
-
-
 class TFServingGrpcUser(User):
     """A closed-loop gRPC user through poochlab.clients (one predictor per process, made after fork)."""
 
@@ -97,9 +84,12 @@ class TFServingGrpcUser(User):
         self.random = random.Random(f"{SEED}:grpc:{id(self)}")
         cls = TFServingGrpcUser
         if cls._predictor_pid != os.getpid():
+            from grpc.experimental import gevent as grpc_gevent
+
             from poochlab.clients import ClientConfig, build_predictor
 
-            _init_grpc_gevent()
+            # gRPC under gevent needs init_gevent() before its first channel, once per process.
+            grpc_gevent.init_gevent()
             cls._predictor = build_predictor(ClientConfig(protocol="grpc", grpc_target=GRPC_TARGET,
                                                           model_name=MODEL, timeout_s=TIMEOUT_S))
             cls._predictor_pid = os.getpid()
