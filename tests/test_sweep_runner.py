@@ -163,6 +163,9 @@ def test_a_rate_search_bisects_towards_the_highest_rate_within_the_budget(tmp_pa
         went_up = after.factors["rate_rps"] > before.factors["rate_rps"]
         assert went_up == meets_budget(before, 20.0)
     assert all(r.load["rate_rps"] == r.factors["rate_rps"] for r in steps)
+    # Every step carries the search's one generator floor, measured at its most demanding rate.
+    floors = {r.load.get("generator_floor") for r in steps}
+    assert len(floors) == 1 and None not in floors and "rate2000" in floors.pop()
 
 
 def one_trial_run(tmp_path: Path, pooch_exports, factor: str) -> tuple[Path, TrialRecord]:

@@ -75,8 +75,6 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
         return LoadSettings(mode="open", rate_rps=context.calibration.rate_for(factors["load_level"]), **base)
     if "rate_rps" in factors:
         return LoadSettings(mode="open", rate_rps=factors["rate_rps"], **base)
-    if context.spec.search is not None:  # the floor of a search: its most demanding rate
-        return LoadSettings(mode="open", rate_rps=context.spec.search.high_rps, **base)
     return LoadSettings(mode="closed", users=factors.get("users", 1), **base)
 
 
@@ -113,6 +111,14 @@ def _calibrate(context: RunContext) -> None:
     context.manifest.update(calibration=asdict(calibration))
 
 
+def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The factors and load a configuration's generator floor is measured at: its own, except
+    that every step of a rate search shares one floor, at the search's most demanding rate."""
+    if context.spec.search is not None and "load_level" not in factors:
+        factors = {**factors, "rate_rps": context.spec.search.high_rps}
+    return factors, load_settings(context, factors, context.spec.seed)
+
+
 def _floor_key(factors: dict[str, Any], settings: Any) -> str:
     load = f"rate{settings.rate_rps:.0f}" if settings.mode == "open" else f"users{settings.users}"
     return f"{factors['protocol']}-{factors['client_library']}-{factors['request_format']}" \
@@ -125,8 +131,7 @@ def _measure_floors(context: RunContext, trials: list[Trial]) -> None:
 
     floors = context.manifest.data.get("generator_floor", {})
     for trial in trials:
-        factors = trial.factors
-        settings = load_settings(context, factors, context.spec.seed)
+        factors, settings = _floor_load(context, trial.factors)
         key = _floor_key(factors, settings)
         if key in floors:
             continue
@@ -160,7 +165,7 @@ def measure(context: RunContext, trial: Trial) -> TrialRecord:
     client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target, endpoints.model_names)
     measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
                   metrics_url=endpoints.metrics_url, redis_pid=redis_pid)
-    floor = context.floors.get(_floor_key(trial.factors, settings))
+    floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
         record.load["generator_floor"] = floor["record"]
     record.resources.setdefault("server_starts_so_far", context.servers.starts)
