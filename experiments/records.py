@@ -87,6 +87,12 @@ class TrialRecord:
     validity: Validity = field(default_factory=Validity)
     schema_version: int = SCHEMA_VERSION
 
+    def result_windows(self) -> list[Window]:
+        """The windows merged into the result: the stable ones, or every window when none was
+        judged stable."""
+        stable = set(self.stable_windows)
+        return [w for w in self.windows if w.index in stable] or self.windows
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 

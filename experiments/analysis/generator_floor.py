@@ -26,7 +26,7 @@ def _from_record(run_folder: Path, relative: str) -> dict[str, float] | None:
     if not path.is_file():
         return None
     record = TrialRecord.read(path)
-    chosen = [w for w in record.windows if w.index in set(record.stable_windows)] or record.windows
+    chosen = record.result_windows()
     if not chosen:
         return None
     counts = sum(decode_counts(w.histogram, f"{path}: window {w.index}") for w in chosen)

@@ -40,7 +40,7 @@ def _record(name: str) -> Any:
 def _result(record: Any) -> dict[str, Any]:
     from poochlab.experiments.recording.histograms import merge_encoded
 
-    chosen = [w for w in record.windows if w.index in set(record.stable_windows)] or record.windows
+    chosen = record.result_windows()
     latency = merge_encoded(w.histogram for w in chosen)
     seconds = sum(w.duration_s for w in chosen)
     has = latency.get_total_count() > 0

@@ -47,5 +47,5 @@ def measure_generator_floor(settings: LoadSettings, client: Any, workload: Workl
 
 def floor_summary(record: TrialRecord) -> dict[str, float]:
     """The floor's latency percentiles (microseconds) over its result windows."""
-    chosen = [w for w in record.windows if w.index in set(record.stable_windows)] or record.windows
+    chosen = record.result_windows()
     return summarize(merge_encoded(w.histogram for w in chosen))

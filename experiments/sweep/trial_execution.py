@@ -178,7 +178,7 @@ def meets_budget(record: TrialRecord, budget_ms: float) -> bool:
 
     if record.status != "ok" or not record.validity.valid or not record.windows:
         return False
-    chosen = [w for w in record.windows if w.index in set(record.stable_windows)] or record.windows
+    chosen = record.result_windows()
     merged = merge_encoded(w.histogram for w in chosen)
     return merged.get_total_count() > 0 and merged.get_value_at_percentile(99) <= budget_ms * 1000
 
