@@ -167,6 +167,13 @@ def test_a_rate_search_bisects_towards_the_highest_rate_within_the_budget(tmp_pa
     floors = {r.load.get("generator_floor") for r in steps}
     assert len(floors) == 1 and None not in floors and "rate2000" in floors.pop()
 
+    # A resume reads the saved steps back (same bisection path) and measures only the missing one.
+    last = steps[-1]
+    (run_dir / "trials" / f"{last.trial_id}.json").unlink()
+    resumed = runner(load_spec(path), run_dir, pooch_exports, resume=True).run()
+    assert (resumed.measured, resumed.skipped, resumed.failed) == (1, 2, 0)
+    assert TrialRecord.read(run_dir / "trials" / f"{last.trial_id}.json").factors["rate_rps"] == last.factors["rate_rps"]
+
 
 def one_trial_run(tmp_path: Path, pooch_exports, factor: str) -> tuple[Path, TrialRecord]:
     """A one-trial sweep (2 users over REST) varying only ``factor`` (a TOML line)."""

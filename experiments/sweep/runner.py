@@ -87,8 +87,6 @@ class SweepRunner:
         self.show_progress_bar = show_progress_bar
         self.trials = plan_trials(spec)
         self._in_flight: Trial | None = None  # the trial being measured, recorded if interrupted
-        self._reused = 0  # search steps read back from a resumed run
-        self._finished: set[str] = set()  # trial ids a resumed run already holds
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -100,7 +98,7 @@ class SweepRunner:
             raise RunError(f"{self.run_dir}: nothing to resume (no manifest.json)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _save_plan(self.run_dir, self.spec, self.trials, self.resume)
-        done = self._finished = finished_trials(self.run_dir) if self.resume else set()
+        done = finished_trials(self.run_dir) if self.resume else set()
         manifest = self._manifest()
         todo = [t for t in self.trials if t.trial_id not in done]
         summary = RunSummary(self.run_dir, len(self.trials), 0, len(self.trials) - len(todo), 0, False)
@@ -121,12 +119,13 @@ class SweepRunner:
         try:
             execution.prepare_run(context, self.trials)
             for trial in self._iterate(todo):
-                for record in self._records_of(context, trial):
+                for record, measured_now in self._records_of(context, trial, done):
+                    if not measured_now:  # a search step a resumed run already holds
+                        summary.skipped += 1
+                        continue
                     record.save(trial_path(self.run_dir, record.trial_id))
                     summary.measured += 1
                     summary.failed += record.status == "failed"
-            summary.measured -= self._reused
-            summary.skipped += self._reused
         except KeyboardInterrupt:
             summary.interrupted = True
             if self._in_flight is not None:
@@ -142,22 +141,19 @@ class SweepRunner:
             manifest.update(ended_at=utc_now(), interrupted=summary.interrupted)
         return summary
 
-    def _records_of(self, context: Any, trial: Trial) -> Iterator[TrialRecord]:
-        """One record, or one per step of a rate search."""
+    def _records_of(self, context: Any, trial: Trial, done: set[str]) -> Iterator[tuple[TrialRecord, bool]]:
+        """(record, measured now): one, or one per step of a rate search, where a step the run
+        already holds (``done``, on resume) is read back instead of measured again."""
         from poochlab.experiments.sweep import trial_execution as execution
 
         if not trial.search_steps:
-            yield self._measure(context, trial)
+            yield self._measure(context, trial), True
             return
-        yield from execution.search_steps(context, trial, lambda step: self._measure(context, step), self._saved)
 
-    def _saved(self, trial_id: str) -> TrialRecord | None:
-        """A finished record of this run (resume), or None when it must be measured."""
-        path = trial_path(self.run_dir, trial_id)
-        if trial_id not in self._finished:
-            return None
-        self._reused += 1
-        return TrialRecord.read(path)
+        def saved(trial_id: str) -> TrialRecord | None:
+            return TrialRecord.read(trial_path(self.run_dir, trial_id)) if trial_id in done else None
+
+        yield from execution.search_steps(context, trial, lambda step: self._measure(context, step), saved)
 
     def _measure(self, context: Any, trial: Trial) -> TrialRecord:
         from poochlab.experiments.sweep import trial_execution as execution

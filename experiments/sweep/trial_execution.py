@@ -184,12 +184,13 @@ def meets_budget(record: TrialRecord, budget_ms: float) -> bool:
 
 
 def search_steps(context: RunContext, trial: Trial, measure_step: Callable[[Trial], TrialRecord],
-                 saved: Callable[[str], TrialRecord | None]) -> Iterator[TrialRecord]:
+                 saved: Callable[[str], TrialRecord | None]) -> Iterator[tuple[TrialRecord, bool]]:
     """The rate search of one configuration: bisect log(rate) between the spec's bounds.
 
     Each step is an ordinary trial with its rate as the ``rate_rps`` factor (so analysis finds
     the highest sustainable rate like any other); a step already saved (a resumed run) is
-    read back instead of measured again, so the search takes the same path.
+    read back instead of measured again, so the search takes the same path. Yields each step's
+    record and whether it was measured now.
     """
     search, budget = context.spec.search, context.spec.p99_budget_ms
     assert search is not None and budget is not None
@@ -199,11 +200,14 @@ def search_steps(context: RunContext, trial: Trial, measure_step: Callable[[Tria
         factors = {**trial.factors, "rate_rps": rate}
         step_trial = replace(trial, trial_id=f"{trial.trial_id}-s{step}", config_id=config_id(factors),
                              factors=factors, search_steps=0)
-        record = saved(step_trial.trial_id) or measure_step(step_trial)
+        record = saved(step_trial.trial_id)
+        measured_now = record is None
+        if record is None:
+            record = measure_step(step_trial)
         record.load["search"] = {"step": step, "of": search.steps, "budget_ms": budget,
                                  "bounds_rps": [math.exp(low), math.exp(high)],
                                  "configuration": trial.config_id}
-        yield record
+        yield record, measured_now
         if meets_budget(record, budget):
             low = math.log(rate)
         else:
