@@ -346,16 +346,16 @@ def _search(where: _Where, table: dict[str, Any] | None) -> RateSearch | None:
 def _check_combinations(where: _Where, spec: SweepSpec) -> None:
     varied_or_held = {**{k: v for k, v in spec.controls.items() if v is not None}, **spec.factors}
     intensity = [name for name in ("load_level", "users", "rate_rps") if name in varied_or_held]
+    modes = spec.factors.get("load_mode", [spec.controls.get("load_mode")])
     if spec.search is not None:
         if spec.p99_budget_ms is None:
             raise where.fail("search", "a rate search looks for the highest rate within sweep.p99_budget_ms: set it")
         if intensity:
             raise where.fail("search", f"the search sets the rate itself; remove {', '.join(intensity)}")
-        if "closed" in spec.factors.get("load_mode", [spec.controls.get("load_mode")]):
+        if "closed" in modes:
             raise where.fail("search", 'a rate search is an open loop: set load_mode = "open"')
     if len(intensity) > 1:
         raise where.fail("factors", f"give one of load_level, users, rate_rps; this spec gives {', '.join(intensity)}")
-    modes = spec.factors.get("load_mode", [spec.controls.get("load_mode")])
     if "rate_rps" in varied_or_held and "closed" in modes:
         raise where.fail("rate_rps", "an arrival rate needs load_mode = \"open\" (a closed loop is set by users)")
     if "load_level" in varied_or_held and "closed" in modes:
