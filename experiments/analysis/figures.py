@@ -158,11 +158,11 @@ def _markers(axis: Axes, x: Iterable, y: Iterable, invalid: Iterable[bool], colo
                       markeredgecolor=color, markerfacecolor=HOLLOW if hollow else color, zorder=zorder)
 
 
-def _validity_handles(color: str = "0.3") -> list[Line2D]:
-    """Legend entries explaining filled and hollow markers."""
-    return [Line2D([], [], linestyle="none", marker="o", color=color, label="all trials valid"),
-            Line2D([], [], linestyle="none", marker="o", color=color, markerfacecolor=HOLLOW,
-                   label="≥1 invalid trial")]
+def _validity_handles(filled: str = "all trials valid", hollow: str = "≥1 invalid trial",
+                      color: str = "0.3") -> list[Line2D]:
+    """Legend entries explaining filled and hollow markers (by default: trial validity)."""
+    return [Line2D([], [], linestyle="none", marker="o", color=color, label=filled),
+            Line2D([], [], linestyle="none", marker="o", color=color, markerfacecolor=HOLLOW, label=hollow)]
 
 
 def _outside_legend(axis: Axes, handles: list, fontsize: float = 7, title: str | None = None) -> None:
@@ -193,6 +193,7 @@ def plot_p99_by_factor(tables: Tables) -> tuple[Figure, str]:
         return _placeholder("p99 latency by factor", "No factor or no measured configuration to compare.")
     figure, axes = _grid(len(panels), width=7.0, height=3.6, columns=2)
     invalid = _invalid(configs)
+    latencies = _ci_values(configs, "p99_ms")  # every panel shows every configuration
     truncated = False
     for axis, factor in zip(axes, panels):
         levels = _levels(configs[factor])
@@ -216,7 +217,7 @@ def plot_p99_by_factor(tables: Tables) -> tuple[Figure, str]:
         axis.set_xticks(range(len(levels)), [str(v) for v in levels])
         axis.set_xlim(-0.5, len(levels) - 0.5)
         axis.set_xlabel(factor)
-        _scale_axis(axis, "y", _ci_values(configs, "p99_ms"), "p99 latency (ms)")
+        _scale_axis(axis, "y", latencies, "p99 latency (ms)")
         axis.set_title(f"p99 by {factor}")
         axis.grid(axis="y", alpha=0.3, which="major")
         _outside_legend(axis, handles + _validity_handles(),
@@ -274,9 +275,7 @@ def plot_latency_over_time(tables: Tables) -> tuple[Figure, str]:
         axis.grid(alpha=0.3)
     handles = [Line2D([], [], color="C0", marker="o", label="p50 per window"),
                Line2D([], [], color="C3", marker="o", label="p99 per window"),
-               Line2D([], [], linestyle="none", marker="o", color="0.3", label="window merged into the result"),
-               Line2D([], [], linestyle="none", marker="o", color="0.3", markerfacecolor=HOLLOW,
-                      label="window left out (not stable)")]
+               *_validity_handles("window merged into the result", "window left out (not stable)")]
     figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     figure.suptitle("Latency over time within trials (per measurement window)")
     caption = (
@@ -289,17 +288,12 @@ def plot_latency_over_time(tables: Tables) -> tuple[Figure, str]:
     return figure, caption
 
 
-def _setting_groups(tables: Tables) -> list[tuple[str, pd.DataFrame]]:
-    """Configurations that differ only in load factors, as one curve each."""
-    setting = [f for f in tables.varied if f not in LOAD_FACTORS]
-    return _other_settings(tables.configs.dropna(subset=["p99_ms"]), setting)
-
-
 def plot_latency_vs_throughput(tables: Tables) -> tuple[Figure, str]:
     figure = Figure(figsize=(11, 5.2), layout="constrained")
     axis = figure.subplots()
-    groups = _setting_groups(tables)
     configs = tables.configs.dropna(subset=["p99_ms"])
+    # One curve per setting of the other factors: its points differ only in load factors.
+    groups = _other_settings(configs, [f for f in tables.varied if f not in LOAD_FACTORS])
     invalid = _invalid(configs)
     handles = []
     for index, (label, group) in enumerate(groups):
