@@ -84,6 +84,9 @@ class ModelManager:
         self._warmup_iterations = max(1, warmup_iterations)
         self._models: dict[str, ModelState] = {}
         self._apply_lock = threading.Lock()  # one config change or poll at a time
+        # Unloaded versions waiting out their grace period: timer -> what releases them.
+        self._pending_releases: dict[threading.Timer, Callable[[], None]] = {}
+        self._pending_lock = threading.Lock()
 
     # ---- reads (any thread, never blocking on loads) ----
 
@@ -180,10 +183,16 @@ class ModelManager:
                     log.warning("%s", error)
 
     def close(self) -> None:
+        """Unload every version and release all of them now (the servers in front have stopped)."""
         with self._apply_lock:
             for model in self._models.values():
                 for state in list(model.versions.values()):
                     self._unload(state)
+        with self._pending_lock:
+            timers = list(self._pending_releases)
+        for timer in timers:
+            timer.cancel()
+            self._release(timer)
 
     def _reconcile(self, model: ModelState) -> None:
         base_path = model.config.base_path
@@ -208,12 +217,16 @@ class ModelManager:
         log.info("Loading servable: {name: %s version: %d} from %s", state.model, state.version, path)
         try:
             servable = Servable(state.model, state.version, path)
-            if self._enable_warmup:
-                logs = warmup.read_warmup_logs(path)
-                warmup.replay(servable, logs, self._warmup_iterations, serialized_examples)
-                if logs:
-                    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
-                             path, len(logs))
+            try:
+                if self._enable_warmup:
+                    logs = warmup.read_warmup_logs(path)
+                    warmup.replay(servable, logs, self._warmup_iterations, serialized_examples)
+                    if logs:
+                        log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                                 path, len(logs))
+            except BaseException:  # loaded, but its warm-up failed: release its session
+                servable.close()
+                raise
         except ServingError as error:
             state.error, state.state = error, END
             log.error("Loading servable: {name: %s version: %d} failed: %s", state.model, state.version, error.message)
@@ -236,16 +249,29 @@ class ModelManager:
 
         # Requests that resolved this version just before the switch still hold it: give them
         # a grace period before the sessions close and the SavedModel is released.
+        servable = state.servable
+
         def release() -> None:
             for session in sessions:
                 session.close()
             state.sessions = {}
             state.servable = None
+            if servable is not None:
+                servable.close()
 
-        timer = threading.Timer(UNLOAD_GRACE_S, release)
-        timer.daemon = True
+        # Not a daemon: a TensorFlow session closed while the interpreter shuts down aborts it.
+        timer = threading.Timer(UNLOAD_GRACE_S, lambda: self._release(timer))
+        with self._pending_lock:
+            self._pending_releases[timer] = release
         timer.start()
         log.info("Unloaded servable version {name: %s version: %d}", state.model, state.version)
+
+    def _release(self, timer: threading.Timer) -> None:
+        # Runs once per unload, from its timer or from close(), whichever comes first.
+        with self._pending_lock:
+            release = self._pending_releases.pop(timer, None)
+        if release is not None:
+            release()
 
     def _apply_labels(self, model: ModelState) -> str | None:
         labels = dict(model.config.version_labels)

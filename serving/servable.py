@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -47,94 +47,78 @@ class TensorSpec:
         return self.dtype == DT_STRING
 
 
+Run = Callable[..., list]  # the session's callable: input arrays in feed order -> output arrays
+
+
 @dataclass
 class Signature:
     name: str
     method_name: str
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
-    function: Any  # the loaded ConcreteFunction
+    run: Run  # from :func:`_session_run`: inputs in sorted-name order, outputs likewise
 
     def __post_init__(self) -> None:
-        self._call = _direct_call(self.function, self.inputs)
+        self._feed_order = sorted(self.inputs)
+        self._fetch_order = sorted(self.outputs)
+        # A session casts nothing: a wrong numeric dtype fails inside TensorFlow with a message
+        # about the graph's placeholder. Checked here first, the error names the request's input.
+        self._typed = [(name, np.dtype(spec.numpy_dtype)) for name, spec in self.inputs.items()
+                       if not spec.is_string and spec.dtype in _NUMPY_DTYPES]
 
     def compute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the signature; inputs already validated against :attr:`inputs`."""
         import tensorflow as tf
 
+        for name, want in self._typed:
+            if inputs[name].dtype != want:
+                raise ServingError(Code.INVALID_ARGUMENT, f"input '{name}' has dtype {inputs[name].dtype} "
+                                                          f"but the signature expects {want}")
         try:
-            if self._call is not None:
-                return self._call(inputs)
-            result = self.function(**{name: tf.constant(value) for name, value in inputs.items()})
+            arrays = self.run(*[inputs[name] for name in self._feed_order])
         except tf.errors.OpError as error:
             raise ServingError(Code(error.error_code), error.message) from None
         except (TypeError, ValueError) as error:
             raise ServingError(Code.INVALID_ARGUMENT, str(error)) from None
-        return {name: tensor.numpy() for name, tensor in result.items()}
-
-
-def _direct_call(function: Any, inputs: dict[str, TensorSpec]) -> Any:
-    """A call of the signature's function that skips TensorFlow's Python layers, or None.
-
-    The public call (``function(**tensors)``) re-binds its keyword arguments, converts each
-    input through ``tf.constant``'s wrappers, resolves the captured variables' handles and
-    packs the outputs, on every call: about 80 us of Python on our machines, more than a third of
-    the Pooch Predictor's whole compute. A served signature is called with the same shapes of
-    arguments millions of times, so that work is done once here: the call runs the function's
-    op directly on its inputs plus the captured handles, with the same function-call attributes
-    the public call passes. These are TensorFlow internals; when anything is not as expected,
-    None makes :meth:`Signature.compute` use the public call.
-    """
-    try:
-        import tensorflow as tf
-        from tensorflow.python.eager import context, execute
-        from tensorflow.python.framework import ops
-
-        atomic = function._inference_function  # noqa: SLF001
-        op_name = atomic.name.decode() if isinstance(atomic.name, bytes) else str(atomic.name)
-        order = [p.name for p in function.function_type.parameters.values()]
-        captured = list(function.captured_inputs)
-        outputs = function.structured_outputs
-    except Exception:  # noqa: BLE001 (any surprise in the internals: use the public call)
-        return None
-    if sorted(order) != sorted(inputs) or not all(isinstance(c, ops.EagerTensor) for c in captured):
-        return None
-    # TF2 exports describe outputs with TensorSpecs, TF1 (wrapped) ones with graph tensors.
-    if not isinstance(outputs, dict) or not all(isinstance(v, (tf.TensorSpec, tf.Tensor)) for v in outputs.values()):
-        return None
-    dtypes = [inputs[name].dtype for name in order]  # DataType enum values, as EagerTensor wants
-    try:
-        # EagerTensor casts whatever it gets (2**40 into an int32 input becomes 0); the public
-        # call refuses a wrong dtype, and so does this one. Strings come as object or bytes arrays.
-        typed = [(name, np.dtype(inputs[name].numpy_dtype)) for name in order if not inputs[name].is_string]
-    except ServingError:  # an input dtype numpy has no match for: the public call decides
-        return None
-    keys = sorted(outputs)  # a dict's flat order (tf.nest sorts keys)
-    ctx = context.context()
-    ctx.ensure_initialized()
-    options = ctx.function_call_options
-    attrs = ("executor_type", options.executor_type or "", "config_proto", options.config_proto_serialized)
-    count = len(keys)
-    eager_tensor, quick_execute = ops.EagerTensor, execute.quick_execute
-
-    def call(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, want in typed:
-            if values[name].dtype != want:
-                raise ServingError(Code.INVALID_ARGUMENT, f"input '{name}' has dtype {values[name].dtype} "
-                                                          f"but the signature expects {want}")
-        device = ctx.device_name
-        tensors = [eager_tensor(values[name], device, dtype) for name, dtype in zip(order, dtypes)]
-        flat = quick_execute(op_name, count, tensors + captured, attrs, ctx)
         answers = {}
-        for key, tensor in zip(keys, flat):
-            # A view of TensorFlow's own buffer (no copy): read-only, since a write could reach
-            # a constant or variable inside the model.
-            array = tensor._numpy()  # noqa: SLF001
+        for name, array in zip(self._fetch_order, arrays):
+            # Read-only: a fetched tensor may share its buffer with a constant or variable of
+            # the model, which a write must never reach.
             array.flags.writeable = False
-            answers[key] = array
+            answers[name] = array
         return answers
 
-    return call
+
+def _session_config() -> Any:
+    """The sessions' threads: TF Serving's flags, as ``main`` handed them to TensorFlow.
+
+    Without ``--tensorflow_inter_op_parallelism`` the graph runs on the calling thread
+    (ConfigProto's negative setting): a small model's whole run is shorter than the two thread
+    hand-offs an inter-op pool costs per call. Its ops still use the intra-op pool.
+    """
+    import tensorflow as tf
+
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    return tf.compat.v1.ConfigProto(inter_op_parallelism_threads=inter if inter > 0 else -1,
+                                    intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads())
+
+
+def _session_run(session: Any, signature_def: Any) -> Run:
+    """One callable per signature: Session::Run with its feeds and fetches bound once.
+
+    ``_make_callable_from_options`` is TensorFlow's own lowest-cost entry (the one Keras uses);
+    the public ``make_callable`` wraps it in generic feed/fetch handling that costs about three
+    times the Pooch Predictor's whole run on our machines. If a TensorFlow lacks it, the public
+    one answers the same, slower.
+    """
+    from tensorflow.core.protobuf import config_pb2
+
+    feeds = [signature_def.inputs[name].name for name in sorted(signature_def.inputs)]
+    fetches = [signature_def.outputs[name].name for name in sorted(signature_def.outputs)]
+    make = getattr(session, "_make_callable_from_options", None)
+    if make is None:
+        return session.make_callable(fetches, feed_list=feeds)
+    return make(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
 
 
 def _spec(name: str, info: Any) -> TensorSpec:
@@ -146,11 +130,17 @@ def _spec(name: str, info: Any) -> TensorSpec:
 
 
 class Servable:
-    """A model version loaded with ``tf.saved_model.load``, ready to compute."""
+    """A model version loaded as TF Serving loads it: its ``serve`` MetaGraph in a session.
+
+    ``tf.saved_model.load`` would give eager functions instead, whose every call crosses
+    TensorFlow's eager dispatch and an inter-op thread: about 3x the Pooch Predictor's run.
+    Call :meth:`close` to release the session once no request can reach the version.
+    """
 
     def __init__(self, name: str, version: int, path: Path) -> None:
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow.python.util import deprecation
 
         self.name = name
         self.version = version
@@ -165,18 +155,29 @@ class Servable:
         if not meta_graphs:
             raise ServingError(Code.NOT_FOUND, f"SavedModel at {self.path} has no MetaGraph tagged 'serve'")
         self.signature_defs = meta_graphs[0].signature_def
-        self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
-        self.signatures: dict[str, Signature] = {}
-        for key, sig in self.signature_defs.items():
-            if key not in self._loaded.signatures:
-                continue  # e.g. __saver_def__ entries that are not callable
-            self.signatures[key] = Signature(
-                name=key,
-                method_name=sig.method_name,
-                inputs={k: _spec(k, v) for k, v in sig.inputs.items()},
-                outputs={k: _spec(k, v) for k, v in sig.outputs.items()},
-                function=self._loaded.signatures[key],
-            )
+        graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=graph, config=_session_config())
+        try:
+            with graph.as_default(), deprecation.silence():
+                tf.compat.v1.saved_model.loader.load(self._session, ["serve"], str(self.path))
+            self.signatures: dict[str, Signature] = {}
+            for key, sig in self.signature_defs.items():
+                if key.startswith("__"):
+                    continue  # __saver_def__ and the like: bookkeeping, not a served signature
+                self.signatures[key] = Signature(
+                    name=key,
+                    method_name=sig.method_name,
+                    inputs={k: _spec(k, v) for k, v in sig.inputs.items()},
+                    outputs={k: _spec(k, v) for k, v in sig.outputs.items()},
+                    run=_session_run(self._session, sig),
+                )
+        except BaseException:
+            self._session.close()
+            raise
+
+    def close(self) -> None:
+        """Release the session (its variables and tables); the signatures stop working."""
+        self._session.close()
 
     def signature(self, name: str) -> Signature:
         """The signature called ``name`` (empty: ``serving_default``); FAILED_PRECONDITION if absent."""

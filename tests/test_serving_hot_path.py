@@ -1,4 +1,4 @@
-"""The per-request fast paths: the direct signature call, and a sole REST request on the loop."""
+"""The per-request fast paths: the session call of a signature, and a sole REST request on the loop."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ def half_plus_two(half_plus_two_base: Path):
     return Servable("half_plus_two", 1, half_plus_two_base / "half_plus_two" / "1")
 
 
-def _public_call(signature, inputs: dict) -> dict:
+def _eager_call(version_dir: Path, signature_name: str, inputs: dict) -> dict:
+    """The reference answer: TensorFlow 2's own loader and the public signature call."""
     import tensorflow as tf
 
-    return {name: tensor.numpy()
-            for name, tensor in signature.function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    function = tf.saved_model.load(str(version_dir)).signatures[signature_name]
+    return {name: tensor.numpy() for name, tensor in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
 
 
 def _examples(*values: float) -> np.ndarray:
@@ -37,44 +38,42 @@ def _examples(*values: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("signature_name", ["serving_default", "classify_x_to_y", "regress_x_to_y"])
-def test_the_direct_call_answers_like_the_public_signature_call(half_plus_two, signature_name: str):
+def test_the_session_call_answers_like_tensorflow_2_s_own_loader(half_plus_two, signature_name: str):
     signature = half_plus_two.signature(signature_name)
-    assert signature._call is not None  # the fast path is the one under test
     (name,) = signature.inputs
     value = (np.array([[1.0], [2.5], [-4.0]], np.float32) if signature_name == "serving_default"
              else _examples(1.0, 2.5, -4.0))
-    direct, public = signature.compute({name: value}), _public_call(signature, {name: value})
-    assert set(direct) == set(public) == set(signature.outputs)
-    for key, array in public.items():
-        np.testing.assert_array_equal(direct[key], array)
-        assert direct[key].dtype == array.dtype
+    ours, reference = signature.compute({name: value}), _eager_call(half_plus_two.path, signature_name, {name: value})
+    assert set(ours) == set(reference) == set(signature.outputs)
+    for key, array in reference.items():
+        np.testing.assert_array_equal(ours[key], array)
+        assert ours[key].dtype == array.dtype
 
 
-def test_the_direct_call_answers_like_the_public_call_for_the_pooch_predictor(pooch_exports):
-    """String inputs, a lookup of hashtags and captured variables and tables: the same likes."""
+def test_the_session_call_answers_like_tensorflow_2_s_own_loader_for_the_pooch_predictor(pooch_exports):
+    """String inputs, a lookup of hashtags, variables and tables restored by the session: the same likes."""
     from poochlab.models.export import latest_version_dir
     from poochlab.serving.servable import Servable
 
     version_dir = latest_version_dir(pooch_exports["small"])
     signature = Servable("pooch_predictor", int(version_dir.name), version_dir).signature("serving_default")
-    assert signature._call is not None
     inputs = {"hashtags": np.array([b"#corgi #adorable", b"", b"#pug"], dtype=object),
               "country": np.array([b"US", b"FR", b"??"], dtype=object),
               "followers": np.array([120, 0, 10**7], dtype=np.int64)}
-    direct, public = signature.compute(inputs), _public_call(signature, inputs)
-    assert set(direct) == set(public)
-    for key, array in public.items():
-        np.testing.assert_array_equal(direct[key], array)
+    ours, reference = signature.compute(inputs), _eager_call(version_dir, "serving_default", inputs)
+    assert set(ours) == set(reference)
+    for key, array in reference.items():
+        np.testing.assert_array_equal(ours[key], array)
     # The answers stay valid after later calls reuse TensorFlow's buffers.
-    kept = {key: array.copy() for key, array in direct.items()}
+    kept = {key: array.copy() for key, array in ours.items()}
     for _ in range(3):
         signature.compute({k: v[::-1].copy() for k, v in inputs.items()})
     for key, array in kept.items():
-        np.testing.assert_array_equal(direct[key], array)
+        np.testing.assert_array_equal(ours[key], array)
 
 
-def test_the_direct_call_refuses_a_numeric_dtype_it_would_otherwise_cast(pooch_exports):
-    """EagerTensor would quietly cast int32/float inputs (and overflow); the public call refuses."""
+def test_the_session_call_refuses_a_numeric_dtype_naming_the_input(pooch_exports):
+    """A float or int32 array for an int64 input: refused with the input's name, not a graph node's."""
     from poochlab.models.export import latest_version_dir
     from poochlab.serving.servable import Servable
 
@@ -87,8 +86,8 @@ def test_the_direct_call_refuses_a_numeric_dtype_it_would_otherwise_cast(pooch_e
         assert error.value.code == Code.INVALID_ARGUMENT and "followers" in error.value.message
 
 
-def test_the_direct_call_answers_read_only_arrays(half_plus_two):
-    """Its answers are views of TensorFlow's buffers: writing into one must fail, not reach the model."""
+def test_the_session_call_answers_read_only_arrays(half_plus_two):
+    """Its answers may share TensorFlow's buffers: writing into one must fail, not reach the model."""
     signature = half_plus_two.signature("serving_default")
     (name,) = signature.inputs
     x = np.array([[1.0]], np.float32)
@@ -98,11 +97,25 @@ def test_the_direct_call_answers_read_only_arrays(half_plus_two):
     assert signature.compute({name: x})["y"][0, 0] == pytest.approx(2.5)
 
 
-def test_the_direct_call_refuses_a_wrong_dtype_as_the_request_s_error(half_plus_two):
+def test_the_session_call_refuses_a_wrong_dtype_as_the_request_s_error(half_plus_two):
     signature = half_plus_two.signature("serving_default")
     with pytest.raises(ServingError) as error:
         signature.compute({name: np.array([["a"]], dtype=object) for name in signature.inputs})
     assert error.value.code == Code.INVALID_ARGUMENT
+
+
+def test_a_closed_servable_answers_an_error_instead_of_running(half_plus_two_base: Path):
+    """Unloading closes the version's session; a request that still holds it gets an error."""
+    from poochlab.serving.servable import Servable
+
+    servable = Servable("half_plus_two", 1, half_plus_two_base / "half_plus_two" / "1")
+    signature = servable.signature("")
+    x = {name: np.array([[1.0]], np.float32) for name in signature.inputs}
+    assert signature.compute(x)["y"][0, 0] == pytest.approx(2.5)
+    servable.close()
+    with pytest.raises(ServingError) as error:
+        signature.compute(x)
+    assert "closed" in error.value.message
 
 
 def _manager_watching_threads(threads, ran_on: list[str]):

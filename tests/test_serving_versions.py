@@ -98,6 +98,38 @@ def test_polling_loads_a_new_version_before_unloading_the_old(tmp_path, half_plu
     manager.close()
 
 
+def test_an_unloaded_version_releases_its_session_after_the_grace_period(tmp_path, half_plus_two_base, executor,
+                                                                        monkeypatch):
+    import time
+
+    from poochlab.serving import model_manager
+
+    monkeypatch.setattr(model_manager, "UNLOAD_GRACE_S", 0.2)
+    manager = make_manager(executor)
+    base = base_with_versions(tmp_path, half_plus_two_base, [1])
+    apply(manager, base)
+    signature = manager.resolve("half_plus_two").servable.signature("")
+    x = {"x": np.array([[2.0]], np.float32)}
+    shutil.copytree(base / "1", base / "2")
+    manager.poll()
+    assert signature.compute(x)["y"].tolist() == [[3.0]]  # within the grace period: still answers
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            signature.compute(x)
+        except ServingError as error:
+            assert "closed" in error.message
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("version 1's session was never closed")
+    current = manager.resolve("half_plus_two").servable.signature("")
+    assert current.compute(x)["y"].tolist() == [[3.0]]
+    manager.close()  # the servers have stopped: no grace period, every session closes now
+    with pytest.raises(ServingError, match="closed"):
+        current.compute(x)
+
+
 def test_a_broken_version_fails_alone(tmp_path, half_plus_two_base, executor):
     manager = make_manager(executor)
     base = base_with_versions(tmp_path, half_plus_two_base, [1])

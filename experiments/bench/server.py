@@ -3,7 +3,8 @@
 In one run, with servers pinned to one core and clients to another (when there are two):
 
 (a) the model's compute floor: the Pooch Predictor's ``serving_default`` called in-process
-    (batch 1) — p50 with one caller, CPU per call with 8 threads calling;
+    (batch 1) through the same session call the lab server makes (Session::Run on the caller's
+    thread) — p50 with one caller, CPU per call with 8 threads calling;
 (b) minimal echo servers on two Python HTTP stacks (asyncio+httptools on uvloop, uvicorn) and
     two gRPC stacks (grpc sync thread pool, grpc.aio), driven by the same clients as the lab
     server; the first of each is the stack the lab server is built on (its "matching echo");
@@ -86,7 +87,8 @@ def _pinned(start_cpus: set[int] | None, back_cpus: set[int] | None, start: Call
 
 def model_call(base_path: str) -> Callable[[], object]:
     """The latest version's ``serving_default`` called on :data:`PUPDATE`, warmed up: the one
-    call that the floor (a) and the echo + model call servers (b) both time."""
+    call that the floor (a) and the echo + model call servers (b) both time, and the one the
+    lab server makes (:class:`~poochlab.serving.servable.Servable`)."""
     import numpy as np
 
     from poochlab.serving.model_manager import scan_versions
