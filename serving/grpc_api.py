@@ -3,7 +3,7 @@
 The synchronous server was measured against grpc.aio (``poochlab bench server``): its echo
 costs less CPU per call, and its worker threads may block, so without batching the model runs
 on the RPC's own thread instead of being handed to another pool. ``--grpc_max_threads`` is the
-pool size and the concurrent-RPC limit (RESOURCE_EXHAUSTED beyond it, as in TF Serving).
+concurrent-RPC limit (RESOURCE_EXHAUSTED beyond it, as in TF Serving; see ``grpc_limit``).
 
 ``PredictionService``: Predict, Classify, Regress, MultiInference, GetModelMetadata;
 ``ModelService``: GetModelStatus, HandleReloadConfigRequest. Every inference answer carries

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from poochlab.serving.flags import HELP, FlagError, ServerOptions, grpc_channel_arguments, parse_flags
+from poochlab.serving.grpc_limit import ConcurrencyLimit
 
 log = logging.getLogger("poochlab.serving")
 
@@ -110,12 +111,15 @@ class Server:
         except Exception as error:  # a label error is logged; the server still serves
             log.error("%s", getattr(error, "message", error))
 
-        grpc_pool = ThreadPoolExecutor(options.grpc_max_threads, thread_name_prefix="grpc")
+        # The limit is the interceptor's (see grpc_limit); two spare threads answer its refusals
+        # at once, and grpc's own limit only guards against a flood of them.
+        grpc_pool = ThreadPoolExecutor(options.grpc_max_threads + 2, thread_name_prefix="grpc")
         grpc_server = grpc.server(
             grpc_pool,
+            interceptors=[ConcurrencyLimit(options.grpc_max_threads)],
             options=[("grpc.max_receive_message_length", 2**31 - 1), ("grpc.max_send_message_length", 2**31 - 1)]
             + grpc_channel_arguments(options.grpc_channel_arguments),
-            maximum_concurrent_rpcs=options.grpc_max_threads,
+            maximum_concurrent_rpcs=4 * options.grpc_max_threads + 2,
         )
         grpc_api.add_services(grpc_server, manager, metrics, manager.apply_config)
         bound = grpc_server.add_insecure_port(f"{options.lab_bind_address}:{options.port}")
