@@ -132,3 +132,31 @@ def test_echo_with_model_call_names_a_base_path_without_versions(tmp_path: Path)
 def test_echo_servers_refuse_an_unknown_kind_before_loading_anything():
     with pytest.raises(SystemExit, match="unknown echo server kind 'uvicorn\\+model'"):
         echo_main(["uvicorn+model", "1", "/nonexistent"])
+
+
+def test_keeping_cpus_awake_holds_a_zero_latency_request_only_while_the_run_lasts(tmp_path: Path):
+    """The PM QoS request is the 4-byte int 0, in force while the file is open: closed after."""
+    import os
+
+    from poochlab.experiments.bench.server import cpus_kept_awake
+
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes(b"")
+
+    def holders() -> int:
+        target = os.path.realpath(device)
+        return sum(1 for fd in os.listdir("/proc/self/fd")
+                   if os.path.realpath(f"/proc/self/fd/{fd}") == target)
+
+    with cpus_kept_awake(device):
+        assert device.read_bytes() == b"\x00\x00\x00\x00"
+        assert holders() == 1
+    assert holders() == 0
+
+
+def test_keeping_cpus_awake_names_the_device_it_cannot_open(tmp_path: Path):
+    from poochlab.experiments.bench.server import cpus_kept_awake
+
+    with pytest.raises(RuntimeError, match="no_such_device"):
+        with cpus_kept_awake(tmp_path / "no_such_device"):
+            pass
