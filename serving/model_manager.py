@@ -193,6 +193,7 @@ class ModelManager:
         for timer in timers:
             timer.cancel()
             self._release(timer)
+            timer.join()  # had it fired already, its release may still be running
 
     def _reconcile(self, model: ModelState) -> None:
         base_path = model.config.base_path

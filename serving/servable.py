@@ -7,6 +7,7 @@ converts JSON to are exactly what TF Serving would see.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -82,6 +83,7 @@ class Signature:
             raise ServingError(Code.INVALID_ARGUMENT, str(error)) from None
         answers = {}
         for name, array in zip(self._fetch_order, arrays):
+            array = np.asarray(array)  # a rank-0 fetch comes as a numpy scalar
             # Read-only: a fetched tensor may share its buffer with a constant or variable of
             # the model, which a write must never reach.
             array.flags.writeable = False
@@ -121,6 +123,15 @@ def _session_run(session: Any, signature_def: Any) -> Run:
     return make(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
 
 
+def _unrunnable(key: str, reason: str) -> Run:
+    # As in TF Serving, a signature the session cannot run fails the requests that call it,
+    # not the whole version.
+    def run(*arrays: Any) -> list:
+        raise ServingError(Code.INVALID_ARGUMENT, f"signature {key!r} cannot be run: {reason}")
+
+    return run
+
+
 def _spec(name: str, info: Any) -> TensorSpec:
     if info.tensor_shape.unknown_rank:
         shape = None
@@ -134,7 +145,8 @@ class Servable:
 
     ``tf.saved_model.load`` would give eager functions instead, whose every call crosses
     TensorFlow's eager dispatch and an inter-op thread: about 3x the Pooch Predictor's run.
-    Call :meth:`close` to release the session once no request can reach the version.
+    :meth:`close` releases the session once the runs in progress have ended (TF Serving keeps a
+    servable until its last handle is released); a run that starts after it is UNAVAILABLE.
     """
 
     def __init__(self, name: str, version: int, path: Path) -> None:
@@ -155,6 +167,9 @@ class Servable:
         if not meta_graphs:
             raise ServingError(Code.NOT_FOUND, f"SavedModel at {self.path} has no MetaGraph tagged 'serve'")
         self.signature_defs = meta_graphs[0].signature_def
+        self._lock = threading.Lock()
+        self._running = 0  # session runs in progress
+        self._closing = False
         graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=graph, config=_session_config())
         try:
@@ -164,20 +179,47 @@ class Servable:
             for key, sig in self.signature_defs.items():
                 if key.startswith("__"):
                     continue  # __saver_def__ and the like: bookkeeping, not a served signature
+                try:
+                    run = self._counted(_session_run(self._session, sig))
+                except tf.errors.OpError as error:  # e.g. a sparse input, or a tensor not in the graph
+                    run = _unrunnable(key, error.message)
                 self.signatures[key] = Signature(
                     name=key,
                     method_name=sig.method_name,
                     inputs={k: _spec(k, v) for k, v in sig.inputs.items()},
                     outputs={k: _spec(k, v) for k, v in sig.outputs.items()},
-                    run=_session_run(self._session, sig),
+                    run=run,
                 )
         except BaseException:
             self._session.close()
             raise
 
+    def _counted(self, run: Run) -> Run:
+        """``run``, counted in :attr:`_running` so that :meth:`close` can wait for it."""
+        def counted(*arrays: Any) -> list:
+            with self._lock:
+                if self._closing:
+                    raise ServingError(Code.UNAVAILABLE, "Servable is being unloaded")
+                self._running += 1
+            try:
+                return run(*arrays)
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    last = self._closing and self._running == 0
+                if last:
+                    self._session.close()
+
+        return counted
+
     def close(self) -> None:
-        """Release the session (its variables and tables); the signatures stop working."""
-        self._session.close()
+        """Release the session (its variables and tables) when the runs in progress end; no
+        run starts after this."""
+        with self._lock:
+            self._closing = True
+            idle = self._running == 0
+        if idle:
+            self._session.close()
 
     def signature(self, name: str) -> Signature:
         """The signature called ``name`` (empty: ``serving_default``); FAILED_PRECONDITION if absent."""

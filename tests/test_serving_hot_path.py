@@ -105,7 +105,7 @@ def test_the_session_call_refuses_a_wrong_dtype_as_the_request_s_error(half_plus
 
 
 def test_a_closed_servable_answers_an_error_instead_of_running(half_plus_two_base: Path):
-    """Unloading closes the version's session; a request that still holds it gets an error."""
+    """Unloading closes the version's session; a request that still holds it gets UNAVAILABLE."""
     from poochlab.serving.servable import Servable
 
     servable = Servable("half_plus_two", 1, half_plus_two_base / "half_plus_two" / "1")
@@ -115,7 +115,89 @@ def test_a_closed_servable_answers_an_error_instead_of_running(half_plus_two_bas
     servable.close()
     with pytest.raises(ServingError) as error:
         signature.compute(x)
-    assert "closed" in error.value.message
+    assert error.value.code == Code.UNAVAILABLE and "unloaded" in error.value.message
+
+
+@pytest.fixture(scope="module")
+def slow_servable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SavedModel whose signature counts to ``steps`` in a graph loop: a run as long as asked
+    for, and a scalar (rank-0) output."""
+    import tensorflow as tf
+
+    class Counter(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="steps")])
+        def count(self, steps):
+            _, total = tf.while_loop(lambda i, total: i < steps, lambda i, total: (i + 1, total + 1.0),
+                                     [tf.constant(0, tf.int64), tf.constant(0.0)])
+            return {"total": total}
+
+    path = tmp_path_factory.mktemp("counter") / "1"
+    module = Counter()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.count})
+    return path
+
+
+def test_a_scalar_output_is_answered_as_a_read_only_rank_0_array(slow_servable: Path):
+    from poochlab.serving.servable import Servable
+
+    servable = Servable("counter", 1, slow_servable)
+    total = servable.signature("").compute({"steps": np.array(5, np.int64)})["total"]
+    assert total.shape == () and float(total) == 5.0 and not total.flags.writeable
+    servable.close()
+
+
+def test_closing_waits_for_the_run_in_progress_and_refuses_new_ones(slow_servable: Path):
+    """TF Serving keeps a servable until its last handle goes: unloading must not cancel a run."""
+    import time
+
+    from poochlab.serving.servable import Servable
+
+    servable = Servable("counter", 1, slow_servable)
+    signature = servable.signature("")
+    started = time.monotonic()
+    signature.compute({"steps": np.array(20_000, np.int64)})
+    steps = int(20_000 * 0.5 / max(time.monotonic() - started, 1e-4))  # about half a second
+    answers: list = []
+    running = threading.Thread(target=lambda: answers.append(signature.compute({"steps": np.array(steps, np.int64)})))
+    running.start()
+    for _ in range(500):  # until the run is in progress
+        if servable._running:
+            break
+        time.sleep(0.001)
+    assert servable._running == 1
+    servable.close()
+    with pytest.raises(ServingError) as refused:
+        signature.compute({"steps": np.array(1, np.int64)})
+    assert refused.value.code == Code.UNAVAILABLE
+    running.join(60)
+    assert len(answers) == 1 and float(answers[0]["total"]) == steps  # not CANCELLED by the close
+
+
+def test_a_signature_the_session_cannot_run_fails_its_requests_not_the_version(tmp_path: Path,
+                                                                              half_plus_two_base: Path):
+    import shutil
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from poochlab.serving.servable import Servable
+
+    version = tmp_path / "1"
+    shutil.copytree(half_plus_two_base / "half_plus_two" / "1", version)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((version / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0]
+    broken = graph.signature_def["broken"]
+    broken.CopyFrom(graph.signature_def["serving_default"])
+    broken.outputs["y"].name = "no_such_tensor:0"
+    (version / "saved_model.pb").write_bytes(proto.SerializeToString())
+
+    servable = Servable("half_plus_two", 1, version)
+    x = np.array([[1.0]], np.float32)
+    assert servable.signature("").compute({"x": x})["y"][0, 0] == pytest.approx(2.5)
+    with pytest.raises(ServingError) as error:
+        servable.signature("broken").compute({"x": x})
+    assert error.value.code == Code.INVALID_ARGUMENT and "'broken'" in error.value.message
+    servable.close()
 
 
 def _manager_watching_threads(threads, ran_on: list[str]):
@@ -254,3 +336,17 @@ def test_float32_formatting_reads_back_as_the_same_float32(seed):
             assert text == (short if "." in short or "e" in short else short + ".0")
         else:
             assert text == "%.9g" % value or text == "%.9g" % value + ".0"
+
+
+@pytest.mark.parametrize("inter_op, want", [(0, -1), (3, 3)])
+def test_sessions_run_on_the_calling_thread_unless_an_inter_op_pool_is_asked_for(monkeypatch, inter_op, want):
+    """--tensorflow_inter_op_parallelism=0 runs each graph on the caller (ConfigProto's -1); N>0 a pool."""
+    import tensorflow as tf
+
+    from poochlab.serving import servable
+
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: inter_op)
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 2)
+    config = servable._session_config()
+    assert config.inter_op_parallelism_threads == want
+    assert config.intra_op_parallelism_threads == 2
