@@ -79,8 +79,10 @@ TF Serving's flags (defaults as in TF Serving):
   --rest_api_num_threads=4xCPUs             model threads for REST and gRPC requests
   --grpc_max_threads=4xCPUs                 concurrent gRPC calls before RESOURCE_EXHAUSTED
   --grpc_channel_arguments=                 key=value,key=value (grpc.* server options)
-  --tensorflow_intra_op_parallelism=0       TF thread pools (0: TensorFlow decides)
-  --tensorflow_inter_op_parallelism=0
+  --tensorflow_intra_op_parallelism=0       threads within one op (0: TensorFlow decides)
+  --tensorflow_inter_op_parallelism=0       threads running independent ops of a graph
+                                            (0: each run on the calling thread; in TF
+                                            Serving, 0 lets TensorFlow size a pool)
   --enable_model_warmup=true                replay assets.extra/tf_serving_warmup_requests
   --num_request_iterations_for_warmup=1
   --version                                 print the version and exit

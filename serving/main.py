@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from poochlab.serving.flags import HELP, FlagError, ServerOptions, grpc_channel_arguments, parse_flags
-from poochlab.serving.grpc_limit import ConcurrencyLimit
+from poochlab.serving.grpc_limit import SPARE_THREADS, ConcurrencyLimit
 
 log = logging.getLogger("poochlab.serving")
 
@@ -111,9 +111,9 @@ class Server:
         except Exception as error:  # a label error is logged; the server still serves
             log.error("%s", getattr(error, "message", error))
 
-        # The limit is the interceptor's (see grpc_limit); two spare threads answer its refusals
-        # at once, and grpc's own limit only guards against a flood of them.
-        grpc_pool = ThreadPoolExecutor(options.grpc_max_threads + 2, thread_name_prefix="grpc")
+        # The limit is the interceptor's (see grpc_limit); spare threads answer its refusals at
+        # once, and grpc's own limit only guards against a flood of them.
+        grpc_pool = ThreadPoolExecutor(options.grpc_max_threads + SPARE_THREADS, thread_name_prefix="grpc")
         grpc_server = grpc.server(
             grpc_pool,
             interceptors=[ConcurrencyLimit(options.grpc_max_threads)],

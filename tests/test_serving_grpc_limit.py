@@ -8,18 +8,24 @@ from concurrent import futures
 import grpc
 import pytest
 
-from poochlab.serving.grpc_limit import ConcurrencyLimit
+from poochlab.serving.grpc_limit import SPARE_THREADS, ConcurrencyLimit
 
 METHOD = "/lab.Test/Echo"
 
 
+def _parse(body: bytes) -> bytes:
+    if body == b"garbage":
+        raise ValueError("not a request")
+    return body
+
+
 def _server(limit: int, handler, own_limit: bool = True) -> tuple[grpc.Server, int, ConcurrencyLimit]:
     limiter = ConcurrencyLimit(limit)
-    server = grpc.server(futures.ThreadPoolExecutor(limit + 2),
+    server = grpc.server(futures.ThreadPoolExecutor(limit + SPARE_THREADS),
                          interceptors=[limiter] if own_limit else [],
                          maximum_concurrent_rpcs=None if own_limit else limit)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "lab.Test", {"Echo": grpc.unary_unary_rpc_method_handler(handler)})])
+        "lab.Test", {"Echo": grpc.unary_unary_rpc_method_handler(handler, request_deserializer=_parse)})])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port, limiter
@@ -98,3 +104,45 @@ def test_a_handler_that_fails_gives_its_slot_back():
     finally:
         server.stop(None)
     assert limiter.active == 0
+
+
+def test_calls_that_never_reach_their_handler_hold_no_slot():
+    """A body that does not parse never runs the handler: the next call is still answered."""
+    server, port, limiter = _server(1, lambda request, context: request)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            echo = channel.unary_unary(METHOD)
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as error:
+                    echo(b"garbage", timeout=10)
+                assert error.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert echo(b"ok", timeout=10) == b"ok"
+    finally:
+        server.stop(None)
+    assert limiter.active == 0
+
+
+def test_the_lab_server_answers_as_many_grpc_clients_as_its_default_threads(lab_server):
+    """The wiring in the server: --grpc_max_threads left at 4 x CPUs, that many clients at once."""
+    import os
+
+    from poochlab.experiments.bench.server import grpc_request_bytes
+
+    payload = grpc_request_bytes()
+    refused: list[str] = []
+
+    def client() -> None:
+        with grpc.insecure_channel(lab_server.grpc_target) as channel:
+            predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+            for _ in range(250):
+                try:
+                    predict(payload, timeout=30)
+                except grpc.RpcError as error:
+                    refused.append(f"{error.code()}: {error.details()}")
+
+    threads = [threading.Thread(target=client) for _ in range(4 * (os.cpu_count() or 1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refused == []
