@@ -69,7 +69,8 @@ FACTORS: dict[str, Factor] = {
         Factor("models_served", "server", 1, _integer(1, 16), "copies of the model loaded by the server at once"),
         Factor("batching", "server", "off", lambda v: v, "'off' or the name of a [batching.<name>] set"),
         Factor("server_threads", "server", 0, _integer(0, 64),
-               "TensorFlow intra- and inter-op threads of the server (0: TensorFlow decides)"),
+               "TensorFlow intra- and inter-op threads of the server (0: the server's default; the "
+               "lab's runs each graph on the calling thread)"),
         Factor("replicas", "server", 1, _integer(1, 8), "server replicas behind a load balancer"),
         Factor("load_mode", "load", "closed", _choice("closed", "open"),
                "closed loop (users wait for answers) or open loop (Poisson arrivals)"),
