@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Coroutine, Generator
+from typing import Callable, Coroutine, Generator
 
 import httptools
 

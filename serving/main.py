@@ -119,7 +119,7 @@ class Server:
             interceptors=[ConcurrencyLimit(options.grpc_max_threads)],
             options=[("grpc.max_receive_message_length", 2**31 - 1), ("grpc.max_send_message_length", 2**31 - 1)]
             + grpc_channel_arguments(options.grpc_channel_arguments),
-            maximum_concurrent_rpcs=4 * options.grpc_max_threads + 2,
+            maximum_concurrent_rpcs=4 * options.grpc_max_threads + SPARE_THREADS,
         )
         grpc_api.add_services(grpc_server, manager, metrics, manager.apply_config)
         bound = grpc_server.add_insecure_port(f"{options.lab_bind_address}:{options.port}")
