@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Older schemas this lab still reads (upgraded on load): 1 had Validity without kinds,
+# findings and warnings, and a cache without errors by reason.
+READABLE_SCHEMAS = (1, 2)
 
 # HdrHistogram settings shared by every recorder and reader (microseconds).
 HDR_LOWEST_US = 1
@@ -39,14 +42,51 @@ class Window:
     corrected_histogram: str | None = None
 
 
+# What kind of problem made a trial invalid. Validity judges the instrument, not the server:
+# a server that falls behind a load the generator delivered on time is a finding, not a defect.
+InvalidKind = Literal[
+    "generator_limited",  # the generator's health failed, or the rate exceeds its path's limit
+    "cache_unreliable",   # a cache-on trial whose cache errored too often to be a cache measurement
+    "no_data",            # nothing was answered or failed during the measurement
+    "failed",             # the trial crashed (server, worker, set-up)
+]
+INVALID_KINDS: tuple[str, ...] = ("generator_limited", "cache_unreliable", "no_data", "failed")
+
+
 @dataclass
 class Validity:
+    """A trial's verdict: valid or not (with one kind per reason), plus what a reader must know.
+
+    ``findings`` are facts about the system under test that keep the trial valid (the server
+    fell behind, requests timed out); ``warnings`` are doubts about the figures that do not void
+    them (not stable, coordinated omission hiding stalls).
+    """
+
     valid: bool = True
     reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # parallel to ``reasons``: an InvalidKind each
+    findings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    server_overloaded: bool = False  # generator healthy, but the server did not keep up
 
-    def invalidate(self, reason: str) -> None:
+    def invalidate(self, reason: str, kind: InvalidKind = "generator_limited") -> None:
         self.valid = False
         self.reasons.append(reason)
+        self.kinds.append(kind)
+
+    @property
+    def category(self) -> str:
+        """One word for tables: valid, server_overloaded, or the first invalid kind."""
+        if not self.valid:
+            return self.kinds[0] if self.kinds else "invalid"
+        return "server_overloaded" if self.server_overloaded else "valid"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Validity":
+        data = dict(data)
+        # Schema 1 had no kinds: its reasons are kept, their kind is unknown ("invalid").
+        data.setdefault("kinds", ["invalid"] * len(data.get("reasons", [])))
+        return cls(**data)
 
 
 @dataclass
@@ -76,7 +116,9 @@ class TrialRecord:
     server_metrics: dict[str, Any] = field(default_factory=dict)
     # Mean client-side encode / wait / decode per request, microseconds.
     client_timing_us: dict[str, float] = field(default_factory=dict)
-    cache: dict[str, int] | None = None  # {"hits", "misses", "errors"} when a cache is in use
+    # {"hits", "misses", "errors", "errors_by_reason": {reason: n}} when a cache is in use;
+    # requests that bypassed the cache (open breaker, error) count as misses.
+    cache: dict[str, Any] | None = None
     answer_paths: dict[str, int] = field(default_factory=dict)  # model / cache / fallback
     # server_cpu_s, server_peak_rss_bytes, generator_cpu_percent, redis_cpu_s, steal_percent,
     # energy_joules, energy_method ("rapl" | "estimate"), placement {...}
@@ -99,15 +141,16 @@ class TrialRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<record>") -> "TrialRecord":
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"{source}: schema_version {version!r}, this lab reads {SCHEMA_VERSION}")
+        if version not in READABLE_SCHEMAS:
+            raise ValueError(f"{source}: schema_version {version!r}, this lab reads {READABLE_SCHEMAS}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{source}: unknown fields {sorted(unknown)}")
         data = dict(data)
         data["windows"] = [Window(**w) for w in data.get("windows", [])]
-        data["validity"] = Validity(**data.get("validity", {}))
+        data["validity"] = Validity.from_dict(data.get("validity", {}))
+        data["schema_version"] = SCHEMA_VERSION  # upgraded in memory; the file is never rewritten
         return cls(**data)
 
     @classmethod

@@ -129,7 +129,7 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
     except TrialError as error:
         record.status = "failed"
         record.failure_reason = str(error)
-        record.validity.invalidate(f"trial failed: {str(error).splitlines()[0]}")
+        record.validity.invalidate(f"trial failed: {str(error).splitlines()[0]}", "failed")
         record.ended_at = _now_iso()
         return record
     finally:
@@ -305,7 +305,7 @@ def _judge(record: TrialRecord, generator: dict[str, Any], p99: float | None, an
     failures = sum(record.errors_by_kind.values())
     attempts = sum(w.requests for w in record.windows) + failures
     if attempts == 0:
-        validity.invalidate("no request was answered or failed during the measurement")
+        validity.invalidate("no request was answered or failed during the measurement", "no_data")
     elif failures / attempts > health_rules.MAX_ERROR_FRACTION:
         validity.invalidate(f"{failures} of {attempts} requests failed or were still outstanding "
                             f"({100 * failures / attempts:.1f}% > {100 * health_rules.MAX_ERROR_FRACTION:.0f}%)")

@@ -219,5 +219,5 @@ def failed_record(context: RunContext, trial: Trial, reason: str) -> TrialRecord
                          repetition=trial.repetition, factors=dict(trial.factors),
                          seed=trial_seed(context.spec, trial.trial_id), status="failed",
                          failure_reason=reason, started_at=utc_now(), ended_at=utc_now())
-    record.validity.invalidate(f"trial failed: {reason.splitlines()[0]}")
+    record.validity.invalidate(f"trial failed: {reason.splitlines()[0]}", "failed")
     return record
