@@ -47,10 +47,11 @@ class Window:
 InvalidKind = Literal[
     "generator_limited",  # the generator's health failed, or the rate exceeds its path's limit
     "cache_unreliable",   # a cache-on trial whose cache errored too often to be a cache measurement
+    "request_errors",     # requests failed for reasons load does not cause (a 400, a bad answer)
     "no_data",            # nothing was answered or failed during the measurement
     "failed",             # the trial crashed (server, worker, set-up)
 ]
-INVALID_KINDS: tuple[str, ...] = ("generator_limited", "cache_unreliable", "no_data", "failed")
+INVALID_KINDS: tuple[str, ...] = ("generator_limited", "cache_unreliable", "request_errors", "no_data", "failed")
 
 
 @dataclass

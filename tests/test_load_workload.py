@@ -73,5 +73,21 @@ def test_cache_trial_gets_the_hit_ratio_it_asked_for(redis_url: str, facts: Work
     assert record.status == "ok", record.failure_reason
     assert record.cache is not None
     ratio = record.cache["hits"] / (record.cache["hits"] + record.cache["misses"])
-    assert abs(ratio - 0.6) < 0.1
+    assert abs(ratio - 0.6) < 0.1, record.cache
     assert record.answer_paths.get("cache", 0) > 0 and record.answer_paths.get("model", 0) > 0
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.3, 0.05, 0.125])
+def test_every_prefix_of_a_stream_holds_its_planned_hits_within_one_block(facts: Workload, ratio: float) -> None:
+    from poochlab.experiments.load.workload import HIT_BLOCK
+
+    workload = Workload(facts.pupdates, cache_hit_ratio=ratio, hot_set_size=8, seed=4)
+    hot = {_key(r) for r in workload.hot_set()}
+    stream = workload.stream(0, 1)
+    hits = 0
+    for n in range(1, 2_001):
+        hits += _key(next(stream)) in hot
+        # Bernoulli draws would stray by about sqrt(n·p·(1-p)); the stratified stream never
+        # strays by more than one block's hits (+1 for rounding).
+        assert abs(hits - n * ratio) <= HIT_BLOCK * ratio + 1, (n, hits)
+    assert hits == round(2_000 * ratio)  # 2,000 is a whole number of blocks

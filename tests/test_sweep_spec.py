@@ -160,3 +160,12 @@ def test_a_rate_search_needs_a_budget_an_open_loop_and_no_other_load(tmp_path: P
     trials = plan_trials(spec)
     assert all(t.search_steps == 4 and "rate_rps" not in t.factors and "users" not in t.factors for t in trials)
     assert estimate_duration_s(spec, trials)[0] > 4 * len(trials) * spec.profile.trial_bounds_s[0] * 0.99
+
+
+def test_an_open_loop_without_an_arrival_rate_is_refused(tmp_path: Path) -> None:
+    # It used to run a closed loop with one user: load_mode was validated but never read.
+    path = tmp_path / "open.toml"
+    path.write_text('[sweep]\nname = "o"\nquestion = "q"\n[factors]\nprotocol = ["rest"]\n'
+                    '[controls]\nload_mode = "open"\n')
+    with pytest.raises(SpecError, match=r"open\.toml.*load_mode.*needs an arrival rate"):
+        load_spec(path)

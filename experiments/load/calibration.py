@@ -1,16 +1,26 @@
-"""Load levels that mean the same absolute load for every configuration of a sweep.
+"""Load levels that mean the same absolute load for every configuration of a sweep, and that
+the rig can actually drive.
 
-``calibrate_capacity`` measures one reference configuration once: a closed loop at growing
-concurrency until throughput stops growing (less than ``min_gain`` over two steps, Model
-Analyzer's plateau rule, shortened). Its best throughput is the capacity; ``light``,
-``medium`` and ``high`` are open-loop rates at fixed fractions of it, so every configuration
-of the sweep meets the same arrivals per second. The result is saved as JSON with the sweep.
+Two measurements, both with the placement trials use:
+
+- ``calibrate_capacity``: a server configuration's capacity, a closed loop at growing
+  concurrency until throughput stops growing (less than ``min_gain`` over two steps, Model
+  Analyzer's plateau rule, shortened). The generator shares the machine as in a trial, so this
+  is what the rig can serve through that configuration (with the cache on, Redis's CPU counts).
+- ``generator_limit``: a client path's own valid capacity, an open-loop rate search against the
+  echo server: the highest rate at which the generator still sends on time with healthy CPU and
+  event loop. A rate above it would measure the generator, not the server.
+
+``CapacityCalibration`` keeps both; its ``capacity_rps`` is the lowest of them (``limited_by``
+names which), and ``light``, ``medium`` and ``high`` are open-loop rates at fixed fractions of it,
+so every configuration of the sweep meets the same arrivals per second. Saved as JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +33,8 @@ from poochlab.experiments.recording.histograms import merge_encoded
 from poochlab.experiments.records import TrialRecord, write_atomically
 
 LOAD_LEVELS = {"light": 0.25, "medium": 0.50, "high": 0.85}
-CALIBRATION_SCHEMA = 1
+CALIBRATION_SCHEMA = 2
+READABLE_CALIBRATION_SCHEMAS = (1, 2)  # 1: one reference capacity, no path limits
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,19 @@ class CapacityCalibration:
     valid: bool = True
     notes: tuple[str, ...] = ()
     schema: int = CALIBRATION_SCHEMA
+    # What set ``capacity_rps``: "server <configuration>" or "generator <path>".
+    limited_by: str = ""
+    # Every capacity measured: {"configuration", "capacity_rps", "valid", "steps", "notes"} each.
+    servers: tuple[dict[str, Any], ...] = ()
+    # Every client path's own limit: {"path", "limit_rps", "steps"} each (see ``generator_limit``).
+    generator_paths: tuple[dict[str, Any], ...] = ()
+
+    def path_limit(self, path: str) -> float | None:
+        """The highest rate ``path`` was measured to send validly (None when not measured)."""
+        for entry in self.generator_paths:
+            if entry["path"] == path:
+                return float(entry["limit_rps"])
+        return None
 
     def rate_for(self, level: str) -> float:
         """The open-loop rate (requests/s) of a named load level."""
@@ -61,8 +85,8 @@ class CapacityCalibration:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise ValueError(f"{path}: not a capacity calibration ({error})") from None
-        if data.get("schema") != CALIBRATION_SCHEMA:
-            raise ValueError(f"{path}: schema {data.get('schema')!r}, this lab reads {CALIBRATION_SCHEMA}")
+        if data.get("schema") not in READABLE_CALIBRATION_SCHEMAS:
+            raise ValueError(f"{path}: schema {data.get('schema')!r}, this lab reads {READABLE_CALIBRATION_SCHEMAS}")
         missing = {"reference", "capacity_rps", "steps"} - set(data)
         if missing:
             raise ValueError(f"{path}: missing fields {sorted(missing)}")
@@ -70,6 +94,9 @@ class CapacityCalibration:
             raise ValueError(f"{path}: capacity_rps must be positive (got {data['capacity_rps']!r})")
         data["steps"] = tuple(data["steps"])
         data["notes"] = tuple(data.get("notes", ()))
+        data["servers"] = tuple(data.get("servers", ()))
+        data["generator_paths"] = tuple(data.get("generator_paths", ()))
+        data["schema"] = CALIBRATION_SCHEMA
         return cls(**data)
 
 
@@ -77,7 +104,7 @@ def calibrate_capacity(client: Any, workload: Workload, *, reference: str,
                        users_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
                        window_s: float = 2.0, warmup_s: float = 1.0, min_gain: float = 0.05,
                        workers: int = 1, seed: int = 0, server_pid: int | None = None,
-                       progress: Callable[[dict[str, Any]], None] | None = None) -> CapacityCalibration:
+                       redis_pid: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None) -> CapacityCalibration:
     """Find the reference configuration's capacity (best valid closed-loop throughput).
 
     When no step is valid the best step is used and the calibration says ``valid=False``
@@ -90,7 +117,7 @@ def calibrate_capacity(client: Any, workload: Workload, *, reference: str,
                                 min_windows=3, max_windows=3, workers=workers, seed=seed)
         record = TrialRecord(run_id="calibration", trial_id=f"users-{users}", config_id=reference,
                              repetition=0, factors={"users": users}, seed=seed)
-        measure_trial(settings, client, workload, record, server_pid=server_pid)
+        measure_trial(settings, client, workload, record, server_pid=server_pid, redis_pid=redis_pid)
         if record.status != "ok":
             raise RuntimeError(f"calibration step with {users} users failed: {record.failure_reason}")
         measured = record.resources.get("measured_s") or len(record.windows) * window_s
@@ -116,3 +143,88 @@ def calibrate_capacity(client: Any, workload: Workload, *, reference: str,
     return CapacityCalibration(reference=reference, capacity_rps=best, steps=tuple(steps),
                                measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                valid=not notes, notes=notes)
+
+
+@dataclass(frozen=True)
+class PathLimit:
+    """How fast one client path sends validly against the echo server.
+
+    ``bounded`` False: the path was valid at the highest rate the sweep needs (``limit_rps``
+    is that rate, a lower bound); True: ``limit_rps`` is the highest valid rate found below an
+    invalid one (0 when not even ``floor_rps`` was valid)."""
+
+    path: str
+    limit_rps: float
+    bounded: bool
+    steps: tuple[dict[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "limit_rps": self.limit_rps, "bounded": self.bounded, "steps": list(self.steps)}
+
+
+def generator_limit(client: Any, workload: Workload, *, path: str, target_rps: float,
+                    floor_rps: float = 50.0, refine_steps: int = 2, window_s: float = 1.0,
+                    warmup_s: float = 0.5, seed: int = 0,
+                    progress: Callable[[dict[str, Any]], None] | None = None) -> PathLimit:
+    """Can ``client``'s path send ``target_rps`` validly? If not, how much can it: halve until
+    valid, then bisect geometrically ``refine_steps`` times between the valid and invalid rates.
+    A step is valid when the generator stayed healthy (CPU, loop lag, lateness) and the echo
+    answered at least 90% of the arrivals (a slower echo is named in the step's reasons)."""
+    from poochlab.experiments.load.floor import measure_generator_floor
+
+    steps: list[dict[str, Any]] = []
+
+    def valid_at(rate: float) -> bool:
+        settings = LoadSettings(mode="open", rate_rps=rate, window_s=window_s, warmup_s=warmup_s,
+                                min_windows=2, max_windows=2, seed=seed)
+        record = measure_generator_floor(settings, client, workload, run_id="calibration")
+        verdict = record.validity
+        ok = record.status == "ok" and verdict.valid and not verdict.server_overloaded
+        reasons = list(verdict.reasons) + [f"echo server: {finding}" for finding in verdict.findings]
+        step = {"rate_rps": rate, "valid": ok, "reasons": reasons,
+                "lateness_p99_us": record.generator.get("lateness_p99_us"),
+                "generator_cpu_percent": record.generator.get("worker_cpu_percent"),
+                "echo_cpu_s": record.resources.get("server_cpu_s")}
+        steps.append(step)
+        if progress is not None:
+            progress({"path": path, **step})
+        return ok
+
+    if valid_at(target_rps):
+        return PathLimit(path=path, limit_rps=target_rps, bounded=False, steps=tuple(steps))
+    good, bad = 0.0, target_rps
+    rate = target_rps
+    while rate / 2 >= floor_rps:
+        rate /= 2
+        if valid_at(rate):
+            good = rate
+            break
+        bad = rate
+    if good:
+        for _ in range(refine_steps):
+            middle = float(f"{math.sqrt(good * bad):.3g}")
+            if valid_at(middle):
+                good = middle
+            else:
+                bad = middle
+    return PathLimit(path=path, limit_rps=good, bounded=True, steps=tuple(steps))
+
+
+def combined(reference: str, servers: dict[str, CapacityCalibration], paths: list[PathLimit],
+             levels: dict[str, float]) -> CapacityCalibration:
+    """One calibration whose capacity is the lowest server capacity or path limit measured."""
+    candidates = [(c.capacity_rps, f"server {name}") for name, c in servers.items()]
+    candidates += [(p.limit_rps, f"generator {p.path}") for p in paths if p.bounded]
+    capacity, limited_by = min(candidates)
+    if capacity <= 0:
+        raise RuntimeError(f"calibration: {limited_by} could not carry any load validly "
+                           f"(steps: {[p.steps for p in paths if p.limit_rps <= 0]})")
+    first = servers[reference] if reference in servers else next(iter(servers.values()))
+    notes = tuple(f"server {name}: {note}" for name, c in servers.items() for note in c.notes)
+    return CapacityCalibration(
+        reference=reference, capacity_rps=capacity, steps=first.steps, levels=dict(levels),
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        valid=all(c.valid for c in servers.values()), notes=notes, limited_by=limited_by,
+        servers=tuple({"configuration": name, "capacity_rps": c.capacity_rps, "valid": c.valid,
+                       "steps": list(c.steps), "notes": list(c.notes)} for name, c in servers.items()),
+        generator_paths=tuple(p.as_dict() for p in paths))

@@ -33,6 +33,7 @@ from poochlab.experiments.recording.placement import plan_and_pin
 from poochlab.experiments.recording.prometheus import histogram_deltas, scrape
 from poochlab.experiments.recording.resources import ResourceMonitor
 from poochlab.experiments.recording.stability import WindowSummary, is_stable
+from poochlab.experiments.recording.verdict import TrialEvidence, judge
 from poochlab.experiments.recording.windows import WindowData
 from poochlab.experiments.records import TrialRecord, Validity, Window
 
@@ -144,7 +145,7 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
             os.unlink(worker.stderr_path)
         if placement is not None:
             placement.restore()
-    _fill_record(record, settings, workers, collected, measured, placement.as_record())
+    _fill_record(record, settings, workers, collected, measured, placement.as_record(), workload.cache_hit_ratio)
     record.ended_at = _now_iso()
     return record
 
@@ -182,9 +183,10 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
             count = next_index + 1
             stable = count >= settings.min_windows and is_stable(collected.summaries)
             if progress is not None:
+                errors = sum(merged.errors_by_kind.values())
                 progress({"window": next_index, "throughput_rps": summary.throughput_rps,
-                          "p99_us": summary.p99_us, "errors": sum(merged.errors_by_kind.values()),
-                          "stable": stable})
+                          "p99_us": summary.p99_us, "errors": errors, "stable": stable,
+                          "problem": _window_problem(settings, merged, summary, errors)})
             if stable or count >= settings.max_windows:
                 last_index = next_index
                 break
@@ -211,6 +213,23 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
     return collected, measured
 
 
+def _window_problem(settings: LoadSettings, merged: WindowData, summary: WindowSummary, errors: int) -> str | None:
+    """What already looks wrong in one window, for the live progress line (the verdict at the
+    end decides; this only lets a user stop a doomed sweep early)."""
+    problems = []
+    if merged.lateness_histogram:
+        lateness = decode(merged.lateness_histogram)
+        late_p99 = lateness.get_value_at_percentile(99) if lateness.get_total_count() else 0
+        if late_p99 > health_rules.lateness_limit_us(summary.p99_us):
+            problems.append(f"sends late (p99 {late_p99 / 1000:.1f} ms): generator-limited")
+    attempts = merged.requests + errors
+    if attempts and errors / attempts > health_rules.MAX_ERROR_FRACTION:
+        problems.append(f"{100 * errors / attempts:.0f}% errors")
+    if settings.mode == "open" and settings.rate_rps and summary.throughput_rps < 0.9 * settings.rate_rps:
+        problems.append(f"answering {summary.throughput_rps:.0f} of {settings.rate_rps:.0f} req/s")
+    return "; ".join(problems) or None
+
+
 def _scrape_or_note(url: str | None, measured: dict[str, Any], when: str) -> Any:
     if url is None:
         return None
@@ -222,7 +241,7 @@ def _scrape_or_note(url: str | None, measured: dict[str, Any], when: str) -> Any
 
 
 def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Worker], collected: _Collected,
-                 measured: dict[str, Any], placement: dict[str, Any]) -> None:
+                 measured: dict[str, Any], placement: dict[str, Any], planned_hit_ratio: float | None) -> None:
     merged = list(collected.merged)
     last = len(merged) - 1
     finals = [w.final or {} for w in workers]
@@ -261,7 +280,7 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.server_queue_histogram = merged_histogram_text(w.server_queue_histogram for w in result)
     record.server_compute_histogram = merged_histogram_text(w.server_compute_histogram for w in result)
     caches = [f["cache"] for f in finals if f.get("cache") is not None]
-    record.cache = {k: int(sum(c[k] for c in caches)) for k in caches[0]} if caches else None
+    record.cache = _merged_cache(caches) if caches else None
     record.server_metrics = measured.get("server_metrics", {})
     if measured.get("metrics_errors"):
         record.server_metrics["scrape_errors"] = measured["metrics_errors"]
@@ -291,7 +310,18 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                          lateness_p99_us=float(lateness.get_value_at_percentile(99)),
                          late_send_fraction=late / total if total else 0.0)
     record.generator = generator
-    _judge(record, generator, p99, answered, result)
+    _judge(record, settings, generator, p99, result, float(resources.get("measured_s") or 0.0),
+           planned_hit_ratio)
+
+
+def _merged_cache(caches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every worker's cache counts added up, errors by reason included."""
+    merged: dict[str, Any] = {k: int(sum(c.get(k, 0) for c in caches)) for k in ("hits", "misses", "errors")}
+    reasons: Counter = Counter()
+    for cache in caches:
+        reasons.update(cache.get("errors_by_reason") or {})
+    merged["errors_by_reason"] = dict(reasons)
+    return merged
 
 
 def _count_above(histogram: Any, threshold_us: int) -> int:
@@ -299,19 +329,17 @@ def _count_above(histogram: Any, threshold_us: int) -> int:
                if item.value_iterated_to > threshold_us)
 
 
-def _judge(record: TrialRecord, generator: dict[str, Any], p99: float | None, answered: int,
-           result: list[WindowData]) -> None:
-    validity = record.validity if isinstance(record.validity, Validity) else Validity()
-    failures = sum(record.errors_by_kind.values())
-    attempts = sum(w.requests for w in record.windows) + failures
-    if attempts == 0:
-        validity.invalidate("no request was answered or failed during the measurement", "no_data")
-    elif failures / attempts > health_rules.MAX_ERROR_FRACTION:
-        validity.invalidate(f"{failures} of {attempts} requests failed or were still outstanding "
-                            f"({100 * failures / attempts:.1f}% > {100 * health_rules.MAX_ERROR_FRACTION:.0f}%)")
-    for reason in health_rules.health_reasons(generator, p99):
-        validity.invalidate(reason)
-    record.validity = validity
+def _judge(record: TrialRecord, settings: LoadSettings, generator: dict[str, Any], p99: float | None,
+           result: list[WindowData], measured_s: float, planned_hit_ratio: float | None) -> None:
+    corrected = merge_encoded(w.corrected_histogram for w in result)
+    answered = sum(w.requests for w in record.windows)
+    evidence = TrialEvidence(
+        mode=settings.mode, answered=answered, errors_by_kind=record.errors_by_kind, measured_s=measured_s,
+        generator=generator, p99_us=p99, planned_rate_rps=settings.rate_rps if settings.mode == "open" else None,
+        corrected_p99_us=float(corrected.get_value_at_percentile(99)) if corrected.get_total_count() else None,
+        cache=record.cache, planned_hit_ratio=planned_hit_ratio if record.cache is not None else None,
+        stability_note=None if record.stable else record.load.get("stability"))
+    record.validity = judge(evidence, record.validity if isinstance(record.validity, Validity) else None)
 
 
 def _reindex(data: WindowData, index: int) -> WindowData:

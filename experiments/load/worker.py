@@ -34,9 +34,18 @@ def _receive(conn: Connection, timeout: float | None) -> Any:
     return conn.recv()
 
 
-def _cache_counts(stats: dict[str, Any]) -> dict[str, float]:
+def _cache_counts(stats: dict[str, Any]) -> dict[str, Any]:
     return {"hits": stats.get("cache_hits", 0), "misses": stats.get("cache_misses", 0),
-            "errors": stats.get("cache_errors", 0)}
+            "errors": stats.get("cache_errors", 0), "errors_by_reason": dict(stats.get("cache_errors_by_reason", {}))}
+
+
+def _cache_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the cache counted during the measurement (errors by reason included)."""
+    delta = {k: after[k] - before[k] for k in ("hits", "misses", "errors")}
+    reasons = before["errors_by_reason"]
+    delta["errors_by_reason"] = {r: n - reasons.get(r, 0) for r, n in after["errors_by_reason"].items()
+                                 if n - reasons.get(r, 0)}
+    return delta
 
 
 def _burn(share: float) -> None:
@@ -159,7 +168,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         "tail": recorder.tail(),
         "outstanding": outstanding,
         "loop_lag_histogram": encode(lag),
-        "cache": {k: cache_after[k] - cache_before[k] for k in cache_after} if spec.client.cache else None,
+        "cache": _cache_delta(cache_before, cache_after) if spec.client.cache else None,
         "expected_interval_us": recorder.expected_interval_us,
         "sender_greenlets": sender.sender_greenlets,
         "timer": timer_kind,

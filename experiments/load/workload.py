@@ -2,10 +2,12 @@
 
 Three ways to draw requests (each request holds ``instances`` pupdates, the payload size):
 
-* ``cache_hit_ratio=h``: with probability ``h`` a request is drawn from a hot set of
-  ``hot_set_size`` requests that :meth:`Workload.prefill` puts into the cache before measuring;
-  otherwise it is a request never sent before (misses), so a cache experiment states its hit
-  ratio instead of stumbling on it.
+* ``cache_hit_ratio=h``: a request is drawn from a hot set of ``hot_set_size`` requests that
+  :meth:`Workload.prefill` puts into the cache before measuring, or is a request never sent
+  before (a miss), so a cache experiment states its hit ratio instead of stumbling on it. The
+  hits are stratified: every block of ``HIT_BLOCK`` requests holds the planned share of hits
+  (carried over between blocks when it is fractional) in a seeded random order, so a stream's
+  hit ratio is on plan within a block's worth of requests, not only on average.
 * ``zipf_s=s``: requests are ranked and drawn with probability proportional to 1 / rank**s.
 * neither: every request is new (no repeats), as in a cache-free serving path.
 
@@ -99,8 +101,8 @@ class Workload:
         fresh = self._fresh(stream_index, stream_count)
         if self.cache_hit_ratio is not None:
             hot = self.hot_set()
-            while True:
-                yield hot[rng.randrange(len(hot))] if rng.random() < self.cache_hit_ratio else next(fresh)
+            for is_hit in _stratified_hits(self.cache_hit_ratio, rng):
+                yield hot[rng.randrange(len(hot))] if is_hit else next(fresh)
         elif self.zipf_s is not None:
             requests = self._zipf_universe()
             cumulative = _cumulative([1.0 / rank ** self.zipf_s for rank in range(1, len(requests) + 1)])
@@ -131,6 +133,21 @@ class Workload:
             slot = n * stream_count + stream_index
             yield [_unique(pool, slot * self.instances + i) for i in range(self.instances)]
             n += 1
+
+
+HIT_BLOCK = 20
+
+
+def _stratified_hits(ratio: float, rng: random.Random) -> Iterator[bool]:
+    """Endless hit/miss decisions: block k holds round((k+1)·B·ratio) − round(k·B·ratio) hits,
+    shuffled, so after n decisions the hits are within one block of n·ratio."""
+    block = 0
+    while True:
+        hits = round((block + 1) * HIT_BLOCK * ratio) - round(block * HIT_BLOCK * ratio)
+        decisions = [True] * hits + [False] * (HIT_BLOCK - hits)
+        rng.shuffle(decisions)
+        yield from decisions
+        block += 1
 
 
 def _inputs(pupdate: Pupdate) -> tuple:

@@ -86,6 +86,8 @@ class SweepRunner:
         self.progress = progress
         self.show_progress_bar = show_progress_bar
         self.trials = plan_trials(spec)
+        self._bar: Any = None  # the progress bar while trials run
+        self._trial_text = ""
         self._in_flight: Trial | None = None  # the trial being measured, recorded if interrupted
 
     # -- the run ---------------------------------------------------------------------------
@@ -160,7 +162,7 @@ class SweepRunner:
 
         self._in_flight = trial
         try:
-            record = execution.measure(context, trial)
+            record = execution.measure(context, trial, self._window_progress)
             self._in_flight = None
             return record
         except KeyboardInterrupt:
@@ -194,10 +196,12 @@ class SweepRunner:
 
             bar = tqdm(total=sum(t.measurements for t in todo), unit="trial", dynamic_ncols=True,
                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials [{elapsed}<{remaining}] {postfix}")
+        self._bar = bar
         varied = list(self.spec.factors)
         for number, trial in enumerate(todo, 1):
+            self._trial_text = f"rep {trial.repetition}: {trial.label(varied)}"
             if bar is not None:
-                bar.set_postfix_str(f"rep {trial.repetition}: {trial.label(varied)}", refresh=True)
+                bar.set_postfix_str(self._trial_text, refresh=True)
             if self.progress is not None:
                 self.progress(trial, number, len(todo))
             yield trial
@@ -205,6 +209,17 @@ class SweepRunner:
                 bar.update(trial.measurements)
         if bar is not None:
             bar.close()
+        self._bar = None
+
+    def _window_progress(self, window: dict[str, Any]) -> None:
+        """The live line: the current window's throughput, p99 and anything already wrong."""
+        if self._bar is None:
+            return
+        text = (f"{self._trial_text} | window {window['window'] + 1}: {window['throughput_rps']:.0f} req/s, "
+                f"p99 {window['p99_us'] / 1000:.2f} ms")
+        if window.get("problem"):
+            text += f" | {window['problem']}"
+        self._bar.set_postfix_str(text, refresh=True)
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:

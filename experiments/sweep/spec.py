@@ -362,6 +362,10 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
         raise where.fail("load_level", "load levels are arrival rates: they need load_mode = \"open\"")
     if "users" in varied_or_held and "open" in modes:
         raise where.fail("users", "users set a closed loop: they need load_mode = \"closed\"")
+    if "open" in modes and spec.search is None and not {"rate_rps", "load_level"} & set(varied_or_held):
+        # An open loop is set by its arrival rate; without one the lab would run something else.
+        raise where.fail("load_mode", 'an open loop needs an arrival rate: give rate_rps or load_level '
+                                      '(or [search]), or use load_mode = "closed" with users')
     if spec.server_kind == "external":
         server_side = [n for n in spec.factors if FACTORS[n].side == "server"]
         if server_side:

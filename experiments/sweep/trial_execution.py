@@ -14,6 +14,7 @@ from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, config_id, resolve_factors, server_config
 from poochlab.experiments.sweep.redis_service import RedisServer
 from poochlab.experiments.sweep.servers import ServerPool
+from poochlab.experiments.sweep.spec import DEFAULT_LOAD_LEVELS as DEFAULT_LEVELS
 from poochlab.experiments.sweep.spec import SweepSpec
 
 WORKLOAD_PUPDATES = 20_000  # drawn from the model's ground-truth world with the sweep's seed
@@ -83,32 +84,138 @@ def prepare_run(context: RunContext, trials: list[Trial]) -> None:
     from poochlab.models.facts import generate_pupdates
 
     context.pupdates = tuple(generate_pupdates(WORKLOAD_PUPDATES, context.spec.seed))
-    _calibrate(context)
+    _calibrate(context, trials)
     _measure_floors(context, trials)
 
 
-def _calibrate(context: RunContext) -> None:
-    from poochlab.experiments.load import CapacityCalibration, calibrate_capacity
+def client_path(factors: dict[str, Any]) -> str:
+    """The generator path a configuration's requests take (protocol, library, format, size)."""
+    return f"{factors['protocol']}-{factors['client_library']}-{factors['request_format']}" \
+           f"-x{factors.get('instances_per_request', 1)}"
+
+
+def _calibrate(context: RunContext, trials: list[Trial]) -> None:
+    """Rates the rig can drive: every client path's own limit against the echo server, and the
+    server's capacity for each protocol and cache setting of the sweep; load levels are
+    fractions of the lowest. Explicit rates above a path's limit are refused before any trial."""
+    from poochlab.experiments.load import CapacityCalibration
+    from poochlab.experiments.load.calibration import combined, generator_limit
 
     spec = context.spec
-    if not spec.needs_calibration():
-        return
     path = context.run_dir / "calibration.json"
     if path.exists():  # a resumed run keeps the rates its first trials met
         context.calibration = CapacityCalibration.load(path)
         return
-    factors = resolve_factors(spec, {**spec.reference, "load_level": "light"})
-    factors.pop("load_level")
-    endpoints = context.servers.ensure(server_config(factors))
-    client = client_config(context, {**factors, "cache": "off"}, endpoints.rest_url, endpoints.grpc_target)
-    reference = ", ".join(f"{k}={v}" for k, v in spec.reference.items())
-    calibration = calibrate_capacity(client, workload(context, {**factors, "cache_hit_ratio": None}, spec.seed),
-                                     reference=reference, window_s=max(spec.profile.calibration_s / 3, 0.5),
-                                     warmup_s=spec.profile.warmup_s, seed=spec.seed, server_pid=endpoints.pid)
-    calibration = replace(calibration, levels={**calibration.levels, **spec.load_levels})
+    window_s = max(spec.profile.calibration_s / 6, 0.5)
+    warmup_s = min(spec.profile.warmup_s, 0.5)
+    servers = _server_capacities(context, trials, window_s, warmup_s) if spec.needs_calibration() else {}
+    levels = {**DEFAULT_LEVELS, **spec.load_levels}
+    # The highest rate each path must send: its explicit rates, and the top load level.
+    targets: dict[str, float] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for trial in trials:
+        name = client_path(trial.factors)
+        paths.setdefault(name, trial.factors)
+        rate = float(trial.factors.get("rate_rps") or 0.0)
+        if "load_level" in trial.factors and servers:
+            rate = max(rate, levels[trial.factors["load_level"]] * min(c.capacity_rps for c in servers.values()))
+        targets[name] = max(targets.get(name, 0.0), rate)
+    limits = []
+    for name, factors in paths.items():
+        if targets[name] <= 0:
+            continue  # closed-loop or searched trials only: nothing to check up front
+        client = client_config(context, {**factors, "cache": "off"}, "http://127.0.0.1:1", "127.0.0.1:1")
+        limits.append(generator_limit(client, workload(context, {**factors, "cache_hit_ratio": None}, spec.seed),
+                                      path=name, target_rps=targets[name], window_s=window_s, warmup_s=warmup_s,
+                                      seed=spec.seed, progress=_calibration_progress))
+    if not servers and not limits:
+        return
+    if servers:
+        reference = ", ".join(f"{k}={v}" for k, v in spec.reference.items())
+        calibration = combined(reference, servers, limits, levels)
+    else:
+        calibration = combined_paths_only(limits)
     calibration.save(path)
     context.calibration = calibration
     context.manifest.update(calibration=asdict(calibration))
+    _refuse_rates_beyond_paths(context, trials, calibration)
+
+
+def _calibration_progress(step: dict[str, Any]) -> None:
+    import sys
+
+    what = f"generator {step['path']} at {step['rate_rps']:.0f} req/s" if "path" in step else \
+        f"server {step.get('configuration', '')} with {step['users']} users: {step['throughput_rps']:.0f} req/s"
+    print(f"calibration: {what}: {'valid' if step['valid'] else 'not valid'}", file=sys.stderr, flush=True)
+
+
+def _server_capacities(context: RunContext, trials: list[Trial], window_s: float,
+                       warmup_s: float) -> dict[str, Any]:
+    """The reference configuration's capacity for each protocol and cache setting in the sweep."""
+    from poochlab.experiments.load import calibrate_capacity
+
+    spec = context.spec
+    variants: dict[str, dict[str, Any]] = {}
+    for trial in trials:
+        factors = resolve_factors(spec, {**spec.reference, "load_level": "light",
+                                         "protocol": trial.factors["protocol"], "cache": trial.factors["cache"]})
+        factors.pop("load_level")
+        if factors["cache"] == "on":
+            factors["cache_hit_ratio"] = trial.factors.get("cache_hit_ratio")
+        name = ", ".join(f"{k}={factors[k]}" for k in dict.fromkeys([*spec.reference, "protocol", "cache"]))
+        variants.setdefault(name, factors)
+    capacities = {}
+    for name, factors in variants.items():
+        endpoints = context.servers.ensure(server_config(factors))
+        redis_pid = None
+        if factors["cache"] == "on":
+            assert context.redis is not None
+            if not context.redis.running:
+                context.redis.start()
+            context.redis.flush()
+            redis_pid = context.redis.pid
+        client = client_config(context, factors, endpoints.rest_url, endpoints.grpc_target)
+        capacities[name] = calibrate_capacity(
+            client, workload(context, factors, spec.seed), reference=name, window_s=window_s, warmup_s=warmup_s,
+            seed=spec.seed, server_pid=endpoints.pid, redis_pid=redis_pid,
+            progress=lambda step, name=name: _calibration_progress({"configuration": name, **step}))
+    return capacities
+
+
+def combined_paths_only(limits: list[Any]) -> Any:
+    """A calibration holding only the paths' limits (a sweep with explicit rates)."""
+    from poochlab.experiments.load.calibration import CapacityCalibration
+
+    lowest = min(limits, key=lambda limit: limit.limit_rps)
+    return CapacityCalibration(reference="(explicit rates)", capacity_rps=max(lowest.limit_rps, 1e-9), steps=(),
+                               measured_at=utc_now(), limited_by=f"generator {lowest.path}" if lowest.bounded else "",
+                               generator_paths=tuple(limit.as_dict() for limit in limits))
+
+
+class RateBeyondPathError(RuntimeError):
+    """A planned rate the generator cannot send validly on its path (refused before the sweep)."""
+
+
+def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: Any) -> None:
+    problems = []
+    for trial in trials:
+        limit = calibration.path_limit(client_path(trial.factors))
+        if limit is None:
+            continue
+        rates = []
+        if "rate_rps" in trial.factors:
+            rates.append(float(trial.factors["rate_rps"]))
+        if "load_level" in trial.factors:
+            rates.append(calibration.rate_for(trial.factors["load_level"]))
+        for rate in rates:
+            if rate > limit:
+                problems.append(f"{rate:.0f} req/s on path {client_path(trial.factors)} "
+                                f"(its measured limit on this machine is {limit:.0f} req/s)")
+    if problems:
+        unique = sorted(set(problems))
+        raise RateBeyondPathError(
+            f"{context.spec.path}: the load generator cannot send these rates validly: {'; '.join(unique)}. "
+            "Lower the rates (or use load_level), or give the load more generator processes ([load] workers).")
 
 
 def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -121,8 +228,7 @@ def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str,
 
 def _floor_key(factors: dict[str, Any], settings: Any) -> str:
     load = f"rate{settings.rate_rps:.0f}" if settings.mode == "open" else f"users{settings.users}"
-    return f"{factors['protocol']}-{factors['client_library']}-{factors['request_format']}" \
-           f"-x{factors.get('instances_per_request', 1)}-{load}"
+    return f"{client_path(factors)}-{load}"
 
 
 def _measure_floors(context: RunContext, trials: list[Trial]) -> None:
@@ -147,7 +253,8 @@ def _measure_floors(context: RunContext, trials: list[Trial]) -> None:
     context.floors = floors
 
 
-def measure(context: RunContext, trial: Trial) -> TrialRecord:
+def measure(context: RunContext, trial: Trial,
+            progress: Callable[[dict[str, Any]], None] | None = None) -> TrialRecord:
     from poochlab.experiments.load import measure_trial
 
     seed = trial_seed(context.spec, trial.trial_id)
@@ -164,7 +271,7 @@ def measure(context: RunContext, trial: Trial) -> TrialRecord:
     settings = load_settings(context, trial.factors, seed)
     client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target, endpoints.model_names)
     measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
-                  metrics_url=endpoints.metrics_url, redis_pid=redis_pid)
+                  metrics_url=endpoints.metrics_url, redis_pid=redis_pid, progress=progress)
     floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
         record.load["generator_floor"] = floor["record"]
