@@ -105,7 +105,7 @@ class TrialRecord:
     # How load was applied: {"mode": "closed"|"open", "users"|"rate_rps", "workers", ...}
     load: dict[str, Any] = field(default_factory=dict)
     windows: list[Window] = field(default_factory=list)
-    stable: bool = False  # perf_analyzer's rule over the last 3 windows
+    stable: bool = False  # the last 3 windows agree within sampling error (recording/stability.py)
     stable_windows: list[int] = field(default_factory=list)  # indices merged into the result
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     outstanding_at_end: int = 0  # counted as timeouts

@@ -1,4 +1,4 @@
-"""Recording rules: stability over windows, Prometheus deltas, generator health and CPU steal."""
+"""Recording rules (stability has its own file): Prometheus deltas, generator health and CPU steal."""
 
 from __future__ import annotations
 
@@ -8,19 +8,6 @@ import pytest
 
 from poochlab.experiments.recording.health import CpuTimes, health_reasons, lateness_limit_us, steal_percent
 from poochlab.experiments.recording.prometheus import histogram_deltas, parse_text
-from poochlab.experiments.recording.stability import WindowSummary, is_stable
-
-
-def _windows(*pairs: tuple[float, float]) -> list[WindowSummary]:
-    return [WindowSummary(i, rps, p99) for i, (rps, p99) in enumerate(pairs)]
-
-
-def test_stable_when_the_last_three_windows_agree_within_ten_percent() -> None:
-    assert is_stable(_windows((50, 9000), (100, 1000), (105, 1050), (109, 1090)))
-    assert not is_stable(_windows((100, 1000), (105, 1050)))  # too few windows
-    assert not is_stable(_windows((100, 1000), (105, 1050), (112, 1050)))  # throughput 12% apart
-    assert not is_stable(_windows((100, 1000), (105, 1050), (105, 1200)))  # p99 20% apart
-    assert not is_stable(_windows((0, 0), (0, 0), (0, 0)))  # nothing answered is not a steady state
 
 
 TF_SERVING_TEXT = """\

@@ -19,7 +19,8 @@ class LoadSettings:
     no limit on outstanding requests, latency measured from each request's scheduled send time.
 
     Time: ``warmup_s`` of unrecorded load, then windows of ``window_s`` until the last three agree
-    (perf_analyzer's rule) and at least ``min_windows`` were measured, at most ``max_windows``.
+    within their sampling error (recording/stability.py) and at least ``min_windows`` were measured,
+    at most ``max_windows``.
     ``workers`` generator processes share the load (users or rate split evenly); their
     histograms are merged losslessly. ``pin_cpus`` pins server, generator and Redis to separate
     cores when the machine has one to spare, and raises their priority (recording/placement.py);

@@ -33,6 +33,7 @@ from poochlab.experiments.recording.placement import plan_and_pin
 from poochlab.experiments.recording.prometheus import histogram_deltas, scrape
 from poochlab.experiments.recording.resources import ResourceMonitor
 from poochlab.experiments.recording.stability import WindowSummary, is_stable
+from poochlab.experiments.recording.stability import judge as judge_stability
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
 from poochlab.experiments.recording.windows import WindowData
 from poochlab.experiments.records import TrialRecord, Validity, Window
@@ -177,8 +178,7 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
             merged = merge_window_data(list(collected.windows[next_index].values()))
             collected.merged.append(merged)
             histogram = decode(merged.histogram)
-            summary = WindowSummary(next_index, merged.requests / settings.window_s,
-                                    float(histogram.get_value_at_percentile(99)) if merged.requests else 0.0)
+            summary = WindowSummary(next_index, merged.requests, settings.window_s, histogram)
             collected.summaries.append(summary)
             count = next_index + 1
             stable = count >= settings.min_windows and is_stable(collected.summaries)
@@ -253,12 +253,13 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                requests=w.requests, errors=sum(w.errors_by_kind.values()), histogram=w.histogram,
                corrected_histogram=w.corrected_histogram)
         for w in merged]
-    record.stable = len(merged) >= settings.min_windows and is_stable(collected.summaries)
-    result = merged[-3:] if record.stable else merged
+    verdict = judge_stability(collected.summaries)
+    record.stable = len(merged) >= settings.min_windows and verdict.stable
+    result = [w for w in merged if w.index in verdict.windows] if record.stable else merged
     record.stable_windows = [w.index for w in result]
     record.load["stability"] = (
-        f"stable over windows {record.stable_windows}" if record.stable
-        else f"not stable after {len(merged)} windows of {settings.window_s:g} s (limit {settings.max_windows})")
+        verdict.reason if record.stable
+        else f"{verdict.reason}; after {len(merged)} windows of {settings.window_s:g} s (limit {settings.max_windows})")
 
     outstanding = sum(int(f.get("outstanding", 0)) for f in finals)
     errors: Counter = Counter()
