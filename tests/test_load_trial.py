@@ -65,6 +65,8 @@ def test_closed_loop_is_reported_raw_and_corrected_and_the_correction_shows_what
     assert corrected >= 100_000
     assert corrected >= 2 * raw  # the closed loop's raw p99 hid most of the stall
     assert record.generator["expected_interval_us"] > 0
+    # ... and the verdict says so, without calling the trial invalid.
+    assert any(w.startswith("coordinated omission hides stalls") for w in record.validity.warnings)
 
 
 def test_a_planted_cpu_burner_in_the_generator_marks_the_trial_invalid(
@@ -87,7 +89,8 @@ def test_requests_still_outstanding_at_the_end_count_as_timeouts_and_flag_the_tr
     assert record.errors_by_kind == {"timeout": record.outstanding_at_end}
     assert sum(w.requests for w in record.windows) == 0
     # Nothing answered: no latency to report (a server that answers nothing is not a p99).
-    assert not record.validity.valid and record.validity.kinds == ["no_data"]
+    # (a busy machine may also starve the generator: that is a second reason, not another verdict)
+    assert not record.validity.valid and record.validity.kinds[0] == "no_data"
     assert any(f"timeout {record.outstanding_at_end}" in reason for reason in record.validity.reasons)
 
 
