@@ -169,3 +169,12 @@ def test_an_open_loop_without_an_arrival_rate_is_refused(tmp_path: Path) -> None
                     '[controls]\nload_mode = "open"\n')
     with pytest.raises(SpecError, match=r"open\.toml.*load_mode.*needs an arrival rate"):
         load_spec(path)
+
+
+def test_open_loop_windows_last_long_enough_for_their_tail(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, BASE + "[profile]\nwindow_s = 2.0\nwindow_requests = 4000\nmax_window_s = 5.0\n"))
+    # 4,000 requests: 2 s at 2,000 req/s, 4 s at 1,000, capped at 5 s below 800; never under 2 s.
+    assert [spec.profile.window_for(rate) for rate in (4000.0, 2000.0, 1000.0, 300.0)] == [2.0, 2.0, 4.0, 5.0]
+    assert spec.profile.window_for(None) == 2.0  # a closed loop keeps window_s
+    with pytest.raises(SpecError, match="profile.max_window_s: must be at least window_s"):
+        load_spec(write_spec(tmp_path, BASE + "[profile]\nwindow_s = 3.0\nmax_window_s = 2.0\n"))

@@ -51,16 +51,31 @@ class Profile:
     min_windows: int
     max_windows: int
     calibration_s: float
+    # Open loop: a window lasts long enough to hold this many requests at the trial's rate
+    # (so its p99 rests on ~window_requests/100 requests above it), from window_s up to
+    # max_window_s. 4,000 is where the stability rule detects a +25% p99 in one window 9 times
+    # in 10 (tests/test_recording_stability.py). None: every window lasts window_s.
+    window_requests: int | None = None
+    max_window_s: float | None = None
+
+    def window_for(self, rate_rps: float | None) -> float:
+        """The window length of a trial at ``rate_rps`` (None: a closed loop)."""
+        if rate_rps is None or not self.window_requests:
+            return self.window_s
+        return min(max(self.window_requests / rate_rps, self.window_s), self.max_window_s or self.window_s)
 
     @property
     def trial_bounds_s(self) -> tuple[float, float]:
+        longest = max(self.window_s, self.max_window_s or 0.0) if self.window_requests else self.window_s
         return (self.warmup_s + self.min_windows * self.window_s,
-                self.warmup_s + self.max_windows * self.window_s)
+                self.warmup_s + self.max_windows * longest)
 
 
 PROFILES = {
-    "quick": Profile("quick", window_s=2.0, warmup_s=1.0, min_windows=3, max_windows=4, calibration_s=6.0),
-    "standard": Profile("standard", window_s=5.0, warmup_s=5.0, min_windows=3, max_windows=10, calibration_s=20.0),
+    "quick": Profile("quick", window_s=2.0, warmup_s=1.0, min_windows=3, max_windows=4, calibration_s=6.0,
+                     window_requests=4_000, max_window_s=5.0),
+    "standard": Profile("standard", window_s=5.0, warmup_s=5.0, min_windows=3, max_windows=10, calibration_s=20.0,
+                        window_requests=8_000, max_window_s=20.0),
 }
 
 DEFAULT_LOAD_LEVELS = {"light": 0.25, "medium": 0.5, "high": 0.85}
@@ -200,17 +215,24 @@ class _Where:
 
 
 def _profile_overrides(where: _Where, profile: Profile, table: dict[str, Any]) -> Profile:
-    where.only_keys("profile", table, ("window_s", "warmup_s", "min_windows", "max_windows", "calibration_s"))
+    where.only_keys("profile", table, ("window_s", "warmup_s", "min_windows", "max_windows", "calibration_s",
+                                       "window_requests", "max_window_s"))
     changes: dict[str, Any] = {}
-    for key in ("window_s", "warmup_s", "calibration_s"):
+    if "window_requests" in table:
+        changes["window_requests"] = where.integer("profile.window_requests", table["window_requests"], 0, 10**8) or None
+    for key in ("window_s", "warmup_s", "calibration_s", "max_window_s"):
         if key in table:
             changes[key] = where.number(f"profile.{key}", table[key], 0.0 if key == "warmup_s" else 0.05, 3600.0)
     for key in ("min_windows", "max_windows"):
         if key in table:
             changes[key] = where.integer(f"profile.{key}", table[key], 1, 1000)
+    if "window_s" in changes and "max_window_s" not in changes and profile.max_window_s is not None:
+        changes["max_window_s"] = max(profile.max_window_s, changes["window_s"])  # longer windows stay allowed
     profile = replace(profile, **changes)
     if profile.max_windows < profile.min_windows:
         raise where.fail("profile.max_windows", f"must be at least min_windows ({profile.min_windows})")
+    if profile.window_requests and profile.max_window_s is not None and profile.max_window_s < profile.window_s:
+        raise where.fail("profile.max_window_s", f"must be at least window_s ({profile.window_s})")
     return profile
 
 

@@ -70,13 +70,16 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     from poochlab.experiments.load import LoadSettings
 
     profile = context.spec.profile
-    base = dict(window_s=profile.window_s, warmup_s=profile.warmup_s, min_windows=profile.min_windows,
-                max_windows=profile.max_windows, seed=seed)
+    base = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
+                seed=seed)
+    rate = None
     if "load_level" in factors:
-        return LoadSettings(mode="open", rate_rps=context.calibration.rate_for(factors["load_level"]), **base)
-    if "rate_rps" in factors:
-        return LoadSettings(mode="open", rate_rps=factors["rate_rps"], **base)
-    return LoadSettings(mode="closed", users=factors.get("users", 1), **base)
+        rate = context.calibration.rate_for(factors["load_level"])
+    elif "rate_rps" in factors:
+        rate = float(factors["rate_rps"])
+    if rate is not None:
+        return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), **base)
+    return LoadSettings(mode="closed", users=factors.get("users", 1), window_s=profile.window_s, **base)
 
 
 def prepare_run(context: RunContext, trials: list[Trial]) -> None:
@@ -223,7 +226,9 @@ def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str,
     that every step of a rate search shares one floor, at the search's most demanding rate."""
     if context.spec.search is not None and "load_level" not in factors:
         factors = {**factors, "rate_rps": context.spec.search.high_rps}
-    return factors, load_settings(context, factors, context.spec.seed)
+    settings = load_settings(context, factors, context.spec.seed)
+    # Two windows of the trial's length: a reference for the report, not a result to judge.
+    return factors, replace(settings, min_windows=min(settings.min_windows, 2), max_windows=min(settings.min_windows, 2))
 
 
 def _floor_key(factors: dict[str, Any], settings: Any) -> str:
