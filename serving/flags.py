@@ -42,6 +42,7 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
+    enable_signature_method_name_check: bool = False
     version: bool = False
     # The lab's own flags (TF Serving has no equivalent).
     lab_bind_address: str = "127.0.0.1"
@@ -54,7 +55,7 @@ UNIMPLEMENTED_TF_SERVING_FLAGS = frozenset({
     "grpc_socket_path", "rest_api_enable_cors_support", "enable_grpc_healthcheck_service",
     "allow_version_labels_for_unavailable_models", "max_num_load_retries", "load_retry_interval_micros",
     "num_load_threads", "num_unload_threads", "platform_config_file", "ssl_config_file",
-    "per_process_gpu_memory_fraction", "saved_model_tags", "enable_signature_method_name_check",
+    "per_process_gpu_memory_fraction", "saved_model_tags",
     "xla_cpu_compilation_enabled", "flush_filesystem_caches", "tensorflow_session_parallelism",
     "tensorflow_session_config_file", "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model",
     "num_tflite_pools", "num_tflite_interpreters_per_pool", "num_tflite_interpreters",
@@ -85,6 +86,9 @@ TF Serving's flags (defaults as in TF Serving):
                                             Serving, 0 lets TensorFlow size a pool)
   --enable_model_warmup=true                replay assets.extra/tf_serving_warmup_requests
   --num_request_iterations_for_warmup=1
+  --enable_signature_method_name_check=false
+                                            Classify/Regress only on signatures of
+                                            that method (off: any with their inputs)
   --version                                 print the version and exit
 
 The lab's own flags:

@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 
 from poochlab.serving.inference import (
-    check_method, classification_results, examples_input, regression_results,
+    classification_results, examples_input, examples_signature, regression_results,
     run_signature_blocking as run_signature,
 )
 from poochlab.serving.inputs import check_input_names
@@ -65,9 +65,16 @@ def _output_aliases(output_filter: Any, outputs: dict[str, Any]) -> list[str]:
     return wanted or list(outputs)
 
 
+# grpc reports a call without a deadline as one about 292 years away (its "infinite future"),
+# which no timed wait can take; anything beyond this is treated as no deadline at all.
+_NO_DEADLINE_S = 365 * 24 * 3600.0
+
+
 def _deadline(context: grpc.ServicerContext) -> float | None:
     remaining = context.time_remaining()
-    return time.monotonic() + remaining if remaining is not None else None
+    if remaining is None or remaining > _NO_DEADLINE_S:
+        return None
+    return time.monotonic() + remaining
 
 
 class _Calls:
@@ -94,8 +101,9 @@ class _Calls:
 
 
 class PredictionServicer:
-    def __init__(self, manager: ModelManager, metrics: ServerMetrics) -> None:
+    def __init__(self, manager: ModelManager, metrics: ServerMetrics, check_method_name: bool = False) -> None:
         self.manager = manager
+        self.check_method_name = check_method_name  # --enable_signature_method_name_check
         self.calls = _Calls(metrics)
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -122,8 +130,8 @@ class PredictionServicer:
                         context: grpc.ServicerContext) -> tuple[VersionState, str, dict[str, np.ndarray], int]:
         state = _resolve(self.manager, request.model_spec)
         assert state.servable is not None
-        signature = state.servable.signature(request.model_spec.signature_name)
-        check_method(signature, method)
+        signature = examples_signature(state.servable, request.model_spec.signature_name, method,
+                                       self.check_method_name)
         examples = serialized_examples(request.input)
         result = run_signature(self.manager, state, signature, examples_input(signature, examples),
                                      _deadline(context))
@@ -256,8 +264,8 @@ class ModelServicer:
 
 
 def add_services(server: grpc.Server, manager: ModelManager, metrics: ServerMetrics,
-                 reload_config: Callable[[Any], None]) -> None:
+                 reload_config: Callable[[Any], None], check_method_name: bool = False) -> None:
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager, metrics), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager, metrics, check_method_name), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, reload_config), server)

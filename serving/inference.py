@@ -10,22 +10,23 @@ from typing import Mapping
 import numpy as np
 
 from poochlab.serving.direct_session import DirectSession
-from poochlab.serving.inputs import validate
 from poochlab.serving.model_manager import ModelManager, VersionState
-from poochlab.serving.servable import CLASSIFY_METHOD, Signature
+from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 from poochlab.serving.session import InferenceResult, InferenceTask
 from poochlab.serving.status import Code, ServingError
+
+# The one input of a Classify/Regress signature (TF Serving's kClassifyInputs, kRegressInputs).
+EXAMPLES_INPUT = "inputs"
 
 
 async def run_signature(manager: ModelManager, state: VersionState, signature: Signature,
                         inputs: Mapping[str, np.ndarray], deadline: float | None,
                         alone: bool = False) -> InferenceResult:
-    """Validate ``inputs`` and run them through the version's session for ``signature``.
+    """Run ``inputs`` (names already checked) through the version's session for ``signature``.
 
     ``alone``: no other request is being answered on this loop, so a quick model without
     batching runs right here instead of on a model thread (see ``direct_session``).
     """
-    validate(signature, inputs)
     session = manager.session(state, signature.name)
     task = InferenceTask(inputs=inputs, deadline=deadline)
     if isinstance(session, DirectSession):
@@ -41,7 +42,6 @@ def run_signature_blocking(manager: ModelManager, state: VersionState, signature
 
     Without batching the model runs right here, on the caller's thread: no hand-off to a pool.
     """
-    validate(signature, inputs)
     session = manager.session(state, signature.name)
     task = InferenceTask(inputs=inputs, deadline=deadline)
     if isinstance(session, DirectSession):
@@ -53,24 +53,53 @@ def run_signature_blocking(manager: ModelManager, state: VersionState, signature
         raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
 
 
-def check_method(signature: Signature, method: str) -> None:
-    """Classify/Regress need a signature of that kind (FAILED_PRECONDITION otherwise)."""
-    if signature.method_name != method:
-        kind = "classification" if method == CLASSIFY_METHOD else "regression"
-        raise ServingError(
-            Code.FAILED_PRECONDITION,
-            f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}",
-        )
+_EXAMPLES_KIND = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}
+
+
+def examples_signature(servable: Servable, signature_name: str, method: str,
+                       check_method_name: bool) -> Signature:
+    """The signature a Classify or Regress request runs, checked as TF Serving checks it.
+
+    With ``--enable_signature_method_name_check`` (off by default, as in TF Serving) its method
+    must be ``method``; otherwise any signature with one input ``inputs`` and the outputs the
+    API reads will do, e.g. those ``tf.saved_model.save`` writes, whose method is always
+    ``tensorflow/serving/predict``. Every failure is INVALID_ARGUMENT with TF Serving's words.
+    """
+    key = signature_name or "serving_default"
+    signature = servable.signatures.get(key)
+    if signature is None:
+        raise ServingError(Code.INVALID_ARGUMENT, f"No signature was found with the name: {key}")
+    kind = _EXAMPLES_KIND[method]
+    if check_method_name:
+        if signature.method_name != method:
+            raise ServingError(Code.INVALID_ARGUMENT, f"Expected {kind} signature method_name to be {method}. "
+                                                      f"Was: {signature.method_name}")
+    if len(signature.inputs) != 1:
+        raise ServingError(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
+    outputs = set(signature.outputs)
+    if method == CLASSIFY_METHOD:
+        if len(outputs) not in (1, 2):
+            raise ServingError(Code.INVALID_ARGUMENT, f"Expected one or two output Tensors, found {len(outputs)}")
+    elif len(outputs) != 1:
+        raise ServingError(Code.INVALID_ARGUMENT, "Expected one output Tensor.")
+    if EXAMPLES_INPUT not in signature.inputs:
+        raise ServingError(Code.INVALID_ARGUMENT, f"No {kind} inputs found in SignatureDef: "
+                                                  f"{servable.signature_defs[key]}")
+    if method == CLASSIFY_METHOD and not outputs & {"classes", "scores"}:
+        raise ServingError(Code.INVALID_ARGUMENT,
+                           'Expected classification signature outputs to contain at least one of "classes" '
+                           f'or "scores". Signature was: {servable.signature_defs[key]}')
+    if method == REGRESS_METHOD and "outputs" not in outputs:
+        raise ServingError(Code.INVALID_ARGUMENT, f"No regression outputs found in SignatureDef: "
+                                                  f"{servable.signature_defs[key]}")
+    return signature
 
 
 def examples_input(signature: Signature, examples: list[bytes]) -> dict[str, np.ndarray]:
-    """The string input of a classify/regress signature, fed with serialized examples."""
-    if len(signature.inputs) != 1:
-        raise ServingError(Code.INVALID_ARGUMENT, f"Expected one input Tensor in signature {signature.name!r}")
-    (name,) = signature.inputs
+    """The ``inputs`` tensor of a classify/regress signature: the serialized examples, [N]."""
     array = np.empty(len(examples), dtype=object)
     array[:] = examples
-    return {name: array}
+    return {EXAMPLES_INPUT: array}
 
 
 def classification_results(outputs: dict[str, np.ndarray], count: int) -> list[list[tuple[str, np.floating]]]:

@@ -121,7 +121,8 @@ class Server:
             + grpc_channel_arguments(options.grpc_channel_arguments),
             maximum_concurrent_rpcs=4 * options.grpc_max_threads + SPARE_THREADS,
         )
-        grpc_api.add_services(grpc_server, manager, metrics, manager.apply_config)
+        grpc_api.add_services(grpc_server, manager, metrics, manager.apply_config,
+                              options.enable_signature_method_name_check)
         bound = grpc_server.add_insecure_port(f"{options.lab_bind_address}:{options.port}")
         if bound == 0:
             raise FlagError(f"could not bind the gRPC port {options.lab_bind_address}:{options.port}")
@@ -131,7 +132,8 @@ class Server:
 
         http_server = None
         if options.rest_api_port:
-            api = RestApi(manager, metrics, options.rest_api_timeout_in_ms, prometheus_path, options.lab_max_request_bytes)
+            api = RestApi(manager, metrics, options.rest_api_timeout_in_ms, prometheus_path, options.lab_max_request_bytes,
+                          options.enable_signature_method_name_check)
             http_server = await start_http_server(
                 api.handle, options.lab_bind_address, options.rest_api_port, options.lab_max_request_bytes,
                 body_too_large_message(options.lab_max_request_bytes), api.gauge)
@@ -210,8 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
+    from poochlab.serving.model_config import InvalidProtobufFile
+
     try:
         return asyncio.run(Server(options).run())
+    except InvalidProtobufFile as error:  # TF Serving's own two lines, as its users know them
+        print(error, file=sys.stderr)
+        return 1
     except (FlagError, ValueError) as error:
         print(f"tensorflow_model_server: error: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,22 @@ from pathlib import Path
 from typing import Any
 
 
+class InvalidProtobufFile(ValueError):
+    """A config file protobuf's text parser refuses, worded as TF Serving prints it on stderr:
+    the parser's ``Error parsing text-format <type>: <line>:<column>: <what>``, then
+    ``Invalid protobuf file: '<path>'``."""
+
+    def __init__(self, error: Any, source: str, message_type: str = "tensorflow.serving.ModelServerConfig") -> None:
+        line, column = error.GetLine(), error.GetColumn()
+        what = str(error)
+        location = f"{line}:{column} : " if column else f"{line} : "
+        if line is not None and what.startswith(location):
+            what = what[len(location):]  # Python's parser puts the location first; C++'s wording has it below
+        where = f"{line}:{column}: " if line is not None else ""
+        super().__init__(f"Error parsing text-format {message_type}: {where}{what}\n"
+                         f"Invalid protobuf file: '{source}'")
+
+
 def parse_model_config_text(text: str, source: str) -> Any:
     """A ``ModelServerConfig`` from text; ``ValueError`` naming ``source`` and the fault."""
     from google.protobuf import text_format
@@ -19,7 +35,7 @@ def parse_model_config_text(text: str, source: str) -> Any:
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as error:
-        raise ValueError(f"{source}: not a valid ModelServerConfig text proto: {error}") from None
+        raise InvalidProtobufFile(error, source) from None
     validate_model_config(config, source)
     return config
 

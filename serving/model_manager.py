@@ -52,13 +52,28 @@ class ModelState:
         return sorted(v for v, s in self.versions.items() if s.state == AVAILABLE)
 
 
-def scan_versions(base_path: str) -> list[int]:
-    """Numeric version folders under ``base_path`` (non-numeric entries are ignored)."""
+def version_folders(base_path: str) -> dict[int, Path]:
+    """Numeric version folders under ``base_path``: version -> the folder it was read from.
+
+    A folder's name may carry leading zeros (TF Serving's quickstart model lives in
+    ``00000123``, version 123), so a version's path is the folder found, never rebuilt from
+    the number. Non-numeric entries are ignored; when two folders name one version
+    (``123`` and ``0123``), the one sorting first wins, every scan alike.
+    """
     try:
-        entries = list(Path(base_path).iterdir())
+        entries = sorted(Path(base_path).iterdir())
     except OSError:
-        return []
-    return sorted(int(e.name) for e in entries if e.name.isdigit() and e.is_dir())
+        return {}
+    found: dict[int, Path] = {}
+    for entry in entries:
+        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
+            found.setdefault(int(entry.name), entry)
+    return found
+
+
+def scan_versions(base_path: str) -> list[int]:
+    """The version numbers under ``base_path``, ascending (see :func:`version_folders`)."""
+    return sorted(version_folders(base_path))
 
 
 def aspired_versions(config: Any, on_disk: list[int]) -> list[int]:
@@ -196,15 +211,15 @@ class ModelManager:
             timer.join()  # had it fired already, its release may still be running
 
     def _reconcile(self, model: ModelState) -> None:
-        base_path = model.config.base_path
-        aspired = aspired_versions(model.config, scan_versions(base_path))
+        folders = version_folders(model.config.base_path)
+        aspired = aspired_versions(model.config, sorted(folders))
         # Load first, unload after: availability-preserving (TF Serving's default policy).
         for version in aspired:
             state = model.versions.get(version)
             if state is None or (state.state == END and state.error is None):
                 state = VersionState(model=model.config.name, version=version)
                 model.versions = {**model.versions, version: state}
-                self._load(state, Path(base_path) / str(version))
+                self._load(state, folders[version])
         if any(model.versions[v].state == AVAILABLE for v in aspired) or not aspired:
             for version, state in list(model.versions.items()):
                 if version not in aspired and state.state == AVAILABLE:

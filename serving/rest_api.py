@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from poochlab.serving import rest_codec
 from poochlab.serving.http_server import RequestGauge
 from poochlab.serving.inference import (
-    check_method, classification_results, examples_input, regression_results, run_signature,
+    classification_results, examples_input, examples_signature, regression_results, run_signature,
 )
 from poochlab.serving.json_format import error_body, write_json
 from poochlab.serving.metrics import ServerMetrics
@@ -43,6 +43,19 @@ class Response:
     content_type: bytes = _JSON
 
 
+class BodyTooLarge(ServingError):
+    """A body past ``--lab_max_request_bytes`` (after gzip too): HTTP 413, as the README says.
+
+    Its code stays RESOURCE_EXHAUSTED for metrics; only the HTTP status is the lab's own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Code.RESOURCE_EXHAUSTED, message)
+
+    @property
+    def http_status(self) -> int:
+        return 413
+
+
 def _error(error: ServingError) -> Response:
     return Response(error.http_status, error_body(error.message))
 
@@ -54,8 +67,10 @@ def server_timing(queue_us: float, compute_us: float) -> str:
 
 class RestApi:
     def __init__(self, manager: ModelManager, metrics: ServerMetrics, timeout_ms: int,
-                 prometheus_path: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+                 prometheus_path: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 check_method_name: bool = False) -> None:
         self.manager = manager
+        self.check_method_name = check_method_name  # --enable_signature_method_name_check
         self.metrics = metrics
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.prometheus_path = prometheus_path
@@ -76,7 +91,7 @@ class RestApi:
         except zlib.error as error:
             raise ServingError(Code.INVALID_ARGUMENT, f"Failed to decompress the {encoding} request body: {error}") from None
         if len(data) > self.max_body_bytes:
-            raise ServingError(Code.RESOURCE_EXHAUSTED, body_too_large_message(self.max_body_bytes, "decompressed "))
+            raise BodyTooLarge(body_too_large_message(self.max_body_bytes, "decompressed "))
         return data
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
@@ -122,8 +137,11 @@ class RestApi:
 
         state = self.manager.resolve(name, version, label)
         assert state.servable is not None
+        # TF Serving prints fields that have no presence even at their defaults ("defaults": {},
+        # "name": "" on dims, "unknown_rank": false): clients compare these answers field by field.
         signature_map = json_format.MessageToDict(state.servable.signature_def_map_proto(),
-                                                  preserving_proto_field_name=True)
+                                                  preserving_proto_field_name=True,
+                                                  always_print_fields_with_no_presence=True)
         answer = {
             "model_spec": {"name": name, "signature_name": "", "version": str(state.version)},
             "metadata": {"signature_def": signature_map},
@@ -142,11 +160,13 @@ class RestApi:
             if not isinstance(signature_name, str):
                 raise ServingError(Code.INVALID_ARGUMENT, "'signature_name' must be a string")
             assert state.servable is not None
-            signature = state.servable.signature(signature_name)
             if verb == "predict":
+                signature = state.servable.signature(signature_name)
                 inputs, request_format = rest_codec.predict_inputs(request, signature)
             else:
-                check_method(signature, CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD)
+                signature = examples_signature(state.servable, signature_name,
+                                               CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD,
+                                               self.check_method_name)
                 examples = rest_codec.examples_from_json(request)
                 inputs = examples_input(signature, examples)
             deadline = started + self.timeout_s if self.timeout_s else None

@@ -21,7 +21,7 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 
 # tensorflow.DataType enum value -> numpy dtype used to build request tensors.
-_NUMPY_DTYPES: dict[int, Any] = {
+NUMPY_DTYPES: dict[int, Any] = {
     1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8,
     7: object, 9: np.int64, 10: np.bool_, 17: np.uint16, 19: np.float16, 22: np.uint32, 23: np.uint64,
 }
@@ -39,7 +39,7 @@ class TensorSpec:
     @property
     def numpy_dtype(self) -> Any:
         try:
-            return _NUMPY_DTYPES[self.dtype]
+            return NUMPY_DTYPES[self.dtype]
         except KeyError:
             raise ServingError(Code.UNIMPLEMENTED, f"tensor {self.name!r} has an unsupported dtype {self.dtype}") from None
 
@@ -65,7 +65,7 @@ class Signature:
         # A session casts nothing: a wrong numeric dtype fails inside TensorFlow with a message
         # about the graph's placeholder. Checked here first, the error names the request's input.
         self._typed = [(name, np.dtype(spec.numpy_dtype)) for name, spec in self.inputs.items()
-                       if not spec.is_string and spec.dtype in _NUMPY_DTYPES]
+                       if not spec.is_string and spec.dtype in NUMPY_DTYPES]
 
     def compute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the signature; inputs already validated against :attr:`inputs`."""
@@ -108,10 +108,12 @@ def _session_config() -> Any:
 def _session_run(session: Any, signature_def: Any) -> Run:
     """One callable per signature: Session::Run with its feeds and fetches bound once.
 
-    ``_make_callable_from_options`` is TensorFlow's own lowest-cost entry (the one Keras uses);
-    the public ``make_callable`` wraps it in generic feed/fetch handling that costs about three
-    times the Pooch Predictor's whole run on our machines. If a TensorFlow lacks it, the public
-    one answers the same, slower.
+    ``_make_callable_from_options`` is TensorFlow's own lowest-cost entry (the one Keras uses):
+    the arrays go to the C API's ``TF_SessionRunCallable`` as they are, so, as in TF Serving's
+    C++ ``Session::Run``, a feed's shape is never checked against its placeholder and only an
+    op that cannot take it fails (INVALID_ARGUMENT, TensorFlow's message). The public
+    ``make_callable`` and ``Session.run`` refuse such feeds in Python first, and cost about
+    three times the Pooch Predictor's whole run, so they are no fallback.
     """
     from tensorflow.core.protobuf import config_pb2
 
@@ -119,7 +121,10 @@ def _session_run(session: Any, signature_def: Any) -> Run:
     fetches = [signature_def.outputs[name].name for name in sorted(signature_def.outputs)]
     make = getattr(session, "_make_callable_from_options", None)
     if make is None:
-        return session.make_callable(fetches, feed_list=feeds)
+        import tensorflow as tf
+
+        raise RuntimeError(f"TensorFlow {tf.__version__} has no Session._make_callable_from_options; "
+                           "the lab's server needs it to run signatures as TF Serving does")
     return make(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
 
 
@@ -133,7 +138,8 @@ def _unrunnable(key: str, reason: str) -> Run:
 
 
 def _spec(name: str, info: Any) -> TensorSpec:
-    if info.tensor_shape.unknown_rank:
+    # No tensor_shape at all (old TF 1.x exports) means an unknown shape, not a scalar.
+    if not info.HasField("tensor_shape") or info.tensor_shape.unknown_rank:
         shape = None
     else:
         shape = tuple(None if dim.size < 0 else int(dim.size) for dim in info.tensor_shape.dim)

@@ -6,11 +6,12 @@ not ``tensor_content``; requests may use either (``tf.make_ndarray`` reads both)
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from poochlab.serving.servable import TensorSpec
+from poochlab.serving.servable import NUMPY_DTYPES, TensorSpec
 from poochlab.serving.status import Code, ServingError
 
 # numpy kind+itemsize -> (DataType enum, repeated field name)
@@ -94,10 +95,40 @@ def proto_to_array(proto: Any, spec: TensorSpec) -> np.ndarray:
         return fast
     import tensorflow as tf
 
+    if not _allocatable(proto):
+        # TF Serving's Tensor::FromProto fails on such a shape; answer as it does, before
+        # numpy tries (and fails) to fill terabytes of broadcast values.
+        raise ServingError(Code.INVALID_ARGUMENT, f"tensor parsing error: {spec.name}")
     try:
         return tf.make_ndarray(proto)
+    except MemoryError:
+        raise ServingError(Code.INVALID_ARGUMENT, f"tensor parsing error: {spec.name}") from None
     except (TypeError, ValueError) as error:
         raise ServingError(Code.INVALID_ARGUMENT, f"input '{spec.name}' is not a valid TensorProto: {error}") from None
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 1 << 62
+
+
+_MEMORY_BYTES = _memory_bytes()
+
+
+def _allocatable(proto: Any) -> bool:
+    """Whether the declared shape is valid and its values fit the machine's memory.
+
+    Checked only on the slow path (fewer values than elements, tensor_content, other dtypes):
+    a tensor whose values all came in the request fits, since the request itself did."""
+    count = 1
+    for dim in proto.tensor_shape.dim:
+        if dim.size < 0:
+            return False
+        count *= dim.size
+    itemsize = 8 if proto.dtype == 7 else max(1, np.dtype(NUMPY_DTYPES.get(proto.dtype, np.float64)).itemsize)
+    return count * itemsize <= _MEMORY_BYTES
 
 
 def serialized_examples(input_proto: Any) -> list[bytes]:

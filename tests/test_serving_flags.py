@@ -18,6 +18,12 @@ def test_defaults_are_tf_servings():
     assert options.enable_model_warmup is True and options.enable_batching is False
     assert options.lab_bind_address == "127.0.0.1"  # unlike TF Serving, loopback unless asked
     assert options.lab_max_request_bytes == 64 * 1024 * 1024
+    assert options.enable_signature_method_name_check is False
+
+
+def test_the_signature_method_name_check_is_a_flag_the_server_implements():
+    options = parse_flags(["--model_base_path=/m", "--enable_signature_method_name_check=true"])
+    assert options.enable_signature_method_name_check is True and options.ignored_flags == []
 
 
 def test_flag_syntax_values_and_booleans():

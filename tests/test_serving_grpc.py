@@ -149,7 +149,7 @@ def test_classify_regress_and_multi_inference(prediction):
     assert results[1].regression_result.regressions[0].value == 4.0
 
 
-def test_regress_on_a_predict_signature_is_failed_precondition(prediction):
+def test_regress_on_a_signature_without_an_inputs_tensor_is_invalid_argument(prediction):
     from tensorflow_serving.apis import regression_pb2
 
     regress = regression_pb2.RegressionRequest()
@@ -157,7 +157,8 @@ def test_regress_on_a_predict_signature_is_failed_precondition(prediction):
     examples_input(regress.input, [2.0])
     with pytest.raises(grpc.RpcError) as error:
         prediction.Regress(regress)
-    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("No regression inputs found in SignatureDef: ")
 
 
 def test_metadata_packs_the_signature_def_map(prediction):
