@@ -40,12 +40,12 @@ def latest_version_dir(base_path: Path, model_name: str = MODEL_NAME) -> Path | 
     model_dir = Path(base_path) / model_name
     if not model_dir.is_dir():
         return None
-    versions = [
-        int(entry.name)
-        for entry in model_dir.iterdir()
+    versions = {
+        int(entry.name): entry  # the folder as found: its name may carry leading zeros
+        for entry in sorted(model_dir.iterdir(), reverse=True)  # the first name sorting wins, as in serving
         if _is_version_name(entry.name) and (entry / "saved_model.pb").is_file()
-    ]
-    return model_dir / str(max(versions)) if versions else None
+    }
+    return versions[max(versions)] if versions else None
 
 
 def prepare_model_dir(base_path: Path, model_name: str = MODEL_NAME) -> tuple[Path, int]:

@@ -126,14 +126,14 @@ def model_call(base_path: str) -> Callable[[], object]:
     lab server makes (:class:`~poochlab.serving.servable.Servable`)."""
     import numpy as np
 
-    from poochlab.serving.model_manager import scan_versions
+    from poochlab.serving.model_manager import version_folders
     from poochlab.serving.servable import Servable
 
-    versions = scan_versions(base_path)
-    if not versions:
+    folders = version_folders(base_path)
+    if not folders:
         raise SystemExit(f"no model version under {base_path} (expected <base>/<version>/saved_model.pb)")
-    version = versions[-1]
-    signature = Servable("pooch_predictor", version, Path(base_path) / str(version)).signature("serving_default")
+    version = max(folders)  # read from the folder found: its name may carry leading zeros
+    signature = Servable("pooch_predictor", version, folders[version]).signature("serving_default")
     inputs = {
         "hashtags": np.array([PUPDATE["hashtags"].encode()], dtype=object),
         "country": np.array([PUPDATE["country"].encode()], dtype=object),
