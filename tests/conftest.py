@@ -7,4 +7,5 @@ pytest_plugins = [
     "fixtures.redis_server",
     "fixtures.pooch_export",
     "fixtures.lab_server",
+    "fixtures.tfs_protos",
 ]
