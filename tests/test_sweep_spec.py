@@ -29,7 +29,7 @@ protocol = ["rest", "grpc"]
 batching = ["off", "b1"]
 users = [1, 4]
 [batching.b1]
-max_batch_size = 8
+max_batch_size = 32
 batch_timeout_micros = 500
 """
 
@@ -160,3 +160,12 @@ def test_a_rate_search_needs_a_budget_an_open_loop_and_no_other_load(tmp_path: P
     trials = plan_trials(spec)
     assert all(t.search_steps == 4 and "rate_rps" not in t.factors and "users" not in t.factors for t in trials)
     assert estimate_duration_s(spec, trials)[0] > 4 * len(trials) * spec.profile.trial_bounds_s[0] * 0.99
+
+
+def test_a_batching_set_smaller_than_the_warmup_requests_is_refused(tmp_path: Path) -> None:
+    # TF Serving replays the exports' 32-row warm-up request through the batching queue.
+    path = tmp_path / "small-cap.toml"
+    path.write_text(BASE.replace("max_batch_size = 32", "max_batch_size = 16"))
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert "batching.b1.max_batch_size" in str(error.value) and "got 16" in str(error.value)

@@ -252,6 +252,14 @@ def _validate_batching_set(where: _Where, name: str, fields_: dict[str, Any]) ->
         parse_batching_parameters(batching_parameters_text(fields_), source=f"batching.{name}")
     except ValueError as error:
         raise where.fail(f"batching.{name}", f"TF Serving would refuse this set: {error}") from None
+    from poochlab.models.warmup import MAX_WARMUP_BATCH
+
+    # TF Serving replays the exports' warm-up through the batching queue: a smaller cap fails the load.
+    if int(fields_.get("max_batch_size", 1000)) < MAX_WARMUP_BATCH:
+        raise where.fail(f"batching.{name}.max_batch_size",
+                         f"got {fields_['max_batch_size']}, but the exports' warm-up requests hold up to "
+                         f"{MAX_WARMUP_BATCH} rows and TF Serving fails to load a model whose warm-up "
+                         f"request is larger than max_batch_size; use at least {MAX_WARMUP_BATCH}")
 
 
 def _factors(where: _Where, table: dict[str, Any], batching_sets: dict[str, Any],
