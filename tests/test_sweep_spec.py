@@ -132,7 +132,8 @@ def test_external_servers_need_an_address_and_refuse_server_factors(tmp_path: Pa
     with pytest.raises(SpecError, match=r"\[external\] host, rest_port, grpc_port"):
         load_spec(write_spec(tmp_path, no_batching))
     spec = load_spec(write_spec(tmp_path, no_batching + "[external]\nrest_port = 8501\ngrpc_port = 8500\n"))
-    assert spec.external == {"host": "127.0.0.1", "rest_port": 8501, "grpc_port": 8500}
+    assert spec.external == {"host": "127.0.0.1", "rest_port": 8501, "grpc_port": 8500,
+                             "behind_balancer": False}
 
 
 def test_the_readme_example_spec_is_valid(tmp_path: Path) -> None:
