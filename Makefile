@@ -7,12 +7,12 @@ STAMP  := $(VENV)/.installed
 EXPORT := models/servables
 MODEL_STAMP := $(EXPORT)/.trained
 
-.PHONY: run test setup system-run system-test model clean-results
+.PHONY: run test setup system-run system-test model protos clean-results
 
 run: setup system-run model
 	$(BIN)/poochlab sweep experiments/default.toml
 
-test: setup system-test model
+test: setup system-test model protos
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
@@ -32,7 +32,13 @@ system-test:
 # Train and export both variants once; later exports are explicit (`poochlab train`).
 model: $(MODEL_STAMP)
 
-$(MODEL_STAMP): $(STAMP)
+# models/warmup.py: exports whose warm-up records no longer fit are exported again.
+$(MODEL_STAMP): $(STAMP) models/warmup.py
 	$(BIN)/poochlab train --variant small --if-missing
 	$(BIN)/poochlab train --variant large --if-missing
 	touch $@
+
+# TF Serving's config messages (serving_configs/schema/*.proto) compiled with grpc_tools' protoc
+# into build/tfs_protos/, so tests parse the lab's generated configs with protobuf's own parser.
+protos: $(STAMP)
+	$(BIN)/python tests/fixtures/tfs_protos.py

@@ -4,6 +4,11 @@ A TFRecord file of serialized ``PredictionLog`` messages, each holding a ``Predi
 ``serving_default`` built from representative pupdates. TF Serving (and the lab's server)
 replays them when it loads the version, so the first real requests do not pay for graph
 warm-up. TF Serving refuses a version with more than 1000 records.
+
+TF Serving replays warm-up through the batching session when batching is on, and a record with
+more rows than ``max_batch_size`` fails there, which fails the load: the server exits. So no
+record is larger than ``MAX_WARMUP_BATCH``, the smallest ``max_batch_size`` the lab ships
+(a test checks every shipped batching set against it).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ if TYPE_CHECKING:
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
-# Mostly single pupdates (the common online request), plus the batch sizes batching produces.
-BATCH_SIZES = (1,) * 48 + (2, 4, 8, 16, 32, 64)
+MAX_WARMUP_BATCH = 32
+# Mostly single pupdates (the common online request), plus the batch sizes batching produces,
+# up to MAX_WARMUP_BATCH.
+BATCH_SIZES = (1,) * 48 + (2, 4, 8, 16, 32)
 
 
 def predict_request(pupdates: Sequence[Pupdate], model_name: str = MODEL_NAME) -> PredictRequest:
@@ -69,3 +76,28 @@ def write_warmup_requests(version_dir: Path, pupdates: Sequence[Pupdate]) -> Pat
             log.predict_log.request.CopyFrom(predict_request(batch))
             writer.write(log.SerializeToString())
     return path
+
+
+def record_rows(version_dir: Path) -> list[int]:
+    """The rows (dimension 0) of each warm-up record of an export ([] when it has none)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = Path(version_dir) / WARMUP_DIR / WARMUP_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for record in tf.compat.v1.io.tf_record_iterator(str(path)):
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        shapes = [tensor.tensor_shape.dim for tensor in log.predict_log.request.inputs.values()]
+        rows.append(max((int(dims[0].size) for dims in shapes if dims), default=1))
+    return rows
+
+
+def oversized_warmup(version_dir: Path, limit: int = MAX_WARMUP_BATCH) -> str | None:
+    """Why an export's warm-up would fail a batching server capped at ``limit`` rows (None: fine)."""
+    largest = max(record_rows(version_dir), default=0)
+    if largest > limit:
+        return (f"{Path(version_dir) / WARMUP_DIR / WARMUP_FILE} holds a {largest}-row warm-up request, "
+                f"more than max_batch_size {limit}: TF Serving with batching would fail to load it")
+    return None

@@ -231,16 +231,29 @@ class ModelManager:
 
         state.state = LOADING
         log.info("Loading servable: {name: %s version: %d} from %s", state.model, state.version, path)
+        sessions: dict[str, InferenceSession] = {}
         try:
             servable = Servable(state.model, state.version, path)
+
+            def session_for(signature_name: str) -> InferenceSession:
+                # Warm-up runs through the sessions requests will use (TF Serving's batching
+                # session), so batching limits apply to it; they are kept for the requests.
+                if signature_name not in sessions:
+                    compute = servable.signature(signature_name).compute
+                    sessions[signature_name] = self._session_factory(
+                        compute, f"{state.model}/{state.version}/{signature_name}")
+                return sessions[signature_name]
+
             try:
                 if self._enable_warmup:
                     logs = warmup.read_warmup_logs(path)
-                    warmup.replay(servable, logs, self._warmup_iterations, serialized_examples)
+                    warmup.replay(servable, logs, self._warmup_iterations, serialized_examples, session_for)
                     if logs:
                         log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
                                  path, len(logs))
-            except BaseException:  # loaded, but its warm-up failed: release its session
+            except BaseException:  # loaded, but its warm-up failed: release its sessions
+                for session in sessions.values():
+                    session.close()
                 servable.close()
                 raise
         except ServingError as error:
@@ -252,6 +265,7 @@ class ModelManager:
             state.state = END
             log.error("Loading servable: {name: %s version: %d} failed: %s", state.model, state.version, error)
             return
+        state.sessions = sessions
         state.servable = servable
         state.state = AVAILABLE
         log.info("Successfully loaded servable version {name: %s version: %d}", state.model, state.version)

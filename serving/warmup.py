@@ -3,6 +3,11 @@
 The file is a TFRecord of serialized ``PredictionLog`` protos (TF Serving's format). More
 than 1000 records or a record that does not parse fails the load of that version only; a
 missing file is fine.
+
+As in TF Serving (``saved_model_warmup_util``), each record runs through the session requests
+will use: with batching on, the version's batching queue, whose limits apply. A record with more
+rows than ``max_batch_size`` is refused there ("Task size ... is larger than maximum input batch
+size") and the version fails to load.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from poochlab.serving.servable import Servable
+from poochlab.serving.session import InferenceSession, InferenceTask
 from poochlab.serving.status import Code, ServingError
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -47,8 +53,10 @@ def read_warmup_logs(version_dir: Path) -> list[Any]:
 
 
 def replay(servable: Servable, logs: list[Any], iterations: int,
-           examples_tensor: Callable[[Any], list[bytes]]) -> None:
-    """Run each logged request ``iterations`` times; any failure fails the version's load."""
+           examples_tensor: Callable[[Any], list[bytes]],
+           session_for: Callable[[str], InferenceSession]) -> None:
+    """Run each logged request ``iterations`` times through ``session_for(signature name)``;
+    any failure fails the version's load, with the record's index in the message."""
     from poochlab.serving.tensor_proto import proto_to_array
 
     for index, log in enumerate(logs):
@@ -68,5 +76,9 @@ def replay(servable: Servable, logs: list[Any], iterations: int,
             inputs = {input_name: np.array(examples_tensor(request.input), dtype=object)}
         else:
             raise ServingError(Code.UNIMPLEMENTED, f"warmup record {index}: unsupported log type {kind!r}")
+        session = session_for(signature.name)
         for _ in range(iterations):
-            signature.compute(inputs)
+            try:
+                session.submit(InferenceTask(inputs)).result()
+            except ServingError as error:
+                raise ServingError(error.code, f"warmup record {index}: {error.message}") from None

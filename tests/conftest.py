@@ -8,4 +8,5 @@ pytest_plugins = [
     "fixtures.pooch_export",
     "fixtures.lab_server",
     "fixtures.tfs_models",
+    "fixtures.tfs_protos",
 ]

@@ -178,3 +178,49 @@ def test_batching_file_for_containers_is_valid() -> None:
 
     params = load_batching_parameters(REPO / "docker" / "tfserving" / "batching.config")
     assert params.max_batch_size == 32 and params.batch_timeout_micros == 0
+
+
+def test_the_replica_count_comes_from_a_variable_so_no_command_resets_it() -> None:
+    # `up`/`run` reset services they start to their configured scale: the scale lives in the file.
+    default = _resolved()["services"][SCALED]["deploy"]["replicas"]
+    four = _resolved(env={"POOCHLAB_TFSERVING_REPLICAS": "4"})["services"][SCALED]["deploy"]["replicas"]
+    assert (int(default), int(four)) == (1, 4)
+
+
+def test_locust_never_pulls_servers_onto_the_load_machine(services: dict) -> None:
+    assert "depends_on" not in services["locust-master"]
+    assert set(services["locust-worker"]["depends_on"]) == {"locust-master"}
+
+
+def test_redis_is_reachable_on_the_compose_network_only(services: dict) -> None:
+    assert not services["redis"].get("ports")
+    published = _resolved(env={"POOCHLAB_PUBLISH_ADDRESS": "10.0.0.5"})["services"]["redis"]
+    assert not published.get("ports")
+
+
+def test_sweeps_in_the_lab_container_use_the_compose_redis(services: dict) -> None:
+    assert services["lab"]["environment"]["POOCHLAB_REDIS_URL"] == "redis://redis:6379/0"
+    assert "redis" in services
+
+
+def test_the_lab_image_runs_as_the_host_user_who_owns_results() -> None:
+    services = _resolved(env={"POOCHLAB_UID": "1234", "POOCHLAB_GID": "5678"})["services"]
+    for name in ("lab", "locust-master"):  # the services that write into ../results
+        assert services[name]["user"] == "1234:5678"
+        assert services[name]["build"]["args"] == {"LAB_UID": "1234", "LAB_GID": "5678"}
+
+
+def test_the_lab_image_has_what_sweeps_start_themselves() -> None:
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    install = next(line for line in dockerfile.splitlines() if "apt-get install" in line)
+    assert {"redis-server", "nginx-light", "util-linux"} <= set(install.split())
+
+
+def test_the_compose_external_spec_addresses_the_balancer_by_service_name(services: dict) -> None:
+    from poochlab.experiments.sweep.spec import load_spec
+
+    spec = load_spec(REPO / "experiments" / "compose-external.toml")
+    assert spec.server_kind == "external" and spec.external["host"] == "balancer"
+    assert spec.external["behind_balancer"] is True
+    container_ports = {str(p).split(":")[-1].split("/")[0] for p in services["balancer"]["ports"]}
+    assert {str(spec.external["rest_port"]), str(spec.external["grpc_port"])} == container_ports

@@ -76,7 +76,8 @@ def test_compose_config_re_resolves_the_scaled_service_through_docker_dns() -> N
 def test_rest_upstream_keeps_http11_connections_and_grpc_uses_http2() -> None:
     text = render_nginx_config(compose_balancer_config())
     rest, grpc = text.split("upstream tfserving_rest")[1], text.split("upstream tfserving_grpc")[1]
-    assert "keepalive 64;" in rest.split("}")[0] and "keepalive 64;" in grpc.split("}")[0]
+    # More idle upstream connections per worker than the 256 users of the README's examples.
+    assert "keepalive 1024;" in rest.split("}")[0] and "keepalive 1024;" in grpc.split("}")[0]
     assert "proxy_http_version 1.1;" in text and 'proxy_set_header Connection "";' in text
     assert "grpc_pass grpc://tfserving_grpc;" in text and "http2 on;" in text
 

@@ -101,3 +101,84 @@ def test_image_is_the_one_compose_pins() -> None:
 def test_unknown_kind_is_refused_by_the_launcher() -> None:
     with pytest.raises(ValueError, match="unknown server kind 'triton'"):
         launch(ServerSpec(kind="triton", model_name="m", model_base_path=Path("/nowhere")))
+
+
+def test_cpuset_pins_the_container_not_the_client(tmp_path: Path) -> None:
+    spec = ServerSpec(kind="docker", model_name="m", model_base_path=tmp_path / "m")
+    argv = docker_command_for(spec, tmp_path / "docker", cpuset="2-3")(18501, 18500)
+    # A `docker run` option: before the image, so it pins the container rather than reaching
+    # tensorflow_model_server as a flag.
+    assert argv.index("--cpuset-cpus=2-3") < argv.index("tensorflow/serving:2.21.0")
+    assert not any(a.startswith("--cpuset") for a in docker_command_for(spec, tmp_path / "d2")(1, 2))
+
+
+def test_the_server_pid_is_the_named_process_under_the_containers_init() -> None:
+    import subprocess
+    import sys
+
+    from poochlab.serving.kinds.docker_run import server_pid_under
+
+    # A real process tree shaped like `docker run --init`: an init whose child is the server.
+    # The init prints its child's pid once the child exists (no waiting on timing).
+    init = subprocess.Popen([sys.executable, "-c", "import subprocess; child = subprocess.Popen(['sleep', '60']); "
+                             "print(child.pid, flush=True); child.wait()"], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(init.stdout.readline())
+        assert server_pid_under(init.pid, "sleep") == child_pid
+        assert server_pid_under(init.pid, "tensorflow_model_server") is None
+    finally:
+        import os
+        import signal
+
+        os.kill(child_pid, signal.SIGKILL)
+        init.wait()
+        init.stdout.close()
+
+
+def test_a_container_whose_server_the_lab_cannot_see_is_recorded_as_not_measured(tmp_path: Path) -> None:
+    from poochlab.serving.kinds.docker_run import RunningContainer
+
+    # A stopped `docker run` client: its pid must never stand in for the server's.
+    client = __import__("subprocess").Popen(["true"])
+    client.wait()
+    server = RunningContainer(spec=ServerSpec(kind="docker"), command=["docker", "run"], rest_port=1,
+                              grpc_port=2, log_path=tmp_path / "log", process=client,
+                              binary={"kind": "docker"}, container="poochlab-tfserving-1-1")
+    assert server.client_pid == client.pid
+    assert server.pid is None
+    assert server.resource_source().startswith("not measured: no tensorflow_model_server of container "
+                                               "poochlab-tfserving-1-1")
+
+
+def _recording_docker(tmp_path: Path, has_image: bool) -> tuple[str, Path]:
+    """A `docker` CLI stand-in (no engine here) that logs its arguments: the order of calls."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "docker"
+    script.write_text("#!/bin/sh\n"
+                      f'echo "$*" >> {calls}\n'
+                      f'if [ "$1 $2" = "image inspect" ]; then exit {0 if has_image else 1}; fi\n'
+                      "exit 0\n")
+    script.chmod(0o755)
+    return str(script), calls
+
+
+@pytest.mark.parametrize("has_image, expected", [
+    (True, ["image inspect tensorflow/serving:2.21.0"]),
+    (False, ["image inspect tensorflow/serving:2.21.0", "pull tensorflow/serving:2.21.0"]),
+])
+def test_the_image_is_pulled_before_the_server_starts_only_when_missing(tmp_path: Path, has_image, expected) -> None:
+    from poochlab.serving.kinds.docker_run import ensure_image
+
+    docker, calls = _recording_docker(tmp_path, has_image)
+    assert ensure_image(docker, TFSERVING_IMAGE) is (not has_image)
+    assert calls.read_text().splitlines() == expected
+
+
+def test_a_failed_pull_is_a_clear_error(tmp_path: Path) -> None:
+    from poochlab.serving.kinds.docker_run import ensure_image
+
+    script = tmp_path / "docker"
+    script.write_text("#!/bin/sh\nexit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"pull tensorflow/serving:2.21.0` failed with exit code 1"):
+        ensure_image(str(script), TFSERVING_IMAGE)

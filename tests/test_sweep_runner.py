@@ -137,11 +137,18 @@ def test_external_server_is_measured_but_never_started_or_stopped(tmp_path: Path
     path = tmp_path / "external.toml"
     path.write_text(SPEC.replace('profile = "quick"', 'profile = "quick"\nserver_kind = "external"')
                     .replace("users = [1, 2, 3]", "users = [1]")
-                    + f"[external]\nrest_port = {lab_server.rest_port}\ngrpc_port = {lab_server.grpc_port}\n")
+                    + f"[external]\nrest_port = {lab_server.rest_port}\ngrpc_port = {lab_server.grpc_port}\n"
+                    + "behind_balancer = true\n")
     summary = runner(load_spec(path), tmp_path / "run", pooch_exports).run()
     assert summary.measured == 1 and summary.failed == 0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["server_kind"] == "external" and manifest["server_commands"] == []
+    (record,) = [TrialRecord.read(p) for p in (tmp_path / "run" / "trials").glob("*.json")]
+    # Someone else's server: no process to watch, and no Prometheus deltas through a balancer.
+    assert record.resources["server_resources"] == "not measured: a server someone else runs"
+    assert record.resources["server_cpu_s"] is None
+    assert record.server_metrics["unavailable"].startswith("unavailable behind a balancer")
+    assert ":tensorflow:serving:request_latency" not in record.server_metrics
     assert lab_server.process.poll() is None  # the sweep left someone else's server running
 
 

@@ -29,7 +29,7 @@ protocol = ["rest", "grpc"]
 batching = ["off", "b1"]
 users = [1, 4]
 [batching.b1]
-max_batch_size = 8
+max_batch_size = 32
 batch_timeout_micros = 500
 """
 
@@ -132,7 +132,8 @@ def test_external_servers_need_an_address_and_refuse_server_factors(tmp_path: Pa
     with pytest.raises(SpecError, match=r"\[external\] host, rest_port, grpc_port"):
         load_spec(write_spec(tmp_path, no_batching))
     spec = load_spec(write_spec(tmp_path, no_batching + "[external]\nrest_port = 8501\ngrpc_port = 8500\n"))
-    assert spec.external == {"host": "127.0.0.1", "rest_port": 8501, "grpc_port": 8500}
+    assert spec.external == {"host": "127.0.0.1", "rest_port": 8501, "grpc_port": 8500,
+                             "behind_balancer": False}
 
 
 def test_the_readme_example_spec_is_valid(tmp_path: Path) -> None:
@@ -178,3 +179,12 @@ def test_open_loop_windows_last_long_enough_for_their_tail(tmp_path: Path) -> No
     assert spec.profile.window_for(None) == 2.0  # a closed loop keeps window_s
     with pytest.raises(SpecError, match="profile.max_window_s: must be at least window_s"):
         load_spec(write_spec(tmp_path, BASE + "[profile]\nwindow_s = 3.0\nmax_window_s = 2.0\n"))
+
+
+def test_a_batching_set_smaller_than_the_warmup_requests_is_refused(tmp_path: Path) -> None:
+    # TF Serving replays the exports' 32-row warm-up request through the batching queue.
+    path = tmp_path / "small-cap.toml"
+    path.write_text(BASE.replace("max_batch_size = 32", "max_batch_size = 16"))
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert "batching.b1.max_batch_size" in str(error.value) and "got 16" in str(error.value)

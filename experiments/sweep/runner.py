@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from poochlab.experiments.records import TrialRecord, write_atomically
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, plan_trials
-from poochlab.experiments.sweep.redis_service import RedisServer
+from poochlab.experiments.sweep.redis_service import RedisServer, sweep_redis
 from poochlab.experiments.sweep.servers import ServerPool
 from poochlab.experiments.sweep.spec import SweepSpec
 
@@ -110,8 +110,9 @@ class SweepRunner:
 
         redis = None
         if any(t.factors.get("cache") == "on" for t in self.trials):
-            redis = RedisServer.on_free_port(self.run_dir / "redis")
+            redis = sweep_redis(self.spec.redis_url, self.run_dir / "redis")
             redis.start()
+            manifest.update(redis={"url": redis.url, "started_by_lab": isinstance(redis, RedisServer)})
         servers = ServerPool(self.spec, self.run_dir, self.model_root, manifest)
         context = execution.RunContext(spec=self.spec, run_dir=self.run_dir, manifest=manifest,
                                        servers=servers, redis=redis, facts_dir=self.facts_dir,

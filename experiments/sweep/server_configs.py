@@ -14,8 +14,11 @@ from typing import Any
 from poochlab.models.pupdate import MODEL_NAME
 
 MONITORING_PATH = "/monitoring/prometheus/metrics"
+# session_bundle_config.proto: these are wrapper messages (`max_batch_size { value: 32 }`), while
+# allowed_batch_sizes (repeated int64) and pad_variable_length_inputs (bool) are plain fields.
 _WRAPPED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
-            "pad_variable_length_inputs", "enable_large_batch_splitting", "max_execution_batch_size")
+            "enable_large_batch_splitting", "max_execution_batch_size")
+_PLAIN_BOOL = ("pad_variable_length_inputs",)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def models_config_text(model_names: list[str], base_path: Path) -> str:
 
 
 def batching_parameters_text(fields: dict[str, Any]) -> str:
-    """TF Serving's BatchingParameters text syntax: scalars are wrapper messages."""
+    """TF Serving's BatchingParameters text syntax, each field in the form its parser accepts."""
     lines = []
     for name, value in fields.items():
         if name == "allowed_batch_sizes":
@@ -67,6 +70,8 @@ def batching_parameters_text(fields: dict[str, Any]) -> str:
         elif name in _WRAPPED:
             text = ("true" if value else "false") if isinstance(value, bool) else str(int(value))
             lines.append(f"{name} {{ value: {text} }}")
+        elif name in _PLAIN_BOOL:
+            lines.append(f"{name}: {'true' if value else 'false'}")
         else:
             raise ValueError(f"unknown batching field {name!r}")
     return "\n".join(lines) + "\n"

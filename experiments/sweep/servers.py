@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +14,22 @@ from poochlab.models.pupdate import MODEL_NAME
 READY_TIMEOUT_S = 180.0
 
 
+BEHIND_BALANCER = ("unavailable behind a balancer: the scrapes before and after a trial may reach "
+                   "different replicas, so Prometheus deltas would mix them; per-request server timing "
+                   "comes only from servers that send Server-Timing (the lab's), which passes the balancer")
+
+
 @dataclass
 class ServerEndpoints:
     """Where a trial's load goes, and what to watch while it runs."""
 
     rest_url: str
     grpc_target: str
-    pid: int | None  # the server process (first replica) for CPU and memory accounting
-    metrics_url: str
+    pid: int | None  # the server's own process, for CPU, memory and placement; None: not visible
+    metrics_url: str | None  # None: no meaningful Prometheus deltas (see notes["server_metrics"])
     model_names: list[str]
+    # What the server's resource figures come from, and why metrics are missing, for the record.
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 class ServerPool:
@@ -57,7 +64,7 @@ class ServerPool:
         self.starts += 1
         if self.spec.server_kind == "external":
             # Someone else's server: nothing to configure, start or stop; only readiness.
-            external = self.spec.external or {}
+            external = {k: v for k, v in (self.spec.external or {}).items() if k != "behind_balancer"}
             handle = launch(ServerSpec(kind="external", **external))
             self.handle, self.current = handle, server
             handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
@@ -97,9 +104,24 @@ class ServerPool:
 
     def _endpoints(self, server: ServerConfig) -> ServerEndpoints:
         handle = self.handle
-        pid = handle.pid if hasattr(handle, "pid") else (handle.pids[0] if handle.pids else None)
-        return ServerEndpoints(handle.rest_url, handle.grpc_target, pid,
-                               handle.rest_url + MONITORING_PATH, server.model_names())
+        metrics_url: str | None = handle.rest_url + MONITORING_PATH
+        notes: dict[str, str] = {}
+        if hasattr(handle, "replicas"):  # several servers behind nginx
+            pid = handle.pids[0] if handle.pids else None
+            notes["server_resources"] = f"pid {pid}: the first of {len(handle.replicas)} replicas only"
+            metrics_url, notes["server_metrics"] = None, BEHIND_BALANCER
+        elif self.spec.server_kind == "external":
+            pid = None
+            notes["server_resources"] = "not measured: a server someone else runs"
+            if (self.spec.external or {}).get("behind_balancer"):
+                metrics_url, notes["server_metrics"] = None, BEHIND_BALANCER
+        elif hasattr(handle, "resource_source"):  # a container: the server, never the docker client
+            pid = handle.pid
+            notes["server_resources"] = handle.resource_source()
+        else:
+            pid = handle.pid
+            notes["server_resources"] = f"pid {pid}: the server process"
+        return ServerEndpoints(handle.rest_url, handle.grpc_target, pid, metrics_url, server.model_names(), notes)
 
     def _alive(self) -> bool:
         if self.handle is None:

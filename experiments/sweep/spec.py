@@ -4,14 +4,16 @@ Layout of ``experiments/*.toml``::
 
     [sweep]          name, question, design ("full_factorial" | "random"), samples (random),
                      repetitions (default 3), seed, profile ("quick" | "standard"),
-                     server_kind ("lab"), p99_budget_ms
+                     server_kind ("lab"), p99_budget_ms, redis_url (a Redis that already runs,
+                     for cache trials; default $POOCHLAB_REDIS_URL, else the lab starts its own)
     [factors]        factor = [values...]          the independent variables
     [controls]       factor = value                held fixed (unlisted factors take defaults)
     [batching.NAME]  TF Serving BatchingParameters fields, e.g. max_batch_size = 32
     [batching_grid]  field = [values...]           expands into sets named "grid-<field><v>-..."
     [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...}
     [profile]        window_s, warmup_s, min_windows, max_windows overriding the profile
-    [external]       host, rest_port, grpc_port of a server someone else runs (server_kind "external")
+    [external]       host, rest_port, grpc_port of a server someone else runs (server_kind "external");
+                     behind_balancer = true when that address is a balancer over several servers
     [search]         rate_rps = {low, high, steps}: per configuration, bisect the open-loop rate for
                      the highest one that meets sweep.p99_budget_ms (a rate search)
 
@@ -107,8 +109,9 @@ class SweepSpec:
     batching_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_levels: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOAD_LEVELS))
     reference: dict[str, Any] = field(default_factory=dict)
-    external: dict[str, Any] | None = None  # {"host", "rest_port", "grpc_port"}
+    external: dict[str, Any] | None = None  # {"host", "rest_port", "grpc_port", "behind_balancer"}
     search: "RateSearch | None" = None
+    redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
 
     def needs_calibration(self) -> bool:
         return "load_level" in self.factors or self.controls.get("load_level") is not None
@@ -121,7 +124,7 @@ class SweepSpec:
             "p99_budget_ms": self.p99_budget_ms, "factors": self.factors, "controls": self.controls,
             "batching_sets": self.batching_sets, "load_levels": self.load_levels,
             "reference": self.reference, "external": self.external,
-            "search": vars(self.search) if self.search else None,
+            "search": vars(self.search) if self.search else None, "redis_url": self.redis_url,
         }
 
 
@@ -142,7 +145,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
                                   "external", "search"))
     sweep = data.get("sweep", {})
     where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
-                                     "profile", "server_kind", "p99_budget_ms"))
+                                     "profile", "server_kind", "p99_budget_ms", "redis_url"))
     design = where.choice("sweep.design", sweep.get("design", "full_factorial"), DESIGNS)
     repetitions = where.integer("sweep.repetitions", sweep.get("repetitions", 3), 1, 100)
     seed = where.integer("sweep.seed", sweep.get("seed", 1), 0, 2**63 - 1)
@@ -174,6 +177,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         factors=factors, controls=controls, batching_sets=batching_sets, load_levels=levels,
         external=_external(where, data.get("external"), server_kind),
         search=_search(where, data.get("search")),
+        redis_url=_redis_url(where, sweep.get("redis_url")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
@@ -274,6 +278,14 @@ def _validate_batching_set(where: _Where, name: str, fields_: dict[str, Any]) ->
         parse_batching_parameters(batching_parameters_text(fields_), source=f"batching.{name}")
     except ValueError as error:
         raise where.fail(f"batching.{name}", f"TF Serving would refuse this set: {error}") from None
+    from poochlab.models.warmup import MAX_WARMUP_BATCH
+
+    # TF Serving replays the exports' warm-up through the batching queue: a smaller cap fails the load.
+    if int(fields_.get("max_batch_size", 1000)) < MAX_WARMUP_BATCH:
+        raise where.fail(f"batching.{name}.max_batch_size",
+                         f"got {fields_['max_batch_size']}, but the exports' warm-up requests hold up to "
+                         f"{MAX_WARMUP_BATCH} rows and TF Serving fails to load a model whose warm-up "
+                         f"request is larger than max_batch_size; use at least {MAX_WARMUP_BATCH}")
 
 
 def _factors(where: _Where, table: dict[str, Any], batching_sets: dict[str, Any],
@@ -342,12 +354,27 @@ def _external(where: _Where, table: dict[str, Any] | None, server_kind: str) -> 
         return None
     if table is None:
         raise where.fail("external", 'server_kind = "external" needs [external] host, rest_port, grpc_port')
-    where.only_keys("external", table, ("host", "rest_port", "grpc_port"))
+    where.only_keys("external", table, ("host", "rest_port", "grpc_port", "behind_balancer"))
     host = table.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
         raise where.fail("external.host", f"expected a host name or address, got {host!r}")
     return {"host": host, "rest_port": where.integer("external.rest_port", table.get("rest_port"), 1, 65535),
-            "grpc_port": where.integer("external.grpc_port", table.get("grpc_port"), 1, 65535)}
+            "grpc_port": where.integer("external.grpc_port", table.get("grpc_port"), 1, 65535),
+            "behind_balancer": _flag(where, "external.behind_balancer", table.get("behind_balancer", False))}
+
+
+def _flag(where: _Where, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise where.fail(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _redis_url(where: _Where, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise where.fail("sweep.redis_url", f"expected a Redis URL like redis://redis:6379/0, got {value!r}")
+    return value
 
 
 def _search(where: _Where, table: dict[str, Any] | None) -> RateSearch | None:

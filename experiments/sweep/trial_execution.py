@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 from poochlab.experiments.records import TrialRecord
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, config_id, resolve_factors, server_config
-from poochlab.experiments.sweep.redis_service import RedisServer
+from poochlab.experiments.sweep.redis_service import ExistingRedis, RedisServer
 from poochlab.experiments.sweep.servers import ServerPool
 from poochlab.experiments.sweep.spec import DEFAULT_LOAD_LEVELS as DEFAULT_LEVELS
 from poochlab.experiments.sweep.spec import SweepSpec
@@ -26,7 +26,7 @@ class RunContext:
     run_dir: Path
     manifest: Manifest
     servers: ServerPool
-    redis: RedisServer | None
+    redis: RedisServer | ExistingRedis | None
     facts_dir: Path
     model_root: Path
     pupdates: tuple = ()
@@ -281,6 +281,11 @@ def measure(context: RunContext, trial: Trial,
     if floor is not None:
         record.load["generator_floor"] = floor["record"]
     record.resources.setdefault("server_starts_so_far", context.servers.starts)
+    # Where the server's CPU, memory and energy figures come from, or why there are none.
+    if "server_resources" in endpoints.notes:
+        record.resources["server_resources"] = endpoints.notes["server_resources"]
+    if endpoints.metrics_url is None and "server_metrics" in endpoints.notes:
+        record.server_metrics["unavailable"] = endpoints.notes["server_metrics"]
     return record
 
 

@@ -41,8 +41,16 @@ def run(args: argparse.Namespace) -> int:
     if args.if_missing:
         existing = latest_version_dir(base_path)
         if existing is not None:
-            print(f"{args.variant}: version {existing.name} already exported at {existing}; not training (--if-missing)")
-            return 0
+            from poochlab.models.warmup import oversized_warmup
+
+            stale = oversized_warmup(existing)
+            if stale is None:
+                print(f"{args.variant}: version {existing.name} already exported at {existing}; not training (--if-missing)")
+                return 0
+            # An export from before the warm-up cap: export its weights again with current records.
+            print(f"{args.variant}: {stale}; exporting again as a new version")
+            if _export_again(args.variant, base_path, args.data_dir or DEFAULT_DATA_DIR):
+                return 0
     if args.facts is not None and not args.facts.is_file():
         raise CommandError(f"facts file {args.facts} does not exist")
 
@@ -61,6 +69,17 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     print_export(result)
     return 0
+
+
+def _export_again(variant: str, base_path: Path, data_dir: Path) -> bool:
+    """Export the newest trained model of ``variant`` as the next version (False: none trained)."""
+    from poochlab.models.training import export_trained, latest_trained_dir
+
+    trained = latest_trained_dir(data_dir, variant)
+    if trained is None:
+        return False
+    print_export(export_trained(trained, base_path))
+    return True
 
 
 def print_export(result: ExportResult) -> None:

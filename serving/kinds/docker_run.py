@@ -4,26 +4,40 @@ Inside the container, paths differ from the host's: each model base path is moun
 under /models, the config files (models.config rewritten for those paths, batching and
 monitoring copied as they are) under /configs, read-only too. The server keeps TF Serving's
 own ports (8500 gRPC, 8501 REST) inside; they are published on 127.0.0.1 only.
+
+The process the lab starts is the `docker run` client, not TF Serving: its CPU, memory and core
+placement say nothing about the server. So the server's own process is found through
+`docker inspect` (the container's init, whose child is tensorflow_model_server, seen from the
+host's pid namespace); where the lab cannot see it (Docker Desktop's VM, a remote engine) the
+server's resources are recorded as not measured. Cores are pinned with `--cpuset-cpus`
+($POOCHLAB_DOCKER_CPUSET). The image is pulled before the readiness wait starts, with its own
+timeout and Docker's own progress output, so a first pull never eats the server's start-up time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from poochlab.serving.kinds.nginx_config import TFSERVING_GRPC_PORT, TFSERVING_REST_PORT
+from poochlab.serving.kinds.tfserving import IdentifiedServer
 
 if TYPE_CHECKING:
-    from poochlab.serving.kinds.tfserving import IdentifiedServer
     from poochlab.serving.launcher import ServerSpec
 
 # Same pin as docker/compose.yaml (a test keeps the two equal).
 TFSERVING_IMAGE = "tensorflow/serving:2.21.0"
 CONTAINER_MODELS = PurePosixPath("/models")
 CONTAINER_CONFIGS = PurePosixPath("/configs")
+CPUSET_ENV = "POOCHLAB_DOCKER_CPUSET"  # e.g. "2-5": the cores the container may run on
+PULL_TIMEOUT_S = 1800.0  # a first pull of the ~500 MB image on a slow link
+SERVER_PROCESS = "tensorflow_model_server"
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,8 @@ DOCKER = "docker"
 
 
 def docker_command_for(
-    spec: "ServerSpec", workdir: Path, *, image: str = TFSERVING_IMAGE, docker: str = "docker"
+    spec: "ServerSpec", workdir: Path, *, image: str = TFSERVING_IMAGE, docker: str = "docker",
+    cpuset: str | None = None,
 ) -> Callable[[int, int], list[str]]:
     """spec -> `docker run` command line on given host ports; writes the container's configs
     into `workdir` (mounted read-only at /configs)."""
@@ -148,8 +163,8 @@ def docker_command_for(
     flags = tf_serving_flags(inside, TFSERVING_REST_PORT, TFSERVING_GRPC_PORT)
 
     def command(rest_port: int, grpc_port: int) -> list[str]:
-        return docker_run_argv(name=f"poochlab-tfserving-{os.getpid()}-{rest_port}", rest_port=rest_port,
-                               grpc_port=grpc_port, mounts=mounts, server_flags=flags, image=image, docker=docker)
+        return docker_run_argv(name=container_name(rest_port), rest_port=rest_port, grpc_port=grpc_port,
+                               mounts=mounts, server_flags=flags, image=image, cpuset=cpuset, docker=docker)
 
     return command
 
@@ -158,17 +173,96 @@ def _posix(path: str | None) -> PurePosixPath | None:
     return PurePosixPath(path) if path is not None else None
 
 
-def launch_docker(spec: "ServerSpec", *, image: str = TFSERVING_IMAGE) -> "IdentifiedServer":
+def container_name(rest_port: int) -> str:
+    """The container's name: unique per lab process and host port."""
+    return f"poochlab-tfserving-{os.getpid()}-{rest_port}"
+
+
+def server_pid_under(init_pid: int, process_name: str = SERVER_PROCESS) -> int | None:
+    """The host pid of `process_name` at or under the container's init (`docker run --init`
+    makes docker-init the container's first process and the server its child)."""
+    import psutil
+
+    try:
+        init = psutil.Process(init_pid)
+        for process in (init, *init.children(recursive=True)):
+            if process.name() == process_name:
+                return process.pid
+    except psutil.Error:
+        pass
+    return None
+
+
+def ensure_image(docker: str, image: str, *, timeout_s: float = PULL_TIMEOUT_S) -> bool:
+    """Pull `image` unless the engine has it (True: pulled now). Docker's progress goes to
+    stderr; a pull that fails or outlasts `timeout_s` is a clear error."""
+    if subprocess.run([docker, "image", "inspect", image], capture_output=True).returncode == 0:
+        return False
+    print(f"pulling {image} before starting it (first run; up to {timeout_s / 60:.0f} min) ...",
+          file=sys.stderr, flush=True)
+    try:
+        result = subprocess.run([docker, "pull", image], stdout=sys.stderr, stderr=sys.stderr, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"`{docker} pull {image}` did not finish within {timeout_s:.0f} s; "
+                           "pull it yourself, then run again") from None
+    if result.returncode != 0:
+        raise RuntimeError(f"`{docker} pull {image}` failed with exit code {result.returncode} (output above)")
+    return True
+
+
+@dataclasses.dataclass
+class RunningContainer(IdentifiedServer):
+    """A TF Serving container. ``pid`` is the server inside it (None when the lab cannot see it),
+    never the `docker run` client, which is ``client_pid``."""
+
+    container: str = ""
+    docker: str = "docker"
+    _server_pid: int | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def client_pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def pid(self) -> int | None:  # type: ignore[override]
+        if self._server_pid is None and self.process is not None and self.process.poll() is None:
+            inspect = subprocess.run([self.docker, "inspect", "--format", "{{.State.Pid}}", self.container],
+                                     capture_output=True, text=True, timeout=30)
+            init_pid = inspect.stdout.strip()
+            if inspect.returncode == 0 and init_pid.isdigit() and int(init_pid) > 0:
+                self._server_pid = server_pid_under(int(init_pid))
+        return self._server_pid
+
+    def resource_source(self) -> str:
+        """What the lab's CPU, memory and energy figures for this server come from."""
+        pid = self.pid
+        if pid is None:
+            return (f"not measured: no {SERVER_PROCESS} of container {self.container} is visible to the lab "
+                    "(`docker inspect` gave no host pid the lab can read); the `docker run` client's "
+                    "figures are not the server's, so none are recorded")
+        return f"pid {pid}: {SERVER_PROCESS} in container {self.container} (found with `docker inspect`)"
+
+
+def launch_docker(spec: "ServerSpec", *, image: str = TFSERVING_IMAGE, cpuset: str | None = None,
+                  pull_timeout_s: float = PULL_TIMEOUT_S) -> RunningContainer:
     """Run the pinned TF Serving image for `spec` in the foreground (`docker run --rm`): its
-    logs go to the spec's log file and stopping the server stops and removes the container."""
+    logs go to the spec's log file and stopping the server stops and removes the container.
+
+    cpuset: the cores the container may use (`--cpuset-cpus`); default $POOCHLAB_DOCKER_CPUSET.
+    The image is pulled first when the engine does not have it (see ensure_image).
+    """
     import tempfile
 
-    from poochlab.serving.kinds.tfserving import with_binary
-    from poochlab.serving.launcher import launch_command
+    from poochlab.serving.launcher import RunningServer, launch_command
 
     docker = shutil.which("docker")
     if docker is None:
         raise FileNotFoundError("docker is not installed (server kind \"docker\" needs the Docker CLI and engine)")
+    cpuset = cpuset if cpuset is not None else (os.environ.get(CPUSET_ENV) or None)
+    ensure_image(docker, image, timeout_s=pull_timeout_s)
     workdir = (spec.log_file.parent / "docker" if spec.log_file else Path(tempfile.mkdtemp(prefix="poochlab-docker-")))
-    server = launch_command(spec, docker_command_for(spec, workdir, image=image, docker=docker))
-    return with_binary(server, {"kind": DOCKER, "image": image, "docker": docker})
+    server = launch_command(spec, docker_command_for(spec, workdir, image=image, docker=docker, cpuset=cpuset))
+    fields = {f.name: getattr(server, f.name) for f in dataclasses.fields(RunningServer)}
+    return RunningContainer(
+        **fields, binary={"kind": DOCKER, "image": image, "docker": docker, "cpuset": cpuset},
+        container=container_name(server.rest_port), docker=docker)

@@ -54,7 +54,9 @@ class BalancerConfig:
         None resolves the names once at start (fine for IP addresses).
     runtime_dir: where the pid file and temporary files go (relative paths are relative to
         nginx's prefix, `-p`); error_log: a path or "stderr".
-    keepalive: idle connections kept open to the upstreams per worker.
+    keepalive: idle connections kept open to the upstreams per worker. Above the most users the
+        README's examples run (256), so a connection is never set up again mid-run: a new one
+        would land in the server latency the balancer passes on.
     """
 
     backends: tuple[Backend, ...]
@@ -65,7 +67,7 @@ class BalancerConfig:
     worker_processes: str = "auto"
     runtime_dir: str = "."
     error_log: str = "error.log"
-    keepalive: int = 64
+    keepalive: int = 1024
     nginx_version: tuple[int, int, int] = (1, 22, 1)
 
     def __post_init__(self) -> None:
