@@ -37,6 +37,10 @@ CALIBRATION_SCHEMA = 2
 READABLE_CALIBRATION_SCHEMAS = (1, 2)  # 1: one reference capacity, no path limits
 
 
+class CalibrationError(RuntimeError):
+    """The rig cannot drive the load a sweep asks for; the message names the path or server."""
+
+
 @dataclass(frozen=True)
 class CapacityCalibration:
     """The capacity of the reference configuration and the steps that found it."""
@@ -217,8 +221,10 @@ def combined(reference: str, servers: dict[str, CapacityCalibration], paths: lis
     candidates += [(p.limit_rps, f"generator {p.path}") for p in paths if p.bounded]
     capacity, limited_by = min(candidates)
     if capacity <= 0:
-        raise RuntimeError(f"calibration: {limited_by} could not carry any load validly "
-                           f"(steps: {[p.steps for p in paths if p.limit_rps <= 0]})")
+        failed = [f"{p.path}: {s['rate_rps']:.0f} req/s: {'; '.join(s['reasons'])}" for p in paths
+                  if p.bounded and p.limit_rps <= 0 for s in p.steps]
+        raise CalibrationError(f"calibration: {limited_by} could not carry any load validly on this machine "
+                               f"(is something else using its CPUs?): {' | '.join(failed)}")
     first = servers[reference] if reference in servers else next(iter(servers.values()))
     notes = tuple(f"server {name}: {note}" for name, c in servers.items() for note in c.notes)
     return CapacityCalibration(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from poochlab.experiments.load.calibration import CalibrationError
 from poochlab.experiments.records import TrialRecord, write_atomically
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, plan_trials
@@ -120,7 +121,10 @@ class SweepRunner:
         self._in_flight = None
         restore = _sigterm_as_interrupt()
         try:
-            execution.prepare_run(context, self.trials)
+            try:
+                execution.prepare_run(context, self.trials)
+            except CalibrationError as error:  # the rig cannot drive this sweep: say why, run nothing
+                raise RunError(str(error)) from None
             for trial in self._iterate(todo):
                 for record, measured_now in self._records_of(context, trial, done):
                     if not measured_now:  # a search step a resumed run already holds

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from poochlab.experiments.load.calibration import CalibrationError
 from poochlab.experiments.records import TrialRecord
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, config_id, resolve_factors, server_config
@@ -149,7 +150,8 @@ def _calibration_progress(step: dict[str, Any]) -> None:
 
     what = f"generator {step['path']} at {step['rate_rps']:.0f} req/s" if "path" in step else \
         f"server {step.get('configuration', '')} with {step['users']} users: {step['throughput_rps']:.0f} req/s"
-    print(f"calibration: {what}: {'valid' if step['valid'] else 'not valid'}", file=sys.stderr, flush=True)
+    verdict = "valid" if step["valid"] else "not valid" + (f" ({step['reasons'][0]})" if step.get("reasons") else "")
+    print(f"calibration: {what}: {verdict}", file=sys.stderr, flush=True)
 
 
 def _server_capacities(context: RunContext, trials: list[Trial], window_s: float,
@@ -195,10 +197,6 @@ def combined_paths_only(limits: list[Any]) -> Any:
                                generator_paths=tuple(limit.as_dict() for limit in limits))
 
 
-class RateBeyondPathError(RuntimeError):
-    """A planned rate the generator cannot send validly on its path (refused before the sweep)."""
-
-
 def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: Any) -> None:
     problems = []
     for trial in trials:
@@ -216,7 +214,7 @@ def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibra
                                 f"(its measured limit on this machine is {limit:.0f} req/s)")
     if problems:
         unique = sorted(set(problems))
-        raise RateBeyondPathError(
+        raise CalibrationError(
             f"{context.spec.path}: the load generator cannot send these rates validly: {'; '.join(unique)}. "
             "Lower the rates (or use load_level), or give the load more generator processes ([load] workers).")
 
