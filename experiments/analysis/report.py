@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 
 from poochlab.experiments.analysis.bootstrap import DEFAULT_RESAMPLES
+from poochlab.experiments.analysis.effects import estimate_effects
 from poochlab.experiments.analysis.figures import FIGURES, figure_png, figure_svg
 from poochlab.experiments.analysis.frontier import apply_budget, best_setting_transfer
 from poochlab.experiments.analysis.report_document import FigureBlock, build_document
@@ -47,6 +48,7 @@ def build_report(run_folder: Path | str, p99_budget_ms: float | None = None,
     """Read ``run_folder``'s manifest and trials; write tables/, plots/ and the three reports."""
     run = load_run(run_folder)
     analysis = analyze(run, resamples=resamples)
+    analysis.effects = estimate_effects(analysis)
     budget_ms = _budget_from(run.manifest, p99_budget_ms)
     budget = apply_budget(analysis.configs, budget_ms)  # adds pareto_optimal / meets_budget columns
     transfers = best_setting_transfer(analysis.configs, analysis.varied, budget_ms)
