@@ -18,6 +18,7 @@ import pandas as pd
 
 from poochlab.experiments.analysis.frontier import BudgetResult, TransferResult, sustainable_throughput
 from poochlab.experiments.analysis.generator_floor import floor_p50_ms, floor_table
+from poochlab.experiments.analysis.number_format import format_number
 from poochlab.experiments.analysis.run_analysis import TABLE_SCHEMA_VERSION, RunAnalysis
 
 
@@ -59,21 +60,6 @@ class ReportDocument:
 
     def add(self, *blocks: Any) -> None:
         self.blocks.extend(blocks)
-
-
-def format_number(value: Any) -> str:
-    """Numbers as a reader wants them: 3 significant digits, whole numbers above 1000."""
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else ("yes" if value else "no")
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.3g}"
-    return str(value)
 
 
 def _ci(low: float, high: float) -> str:
