@@ -72,7 +72,7 @@ def validity_headline(tables: Tables) -> str:
         rows = invalid[categories == kind]
         reasons = [r for text in rows.get("invalid_reasons", rows["validity_reasons"]) for r in str(text).split("; ")]
         setting = _common_setting(rows, tables.label_factors) if len(rows) > 1 else ""
-        detail = "; ".join(t for t in (f"all at {setting}" if setting else "", _reasons_text(reasons)) if t)
+        detail = (f"all at {setting}: " if setting else "") + _reasons_text(reasons)
         parts.append(f"{_count(len(rows), 'trial')} {KIND_NAMES.get(kind, kind)} ({detail})")
     text += " Not valid: " + "; ".join(parts) + "."
     without = configs[configs["valid_trials"] == 0]

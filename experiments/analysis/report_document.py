@@ -108,7 +108,7 @@ def _errors_by_reason(text: Any) -> str:
 
 
 def _hit_ratio(row: pd.Series) -> str:
-    achieved = row.get("cache_hit_ratio", math.nan)
+    achieved = row.get("cache_hit_ratio_achieved", math.nan)
     planned = row.get("cache_hit_ratio_planned", math.nan)
     if isinstance(achieved, float) and math.isnan(achieved):
         return "–"

@@ -242,7 +242,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
         notes.append("one repetition per configuration: intervals come from windows within one run and say nothing about run-to-run variation")
     if trials["queue_mean_ms"].isna().all():
         notes.append("no server-side timing recorded: queue and compute times are missing, the breakdown shows client and everything else")
-    if trials["cache_hit_ratio"].isna().all():
+    if trials["cache_hit_ratio_achieved"].isna().all():
         notes.append("no cache in this run: cache hit ratios are not applicable")
     if trials["energy_joules"].isna().all():
         notes.append("no energy measurement recorded")
@@ -309,7 +309,7 @@ def _config_row(
     )
     row["co_hiding_stalls"] = hides_stalls(row["p99_ms"], row["p99_corrected_ms"])
     hits, misses = good["cache_hits"].sum(min_count=1), good["cache_misses"].sum(min_count=1)
-    row["cache_hit_ratio"] = hits / (hits + misses) if not (math.isnan(hits) or math.isnan(misses)) and hits + misses else math.nan
+    row["cache_hit_ratio_achieved"] = hits / (hits + misses) if not (math.isnan(hits) or math.isnan(misses)) and hits + misses else math.nan
     planned = factor_values.get("cache_hit_ratio")
     row["cache_hit_ratio_planned"] = float(planned) if isinstance(planned, (int, float)) and not isinstance(planned, bool) else math.nan
     row["cache_errors"] = good["cache_errors"].sum(min_count=1) if len(good) else math.nan

@@ -112,7 +112,8 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
         cache_misses=(record.cache or {}).get("misses", NAN) if record.cache is not None else NAN,
         cache_errors=cache_errors(record.cache),
         cache_errors_by_reason=errors_by_reason_text(record.cache),
-        cache_hit_ratio=(
+        # "_achieved": the sweep's factor cache_hit_ratio is the planned one.
+        cache_hit_ratio_achieved=(
             _ratio(record.cache.get("hits", 0), record.cache.get("hits", 0) + record.cache.get("misses", 0))
             if record.cache is not None
             else NAN
