@@ -23,8 +23,10 @@ from poochlab.experiments.commands import report as report_command
 
 RESAMPLES = 300
 BUDGET_MS = 5.0
-SECTIONS = ("Question", "Setup", "Variables", "Results", "The load generator's own floor",
-            "Best configuration under the p99 budget", "Validity warnings", "Threats to validity", "Provenance")
+# Findings first, setup and provenance last (an appendix).
+SECTIONS = ("Findings", "Figures", "Tables", "Validity", "Threats to validity", "Appendix: setup and provenance")
+SUBSECTIONS = ("Effects", "Configurations", "Best configuration under the p99 budget", "The load generator's own floor",
+               "Validity warnings", "Setup", "Variables", "Provenance")
 
 
 @pytest.fixture(scope="session")
@@ -100,8 +102,10 @@ def test_notebook_executes_and_draws_every_figure_from_the_tables(fixture_report
 def test_markdown_report_has_every_section_figure_and_table(fixture_report):
     built, configs = fixture_report
     markdown = built.markdown.read_text()
-    for section in SECTIONS:
-        assert f"\n## {section}\n" in markdown
+    positions = [markdown.index(f"\n## {section}\n") for section in SECTIONS]
+    assert positions == sorted(positions)
+    for section in SUBSECTIONS:
+        assert f"\n### {section}\n" in markdown
     for name in FIGURES:
         assert f"(plots/{name}.png)" in markdown and (built.folder / "plots" / f"{name}.png").stat().st_size > 0
         assert (built.folder / "plots" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
@@ -110,11 +114,12 @@ def test_markdown_report_has_every_section_figure_and_table(fixture_report):
     # 16 configurations x 3 repetitions, one of which failed; every row carries the schema version.
     assert len(trials) == 48 and len(configs) == 16
     assert (trials["status"] == "failed").sum() == 1
-    assert set(trials["schema_version"]) == {1} and set(configs["schema_version"]) == {1}
+    # The fixture's records are schema 1; the tables it gives are the current table schema.
+    assert set(trials["schema_version"]) == {2} and set(configs["schema_version"]) == {2}
     for factor in ("protocol", "cache", "model_variant", "load_level"):
         assert factor in trials.columns and factor in configs.columns
     # The fixture's invalid and failed trials are named among the validity warnings.
-    warnings = markdown.split("## Validity warnings")[1].split("## Threats")[0]
+    warnings = markdown.split("### Validity warnings")[1].split("## Threats")[0]
     assert "failed: server exited with code -9" in warnings and "generator CPU above 80%" in warnings
     assert "model_variant stay best" in markdown
     # The fixture has no corrected histograms: a column that would be all blanks is left out.
