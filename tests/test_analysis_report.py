@@ -97,6 +97,13 @@ def test_notebook_executes_and_draws_every_figure_from_the_tables(fixture_report
     assert len(images) == len(FIGURES)
     printed = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "Pareto-optimal" in printed  # the captions come out of the same plotting functions
+    # The findings, recomputed in the kernel from the saved tables, say what the report says.
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for cell in notebook.cells if cell.cell_type == "code"
+                    for o in cell.outputs)
+    report_findings = " ".join(built.markdown.read_text().split("## Findings")[1].split("\n## ")[0].split())
+    recomputed = [" ".join(line[2:].split()) for line in shown.splitlines() if line.startswith("- ")]
+    assert len(recomputed) >= 5 and all(sentence in report_findings for sentence in recomputed)
+    assert "46 of 48 trials are valid" in shown
 
 
 def test_markdown_report_has_every_section_figure_and_table(fixture_report):
