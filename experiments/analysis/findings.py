@@ -70,7 +70,8 @@ def validity_headline(tables: Tables) -> str:
     categories = invalid["validity_category"] if "validity_category" in invalid else pd.Series("invalid", invalid.index)
     for kind in list(dict.fromkeys(categories)):
         rows = invalid[categories == kind]
-        reasons = [r for text in rows.get("invalid_reasons", rows["validity_reasons"]) for r in str(text).split("; ")]
+        reasons = [r.removeprefix("failed: ") for text in rows.get("invalid_reasons", rows["validity_reasons"])
+                   for r in str(text).split("; ")]
         setting = _common_setting(rows, tables.label_factors) if len(rows) > 1 else ""
         detail = (f"all at {setting}: " if setting else "") + _reasons_text(reasons)
         parts.append(f"{_count(len(rows), 'trial')} {KIND_NAMES.get(kind, kind)} ({detail})")

@@ -100,11 +100,16 @@ def short_labels(configs: pd.DataFrame, factors: list[str]) -> tuple[pd.Series, 
     return labels, common
 
 
-def _errors_by_reason(text: Any) -> str:
-    if not isinstance(text, str) or not text:
+def _errors_by_reason(row: pd.Series) -> str:
+    """Cache errors of the valid trials by reason; older records kept only the total."""
+    text = row.get("cache_errors_by_reason")
+    if isinstance(text, str) and text:
+        counts = json.loads(text)
+        return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1])) or "0"
+    total = row.get("cache_errors", math.nan)
+    if not isinstance(total, (int, float)) or math.isnan(total):
         return "–"
-    counts = json.loads(text)
-    return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+    return "0" if total == 0 else f"{int(total)} (reasons not recorded)"
 
 
 def _hit_ratio(row: pd.Series) -> str:
@@ -154,7 +159,7 @@ def results_table(configs: pd.DataFrame, factors: list[str] | None = None) -> tu
             "throughput req/s": format_number(row["throughput_rps"]),
             "error rate": format_number(row["error_rate"]),
             "cache hit ratio": _hit_ratio(row),
-            "cache errors by reason": _errors_by_reason(row.get("cache_errors_by_reason")),
+            "cache errors by reason": _errors_by_reason(row),
             "energy mJ/request": format_number(row["energy_per_request_mj"]),
         })
     table = pd.DataFrame(rows)
