@@ -117,7 +117,7 @@ def _setting_text(values: dict[str, Any]) -> str:
 def _row(kind: str, factor: str, baseline: Any, level: Any, other: str, metric: str, baseline_value: float,
          level_value: float, diffs: np.ndarray, log_ratios: np.ndarray, pairs: int, difference: float,
          ratio: float) -> dict[str, Any]:
-    column, unit = METRICS[metric]
+    unit = METRICS[metric][1]
     diff_ci = interval_of(diffs)
     ratio_ci = interval_of(log_ratios)
     return {
