@@ -197,6 +197,7 @@ def test_report_command_takes_the_budget_from_the_manifest(tmp_path, capsys):
     out = capsys.readouterr().out
     # rest's p99 is about 2.0 ms (median 0.9 ms x e^(0.35 x 2.33)), gRPC's about 2.9 ms.
     assert "best configuration under the p99 budget: protocol=rest" in out
+    assert "4 of 4 trials are valid; 2 of 2 configurations have valid trials" in out  # 2 configs x 2 repetitions
     assert f"report:   {folder / 'report.md'}" in out
     assert "p99 at most 2.5 ms" in (folder / "report.md").read_text()
 
