@@ -16,7 +16,7 @@ from poochlab.experiments.analysis.figures import (
     FIGURES,
     plot_latency_breakdown,
     plot_latency_vs_throughput,
-    plot_main_effects,
+    plot_effects,
     plot_p99_by_factor,
     plot_pareto_front,
     plot_percentile_spectrum,
@@ -56,7 +56,29 @@ def _tables(outlier_p99_ms: float) -> Tables:
     spectrum = pd.DataFrame([
         {"config_id": c["config_id"], "x": x, "latency_ms": latency}
         for _, c in configs.iterrows() for x, latency in ((2.0, c["p50_ms"]), (100.0, c["p99_ms"]), (1e4, c["p99_ms"] * 1.1))])
-    return Tables(trials, configs, windows, spectrum, list(FACTORS), list(FACTORS), budget_ms=25.0)
+    return Tables(trials, configs, windows, spectrum, list(FACTORS), list(FACTORS), budget_ms=25.0,
+                  effects=_effects())
+
+
+# Hand-made effects: protocol's pairs differ by +2 and +4 ms (mean +3, interval excludes zero);
+# cache's by -1 and +1 (mean 0, interval includes zero).
+EFFECT_PAIRS = {"protocol": [("cache=off", 2.0, (1.0, 3.0)), ("cache=on", 4.0, (3.0, 5.0))],
+                "cache": [("protocol=grpc", -1.0, (-2.0, 0.0)), ("protocol=rest", 1.0, (0.0, 2.0))]}
+EFFECT_SUMMARY = {"protocol": (3.0, (2.0, 4.0), "increases"), "cache": (0.0, (-1.0, 1.0), "no measurable effect")}
+
+
+def _effects() -> pd.DataFrame:
+    rows = []
+    for factor, pairs in EFFECT_PAIRS.items():
+        mean, (low, high), verdict = EFFECT_SUMMARY[factor]
+        rows.append({"kind": "overall", "factor": factor, "baseline": "a", "level": "b", "other": "mean over 2 settings",
+                     "metric": "p99", "difference": mean, "difference_ci_low": low, "difference_ci_high": high,
+                     "pairs": 2, "verdict": verdict})
+        for other, difference, (low, high) in pairs:
+            rows.append({"kind": "pair", "factor": factor, "baseline": "a", "level": "b", "other": other, "metric": "p99",
+                         "difference": difference, "difference_ci_low": low, "difference_ci_high": high, "pairs": 1,
+                         "verdict": "increases" if low > 0 else "decreases" if high < 0 else "no measurable effect"})
+    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +108,7 @@ def _marked_values(axis, hollow: bool) -> set[float]:
 
 
 @pytest.mark.parametrize("plot", [plot_p99_by_factor, plot_latency_vs_throughput, plot_pareto_front,
-                                  plot_percentile_spectrum, plot_main_effects])
+                                  plot_percentile_spectrum])
 def test_latency_axis_is_logarithmic_exactly_when_the_data_span_more_than_ten_times(plot, wide, narrow):
     wide_figure, _ = plot(wide)
     narrow_figure, _ = plot(narrow)
@@ -108,7 +130,7 @@ def test_breakdown_shows_shares_and_puts_the_means_on_a_log_axis_when_they_span_
     assert total_axis.get_xscale() == "log" and "log axis" in caption
     assert plot_latency_breakdown(narrow)[0].axes[1].get_xscale() == "linear"
     invalid_label = wide.configs.loc[wide.configs["invalid_trials"] > 0, "label"].item()
-    assert f"{invalid_label} (invalid)" in [t.get_text() for t in share_axis.get_yticklabels()]
+    assert f"{invalid_label} (some trials invalid)" in [t.get_text() for t in share_axis.get_yticklabels()]
 
 
 def test_p99_by_factor_joins_configurations_that_differ_only_in_the_panels_factor(wide):
@@ -148,7 +170,7 @@ def test_configurations_with_an_invalid_trial_are_drawn_hollow_and_the_caption_s
         assert hollow == {round(float(v), 6) for c in columns for v in invalid[c]}
         assert {round(float(v), 6) for c in columns for v in valid[c]} <= filled
         assert not hollow & filled
-        assert "≥1 invalid trial" in [t.get_text() for t in axis.get_legend().get_texts()]
+        assert "≥1 invalid trial (left out)" in [t.get_text() for t in axis.get_legend().get_texts()]
     assert "Hollow markers are configurations with at least one invalid trial" in caption
 
 
@@ -179,3 +201,40 @@ def test_a_log_latency_axis_has_a_labelled_tick_below_the_fastest_point(wide):
         low, _ = axis.get_ylim()
         labelled = [t for t in axis.get_yticks() if low <= t <= fastest]
         assert labelled and axis.yaxis.get_major_formatter()(labelled[-1]) == f"{labelled[-1]:g}"
+
+
+def test_effects_figure_draws_each_pair_and_the_mean_with_intervals_and_zero_marked(wide):
+    figure, caption = plot_effects(wide)
+    axes = _data_axes(figure)
+    assert [axis.get_title() for axis in axes] == [f"effect of {f} on p99" for f in EFFECT_PAIRS]
+    for axis, (factor, pairs) in zip(axes, EFFECT_PAIRS.items()):
+        # Zero is marked by a vertical line at x = 0.
+        assert any(list(line.get_xdata()) == [0.0, 0.0] for line in axis.get_lines())
+        points = {round(float(line.get_xdata()[0]), 6): line for line in axis.get_lines()
+                  if line.get_marker() in ("o", "D")}
+        mean, (low, high), verdict = EFFECT_SUMMARY[factor]
+        assert set(points) == {mean} | {d for _, d, _ in pairs}
+        assert points[mean].get_marker() == "D"
+        # Interval excluding zero: red; including it: grey.
+        assert points[mean].get_color() == ("C3" if verdict == "increases" else "0.45")
+        spans = {tuple(round(float(v), 6) for v in segment[:, 0])
+                 for collection in axis.collections for segment in collection.get_segments()}
+        assert spans == {(low, high)} | {interval for _, _, interval in pairs}
+        labels = [t.get_text() for t in axis.get_yticklabels()]
+        assert labels[0].endswith("mean of 2") and len(labels) == 3
+    assert "zero" in caption and "95%" in caption
+
+
+def test_a_configuration_without_valid_trials_is_not_drawn_and_the_caption_says_so(wide):
+    dead = wide.configs.iloc[:1].copy()
+    dead["config_id"], dead["valid_trials"], dead["invalid_trials"] = "dead", 0, 2
+    for column in ("p99_ms", "p50_ms", "mean_ms", "throughput_rps", "p99_ci_low_ms", "p99_ci_high_ms"):
+        dead[column] = np.nan
+    tables = Tables(wide.trials, pd.concat([wide.configs, dead], ignore_index=True), wide.windows, wide.spectrum,
+                    wide.factors, wide.varied, wide.budget_ms, wide.effects)
+    for plot in (plot_p99_by_factor, plot_latency_vs_throughput, plot_pareto_front, plot_latency_breakdown,
+                 plot_percentile_spectrum):
+        figure, caption = plot(tables)
+        assert "1 configuration without a valid trial is left out (no numbers; listed under Validity)" in caption
+        for axis in _data_axes(figure):
+            assert not any(np.isnan(np.asarray(line.get_ydata(), float)).any() for line in _markers(axis))

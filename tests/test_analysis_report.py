@@ -23,8 +23,10 @@ from poochlab.experiments.commands import report as report_command
 
 RESAMPLES = 300
 BUDGET_MS = 5.0
-SECTIONS = ("Question", "Setup", "Variables", "Results", "The load generator's own floor",
-            "Best configuration under the p99 budget", "Validity warnings", "Threats to validity", "Provenance")
+# Findings first, setup and provenance last (an appendix).
+SECTIONS = ("Findings", "Figures", "Tables", "Validity", "Threats to validity", "Appendix: setup and provenance")
+SUBSECTIONS = ("Effects", "Configurations", "Best configuration under the p99 budget", "The load generator's own floor",
+               "Validity warnings", "Setup", "Variables", "Provenance")
 
 
 @pytest.fixture(scope="session")
@@ -95,13 +97,22 @@ def test_notebook_executes_and_draws_every_figure_from_the_tables(fixture_report
     assert len(images) == len(FIGURES)
     printed = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "Pareto-optimal" in printed  # the captions come out of the same plotting functions
+    # The findings, recomputed in the kernel from the saved tables, say what the report says.
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for cell in notebook.cells if cell.cell_type == "code"
+                    for o in cell.outputs)
+    report_findings = " ".join(built.markdown.read_text().split("## Findings")[1].split("\n## ")[0].split())
+    recomputed = [" ".join(line[2:].split()) for line in shown.splitlines() if line.startswith("- ")]
+    assert len(recomputed) >= 5 and all(sentence in report_findings for sentence in recomputed)
+    assert "46 of 48 trials are valid" in shown
 
 
 def test_markdown_report_has_every_section_figure_and_table(fixture_report):
     built, configs = fixture_report
     markdown = built.markdown.read_text()
-    for section in SECTIONS:
-        assert f"\n## {section}\n" in markdown
+    positions = [markdown.index(f"\n## {section}\n") for section in SECTIONS]
+    assert positions == sorted(positions)
+    for section in SUBSECTIONS:
+        assert f"\n### {section}\n" in markdown
     for name in FIGURES:
         assert f"(plots/{name}.png)" in markdown and (built.folder / "plots" / f"{name}.png").stat().st_size > 0
         assert (built.folder / "plots" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
@@ -110,11 +121,12 @@ def test_markdown_report_has_every_section_figure_and_table(fixture_report):
     # 16 configurations x 3 repetitions, one of which failed; every row carries the schema version.
     assert len(trials) == 48 and len(configs) == 16
     assert (trials["status"] == "failed").sum() == 1
-    assert set(trials["schema_version"]) == {1} and set(configs["schema_version"]) == {1}
+    # The fixture's records are schema 1; the tables it gives are the current table schema.
+    assert set(trials["schema_version"]) == {2} and set(configs["schema_version"]) == {2}
     for factor in ("protocol", "cache", "model_variant", "load_level"):
         assert factor in trials.columns and factor in configs.columns
     # The fixture's invalid and failed trials are named among the validity warnings.
-    warnings = markdown.split("## Validity warnings")[1].split("## Threats")[0]
+    warnings = markdown.split("### Validity warnings")[1].split("## Threats")[0]
     assert "failed: server exited with code -9" in warnings and "generator CPU above 80%" in warnings
     assert "model_variant stay best" in markdown
     # The fixture has no corrected histograms: a column that would be all blanks is left out.
@@ -185,6 +197,7 @@ def test_report_command_takes_the_budget_from_the_manifest(tmp_path, capsys):
     out = capsys.readouterr().out
     # rest's p99 is about 2.0 ms (median 0.9 ms x e^(0.35 x 2.33)), gRPC's about 2.9 ms.
     assert "best configuration under the p99 budget: protocol=rest" in out
+    assert "4 of 4 trials are valid; 2 of 2 configurations have valid trials" in out  # 2 configs x 2 repetitions
     assert f"report:   {folder / 'report.md'}" in out
     assert "p99 at most 2.5 ms" in (folder / "report.md").read_text()
 

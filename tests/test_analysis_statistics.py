@@ -74,8 +74,8 @@ def test_trial_percentiles_merge_only_that_trials_windows(mixed_run):
 def test_cache_hit_ratio_and_breakdown_columns(mixed_run):
     analysis, configs, _ = mixed_run
     table = analysis.configs.set_index("config_id")
-    assert table.loc[configs[1].config_id, "cache_hit_ratio"] == pytest.approx(0.7, abs=0.01)
-    assert math.isnan(table.loc[configs[0].config_id, "cache_hit_ratio"])
+    assert table.loc[configs[1].config_id, "cache_hit_ratio_achieved"] == pytest.approx(0.7, abs=0.01)
+    assert math.isnan(table.loc[configs[0].config_id, "cache_hit_ratio_achieved"])
     # The synthetic server computes for 0.4 x the median on average (log-normal, sigma 0.2).
     expected_compute = configs[0].median_us * 0.4 * math.exp(0.2**2 / 2) / 1000
     assert table.loc[configs[0].config_id, "breakdown_compute_ms"] == pytest.approx(expected_compute, rel=0.05)
@@ -198,8 +198,14 @@ def test_client_timing_is_read_from_the_recorders_keys(mixed_run):
     assert row["breakdown_client_ms"] == pytest.approx(configs[0].median_us * 0.10 / 1000)
 
 
-def test_budget_prefers_a_configuration_whose_trials_were_all_valid():
-    configs = pd.DataFrame({"label": ["fast but invalid", "valid"], "throughput_rps": [900.0, 500.0],
-                            "p99_ms": [3.0, 4.0], "p99_ci_high_ms": [3.5, 4.5], "invalid_trials": [1, 0]})
-    assert apply_budget(configs, 5.0).best["label"] == "valid"
-    assert apply_budget(configs.iloc[:1].copy(), 5.0).best["label"] == "fast but invalid"
+def test_a_configuration_without_valid_trials_never_meets_the_budget_nor_joins_the_front():
+    # "fast but invalid" has no valid trial; "partly valid" lost one trial, and its numbers come
+    # from the valid one, so it counts.
+    configs = pd.DataFrame({"label": ["fast but invalid", "partly valid", "valid"],
+                            "throughput_rps": [900.0, 600.0, 500.0], "p99_ms": [3.0, 4.0, 4.5],
+                            "p99_ci_high_ms": [3.5, 4.5, 4.9], "valid_trials": [0, 1, 2], "invalid_trials": [2, 1, 0]})
+    result = apply_budget(configs, 5.0)
+    assert result.best["label"] == "partly valid"
+    assert list(result.meeting["label"]) == ["partly valid", "valid"]
+    assert configs["pareto_optimal"].tolist() == [False, True, False]
+    assert apply_budget(configs.iloc[:1].copy(), 5.0).best is None

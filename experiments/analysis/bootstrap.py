@@ -106,3 +106,38 @@ def _interval(draws: np.ndarray) -> Interval:
     alpha = (1.0 - CONFIDENCE) / 2.0
     low, high = np.nanquantile(draws, [alpha, 1.0 - alpha])
     return Interval(float(low), float(high))
+
+
+def resample_rates(
+    repetitions: list[tuple[np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> np.ndarray:
+    """Bootstrap distribution of an achieved rate (sum of counts / sum of durations), shape (resamples,).
+
+    ``repetitions`` holds one (counts, durations) pair of 1-D arrays per repetition, one entry per
+    window: the same two levels as :func:`resample_percentiles` (repetitions, then windows).
+    """
+    repetitions = [(c, d) for c, d in repetitions if len(c)]
+    if not repetitions:
+        return np.full(resamples, np.nan)
+    counts = np.zeros(resamples)
+    durations = np.zeros(resamples)
+    drawn_reps = rng.integers(0, len(repetitions), size=(resamples, len(repetitions)))
+    for slot in range(len(repetitions)):
+        for rep_index, (rep_counts, rep_durations) in enumerate(repetitions):
+            rows = np.flatnonzero(drawn_reps[:, slot] == rep_index)
+            if not len(rows):
+                continue
+            n = len(rep_counts)
+            weights = rng.multinomial(n, np.full(n, 1.0 / n), size=len(rows))
+            counts[rows] += weights @ rep_counts
+            durations[rows] += weights @ rep_durations
+    return np.divide(counts, durations, out=np.full(resamples, np.nan), where=durations > 0)
+
+
+def interval_of(draws: np.ndarray) -> Interval:
+    """95% percentile interval of bootstrap draws; no interval when any draw is missing."""
+    if not len(draws) or np.isnan(draws).any():
+        return NO_INTERVAL
+    return _interval(draws)

@@ -9,8 +9,9 @@ tens of times slower than the rest:
 
 - a latency axis turns logarithmic (ticks in plain ms) when its data span more than
   :data:`LOG_SPAN` times, so the fast configurations are not squashed under the slow one;
-- a configuration with at least one invalid trial is drawn with hollow markers (or marked
-  "(invalid)" where it is a line or a bar), and the caption says so;
+- a configuration's numbers come from its valid trials only; one without any valid trial is not
+  drawn (the caption counts it), one with some invalid trials is drawn with hollow markers (or
+  marked "(some trials invalid)" where it is a line or a bar), and the caption says so;
 - legends sit outside the axes, so they never hide data.
 """
 
@@ -37,9 +38,9 @@ MAX_LEGEND_ENTRIES = 20
 LINE_STYLES = ("-", "--", ":", "-.")  # after ten colours, lines differ by style too
 LOG_SPAN = 10.0  # max/min above which a latency axis is drawn on a log scale
 HOLLOW = "none"  # marker face colour of configurations with an invalid trial
-INVALID_TAG = " (invalid)"
-VALIDITY_NOTE = ("Hollow markers are configurations with at least one invalid trial (see the validity "
-                 "warnings); filled ones had only valid trials.")
+INVALID_TAG = " (some trials invalid)"
+VALIDITY_NOTE = ("Hollow markers are configurations with at least one invalid trial, left out of their numbers "
+                 "(which come from the valid trials); filled ones had only valid trials.")
 
 
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
@@ -55,7 +56,7 @@ def figure_svg(figure: Figure) -> bytes:
 
 
 def _factor_panels(tables: Tables) -> list[str]:
-    return tables.varied[:6] or tables.factors[:1]
+    return tables.label_factors[:6] or tables.factors[:1]
 
 
 def _placeholder(title: str, message: str) -> tuple[Figure, str]:
@@ -158,7 +159,7 @@ def _markers(axis: Axes, x: Iterable, y: Iterable, invalid: Iterable[bool], colo
                       markeredgecolor=color, markerfacecolor=HOLLOW if hollow else color, zorder=zorder)
 
 
-def _validity_handles(filled: str = "all trials valid", hollow: str = "≥1 invalid trial",
+def _validity_handles(filled: str = "all trials valid", hollow: str = "≥1 invalid trial (left out)",
                       color: str = "0.3") -> list[Line2D]:
     """Legend entries explaining filled and hollow markers (by default: trial validity)."""
     return [Line2D([], [], linestyle="none", marker="o", color=color, label=filled),
@@ -198,7 +199,7 @@ def plot_p99_by_factor(tables: Tables) -> tuple[Figure, str]:
     for axis, factor in zip(axes, panels):
         levels = _levels(configs[factor])
         position = {level: index for index, level in enumerate(levels)}
-        others = [f for f in tables.varied if f != factor]
+        others = [f for f in tables.label_factors if f != factor]
         groups = _other_settings(configs[configs[factor].isin(levels)], others)
         # Each group's points sit slightly apart so their error bars do not hide each other.
         offsets = np.linspace(-0.18, 0.18, len(groups)) if len(groups) > 1 else np.zeros(1)
@@ -231,6 +232,7 @@ def plot_p99_by_factor(tables: Tables) -> tuple[Figure, str]:
         f"(windows within repetitions, and repetitions). {VALIDITY_NOTE} A latency axis spanning more than "
         f"{LOG_SPAN:g}x is logarithmic."
         + (f" Only the first {MAX_LEGEND_ENTRIES} lines of a panel are named." if truncated else "")
+        + _omitted_note(tables)
     )
     return figure, caption
 
@@ -320,6 +322,7 @@ def plot_latency_vs_throughput(tables: Tables) -> tuple[Figure, str]:
            if load else "no load factor varies in this run, so each setting is a single point.")
         + f" {VALIDITY_NOTE} The latency axis is logarithmic when the latencies span more than {LOG_SPAN:g}x."
         + (f" Only the first {MAX_LEGEND_ENTRIES} settings are named in the legend." if len(groups) > MAX_LEGEND_ENTRIES else "")
+        + _omitted_note(tables)
     )
     return figure, caption
 
@@ -351,9 +354,10 @@ def plot_percentile_spectrum(tables: Tables) -> tuple[Figure, str]:
     caption = (
         "Latency (ms) at every percentile of each configuration's merged histogram, on a log axis of 1/(1-p) "
         "so the tail is spread out; beyond 1/(1-p) of about the number of requests a percentile is the maximum. "
-        f"The latency axis is logarithmic when it spans more than {LOG_SPAN:g}x. \"(invalid)\" in the legend marks "
-        "configurations with at least one invalid trial."
+        f"The latency axis is logarithmic when it spans more than {LOG_SPAN:g}x. \"(some trials invalid)\" in the "
+        "legend marks configurations with at least one invalid trial, left out of their numbers."
         + (f" Only the first {MAX_LEGEND_ENTRIES} configurations are named." if len(ids) > MAX_LEGEND_ENTRIES else "")
+        + _omitted_note(tables)
     )
     return figure, caption
 
@@ -391,6 +395,7 @@ def plot_pareto_front(tables: Tables) -> tuple[Figure, str]:
         "numbered as in the legend."
         + (f" The dotted line is the p99 budget of {tables.budget_ms:g} ms." if tables.budget_ms is not None else "")
         + f" {VALIDITY_NOTE} The p99 axis is logarithmic when it spans more than {LOG_SPAN:g}x."
+        + _omitted_note(tables)
     )
     return figure, caption
 
@@ -449,54 +454,102 @@ def plot_latency_breakdown(tables: Tables) -> tuple[Figure, str]:
         + (f" (log axis: the means span more than {LOG_SPAN:g}x)" if total_axis.get_xscale() == "log" else "")
         + ". Configurations are sorted "
         + (f"by {', '.join(load)}, then " if load else "")
-        + "by mean latency; \"(invalid)\" marks those with at least one invalid trial."
+        + "by mean latency; \"(some trials invalid)\" marks those with at least one invalid trial, left out of "
+        "their numbers."
         + (f" Not recorded in this run, drawn as zero: {', '.join(missing)}." if missing else "")
+        + _omitted_note(tables)
     )
     return figure, caption
 
 
-def plot_main_effects(tables: Tables) -> tuple[Figure, str]:
-    configs = tables.configs.dropna(subset=["p99_ms"])
-    panels = _factor_panels(tables)
-    if not panels or configs.empty:
-        return _placeholder("Main effects on p99", "No factor or no measured configuration: no effect to estimate.")
-    # One shared latency axis, so effects of different factors compare by eye.
-    figure, axes = _grid(len(panels), width=4.0, sharey=True)
-    grand = configs["p99_ms"].mean()
-    means_by_factor = {}
-    for factor in panels:
-        levels = _levels(configs[factor])
-        means_by_factor[factor] = (levels, [configs[configs[factor] == level]["p99_ms"].mean() for level in levels])
-    every_mean = [means for _, means in means_by_factor.values()]
-    for axis, factor in zip(axes, panels):
-        levels, means = means_by_factor[factor]
-        axis.plot(range(len(levels)), means, "o-", color="C0", label="mean p99 at this value")
-        axis.axhline(grand, color="0.5", linestyle="--", linewidth=1, label="grand mean")
-        axis.set_xticks(range(len(levels)), [str(v) for v in levels])
-        axis.set_xlim(-0.4, len(levels) - 0.6)
-        axis.set_xlabel(factor)
-        _scale_axis(axis, "y", every_mean + [[grand]], "mean of config p99 (ms)")
-        if not axis.get_subplotspec().is_first_col():
-            axis.set_ylabel("")  # the shared axis is labelled once per row
-        axis.set_title(f"main effect of {factor}")
-        axis.grid(alpha=0.3)
-    figure.legend(handles=axes[0].get_lines()[:1] + [Line2D([], [], color="0.5", linestyle="--", label="grand mean")],
-                  loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    figure.suptitle("Main effect of each factor on p99")
+def _omitted_note(tables: Tables) -> str:
+    """A caption's note on configurations that have no valid trial and are therefore not drawn."""
+    configs = tables.configs
+    if "valid_trials" not in configs:
+        return ""
+    count = int((configs["valid_trials"] == 0).sum())
+    if not count:
+        return ""
+    return (f" {count} configuration{'s' if count > 1 else ''} without a valid trial {'are' if count > 1 else 'is'} "
+            "left out (no numbers; listed under Validity).")
+
+
+def plot_effects(tables: Tables) -> tuple[Figure, str]:
+    """Each factor's effect on p99: one panel per factor, one row per pair of configurations that
+    differ only in it, the mean over pairs on top, 95% intervals, zero marked."""
+    effects = tables.effects
+    if effects is None or effects.empty:
+        return _placeholder("Effect of each factor on p99", "No factor varies between configurations with valid "
+                            "trials: no effect to estimate.")
+    chosen = effects[(effects["metric"] == "p99") & effects["kind"].isin(["pair", "overall"])]
+    factors = [f for f in dict.fromkeys(chosen["factor"]) if (chosen[(chosen["factor"] == f)]["pairs"] > 0).any()]
+    if not factors:
+        return _placeholder("Effect of each factor on p99", "No two configurations with valid trials differ in "
+                            "only one factor: no effect to estimate.")
+    panels = []
+    for factor in factors[:6]:
+        rows = chosen[chosen["factor"] == factor]
+        ordered = []
+        for level in dict.fromkeys(rows["level"]):
+            at_level = rows[rows["level"] == level]
+            ordered += [r for _, r in at_level[at_level["kind"] == "overall"].iterrows()]
+            ordered += [r for _, r in at_level[at_level["kind"] == "pair"].iterrows()]
+        panels.append((factor, ordered))
+    tallest = max(len(rows) for _, rows in panels)
+    figure, axes = _grid(len(panels), width=6.0, height=1.2 + 0.32 * tallest, columns=2)
+    for axis, (factor, rows) in zip(axes, panels):
+        positions = np.arange(len(rows))
+        labels = []
+        for position, row in zip(positions, rows):
+            overall = row["kind"] == "overall"
+            excludes = row["verdict"] in ("increases", "decreases")
+            color = "C3" if excludes else "0.45"
+            low, high = row["difference_ci_low"], row["difference_ci_high"]
+            if not (math.isnan(low) or math.isnan(high)):
+                axis.hlines(position, low, high, color=color, linewidth=2.5 if overall else 1.2)
+            axis.plot([row["difference"]], [position], linestyle="none", marker="D" if overall else "o",
+                      markersize=7 if overall else 4.5, color=color)
+            if overall:
+                labels.append(f"{row['level']} vs {row['baseline']}: mean of {int(row['pairs'])}")
+            else:
+                # Values only: the axis label names the factors once.
+                values = [part.split("=", 1)[-1] for part in str(row["other"]).split(", ")]
+                labels.append(textwrap.shorten(", ".join(values), width=40, placeholder="…"))
+        axis.axvline(0.0, color="0.2", linewidth=1, linestyle="--")
+        axis.set_yticks(positions, labels, fontsize=7)
+        for tick, row in zip(axis.get_yticklabels(), rows):
+            if row["kind"] == "overall":
+                tick.set_fontweight("bold")
+        axis.invert_yaxis()
+        axis.set_xlabel(f"p99 difference (ms): {factor} value minus baseline")
+        pair_rows = [r for r in rows if r["kind"] == "pair"]
+        if pair_rows:
+            names = [part.split("=", 1)[0] for part in str(pair_rows[0]["other"]).split(", ")]
+            axis.set_ylabel("pair at " + ", ".join(names), fontsize=8)
+        axis.set_title(f"effect of {factor} on p99")
+        axis.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color="C3", marker="D", label="mean over pairs, interval excludes 0"),
+               Line2D([], [], color="0.45", marker="D", label="mean over pairs, interval includes 0"),
+               Line2D([], [], color="0.3", marker="o", linestyle="none", label="one pair (other factors' values named)"),
+               Line2D([], [], color="0.2", linestyle="--", label="no effect (0)")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    figure.suptitle("Effect of each factor on p99: paired differences with 95% intervals")
     caption = (
-        "Main effects: for each value of a factor, the arithmetic mean p99 (ms) of the configurations at that value, "
-        "against the grand mean (dashed); all panels share one latency axis (logarithmic when the means span more "
-        f"than {LOG_SPAN:g}x). This averages configurations of a designed experiment to estimate an effect; it is "
-        "not a latency percentile of any configuration, and one very slow configuration can dominate it (the p99-by-factor "
-        "figure shows each configuration)."
+        "Each panel is one factor. A row is one pair of configurations that differ only in that factor (the other "
+        "factors' values name the row), both with valid trials: the difference of their merged p99 (ms), value "
+        "minus the factor's baseline (its first value in the spec), with a 95% block-bootstrap interval "
+        "(repetitions, then windows, of each configuration). The bold row with a diamond is the mean over the "
+        "pairs. Red: the interval excludes zero (a measurable effect); grey: it includes zero. The dashed line is "
+        "zero." + _omitted_note(tables)
+        + (f" Only the first 6 of {len(factors)} factors are drawn." if len(factors) > 6 else "")
     )
     return figure, caption
 
 
 # name -> (title, plotting function), in the report's order.
 FIGURES: dict[str, tuple[str, PlotFunction]] = {
+    "effects": ("Effect of each factor on p99", plot_effects),
     "p99_by_factor": ("p99 latency by factor", plot_p99_by_factor),
-    "main_effects": ("Main effect of each factor on p99", plot_main_effects),
     "latency_vs_throughput": ("Latency against achieved throughput", plot_latency_vs_throughput),
     "pareto_front": ("Pareto front of throughput against p99", plot_pareto_front),
     "percentile_spectrum": ("Percentile spectrum", plot_percentile_spectrum),

@@ -45,21 +45,20 @@ class BudgetResult:
 
 
 def apply_budget(configs: pd.DataFrame, budget_ms: float | None) -> BudgetResult:
-    """Add ``pareto_optimal`` and ``meets_budget`` columns to ``configs`` and pick the best."""
-    configs["pareto_optimal"] = pareto_optimal(configs["throughput_rps"], configs["p99_ms"])
+    """Add ``pareto_optimal`` and ``meets_budget`` columns to ``configs`` and pick the best.
+
+    A configuration without a valid trial has no numbers: it is never on the front, never meets
+    the budget and is never the best.
+    """
+    usable = (configs["valid_trials"] > 0) if "valid_trials" in configs else pd.Series(True, index=configs.index)
+    configs["pareto_optimal"] = pareto_optimal(configs["throughput_rps"].where(usable), configs["p99_ms"].where(usable))
     if budget_ms is None:
         configs["meets_budget"] = pd.NA
         return BudgetResult(None, configs.iloc[0:0], configs.iloc[0:0], None)
-    configs["meets_budget"] = configs["p99_ms"] <= budget_ms
+    configs["meets_budget"] = (configs["p99_ms"] <= budget_ms) & usable
     meeting = configs[configs["meets_budget"]].sort_values("throughput_rps", ascending=False)
     surely = meeting[meeting["p99_ci_high_ms"].fillna(meeting["p99_ms"]) <= budget_ms]
-    # A configuration whose every trial was valid is preferred; an invalid one wins only when
-    # nothing valid meets the budget, and the report says so.
-    if "invalid_trials" in meeting:
-        valid = meeting[meeting["invalid_trials"] == 0]
-        best = valid.iloc[0] if len(valid) else (meeting.iloc[0] if len(meeting) else None)
-    else:
-        best = meeting.iloc[0] if len(meeting) else None
+    best = meeting.iloc[0] if len(meeting) else None
     return BudgetResult(budget_ms, meeting, surely, best)
 
 

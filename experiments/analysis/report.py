@@ -8,6 +8,8 @@ from pathlib import Path
 import nbformat
 
 from poochlab.experiments.analysis.bootstrap import DEFAULT_RESAMPLES
+from poochlab.experiments.analysis.effects import estimate_effects
+from poochlab.experiments.analysis.findings import validity_headline
 from poochlab.experiments.analysis.figures import FIGURES, figure_png, figure_svg
 from poochlab.experiments.analysis.frontier import apply_budget, best_setting_transfer
 from poochlab.experiments.analysis.report_document import FigureBlock, build_document
@@ -29,6 +31,7 @@ class BuiltReport:
     plots: list[Path]
     warnings: list[str] = field(default_factory=list)
     best_label: str | None = None
+    headline: str = ""  # the validity headline, plain text
 
     def __str__(self) -> str:
         """Where to look: the self-contained HTML page."""
@@ -47,6 +50,7 @@ def build_report(run_folder: Path | str, p99_budget_ms: float | None = None,
     """Read ``run_folder``'s manifest and trials; write tables/, plots/ and the three reports."""
     run = load_run(run_folder)
     analysis = analyze(run, resamples=resamples)
+    analysis.effects = estimate_effects(analysis)
     budget_ms = _budget_from(run.manifest, p99_budget_ms)
     budget = apply_budget(analysis.configs, budget_ms)  # adds pareto_optimal / meets_budget columns
     transfers = best_setting_transfer(analysis.configs, analysis.varied, budget_ms)
@@ -73,4 +77,5 @@ def build_report(run_folder: Path | str, p99_budget_ms: float | None = None,
     write_atomically(html, to_html(document))
     write_atomically(notebook, nbformat.writes(to_notebook(document)))
     return BuiltReport(run.path, markdown, html, notebook, table_files, plot_files, analysis.warnings,
-                       None if budget.best is None else str(budget.best["label"]))
+                       None if budget.best is None else str(budget.best["label"]),
+                       validity_headline(tables).replace("**", ""))

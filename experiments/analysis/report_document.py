@@ -1,9 +1,10 @@
 """The report's content as a list of blocks, rendered later to Markdown, HTML and a notebook.
 
-Building the content once keeps the three formats saying the same thing. Every section the
-course asks for is here: question, setup, variables, results with captioned figures, the
-generator's floor, the best configuration under the budget, validity warnings, threats to
-validity and provenance.
+Building the content once keeps the three formats saying the same thing. The report answers
+first: findings (the question, the validity headline, each factor's effect with its interval,
+interactions, the best configuration), then the figures that support them, the tables, the
+validity details (invalid configurations, the generator's floor, warnings), threats to validity,
+and last an appendix with the setup, variables and provenance.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ import pandas as pd
 
 from poochlab.experiments.analysis.frontier import BudgetResult, TransferResult, sustainable_throughput
 from poochlab.experiments.analysis.generator_floor import floor_p50_ms, floor_table
+from poochlab.experiments.analysis.findings import (
+    best_sentence,
+    factor_sentences,
+    interaction_sentences,
+    omission_sentences,
+    overload_sentences,
+    question_of,
+    validity_headline,
+)
+from poochlab.experiments.analysis.number_format import format_interval, format_number, format_ratio, format_signed
+from poochlab.experiments.analysis.tables import tables_of
 from poochlab.experiments.analysis.run_analysis import TABLE_SCHEMA_VERSION, RunAnalysis
 
 
@@ -61,21 +73,6 @@ class ReportDocument:
         self.blocks.extend(blocks)
 
 
-def format_number(value: Any) -> str:
-    """Numbers as a reader wants them: 3 significant digits, whole numbers above 1000."""
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else ("yes" if value else "no")
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.3g}"
-    return str(value)
-
-
 def _ci(low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return "–"
@@ -88,28 +85,94 @@ def _with_ci(value: float, low: float, high: float) -> str:
     return f"{format_number(value)} {_ci(low, high)}"
 
 
-def results_table(configs: pd.DataFrame) -> pd.DataFrame:
-    """The configuration table as the report shows it (ms, requests/s)."""
+def short_labels(configs: pd.DataFrame, factors: list[str]) -> tuple[pd.Series, str]:
+    """Labels naming only the factors that differ between these rows, and what they all share.
+
+    A table of the four cache-on configurations then reads "protocol=rest, load_level=light" with
+    "All rows: cache=on" stated once above it.
+    """
+    present = [f for f in factors if f in configs]
+    shared = [f for f in present if configs[f].astype(str).nunique(dropna=False) == 1] if len(configs) > 1 else []
+    differing = [f for f in present if f not in shared]
+    labels = configs.apply(lambda row: ", ".join(f"{f}={row[f]}" for f in differing) or "all trials", axis=1) \
+        if len(configs) else pd.Series(dtype=str)
+    common = ", ".join(f"{f}={configs[f].iloc[0]}" for f in shared)
+    return labels, common
+
+
+def _errors_by_reason(row: pd.Series) -> str:
+    """Cache errors of the valid trials by reason; older records kept only the total."""
+    text = row.get("cache_errors_by_reason")
+    if isinstance(text, str) and text:
+        counts = json.loads(text)
+        return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1])) or "0"
+    total = row.get("cache_errors", math.nan)
+    if not isinstance(total, (int, float)) or math.isnan(total):
+        return "–"
+    return "0" if total == 0 else f"{int(total)} (reasons not recorded)"
+
+
+def _hit_ratio(row: pd.Series) -> str:
+    achieved = row.get("cache_hit_ratio_achieved", math.nan)
+    planned = row.get("cache_hit_ratio_planned", math.nan)
+    if isinstance(achieved, float) and math.isnan(achieved):
+        return "–"
+    if isinstance(planned, float) and not math.isnan(planned):
+        return f"{format_number(achieved)} (planned {format_number(planned)})"
+    return format_number(achieved)
+
+
+def _corrected(row: pd.Series) -> str:
+    value = row.get("p99_corrected_ms", math.nan)
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    return format_number(value) + (" ⚠ over 2× p99" if bool(row.get("co_hiding_stalls", False)) else "")
+
+
+def results_table(configs: pd.DataFrame, factors: list[str] | None = None) -> tuple[pd.DataFrame, str]:
+    """The configuration table as the report shows it (ms, requests/s), with what its rows share.
+
+    Only configurations with valid trials appear: the others have no numbers and are listed under
+    Validity. The corrected p99 sits beside the measured one, and the number of requests above the
+    p99 says how many requests the p99 rests on.
+    """
+    if "has_valid" in configs:
+        configs = configs[configs["has_valid"].astype(bool)]
+    configs = configs.sort_values("p99_ms")
+    if factors is None:
+        labels, common = configs["label"], ""
+    else:
+        labels, common = short_labels(configs, factors)
     rows = []
-    for _, row in configs.sort_values("p99_ms").iterrows():
+    for (index, row) in configs.iterrows():
+        total = int(row["valid_trials"] + row["invalid_trials"])
         rows.append({
-            "configuration": row["label"],
-            "reps": format_number(int(row["repetitions"])),
+            "configuration": labels[index],
+            "valid trials": f"{int(row['valid_trials'])}/{total}",
             "p50 ms [95% CI]": _with_ci(row["p50_ms"], row["p50_ci_low_ms"], row["p50_ci_high_ms"]),
             "p99 ms [95% CI]": _with_ci(row["p99_ms"], row["p99_ci_low_ms"], row["p99_ci_high_ms"]),
             # Closed loop only: p99 with HdrHistogram's correction for coordinated omission.
-            "p99 corrected ms": format_number(row["p99_corrected_ms"]),
+            "p99 corrected ms": _corrected(row),
+            "requests above p99": format_number(int(row["p99_tail_requests"])) if "p99_tail_requests" in row and row["p99_tail_requests"] == row["p99_tail_requests"] else "–",
             "p99.9 ms": format_number(row["p99.9_ms"]),
             "max ms": format_number(row["max_ms"]),
             "throughput req/s": format_number(row["throughput_rps"]),
             "error rate": format_number(row["error_rate"]),
-            "cache hit ratio": format_number(row["cache_hit_ratio"]),
+            "cache hit ratio": _hit_ratio(row),
+            "cache errors by reason": _errors_by_reason(row),
             "energy mJ/request": format_number(row["energy_per_request_mj"]),
-            "valid trials": f"{int(row['valid_trials'])}/{int(row['valid_trials'] + row['invalid_trials'])}",
         })
     table = pd.DataFrame(rows)
     # Columns no configuration has a value for (no cache, no energy) only add noise.
-    return table[[c for c in table.columns if not (table[c] == "–").all()]] if len(table) else table
+    table = table[[c for c in table.columns if not (table[c] == "–").all()]] if len(table) else table
+    return table, common
+
+
+def _table_with_common(document: "ReportDocument", configs: pd.DataFrame, factors: list[str]) -> None:
+    table, common = results_table(configs, factors)
+    if common:
+        document.add(Paragraph(f"All rows: {common}."))
+    document.add(Table(table))
 
 
 def _server_commands(commands: Any) -> list[str]:
@@ -148,6 +211,30 @@ def _format_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
+# The report's sections, in order; the renderers build the table of contents from these.
+SECTION_FINDINGS = "Findings"
+SECTION_FIGURES = "Figures"
+SECTION_TABLES = "Tables"
+SECTION_VALIDITY = "Validity"
+SECTION_THREATS = "Threats to validity"
+SECTION_APPENDIX = "Appendix: setup and provenance"
+
+
+def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
+    """Each factor's overall effect per metric, as the report's table shows it."""
+    overall = effects[effects["kind"] == "overall"] if len(effects) else effects
+    rows = []
+    for _, row in overall.iterrows():
+        rows.append({
+            "factor": row["factor"], "compared": f"{row['level']} vs {row['baseline']}", "metric": row["metric"],
+            "difference [95% CI]": (f"{format_signed(row['difference'])} {row['unit']} "
+                                    f"{format_interval(row['difference_ci_low'], row['difference_ci_high'], signed=True)}"),
+            "ratio [95% CI]": f"{format_ratio(row['ratio'])} {format_interval(row['ratio_ci_low'], row['ratio_ci_high'])}",
+            "pairs": int(row["pairs"]), "verdict": row["verdict"],
+        })
+    return pd.DataFrame(rows)
+
+
 def build_document(
     analysis: RunAnalysis,
     budget: BudgetResult,
@@ -156,18 +243,107 @@ def build_document(
 ) -> ReportDocument:
     run = analysis.run
     manifest = run.manifest
-    spec = manifest.get("spec") or {}
     document = ReportDocument(title=f"Latency report: {run.run_id}")
+    tables = tables_of(analysis, budget.budget_ms)
+    factors = analysis.label_factors
 
-    document.add(Heading(2, "Question"))
-    question = spec.get("question") or (
-        f"How do {', '.join(analysis.varied) or 'the configured settings'} change the latency that users of the "
-        "Pooch Predictor see (median and tail, with 95% confidence intervals), and which configuration sustains "
-        "the most throughput within the p99 budget?")
-    document.add(Paragraph(str(question)))
+    # Findings first: the validity headline, then the answer, all computed from the tables.
+    document.add(Heading(2, SECTION_FINDINGS))
+    document.add(Paragraph(f"**Question:** {question_of(manifest, analysis.label_factors)}"))
+    document.add(Paragraph(validity_headline(tables)))
+    document.add(Paragraph("What each factor does (effects from pairs of configurations that differ only in that "
+                           "factor, both with valid trials):"))
+    document.add(Bullets(factor_sentences(tables)))
+    document.add(Paragraph("Interactions and what else the data show:"))
+    document.add(Bullets(interaction_sentences(tables) + overload_sentences(tables) + omission_sentences(tables)))
+    document.add(Paragraph(best_sentence(tables)))
 
+    document.add(Heading(2, SECTION_FIGURES))
+    for figure in figures:
+        document.add(Heading(3, figure.title), figure)
+
+    document.add(Heading(2, SECTION_TABLES))
+    document.add(Heading(3, "Effects"))
+    document.add(Paragraph("Each factor's effect: the mean over settings of the other factors of the difference "
+                           "(and geometric-mean ratio) between paired configurations; 95% block-bootstrap intervals. "
+                           "Per pair and per value of each other factor: `tables/effects.csv`."))
+    document.add(Table(effects_table(analysis.effects)) if len(analysis.effects)
+                 else Paragraph("No effect could be estimated (no varied factor with valid pairs)."))
+    document.add(Heading(3, "Configurations"))
+    document.add(Paragraph("Per configuration with valid trials, valid repetitions merged (histograms added, never "
+                           "percentiles averaged); 95% intervals from a block bootstrap over windows within "
+                           "repetitions and over repetitions. Sorted by p99. \"requests above p99\" is how many "
+                           "requests the p99 rests on (n × 1%): a p99 over a dozen requests is imprecise whatever "
+                           "its interval. Full tables: `tables/configs.csv`, `tables/trials.csv`."))
+    _table_with_common(document, analysis.configs, factors)
+    if analysis.notes:
+        document.add(Paragraph("Notes on this run's data:"), Bullets(analysis.notes))
+    document.add(Heading(3, "Best configuration under the p99 budget"))
+    _budget_section(document, analysis, budget, transfers)
+
+    document.add(Heading(2, SECTION_VALIDITY))
+    _validity_section(document, analysis, factors)
+
+    document.add(Heading(2, SECTION_THREATS))
+    document.add(Bullets(_threats(analysis)))
+
+    document.add(Heading(2, SECTION_APPENDIX))
+    _appendix(document, analysis)
+    return document
+
+
+def _validity_section(document: ReportDocument, analysis: RunAnalysis, factors: list[str]) -> None:
+    manifest = analysis.run.manifest
+    configs = analysis.configs
+    document.add(Paragraph("Validity judges the instrument: a trial whose load generator could not send on time "
+                           "(generator-limited), whose cache failed too often, that recorded nothing or that crashed "
+                           "gives no numbers. A server that fell behind a load the generator delivered on time is "
+                           "valid: that is a finding."))
+    document.add(Paragraph(validity_headline(tables_of(analysis, None))))
+    without = configs[configs["valid_trials"] == 0]
+    if len(without):
+        labels, common = short_labels(without, factors)
+        document.add(Paragraph("Configurations without a valid trial (no numbers; left out of the tables, figures, "
+                               "effects, budget and Pareto front)" + (f"; all at {common}" if common else "") + ":"))
+        document.add(Table(pd.DataFrame({
+            "configuration": labels.tolist(),
+            "trials": [int(t) for t in without["invalid_trials"]],
+            "why": [str(k).replace("_", "-") for k in without["invalid_kinds"]],
+            "reasons": list(without["validity_reasons"]),
+        })))
+    overloaded = configs[configs.get("server_overloaded_trials", pd.Series(0, index=configs.index)) > 0]
+    if len(overloaded):
+        document.add(Paragraph(f"Server overloaded (valid; see the findings): {_count(len(overloaded), 'configuration')}: "
+                               + "; ".join(f"{r['label']} ({r['validity_findings'] or 'no detail recorded'})"
+                                           for _, r in overloaded.iterrows())))
+    document.add(Heading(3, "The load generator's own floor"))
+    floors = floor_table(manifest, analysis.run.path)
+    if floors is None:
+        document.add(Paragraph(
+            "The manifest records no generator floor: latencies cannot be separated from the load generator's own "
+            "overhead. Measure it against an echo server before trusting sub-millisecond differences."))
+    else:
+        document.add(Paragraph(
+            "The load generator's own latency against an echo server (a server that does nothing), for each client "
+            "path and load of this run: no measured latency can be smaller, and differences of this size are the "
+            "generator's, not the server's."))
+        document.add(Table(floors))
+        lowest_p50 = floor_p50_ms(floors)
+        below = configs[configs["p50_ms"] < 2 * lowest_p50] if lowest_p50 == lowest_p50 else []
+        if len(below):
+            document.add(Paragraph(
+                f"{_count(len(below), 'configuration')} have a p50 less than twice the generator's floor "
+                f"({format_number(lowest_p50)} ms): much of their latency is the instrument's."))
+    document.add(Heading(3, "Validity warnings"))
+    document.add(Bullets(analysis.warnings or ["none: every trial was valid and every trial file readable"]))
+
+
+def _appendix(document: ReportDocument, analysis: RunAnalysis) -> None:
+    run = analysis.run
+    manifest = run.manifest
+    spec = manifest.get("spec") or {}
     platform = manifest.get("platform") or {}
-    document.add(Heading(2, "Setup"))
+    document.add(Heading(3, "Setup"))
     document.add(Bullets([
         f"Hardware: {platform.get('cpu_model', 'not recorded')}, {platform.get('cores', '?')} cores, kernel {platform.get('kernel', 'not recorded')}",
         f"Python {manifest.get('python', 'not recorded')}",
@@ -182,60 +358,25 @@ def build_document(
     if versions:
         document.add(Table(pd.DataFrame({"package": list(versions), "version": [str(v) for v in versions.values()]})))
 
-    document.add(Heading(2, "Variables"))
+    document.add(Heading(3, "Variables"))
     independent = []
     for name in analysis.factors:
         values = list(dict.fromkeys(analysis.trials[name].tolist())) if name in analysis.trials else []
-        independent.append(f"{name}: {', '.join(map(str, values))}" + ("" if name in analysis.varied else " (one value in this run)"))
+        note = "" if name in analysis.varied else " (one value in this run)"
+        if name in analysis.aliases:
+            note = f" (moves in lockstep with {analysis.aliases[name]})"
+        independent.append(f"{name}: {', '.join(map(str, values))}{note}")
     document.add(Paragraph("Independent variables (factors):"), Bullets(independent))
     document.add(Paragraph("Dependent variables:"), Bullets([
         "latency percentiles p50, p90, p95, p99, p99.9 and maximum (ms), from merged HDR histograms of the stable windows",
-        "achieved throughput (requests/s), error rate, fallback rate, cache hit ratio",
+        "achieved throughput (requests/s), error rate, fallback rate, cache hit ratio and cache errors by reason",
         "server queue and compute time (ms), client encode/decode time, server CPU, energy",
     ]))
     controls = run.controls()
     document.add(Paragraph("Controls held fixed:"),
                  Bullets([f"{k}: {_format_value(v)}" for k, v in controls.items()] or ["none listed in the spec"]))
 
-    document.add(Heading(2, "Results"))
-    document.add(Paragraph("Per configuration, repetitions merged (histograms added, never percentiles averaged); "
-                           "95% intervals from a block bootstrap over windows within repetitions and over repetitions. "
-                           "Sorted by p99. Full tables: `tables/configs.csv`, `tables/trials.csv`."))
-    document.add(Table(results_table(analysis.configs)))
-    if analysis.notes:
-        document.add(Paragraph("Notes on this run's data:"), Bullets(analysis.notes))
-    for figure in figures:
-        document.add(Heading(3, figure.title), figure)
-
-    document.add(Heading(2, "The load generator's own floor"))
-    floors = floor_table(manifest, run.path)
-    if floors is None:
-        document.add(Paragraph(
-            "The manifest records no generator floor: latencies cannot be separated from the load generator's own "
-            "overhead. Measure it against an echo server before trusting sub-millisecond differences."))
-    else:
-        document.add(Paragraph(
-            "The load generator's own latency against an echo server (a server that does nothing), for each client "
-            "path and load of this run: no measured latency can be smaller, and differences of this size are the "
-            "generator's, not the server's."))
-        document.add(Table(floors))
-        lowest_p50 = floor_p50_ms(floors)
-        below = analysis.configs[analysis.configs["p50_ms"] < 2 * lowest_p50] if lowest_p50 == lowest_p50 else []
-        if len(below):
-            document.add(Paragraph(
-                f"{_count(len(below), 'configuration')} have a p50 less than twice the generator's floor "
-                f"({format_number(lowest_p50)} ms): much of their latency is the instrument's."))
-
-    document.add(Heading(2, "Best configuration under the p99 budget"))
-    _budget_section(document, analysis, budget, transfers)
-
-    document.add(Heading(2, "Validity warnings"))
-    document.add(Bullets(analysis.warnings or ["none: every trial was valid and every trial file readable"]))
-
-    document.add(Heading(2, "Threats to validity"))
-    document.add(Bullets(_threats(analysis)))
-
-    document.add(Heading(2, "Provenance"))
+    document.add(Heading(3, "Provenance"))
     git = manifest.get("git") or {}
     document.add(Bullets([
         f"Run id: {run.run_id}; spec: {manifest.get('spec_path', 'not recorded')}",
@@ -246,35 +387,36 @@ def build_document(
         f"Tables: schema version {TABLE_SCHEMA_VERSION}; rebuilt from saved data by `poochlab report {run.path}` "
         f"at {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
     ]))
-    return document
 
 
 def _budget_section(document: ReportDocument, analysis: RunAnalysis, budget: BudgetResult,
                     transfers: list[TransferResult]) -> None:
     configs = analysis.configs
-    front = configs[configs["pareto_optimal"].astype(bool)].sort_values("throughput_rps")
+    usable = configs[configs["has_valid"].astype(bool)] if "has_valid" in configs else configs
+    front = usable[usable["pareto_optimal"].astype(bool)].sort_values("throughput_rps")
     if budget.budget_ms is None:
         document.add(Paragraph("No p99 budget was given (`--p99-budget-ms` or the manifest's `p99_budget_ms`), so "
                                "no configuration is selected; the Pareto-optimal configurations are listed instead."))
     elif budget.best is None:
-        document.add(Paragraph(f"No configuration meets the p99 budget of {budget.budget_ms:g} ms. The lowest p99 "
-                               f"measured is {format_number(configs['p99_ms'].min())} ms."))
+        lowest = usable["p99_ms"].min() if len(usable) else math.nan
+        document.add(Paragraph(f"No configuration meets the p99 budget of {budget.budget_ms:g} ms. The lowest valid p99 "
+                               f"measured is {format_number(lowest)} ms."))
     else:
         best = budget.best
         document.add(Paragraph(
-            f"Budget: p99 at most {budget.budget_ms:g} ms. {len(budget.meeting)} of {_count(len(configs), 'configuration')} meet it "
-            f"({len(budget.surely_meeting)} with their whole 95% interval under it). Highest throughput under the budget: "
-            f"**{best['label']}** with {format_number(best['throughput_rps'])} requests/s at p99 "
-            f"{format_number(best['p99_ms'])} ms {_ci(best['p99_ci_low_ms'], best['p99_ci_high_ms'])}."
-            + (f" Caution: {int(best['invalid_trials'])} of its {int(best['valid_trials'] + best['invalid_trials'])} "
-               "trials were invalid (see the validity warnings), and no configuration with only valid trials meets "
-               "the budget." if best["invalid_trials"] else "")))
-        document.add(Table(results_table(budget.meeting)))
+            f"Budget: p99 at most {budget.budget_ms:g} ms. {len(budget.meeting)} of {_count(len(usable), 'configuration')} "
+            f"with valid trials meet it ({len(budget.surely_meeting)} with their whole 95% interval under it). "
+            f"Highest throughput under the budget: **{best['label']}** with {format_number(best['throughput_rps'])} "
+            f"requests/s at p99 {format_number(best['p99_ms'])} ms {_ci(best['p99_ci_low_ms'], best['p99_ci_high_ms'])}."
+            + (f" {int(best['invalid_trials'])} of its {int(best['valid_trials'] + best['invalid_trials'])} trials were "
+               "invalid and left out; its numbers come from the valid ones." if best["invalid_trials"] else "")))
+        _table_with_common(document, budget.meeting, analysis.label_factors)
     if budget.budget_ms is not None:
-        sustainable = sustainable_throughput(configs, analysis.varied, budget.budget_ms)
+        sustainable = sustainable_throughput(usable, analysis.varied, budget.budget_ms)
         if len(sustainable):
             document.add(Paragraph("Highest sustainable throughput of each setting within the budget, over the "
-                                   "load levels this sweep measured:"), Table(sustainable))
+                                   "load levels this sweep measured (configurations with valid trials only):"),
+                         Table(sustainable))
     document.add(Paragraph("Pareto-optimal configurations (throughput against p99):"))
     document.add(Bullets([f"{r['label']}: {format_number(r['throughput_rps'])} requests/s, p99 {format_number(r['p99_ms'])} ms"
                           for _, r in front.iterrows()] or ["none"]))

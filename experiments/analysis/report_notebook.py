@@ -10,7 +10,7 @@ from __future__ import annotations
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-from poochlab.experiments.analysis.report_document import FigureBlock, ReportDocument
+from poochlab.experiments.analysis.report_document import FigureBlock, Heading, ReportDocument
 from poochlab.experiments.analysis.report_render import text_block_markdown
 
 SETUP_CODE = """\
@@ -23,7 +23,15 @@ from poochlab.experiments.analysis.tables import load_tables
 
 RUN = Path(".")  # the run folder this notebook was written into
 tables = load_tables(RUN / "tables")
-tables.configs[["label", "repetitions", "p50_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms", "throughput_rps"]]"""
+tables.configs[["label", "valid_trials", "p50_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms", "throughput_rps"]]"""
+
+FINDINGS_CODE = """\
+from IPython.display import Markdown
+
+from poochlab.experiments.analysis.findings import findings
+
+# The findings above, recomputed from the saved tables alone.
+display(Markdown("\\n".join(f"- {sentence}" for sentence in findings(tables))))"""
 
 FIGURE_CODE = """\
 figure, caption = FIGURES[{name!r}][1](tables)
@@ -44,7 +52,13 @@ def to_notebook(document: ReportDocument) -> NotebookNode:
             cells.append(nbformat.v4.new_markdown_cell("\n\n".join(pending)))
             pending.clear()
 
+    findings_done = False
     for block in document.blocks:
+        if not findings_done and isinstance(block, Heading) and block.level == 2 and pending:
+            # The first section is the findings: recompute them from the tables right after it.
+            flush()
+            cells.append(nbformat.v4.new_code_cell(FINDINGS_CODE))
+            findings_done = True
         text = text_block_markdown(block)
         if text is not None:
             pending.append(text)

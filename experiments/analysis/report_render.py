@@ -50,8 +50,22 @@ def text_block_markdown(block: object) -> str | None:
     return None
 
 
+def anchor(text: str) -> str:
+    """The id of a section heading, as GitHub and the HTML page both make it."""
+    return re.sub(r"[^a-z0-9 -]", "", text.lower()).strip().replace(" ", "-")
+
+
+def sections(document: ReportDocument) -> list[str]:
+    return [block.text for block in document.blocks if isinstance(block, Heading) and block.level == 2]
+
+
+def contents_markdown(document: ReportDocument) -> str:
+    """A one-line table of contents: it sits under the title without pushing the findings down."""
+    return "Contents: " + " · ".join(f"[{name}](#{anchor(name)})" for name in sections(document))
+
+
 def to_markdown(document: ReportDocument) -> str:
-    parts = [f"# {document.title}"]
+    parts = [f"# {document.title}", contents_markdown(document)]
     figure_number = 0
     for block in document.blocks:
         text = text_block_markdown(block)
@@ -80,14 +94,25 @@ figure { margin: 1rem 0 2rem; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9rem; color: #444; }
 code { background: #f5f5f5; padding: 0 0.2rem; }
+nav.contents { font-size: 0.9rem; color: #444; margin-bottom: 1rem; }
+section#findings { background: #f8faff; border-left: 4px solid #3b6fd4; padding: 0.2rem 1rem; }
+td { vertical-align: top; }
 """
 
 
 def to_html(document: ReportDocument) -> str:
-    body = [f"<h1>{html.escape(document.title)}</h1>"]
+    links = " · ".join(f'<a href="#{anchor(name)}">{html.escape(name)}</a>' for name in sections(document))
+    body = [f"<h1>{html.escape(document.title)}</h1>", f'<nav class="contents">Contents: {links}</nav>']
     figure_number = 0
+    open_section = False
     for block in document.blocks:
-        if isinstance(block, Heading):
+        if isinstance(block, Heading) and block.level == 2:
+            # Each top-level part is a <section>, so a reader (or a test) can find the first one.
+            if open_section:
+                body.append("</section>")
+            body.append(f'<section id="{anchor(block.text)}"><h2>{html.escape(block.text)}</h2>')
+            open_section = True
+        elif isinstance(block, Heading):
             body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
             body.append(f"<p>{_inline(block.text)}</p>")
@@ -105,6 +130,8 @@ def to_html(document: ReportDocument) -> str:
                 f'<figure id="{html.escape(block.name)}"><img alt="{html.escape(block.title)}" '
                 f'src="data:image/png;base64,{data}"><figcaption><strong>Figure {figure_number}.</strong> '
                 f"{html.escape(block.caption)}</figcaption></figure>")
+    if open_section:
+        body.append("</section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(document.title)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")

@@ -7,7 +7,7 @@ only these files (through :func:`load_tables`), so the notebook draws exactly th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pandas as pd
 from poochlab.experiments.analysis.run_analysis import TABLE_SCHEMA_VERSION, RunAnalysis
 from poochlab.experiments.records import write_atomically
 
-TABLE_NAMES = ("trials", "configs", "windows", "spectrum")
+TABLE_NAMES = ("trials", "configs", "windows", "spectrum", "effects")
 
 
 @dataclass
@@ -28,11 +28,18 @@ class Tables:
     factors: list[str]
     varied: list[str]
     budget_ms: float | None
+    effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # see analysis.effects
+    aliases: dict[str, str] = field(default_factory=dict)  # factor -> the factor it moves in lockstep with
+
+    @property
+    def label_factors(self) -> list[str]:
+        """The varied factors that name a configuration (lockstep aliases left out)."""
+        return [name for name in self.varied if name not in self.aliases]
 
 
 def tables_of(analysis: RunAnalysis, budget_ms: float | None) -> Tables:
     return Tables(analysis.trials, analysis.configs, analysis.windows, analysis.spectrum,
-                  analysis.factors, analysis.varied, budget_ms)
+                  analysis.factors, analysis.varied, budget_ms, analysis.effects, dict(analysis.aliases))
 
 
 def write_tables(tables: Tables, folder: Path) -> list[Path]:
@@ -48,6 +55,7 @@ def write_tables(tables: Tables, folder: Path) -> list[Path]:
         "schema_version": TABLE_SCHEMA_VERSION,
         "factors": tables.factors,
         "varied": tables.varied,
+        "aliases": tables.aliases,
         "p99_budget_ms": tables.budget_ms,
         "units": "latencies in milliseconds (columns *_ms), throughput in requests per second (*_rps)",
     }
@@ -67,4 +75,4 @@ def load_tables(folder: Path | str) -> Tables:
         raise ValueError(f"{schema_path}: schema_version {schema.get('schema_version')!r}, this lab reads {TABLE_SCHEMA_VERSION}")
     frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in TABLE_NAMES}
     return Tables(**frames, factors=list(schema["factors"]), varied=list(schema["varied"]),
-                  budget_ms=schema.get("p99_budget_ms"))
+                  budget_ms=schema.get("p99_budget_ms"), aliases=dict(schema.get("aliases") or {}))

@@ -6,6 +6,7 @@ rule); a trial that never became stable merges all its windows and says so in ``
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,8 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
     row["p99_corrected_ms"] = (
         percentile_us(trial.corrected_counts, 99.0) / 1000.0 if trial.corrected_counts is not None else NAN
     )
+    row["co_hiding_stalls"] = hides_stalls(row["p99_ms"], row["p99_corrected_ms"])
+    row["p99_tail_requests"] = tail_count(int(counts.sum()) if len(counts) else 0, 99.0)
     queue_mean, queue_p99 = _histogram_ms(record.server_queue_histogram, f"{source}: server_queue_histogram")
     compute_mean, compute_p99 = _histogram_ms(record.server_compute_histogram, f"{source}: server_compute_histogram")
     lateness = record.lateness_histogram
@@ -107,7 +110,10 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
         ),
         cache_hits=(record.cache or {}).get("hits", NAN) if record.cache is not None else NAN,
         cache_misses=(record.cache or {}).get("misses", NAN) if record.cache is not None else NAN,
-        cache_hit_ratio=(
+        cache_errors=cache_errors(record.cache),
+        cache_errors_by_reason=errors_by_reason_text(record.cache),
+        # "_achieved": the sweep's factor cache_hit_ratio is the planned one.
+        cache_hit_ratio_achieved=(
             _ratio(record.cache.get("hits", 0), record.cache.get("hits", 0) + record.cache.get("misses", 0))
             if record.cache is not None
             else NAN
@@ -132,6 +138,41 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
     row["energy_per_request_mj"] = _ratio(row["energy_joules"] * 1000.0, sum(w.requests for w in record.windows))
     row.update(breakdown_ms(row))
     return row
+
+
+# A corrected p99 above this multiple of the measured one: coordinated omission hides stalls.
+CO_HIDING_FACTOR = 2.0
+
+
+def hides_stalls(p99_ms: float, corrected_p99_ms: float) -> bool:
+    """True when the coordinated-omission-corrected p99 is more than twice the measured p99.
+
+    A closed-loop generator waits for each answer, so a stall delays the requests it would have
+    sent, and they never show; the corrected histogram adds them back.
+    """
+    if math.isnan(p99_ms) or math.isnan(corrected_p99_ms) or p99_ms <= 0:
+        return False
+    return corrected_p99_ms > CO_HIDING_FACTOR * p99_ms
+
+
+def tail_count(requests: int, percentile: float) -> int:
+    """How many requests lie above a percentile of ``requests``: n x (1 - p). A p99 resting on a
+    handful of requests is imprecise whatever its interval says."""
+    return int(math.floor(requests * (1.0 - percentile / 100.0) + 1e-9))
+
+
+def cache_errors(cache: dict[str, Any] | None) -> float:
+    if cache is None:
+        return NAN
+    value = cache.get("errors", 0)
+    return float(value) if isinstance(value, (int, float)) else NAN
+
+
+def errors_by_reason_text(cache: dict[str, Any] | None) -> str:
+    """The cache's errors by reason as compact JSON ({} when none, "" when not recorded)."""
+    if cache is None or not isinstance(cache.get("errors_by_reason"), dict):
+        return ""
+    return json.dumps({str(k): int(v) for k, v in cache["errors_by_reason"].items()}, sort_keys=True)
 
 
 def breakdown_ms(row: dict[str, Any]) -> dict[str, float]:

@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     for warning in built.warnings:
         print(f"warning: {warning}")
+    if built.headline:
+        print(built.headline)
     if built.best_label:
         print(f"best configuration under the p99 budget: {built.best_label}")
     print(f"tables:   {built.folder / 'tables'}")

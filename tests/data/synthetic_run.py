@@ -47,7 +47,13 @@ class SyntheticConfig:
     corrected_scale: float | None = None  # closed loop: corrected histogram = latencies x this
     error_rate: float = 0.0
     invalid_repetitions: tuple[int, ...] = ()
+    invalid_kind: str = "generator_limited"
+    invalid_reason: str = "generator CPU above 80% (91%)"
+    invalid_scale: float = 1.0  # latencies of invalid repetitions x this: they must not reach the numbers
     failed_repetitions: tuple[int, ...] = ()
+    overloaded_repetitions: tuple[int, ...] = ()  # valid, but the server fell behind the planned rate
+    planned_rate_rps: float | None = None  # open loop at this rate when set
+    cache_errors_by_reason: dict[str, int] | None = None  # per trial, when a cache is in use
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -104,18 +110,22 @@ def write_run(
                 run_id=run_id, trial_id=trial_id, config_id=config.config_id, repetition=repetition,
                 factors={**CONTROLS, **config.factors}, seed=seed * 1000 + repetition,
                 started_at=f"2026-11-27T06:{repetition:02d}:00Z", ended_at=f"2026-11-27T06:{repetition:02d}:30Z",
-                load={"mode": "closed", "users": config.factors.get("users", 4)},
+                load=({"mode": "open", "rate_rps": config.planned_rate_rps} if config.planned_rate_rps else
+                      {"mode": "closed", "users": config.factors.get("users", 4)}),
             )
             if repetition in config.failed_repetitions:
                 record.status = "failed"
                 record.failure_reason = "server exited with code -9 during measurement"
-                record.validity = Validity(False, ["server crashed"])
+                record.validity = Validity(False, ["server crashed"], ["failed"])
                 record.save(folder / "trials" / f"{trial_id}.json")
                 continue
             duration = requests_per_window / config.throughput_rps
             for index in range(windows):
                 latencies = draw_latencies(config, requests_per_window, rng)
-                values_by_config.setdefault(config.config_id, []).append(latencies)
+                if repetition in config.invalid_repetitions:
+                    latencies = np.rint(latencies * config.invalid_scale).astype(np.int64)
+                else:  # only valid trials' latencies are the configuration's expected values
+                    values_by_config.setdefault(config.config_id, []).append(latencies)
                 errors = int(round(requests_per_window * config.error_rate))
                 corrected = (encode(np.rint(latencies * config.corrected_scale).astype(np.int64))
                              if config.corrected_scale else None)
@@ -135,13 +145,19 @@ def write_run(
             if config.hit_ratio is not None:
                 hits = int(total * config.hit_ratio)
                 record.cache = {"hits": hits, "misses": total - hits, "errors": 0}
+                if config.cache_errors_by_reason is not None:
+                    record.cache["errors"] = sum(config.cache_errors_by_reason.values())
+                    record.cache["errors_by_reason"] = dict(config.cache_errors_by_reason)
                 record.answer_paths = {"model": total - hits, "cache": hits}
             else:
                 record.answer_paths = {"model": total}
             record.resources = {"server_cpu_s": 0.002 * total / 100, "generator_cpu_percent": 35.0,
                                 "energy_joules": 0.01 * total, "energy_method": "estimate"}
             if repetition in config.invalid_repetitions:
-                record.validity.invalidate("generator CPU above 80% (91%)")
+                record.validity.invalidate(config.invalid_reason, config.invalid_kind)  # type: ignore[arg-type]
+            if repetition in config.overloaded_repetitions:
+                record.validity.server_overloaded = True
+                record.validity.findings.append("server fell behind: throughput below the planned rate, requests queued")
             record.save(folder / "trials" / f"{trial_id}.json")
 
     spec_factors: dict[str, list[Any]] = {}
@@ -174,7 +190,7 @@ def write_run(
     }
     document.update(manifest or {})
     write_atomically(folder / "manifest.json", json.dumps(document, indent=1, sort_keys=True))
-    return {cid: np.concatenate(parts) for cid, parts in values_by_config.items()}
+    return {cid: np.concatenate(parts) for cid, parts in values_by_config.items()}  # valid trials only
 
 
 FLOOR_MEDIAN_US = {"rest": 210.0, "grpc": 470.0}
