@@ -241,3 +241,19 @@ def test_factor_values_of_mixed_types_survive_parquet(tmp_path):
     # Controls are columns too, with their single value, but not independent variables.
     assert set(configs["server_threads"]) == {2}
     assert json.loads((folder / "tables" / "schema.json").read_text())["factors"] == ["batching"]
+
+
+def test_the_report_names_what_set_the_load_limit(tmp_path):
+    folder = tmp_path / "calibrated"
+    calibration = {"capacity_rps": 1800.0, "limited_by": "generator grpc-grpcio-protobuf-x1",
+                   "levels": {"light": 0.25, "high": 0.85}, "reference": "protocol=rest",
+                   "servers": [{"configuration": "protocol=rest, cache=off", "capacity_rps": 5000.0, "valid": True}],
+                   "generator_paths": [{"path": "grpc-grpcio-protobuf-x1", "limit_rps": 1800.0, "bounded": True},
+                                       {"path": "rest-lean-row-x1", "limit_rps": 1530.0, "bounded": False}]}
+    write_run(folder, _degraded_configs(), repetitions=1, windows=1, requests_per_window=200,
+              manifest={"calibration": calibration})
+    markdown = build_report(folder, resamples=RESAMPLES).markdown.read_text()
+    # 0.25 x 1,800 = 450 and 0.85 x 1,800 = 1,530 req/s.
+    assert ("The highest load this machine could drive validly was 1,800 req/s, set by generator "
+            "grpc-grpcio-protobuf-x1; load levels: light 450 req/s (25%), high 1,530 req/s (85%).") in markdown
+    assert "server: protocol=rest, cache=off" in markdown and "≥ 1,530" in markdown

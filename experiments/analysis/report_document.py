@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from poochlab.experiments.analysis.calibration_summary import calibration_sentence, calibration_table
 from poochlab.experiments.analysis.frontier import BudgetResult, TransferResult, sustainable_throughput
 from poochlab.experiments.analysis.generator_floor import floor_p50_ms, floor_table
 from poochlab.experiments.analysis.findings import (
@@ -300,6 +301,15 @@ def _validity_section(document: ReportDocument, analysis: RunAnalysis, factors: 
                            "gives no numbers. A server that fell behind a load the generator delivered on time is "
                            "valid: that is a finding."))
     document.add(Paragraph(validity_headline(tables_of(analysis, None))))
+    limit = calibration_sentence(manifest)
+    if limit is not None:
+        document.add(Heading(3, "The load this machine could drive"))
+        document.add(Paragraph(limit + " Every planned rate was at or below what each client path was measured to "
+                               "send validly; the server's capacities count the generator's and Redis's share of "
+                               "the CPUs."))
+        measured = calibration_table(manifest)
+        if measured is not None:
+            document.add(Table(measured))
     without = configs[configs["valid_trials"] == 0]
     if len(without):
         labels, common = short_labels(without, factors)
