@@ -57,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
         from poochlab.experiments.analysis.report import build_report
 
         report = build_report(run_dir, p99_budget_ms=spec.p99_budget_ms)
+        if report.headline:
+            print(report.headline)  # how many trials and configurations the numbers can stand on
         print(f"report: {report}")
     return 0
