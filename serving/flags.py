@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from poochlab.serving.faults import FaultPlan
 
 
 class FlagError(ValueError):
@@ -47,6 +50,13 @@ class ServerOptions:
     # The lab's own flags (TF Serving has no equivalent).
     lab_bind_address: str = "127.0.0.1"
     lab_max_request_bytes: int = 64 * 1024 * 1024
+    # Fault injection (serving/faults.py): off unless a delay or an error code is given.
+    lab_fault_delay_ms: float = 0.0
+    lab_fault_delay_fraction: float = 1.0
+    lab_fault_error_code: str = ""
+    lab_fault_error_fraction: float = 1.0
+    lab_fault_seed: int = 0
+    lab_fault_admin: bool = False
     ignored_flags: list[str] = field(default_factory=list)
 
 
@@ -95,6 +105,13 @@ The lab's own flags:
   --lab_bind_address=127.0.0.1              address for both ports (TF Serving: all interfaces;
                                             use 0.0.0.0 in containers)
   --lab_max_request_bytes=67108864          largest REST body, before or after gzip (413 above)
+  --lab_fault_delay_ms=0                    delay this many ms before the model runs ...
+  --lab_fault_delay_fraction=1              ... for this fraction of Predict/Classify/Regress
+  --lab_fault_error_code=                   fail with this TF status (e.g. UNAVAILABLE) ...
+  --lab_fault_error_fraction=1              ... for this fraction of them
+  --lab_fault_seed=0                        seed of the draws (same seed, same sequence)
+  --lab_fault_admin=false                   GET/POST/DELETE /lab/faults on the REST port reads,
+                                            sets or clears the faults while the server runs
 """
 
 
@@ -133,6 +150,11 @@ def parse_flags(argv: Sequence[str]) -> ServerOptions:
                 value = int(text)
             except ValueError:
                 raise FlagError(f"Illegal value '{text}' specified for int flag '{name}'") from None
+        elif kind in (float, "float"):
+            try:
+                value = float(text)
+            except ValueError:
+                raise FlagError(f"Illegal value '{text}' specified for double flag '{name}'") from None
         else:
             value = text
         setattr(options, name, value)
@@ -166,6 +188,21 @@ def check_options(options: ServerOptions) -> None:
         if getattr(options, name) < 0:
             raise FlagError(f"--{name} must not be negative, got {getattr(options, name)}")
     grpc_channel_arguments(options.grpc_channel_arguments)
+    try:
+        fault_plan(options)
+    except ValueError as error:
+        raise FlagError(str(error)) from None
+
+
+def fault_plan(options: ServerOptions) -> "FaultPlan":
+    """The ``--lab_fault_*`` flags as a plan (ValueError naming the flag when one is wrong)."""
+    from poochlab.serving.faults import FaultPlan, check_plan
+
+    plan = FaultPlan(delay_ms=options.lab_fault_delay_ms, delay_fraction=options.lab_fault_delay_fraction,
+                     error_code=options.lab_fault_error_code, error_fraction=options.lab_fault_error_fraction,
+                     seed=options.lab_fault_seed)
+    check_plan(plan, "--lab_fault_")
+    return plan
 
 
 def grpc_channel_arguments(text: str) -> list[tuple[str, object]]:

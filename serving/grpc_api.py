@@ -22,6 +22,7 @@ from poochlab.serving.inference import (
     classification_results, examples_input, examples_signature, regression_results,
     run_signature_blocking as run_signature,
 )
+from poochlab.serving.faults import FaultInjector
 from poochlab.serving.inputs import check_input_names
 from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager, VersionState
@@ -105,6 +106,7 @@ class PredictionServicer:
         self.manager = manager
         self.check_method_name = check_method_name  # --enable_signature_method_name_check
         self.calls = _Calls(metrics)
+        self.fault: FaultInjector | None = None  # --lab_fault_* (set through LabFaults)
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         from tensorflow_serving.apis import predict_pb2
@@ -116,6 +118,8 @@ class PredictionServicer:
             check_input_names(signature.inputs, set(request.inputs))
             inputs = {name: proto_to_array(proto, signature.inputs[name]) for name, proto in request.inputs.items()}
             wanted = _output_aliases(request.output_filter, signature.outputs)
+            if self.fault is not None:
+                self.fault.before_model_blocking()
             result = run_signature(self.manager, state, signature, inputs, _deadline(context))
             timing.extend((result.queue_us, result.compute_us))
             response = predict_pb2.PredictResponse()
@@ -133,6 +137,8 @@ class PredictionServicer:
         signature = examples_signature(state.servable, request.model_spec.signature_name, method,
                                        self.check_method_name)
         examples = serialized_examples(request.input)
+        if self.fault is not None:
+            self.fault.before_model_blocking()
         result = run_signature(self.manager, state, signature, examples_input(signature, examples),
                                      _deadline(context))
         timing.extend((result.queue_us, result.compute_us))
@@ -264,8 +270,11 @@ class ModelServicer:
 
 
 def add_services(server: grpc.Server, manager: ModelManager, metrics: ServerMetrics,
-                 reload_config: Callable[[Any], None], check_method_name: bool = False) -> None:
+                 reload_config: Callable[[Any], None], check_method_name: bool = False) -> PredictionServicer:
+    """Add both services; returns the PredictionServicer (faults are set on it)."""
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager, metrics, check_method_name), server)
+    prediction = PredictionServicer(manager, metrics, check_method_name)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, reload_config), server)
+    return prediction

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from poochlab.serving.flags import HELP, FlagError, ServerOptions, grpc_channel_arguments, parse_flags
+from poochlab.serving.flags import HELP, FlagError, ServerOptions, fault_plan, grpc_channel_arguments, parse_flags
 from poochlab.serving.grpc_limit import SPARE_THREADS, ConcurrencyLimit
 
 log = logging.getLogger("poochlab.serving")
@@ -76,6 +76,7 @@ class Server:
         from poochlab.serving.metrics import ServerMetrics, parse_monitoring_config
         from poochlab.serving.model_config import load_model_config, single_model_config
         from poochlab.serving.model_manager import ModelManager
+        from poochlab.serving.faults import LabFaults
         from poochlab.serving.rest_api import RestApi, body_too_large_message
 
         options = self.options
@@ -121,8 +122,10 @@ class Server:
             + grpc_channel_arguments(options.grpc_channel_arguments),
             maximum_concurrent_rpcs=4 * options.grpc_max_threads + SPARE_THREADS,
         )
-        grpc_api.add_services(grpc_server, manager, metrics, manager.apply_config,
-                              options.enable_signature_method_name_check)
+        prediction = grpc_api.add_services(grpc_server, manager, metrics, manager.apply_config,
+                                           options.enable_signature_method_name_check)
+        faults = LabFaults(fault_plan(options))
+        faults.attach(prediction)
         bound = grpc_server.add_insecure_port(f"{options.lab_bind_address}:{options.port}")
         if bound == 0:
             raise FlagError(f"could not bind the gRPC port {options.lab_bind_address}:{options.port}")
@@ -134,6 +137,9 @@ class Server:
         if options.rest_api_port:
             api = RestApi(manager, metrics, options.rest_api_timeout_in_ms, prometheus_path, options.lab_max_request_bytes,
                           options.enable_signature_method_name_check)
+            faults.attach(api)
+            if options.lab_fault_admin:
+                api.fault_admin = faults
             http_server = await start_http_server(
                 api.handle, options.lab_bind_address, options.rest_api_port, options.lab_max_request_bytes,
                 body_too_large_message(options.lab_max_request_bytes), api.gauge)
@@ -206,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.ignored_flags:
         log.warning("The lab's server accepts but does not implement these TF Serving flags: %s",
                     ", ".join("--" + name for name in options.ignored_flags))
+    if fault_plan(options).enabled or options.lab_fault_admin:
+        log.warning("Fault injection is on (--lab_fault_*): %s%s", fault_plan(options),
+                    "; /lab/faults can change it" if options.lab_fault_admin else "")
     try:
         import uvloop
 

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from poochlab.serving import rest_codec
+from poochlab.serving.faults import ADMIN_PATH, FaultInjector, LabFaults
 from poochlab.serving.http_server import RequestGauge
 from poochlab.serving.inference import (
     classification_results, examples_input, examples_signature, regression_results, run_signature,
@@ -77,6 +78,8 @@ class RestApi:
         self.max_body_bytes = max_body_bytes
         # Requests being answered; the HTTP server counts them (pass it to start_http_server).
         self.gauge = RequestGauge()
+        self.fault: FaultInjector | None = None  # --lab_fault_* (set through LabFaults)
+        self.fault_admin: LabFaults | None = None  # --lab_fault_admin: serves /lab/faults
 
     def decode_body(self, headers: dict[str, str], body: bytes) -> bytes:
         """The body, gunzipped when ``Content-Encoding: gzip`` (bounded by the size limit)."""
@@ -100,6 +103,8 @@ class RestApi:
             return Response(200, self.metrics.exposition().encode(), content_type=b"text/plain; version=0.0.4")
         match = _MODEL_PATH.match(path)
         if match is None:
+            if self.fault_admin is not None and path == ADMIN_PATH:
+                return Response(*self.fault_admin.handle_admin(method, body))
             status = 400 if path.lower().startswith("/v1/") else 404
             return Response(status, error_body(f"Malformed request: {method} {path}"))
         name, version_text, label = match["name"], match["version"], match["label"]
@@ -170,6 +175,8 @@ class RestApi:
                 examples = rest_codec.examples_from_json(request)
                 inputs = examples_input(signature, examples)
             deadline = started + self.timeout_s if self.timeout_s else None
+            if self.fault is not None:
+                await self.fault.before_model()
             # Both sessions answer DEADLINE_EXCEEDED (504) for a task whose deadline passes
             # before the model starts on it, so no per-request timer is needed here.
             result = await run_signature(self.manager, state, signature, inputs, deadline,

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from poochlab.serving.kinds.nginx_config import TFSERVING_GRPC_PORT, TFSERVING_REST_PORT
-from poochlab.serving.kinds.tfserving import IdentifiedServer
+from poochlab.serving.kinds.tfserving import IdentifiedServer, refuse_lab_flags
 
 if TYPE_CHECKING:
     from poochlab.serving.launcher import ServerSpec
@@ -141,6 +141,7 @@ def docker_command_for(
     from poochlab.serving.launcher import tf_serving_flags
     from poochlab.serving.model_config import single_model_config
 
+    refuse_lab_flags(spec, DOCKER)
     if spec.host != "127.0.0.1":
         raise ValueError(f"server kind {DOCKER!r} publishes on 127.0.0.1 only, not {spec.host}")
     models_config = spec.model_config_file
@@ -255,6 +256,7 @@ def launch_docker(spec: "ServerSpec", *, image: str = TFSERVING_IMAGE, cpuset: s
 
     from poochlab.serving.launcher import RunningServer, launch_command
 
+    refuse_lab_flags(spec, DOCKER)  # before looking for docker: the spec itself is wrong
     docker = shutil.which("docker")
     if docker is None:
         raise FileNotFoundError("docker is not installed (server kind \"docker\" needs the Docker CLI and engine)")

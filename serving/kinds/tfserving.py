@@ -30,10 +30,25 @@ def with_binary(server: RunningServer, binary: dict[str, object]) -> IdentifiedS
     return IdentifiedServer(**fields, binary=binary)
 
 
+def refuse_lab_flags(spec: ServerSpec, kind: str) -> None:
+    """ValueError when ``spec`` passes flags only the lab's server has (``--lab_*``), above all
+    fault injection: real TF Serving cannot slow down or fail on demand, and would exit with
+    "Unknown command line flag" anyway."""
+    lab_flags = [flag for flag in spec.extra_flags if flag.lstrip("-").startswith("lab_")]
+    if not lab_flags:
+        return
+    faults = [flag for flag in lab_flags if flag.lstrip("-").startswith("lab_fault")]
+    why = ("fault injection (--lab_fault_*) exists only in the lab's server; inject faults into real "
+           "TF Serving from outside (a proxy, a crash), or use server kind 'lab'") if faults else \
+        "these are the lab's server's own flags; TF Serving has no equivalent"
+    raise ValueError(f"server kind {kind!r} runs real TF Serving, which cannot take {' '.join(lab_flags)}: {why}")
+
+
 def tfserving_command_for(
     spec: ServerSpec, binary: ModelServerBinary
 ) -> Callable[[int, int], list[str]]:
     """spec -> command line for `binary` on given ports (the lab's flags, unchanged)."""
+    refuse_lab_flags(spec, TFSERVING)
     if spec.host != "127.0.0.1":
         # TF Serving always binds to all interfaces; refuse rather than silently differ.
         raise ValueError(f"server kind {TFSERVING!r} cannot bind to {spec.host}: TF Serving has no bind-address flag")
@@ -55,6 +70,7 @@ def launch_tfserving(
     allow_lab_standin: accept the lab's own `tensorflow_model_server` (tests only: a sweep
     labelled "tfserving" must have measured TF Serving).
     """
+    refuse_lab_flags(spec, TFSERVING)  # before looking for the binary: the spec itself is wrong
     identity = require_tfserving(binary or tfserving_binary(), allow_lab_standin=allow_lab_standin)
     server = launch_command(spec, tfserving_command_for(spec, identity))
     return with_binary(server, {**identity.manifest(), "kind": TFSERVING})
