@@ -28,6 +28,7 @@ from poochlab.experiments.analysis.tables import Tables
 KIND_NAMES = {
     "generator_limited": "generator-limited",
     "cache_unreliable": "with an unreliable cache",
+    "request_errors": "with request errors load does not cause",
     "no_data": "with no data",
     "failed": "failed",
     "invalid": "invalid (older record: kind not recorded)",
