@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from poochlab.experiments.sweep.factors import FACTORS, apply_implied, stage_fields
+from poochlab.experiments.sweep.factors import FACTORS, SERVER_FACTORS, apply_implied, stage_fields
 from poochlab.experiments.sweep.server_configs import ServerConfig
 from poochlab.experiments.sweep.spec import SweepSpec
 
@@ -70,7 +70,7 @@ def resolve_factors(spec: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
 
 def server_config(factors: dict[str, Any]) -> ServerConfig:
     """The server-side factors as a ServerConfig; one not given takes its registry default."""
-    defaults = {name: f.default for name, f in FACTORS.items() if f.side == "server"}
+    defaults = {name: FACTORS[name].default for name in SERVER_FACTORS}
     return ServerConfig(**stage_fields("server", {**defaults, **factors}))
 
 
