@@ -15,6 +15,8 @@ from poochlab.experiments.bench.server import (
 )
 from poochlab.serving.launcher import free_port
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 
 def one_round(**rows: Row) -> Results:
     results = Results()

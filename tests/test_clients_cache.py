@@ -14,6 +14,8 @@ import redis
 
 from poochlab.clients import CacheConfig, ClientConfig, build_predictor
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 CORGI = {"hashtags": "#corgi #adorable", "country": "US", "followers": 120}
 PUG = {"hashtags": "#pug", "country": "FR", "followers": 3}
 
@@ -133,15 +135,30 @@ def _run_identical_misses(lab_server, redis_url: str, single_flight: bool, users
     def user(index: int) -> None:
         answers[index] = predictor.predict([row])
 
+    # Observed, not slept on: each user joining the first call's flight (single flight), or each
+    # user's cache lookup having missed (without it), before the server may answer.
+    followers = threading.Semaphore(0)
+    wait_for_flights = predictor._wait_for_flights
+
+    def followed(*args):
+        followers.release()
+        return wait_for_flights(*args)
+
+    predictor._wait_for_flights = followed
     threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
     with frozen(lab_server.pid):  # the first model call cannot finish while the others arrive
         threads[0].start()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while single_flight and not predictor._flights and time.monotonic() < deadline:
             time.sleep(0.001)
         for thread in threads[1:]:
             thread.start()
-        time.sleep(0.3)
+        if single_flight:
+            assert all(followers.acquire(timeout=60) for _ in threads[1:])
+        else:
+            while predictor.stats()["cache_misses"] < 1 + users and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert predictor.stats()["cache_misses"] == 1 + users
     for thread in threads:
         thread.join(30)
     stats = predictor.stats()

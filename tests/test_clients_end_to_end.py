@@ -12,6 +12,8 @@ import pytest
 
 from poochlab.clients import ClientConfig, PredictionError, build_predictor, build_transport
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 REST_LIBRARIES = ("requests", "lean", "urllib3", "http.client", "geventhttpclient", "httptools")
 PUPDATES = [
     {"hashtags": "#corgi #adorable", "country": "US", "followers": 120},

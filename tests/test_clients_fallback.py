@@ -20,6 +20,8 @@ from poochlab.clients.prediction import CallTiming, Prediction
 from poochlab.clients.supervisor import SupervisedPredictor
 from poochlab.models.baseline import HistoricalBaseline
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 CORGI_PUG = {"hashtags": "#corgi #pug", "country": "US", "followers": 3}
 UNKNOWN = {"hashtags": "#neverseen", "country": "US", "followers": 3}
 

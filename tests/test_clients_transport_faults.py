@@ -203,11 +203,13 @@ def test_a_call_interrupted_mid_answer_never_hands_its_answer_to_the_next_call(l
     script = textwrap.dedent(f"""
         from gevent import monkey
         monkey.patch_all()
-        import gevent, itertools, json, time
+        import gevent, itertools, json, threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from poochlab.clients import ClientConfig, build_transport
 
         numbers = itertools.count()
+        # Events order the fault: the first request arrives, its call is killed, then its answer is sent.
+        first_received, call_killed, first_answered = threading.Event(), threading.Event(), threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -216,13 +218,19 @@ def test_a_call_interrupted_mid_answer_never_hands_its_answer_to_the_next_call(l
                 number = next(numbers)
                 self.rfile.read(int(self.headers["Content-Length"]))
                 if number == 0:
-                    time.sleep(0.3)  # the first answer comes late
+                    first_received.set()
+                    assert call_killed.wait(60)  # the first answer comes late
                 payload = json.dumps({{"predictions": [float(number)]}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    self.wfile.flush()
+                finally:  # sent, or refused by a client that closed the killed call's connection
+                    if number == 0:
+                        first_answered.set()
 
             def log_message(self, *args):
                 pass
@@ -233,9 +241,10 @@ def test_a_call_interrupted_mid_answer_never_hands_its_answer_to_the_next_call(l
         predictor = build_transport(ClientConfig(rest_url=url, library={library!r}, timeout_s=5.0))
         row = {PUPDATE!r}
         interrupted = gevent.spawn(predictor.predict, [row])
-        gevent.sleep(0.1)
+        assert first_received.wait(60)
         interrupted.kill()  # GreenletExit inside the wait for the answer
-        gevent.sleep(0.4)   # the late answer has arrived by now
+        call_killed.set()
+        assert first_answered.wait(60)  # the late answer is on its way back (loopback: already there)
         print(json.dumps([predictor.predict([row]).likes[0] for _ in range(3)]))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -18,6 +18,8 @@ import pytest
 
 from poochlab.serving.kinds.nginx_config import COMPOSE_NGINX_VERSION
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker" / "compose.yaml"
 SCALED = "tfserving"

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from poochlab.serving.launcher import free_port
+
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUST = str(Path(sys.executable).parent / "locust")

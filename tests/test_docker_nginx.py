@@ -25,6 +25,8 @@ from poochlab.serving.kinds.nginx_config import (
     render_nginx_config,
 )
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "docker" / "nginx" / "nginx.conf"
 

@@ -13,6 +13,8 @@ from poochlab.experiments.load import (LOAD_LEVELS, CapacityCalibration, LoadSet
 from poochlab.experiments.load.echo_server import start_echo_server
 from poochlab.experiments.records import TrialRecord
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 
 @pytest.fixture(scope="module")
 def workload() -> Workload:

@@ -23,6 +23,8 @@ from hdrh.histogram import HdrHistogram
 from poochlab.experiments.load.echo_server import EchoServer, start_echo_server
 from poochlab.serving.launcher import free_port
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 REPO = Path(__file__).resolve().parents[1]
 LOCUST = str(Path(sys.executable).parent / "locust")
 LOCUSTFILE = "docker/locustfile.py"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from poochlab.clients.config import ClientConfig
 from poochlab.experiments.load import LoadSettings, Workload, measure_trial
 from poochlab.experiments.records import TrialRecord
+
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 
 
 def test_trial_against_the_lab_server_records_server_timing_and_prometheus_deltas(lab_server) -> None:

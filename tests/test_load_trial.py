@@ -14,6 +14,8 @@ from poochlab.experiments.load.worker_spec import PLANT_BURNER_ENV
 from poochlab.experiments.recording.histograms import merge_encoded
 from poochlab.experiments.records import TrialRecord
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 SHORT = dict(window_s=1.0, warmup_s=0.5, min_windows=3, max_windows=3)
 
 

@@ -60,6 +60,7 @@ def test_bad_workloads_name_the_field(facts: Workload) -> None:
         Workload(facts.pupdates[:10], cache_hit_ratio=0.5, hot_set_size=10)
 
 
+@pytest.mark.e2e  # Locust workers against an echo server
 def test_cache_trial_gets_the_hit_ratio_it_asked_for(redis_url: str, facts: Workload) -> None:
     from poochlab.clients.config import CacheConfig, ClientConfig
     from poochlab.experiments.load.echo_server import start_echo_server

@@ -14,6 +14,8 @@ import pytest
 from poochlab.serving.kinds.docker_run import TFSERVING_IMAGE, container_models_config, docker_command_for
 from poochlab.serving.launcher import ServerSpec, launch
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from poochlab.serving.launcher import ServerSpec, ServerStartError, free_port, launch
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 
 def _spec_for(server: object) -> ServerSpec:
     return ServerSpec(kind="external", host="127.0.0.1", rest_port=server.rest_port, grpc_port=server.grpc_port)

@@ -19,6 +19,8 @@ from fixtures.lab_server import PROMETHEUS_PATH, write_models_config
 from poochlab.serving.kinds.replicas import ReplicaSet, launch_replicas, replica_cores
 from poochlab.serving.launcher import ServerSpec
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 MODEL = "half_plus_two"
 REQUESTS = 12
 

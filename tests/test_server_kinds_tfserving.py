@@ -20,6 +20,8 @@ from poochlab.serving.kinds.identify import NotTFServingError, identify_model_se
 from poochlab.serving.kinds.tfserving import launch_tfserving
 from poochlab.serving.launcher import ServerSpec, launch, tf_serving_flags
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 LAB_ENTRY_POINT = str(Path(sys.executable).parent / "tensorflow_model_server")
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from poochlab.serving.flags import FlagError, parse_flags
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 
 def test_defaults_are_tf_servings():
     options = parse_flags(["--model_base_path=/models/m"])

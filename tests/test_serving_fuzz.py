@@ -7,8 +7,11 @@ import socket
 import urllib.error
 import urllib.request
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 
 MODELS = st.sampled_from(["half_plus_two", "pooch_predictor", "nope", "HALF_PLUS_TWO", "a%20b", "%00", ""])
 SUFFIXES = st.sampled_from(["", ":predict", ":classify", ":regress", ":explode", "/metadata", "/versions/1",

@@ -8,6 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 
 @pytest.fixture(scope="module")
 def channel(lab_server):

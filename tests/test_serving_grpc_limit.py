@@ -10,6 +10,8 @@ import pytest
 
 from poochlab.serving.grpc_limit import SPARE_THREADS, ConcurrencyLimit
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 METHOD = "/lab.Test/Echo"
 
 

@@ -146,31 +146,41 @@ def test_a_scalar_output_is_answered_as_a_read_only_rank_0_array(slow_servable: 
     servable.close()
 
 
-def test_closing_waits_for_the_run_in_progress_and_refuses_new_ones(slow_servable: Path):
+def test_closing_waits_for_the_run_in_progress_and_refuses_new_ones(slow_servable: Path, monkeypatch):
     """TF Serving keeps a servable until its last handle goes: unloading must not cancel a run."""
-    import time
-
+    from poochlab.serving import servable as servable_module
     from poochlab.serving.servable import Servable
 
+    # Fault injection: the session run waits for the test's word, so the close provably comes
+    # while it is in progress (no run length to guess).
+    started, release = threading.Event(), threading.Event()
+    real_session_run = servable_module._session_run
+
+    def gated_session_run(session, signature_def):
+        run = real_session_run(session, signature_def)
+
+        def gated(*arrays):
+            started.set()
+            assert release.wait(60)
+            return run(*arrays)
+
+        return gated
+
+    monkeypatch.setattr(servable_module, "_session_run", gated_session_run)
     servable = Servable("counter", 1, slow_servable)
     signature = servable.signature("")
-    started = time.monotonic()
-    signature.compute({"steps": np.array(20_000, np.int64)})
-    steps = int(20_000 * 0.5 / max(time.monotonic() - started, 1e-4))  # about half a second
     answers: list = []
-    running = threading.Thread(target=lambda: answers.append(signature.compute({"steps": np.array(steps, np.int64)})))
+    running = threading.Thread(target=lambda: answers.append(signature.compute({"steps": np.array(20_000, np.int64)})))
     running.start()
-    for _ in range(500):  # until the run is in progress
-        if servable._running:
-            break
-        time.sleep(0.001)
+    assert started.wait(60)
     assert servable._running == 1
     servable.close()
     with pytest.raises(ServingError) as refused:
         signature.compute({"steps": np.array(1, np.int64)})
     assert refused.value.code == Code.UNAVAILABLE
+    release.set()
     running.join(60)
-    assert len(answers) == 1 and float(answers[0]["total"]) == steps  # not CANCELLED by the close
+    assert len(answers) == 1 and float(answers[0]["total"]) == 20_000  # not CANCELLED by the close
 
 
 def test_a_signature_the_session_cannot_run_fails_its_requests_not_the_version(tmp_path: Path,
@@ -262,9 +272,12 @@ def test_the_gauge_counts_requests_being_answered_over_all_connections():
     gauge = RequestGauge()
 
     async def scenario() -> list[int]:
-        release = asyncio.Event()
+        release, both_called, called = asyncio.Event(), asyncio.Event(), []
 
         async def handler(method, path, headers, body):
+            called.append(path)  # the gauge counts a request before its handler is called
+            if len(called) == 2:
+                both_called.set()
             await release.wait()
             return Response(200, b"{}")
 
@@ -276,10 +289,7 @@ def test_the_gauge_counts_requests_being_answered_over_all_connections():
             writer.write(request)
             await writer.drain()
         seen = []
-        for _ in range(200):  # until both requests are parsed
-            await asyncio.sleep(0.01)
-            if gauge.in_flight == 2:
-                break
+        await asyncio.wait_for(both_called.wait(), 60)  # until both requests are being answered
         seen.append(gauge.in_flight)
         release.set()
         for reader, _ in streams:

@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 
 def call(server, method: str, path: str, body: bytes | str | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

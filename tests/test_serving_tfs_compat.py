@@ -27,6 +27,8 @@ import pytest
 
 from poochlab.serving.launcher import ServerSpec, launch
 
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
 MODELS = ("half_plus_two", "half_plus_three", "half_plus_two_tf2")
 PREDICT, CLASSIFY, REGRESS = ("tensorflow/serving/predict", "tensorflow/serving/classify",
                               "tensorflow/serving/regress")

@@ -1,16 +1,31 @@
-"""The catalogue of factors a sweep may vary or hold fixed, and what each value may be.
+"""The factor registry: the one place a factor's meaning lives.
 
-A factor belongs to one side of the measurement: ``server`` factors need a server (re)start,
-``client`` and ``workload`` factors change what the load generator sends, ``load`` factors
-how hard it sends. The runner groups trials into blocks by their server-side values.
+Each entry says which values it takes, which stage of a trial it configures and how (the
+``ServerConfig``, ``ClientConfig`` or ``Workload`` field it sets, or the ``LoadSettings`` it
+decides), what value other factors imply for it, and its role in analysis. Planning
+(sweep/plan.py), trial execution (sweep/trial_execution.py) and analysis read it from here;
+each run's manifest keeps a copy (``describe_factors``) so an old run is analysed by the
+meaning its factors had when it ran (``factor_roles``).
+
+Sides: ``server`` factors need a server (re)start, so the runner groups trials into blocks by
+their server-side values; ``client`` and ``workload`` factors change what the load generator
+sends; ``load`` factors how hard it sends.
+Analysis roles: ``load`` factors are compared within and never optimised over (the lightest
+load always has the lowest p99); ``transfer`` factors are those across which the report asks
+whether the best configuration of the others transfers; every other factor is ``design``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 Side = Literal["server", "client", "workload", "load"]
+Role = Literal["design", "load", "transfer"]
+SIDES: tuple[str, ...] = ("server", "client", "workload", "load")
+ROLES: tuple[str, ...] = ("design", "load", "transfer")
+# The object each side's ``field`` names a field of.
+STAGE_OBJECTS = {"server": "ServerConfig", "client": "ClientConfig", "workload": "Workload", "load": "LoadSettings"}
 
 
 def _choice(*allowed: str) -> Callable[[Any], Any]:
@@ -20,15 +35,17 @@ def _choice(*allowed: str) -> Callable[[Any], Any]:
         return value
 
     check.allowed = allowed  # type: ignore[attr-defined]
+    check.text = ", ".join(allowed)  # type: ignore[attr-defined]
     return check
 
 
 def _integer(low: int, high: int) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"got {value!r}, allowed: an integer from {low} to {high}")
+            raise ValueError(f"got {value!r}, allowed: {check.text}")  # type: ignore[attr-defined]
         return value
 
+    check.text = f"an integer from {low} to {high}"  # type: ignore[attr-defined]
     return check
 
 
@@ -37,20 +54,69 @@ def _number(low: float, high: float, *, open_low: bool = False) -> Callable[[Any
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok = ok and (low < value if open_low else low <= value) and value <= high
         if not ok:
-            bound = "above" if open_low else "from"
-            raise ValueError(f"got {value!r}, allowed: a number {bound} {low} to {high}")
+            raise ValueError(f"got {value!r}, allowed: {check.text}")  # type: ignore[attr-defined]
         return float(value)
 
+    check.text = f"a number {'above' if open_low else 'from'} {low} to {high}"  # type: ignore[attr-defined]
     return check
+
+
+def _batching_set(value: Any) -> Any:
+    return value  # the spec checks the name against its own [batching.<name>] sets
+
+
+_batching_set.text = "'off' or the name of a [batching.<name>] set of the spec"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Implied:
+    """A fact that fixes this factor's value when another factor has a given value, e.g. gRPC
+    has one client library. ``unless_given``: only a default, a value the spec gives stands."""
+
+    factor: str
+    value: Any
+    then: Any
+    why: str
+    unless_given: bool = False
+
+    def text(self) -> str:
+        kind = "defaults to" if self.unless_given else "is"
+        return f"{kind} {self.then!r} when {self.factor} = {self.value!r} ({self.why})"
 
 
 @dataclass(frozen=True)
 class Factor:
     name: str
     side: Side
-    default: Any
+    default: Any  # None: unset unless the spec gives it (or a rule implies it)
     check: Callable[[Any], Any]  # returns the normalised value or raises ValueError
     doc: str
+    # The field of the side's object (STAGE_OBJECTS) this factor sets, and how its value becomes
+    # that field's value (None: unchanged).
+    field: str = ""
+    to_field: Callable[[Any], Any] | None = None
+    how: str = ""  # in words, when to_field or the stage does more than copy the value
+    role: Role = "design"
+    implied: Implied | None = None
+
+    @property
+    def restarts_server(self) -> bool:
+        """A new value needs a new server process (trials are blocked by these)."""
+        return self.side == "server"
+
+    @property
+    def allowed(self) -> str:
+        return getattr(self.check, "text", "any value")
+
+    def field_value(self, value: Any) -> Any:
+        return self.to_field(value) if self.to_field is not None else value
+
+    def describe(self) -> dict[str, Any]:
+        """The entry as plain data, for a run's manifest."""
+        return {"name": self.name, "side": self.side, "default": self.default, "allowed": self.allowed,
+                "role": self.role, "doc": self.doc, "sets": f"{STAGE_OBJECTS[self.side]}.{self.field}",
+                "how": self.how, "restarts_server": self.restarts_server,
+                "implied": self.implied.text() if self.implied else None}
 
 
 LOAD_LEVELS = ("light", "medium", "high")
@@ -58,26 +124,45 @@ LOAD_LEVELS = ("light", "medium", "high")
 FACTORS: dict[str, Factor] = {
     f.name: f
     for f in [
-        Factor("protocol", "client", "rest", _choice("rest", "grpc"), "REST (JSON over HTTP/1.1) or gRPC (protobuf over HTTP/2)"),
+        Factor("protocol", "client", "rest", _choice("rest", "grpc"),
+               "REST (JSON over HTTP/1.1) or gRPC (protobuf over HTTP/2)", field="protocol"),
         Factor("client_library", "client", "lean", _choice("lean", "requests"),
-               "REST client library (gRPC always uses grpcio)"),
-        Factor("request_format", "client", "row", _choice("row", "columnar"), "REST body: instances (row) or inputs (columnar)"),
-        Factor("instances_per_request", "workload", 1, _integer(1, 10_000), "pupdates per request (payload size)"),
-        Factor("cache", "client", "off", _choice("off", "on"), "Redis cache-aside in front of the model"),
-        Factor("cache_hit_ratio", "workload", 0.0, _number(0.0, 1.0), "share of requests drawn from a pre-cached hot set"),
-        Factor("model_variant", "server", "small", _choice("small", "large"), "size of the Pooch Predictor"),
-        Factor("models_served", "server", 1, _integer(1, 16), "copies of the model loaded by the server at once"),
-        Factor("batching", "server", "off", lambda v: v, "'off' or the name of a [batching.<name>] set"),
+               "REST client library (gRPC always uses grpcio)", field="library",
+               implied=Implied("protocol", "grpc", "grpcio", "gRPC has one client library")),
+        Factor("request_format", "client", "row", _choice("row", "columnar"),
+               "REST body: instances (row) or inputs (columnar)", field="request_format",
+               # gRPC ignores the REST body format; ClientConfig still wants a valid one.
+               to_field=lambda v: "row" if v == "protobuf" else v, how="'protobuf' (gRPC) sets 'row', which gRPC ignores",
+               implied=Implied("protocol", "grpc", "protobuf", "gRPC has one message format")),
+        Factor("instances_per_request", "workload", 1, _integer(1, 10_000), "pupdates per request (payload size)",
+               field="instances", role="transfer"),
+        Factor("cache", "client", "off", _choice("off", "on"), "Redis cache-aside in front of the model",
+               field="cache", how="'on' sets a CacheConfig on the run's Redis, 'off' none"),
+        Factor("cache_hit_ratio", "workload", 0.0, _number(0.0, 1.0), "share of requests drawn from a pre-cached hot set",
+               field="cache_hit_ratio", to_field=lambda v: v or None, how="0 sets None (no hot set)",
+               role="transfer"),
+        Factor("retries", "client", 0, _integer(0, 10),
+               "extra attempts after a connection error or an 'unavailable' answer (0 keeps measurements honest)",
+               field="retries"),
+        Factor("model_variant", "server", "small", _choice("small", "large"), "size of the Pooch Predictor",
+               field="model_variant", role="transfer"),
+        Factor("models_served", "server", 1, _integer(1, 16), "copies of the model loaded by the server at once",
+               field="models_served", role="transfer"),
+        Factor("batching", "server", "off", _batching_set, "'off' or the name of a [batching.<name>] set",
+               field="batching"),
         Factor("server_threads", "server", 0, _integer(0, 64),
                "TensorFlow intra- and inter-op threads of the server (0: the server's default; the "
-               "lab's runs each graph on the calling thread)"),
-        Factor("replicas", "server", 1, _integer(1, 8), "server replicas behind a load balancer"),
+               "lab's runs each graph on the calling thread)", field="server_threads"),
+        Factor("replicas", "server", 1, _integer(1, 8), "server replicas behind a load balancer", field="replicas"),
         Factor("load_mode", "load", "closed", _choice("closed", "open"),
-               "closed loop (users wait for answers) or open loop (Poisson arrivals)"),
+               "closed loop (users wait for answers) or open loop (Poisson arrivals)", field="mode", role="load"),
         Factor("load_level", "load", None, _choice(*LOAD_LEVELS),
-               "fraction of the reference configuration's calibrated capacity (open loop)"),
-        Factor("users", "load", None, _integer(1, 1024), "concurrent closed-loop users"),
-        Factor("rate_rps", "load", None, _number(0.0, 1e6, open_low=True), "open-loop arrival rate, requests/s"),
+               "fraction of the reference configuration's calibrated capacity (open loop)", field="rate_rps",
+               how="the spec's [load] levels fraction of the calibrated capacity", role="load"),
+        Factor("users", "load", None, _integer(1, 1024), "concurrent closed-loop users", field="users", role="load",
+               implied=Implied("load_mode", "closed", 1, "a closed loop needs a user count", unless_given=True)),
+        Factor("rate_rps", "load", None, _number(0.0, 1e6, open_low=True), "open-loop arrival rate, requests/s",
+               field="rate_rps", role="load"),
     ]
 }
 
@@ -86,3 +171,44 @@ SERVER_FACTORS = tuple(name for name, f in FACTORS.items() if f.side == "server"
 
 def allowed_factor_names() -> str:
     return ", ".join(FACTORS)
+
+
+def apply_implied(factors: dict[str, Any]) -> dict[str, Any]:
+    """``factors`` with every value another factor implies made explicit (a new dict)."""
+    resolved = dict(factors)
+    for factor in FACTORS.values():
+        rule = factor.implied
+        if rule is None or resolved.get(rule.factor) != rule.value:
+            continue
+        if rule.unless_given and resolved.get(factor.name) is not None:
+            continue
+        resolved[factor.name] = rule.then
+    return resolved
+
+
+def stage_fields(side: Side, factors: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``side``'s object (STAGE_OBJECTS) that ``factors`` set: {field: value}.
+    A factor of that side absent from ``factors`` is left out (the object's own default)."""
+    return {f.field: f.field_value(factors[f.name]) for f in FACTORS.values()
+            if f.side == side and f.field and factors.get(f.name) is not None}
+
+
+def describe_factors() -> dict[str, dict[str, Any]]:
+    """The registry as plain data (name, side, default, allowed values, role, doc, ...)."""
+    return {name: factor.describe() for name, factor in FACTORS.items()}
+
+
+def factor_roles(manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Each factor's analysis role ("design", "load" or "transfer") as the run recorded it in its
+    manifest; a run saved before manifests held the registry gets the current registry's."""
+    saved = (manifest or {}).get("factor_registry")
+    if isinstance(saved, dict) and saved:
+        return {name: str(entry.get("role", "design")) for name, entry in saved.items() if isinstance(entry, dict)}
+    return {name: factor.role for name, factor in FACTORS.items()}
+
+
+def factors_with_role(role: str, manifest: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The factors of ``role`` (see ``factor_roles``), in registry order."""
+    if role not in ROLES:
+        raise ValueError(f"unknown factor role {role!r}; allowed: {', '.join(ROLES)}")
+    return tuple(name for name, r in factor_roles(manifest).items() if r == role)

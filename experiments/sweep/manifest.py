@@ -1,4 +1,8 @@
-"""Everything a reader needs to know about the conditions of a run, in manifest.json."""
+"""Everything a reader needs to know about the conditions of a run, in manifest.json.
+
+Among them ``factor_registry``: the factor registry's description (sweep/factors.py
+``describe_factors``) as it was when the run started; ``factors.factor_roles`` reads it back.
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from poochlab.experiments.sweep.factors import FACTORS, SERVER_FACTORS, apply_implied, stage_fields
 from poochlab.experiments.sweep.server_configs import ServerConfig
 from poochlab.experiments.sweep.spec import SweepSpec
 
@@ -61,25 +62,16 @@ def design_points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def resolve_factors(spec: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
-    """A point with the controls filled in and settings that do not apply made explicit."""
-    factors = {**spec.controls, **point}
-    if factors.get("protocol") == "grpc":
-        # gRPC has one client library and one message format; say so rather than pretend.
-        factors["client_library"] = "grpcio"
-        factors["request_format"] = "protobuf"
-    if factors.get("cache") == "off":
-        factors["cache_hit_ratio"] = factors.get("cache_hit_ratio", 0.0)
-    if spec.search is None and all(factors.get(name) is None for name in ("load_level", "users", "rate_rps")):
-        factors["users"] = 1
+    """A point with the controls filled in and the values other factors imply made explicit
+    (the registry's ``implied`` rules: gRPC's one client library, a closed loop's one user)."""
+    factors = apply_implied({**spec.controls, **point})
     return {name: value for name, value in factors.items() if value is not None}
 
 
 def server_config(factors: dict[str, Any]) -> ServerConfig:
-    return ServerConfig(
-        model_variant=factors["model_variant"], models_served=factors["models_served"],
-        batching=factors["batching"], server_threads=factors["server_threads"],
-        replicas=factors["replicas"],
-    )
+    """The server-side factors as a ServerConfig; one not given takes its registry default."""
+    defaults = {name: FACTORS[name].default for name in SERVER_FACTORS}
+    return ServerConfig(**stage_fields("server", {**defaults, **factors}))
 
 
 def config_id(factors: dict[str, Any]) -> str:

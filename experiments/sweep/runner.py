@@ -183,6 +183,8 @@ class SweepRunner:
             return record
 
     def _manifest(self) -> Manifest:
+        from poochlab.experiments.sweep.factors import describe_factors
+
         if self.resume:
             manifest = Manifest.load(self.run_dir)
             manifest.data.setdefault("resumed_at", []).append(utc_now())
@@ -192,6 +194,8 @@ class SweepRunner:
             self.run_dir, REPO, spec_path=str(self.spec.path), spec=self.spec.to_dict(),
             seeds={"sweep": self.spec.seed}, server_kind=self.spec.server_kind,
             p99_budget_ms=self.spec.p99_budget_ms,
+            # What each factor meant for this run, so later analysis reads it from here.
+            factor_registry=describe_factors(),
         )
 
     def _iterate(self, todo: list[Trial]) -> Iterator[Trial]:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 from poochlab.experiments.load.calibration import CalibrationError
 from poochlab.experiments.records import TrialRecord
+from poochlab.experiments.sweep.factors import stage_fields
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, config_id, resolve_factors, server_config
 from poochlab.experiments.sweep.redis_service import ExistingRedis, RedisServer
@@ -42,32 +43,32 @@ def trial_seed(spec: SweepSpec, trial_id: str) -> int:
 
 def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, grpc_target: str,
                   model_names: list[str] | None = None) -> Any:
+    """The ClientConfig the registry's client factors describe, aimed at the trial's server."""
     from poochlab.clients import CacheConfig, ClientConfig
 
-    cache = None
-    if factors.get("cache") == "on":
+    fields = stage_fields("client", factors)
+    if fields.pop("cache", "off") == "on":
         if context.redis is None:
             raise RuntimeError("cache trial without a Redis server")
-        cache = CacheConfig(redis_url=context.redis.url)
-    rest = factors["protocol"] == "rest"
+        fields["cache"] = CacheConfig(redis_url=context.redis.url)
     return ClientConfig(
-        protocol=factors["protocol"], library=factors["client_library"] if rest else "grpcio",
-        rest_url=rest_url, grpc_target=grpc_target,
-        request_format=factors["request_format"] if rest else "row", cache=cache,
+        rest_url=rest_url, grpc_target=grpc_target, **fields,
         # Several models served at once share the load equally.
         **({"model_name": model_names[0], "rotate_models": tuple(model_names[1:])} if model_names else {}),
     )
 
 
 def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
+    """The Workload the registry's workload factors describe, over the run's pupdates."""
     from poochlab.experiments.load import Workload
 
-    ratio = factors.get("cache_hit_ratio") or None
-    return Workload(context.pupdates, instances=factors.get("instances_per_request", 1),
-                    cache_hit_ratio=ratio, seed=seed, source=f"generated:{WORKLOAD_PUPDATES}:{context.spec.seed}")
+    return Workload(context.pupdates, **stage_fields("workload", factors), seed=seed,
+                    source=f"generated:{WORKLOAD_PUPDATES}:{context.spec.seed}")
 
 
 def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
+    """The trial's LoadSettings: its load mode, with the rate from its load level (through the
+    calibration) or rate_rps in an open loop, its users in a closed one; times from the profile."""
     from poochlab.experiments.load import LoadSettings
 
     profile = context.spec.profile
@@ -78,8 +79,13 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
         rate = context.calibration.rate_for(factors["load_level"])
     elif "rate_rps" in factors:
         rate = float(factors["rate_rps"])
-    if rate is not None:
+    mode = factors.get("load_mode") or ("open" if rate is not None else "closed")
+    if mode == "open":
+        if rate is None:
+            raise ValueError(f"an open loop needs an arrival rate (load_level or rate_rps); factors: {factors}")
         return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), **base)
+    if rate is not None:
+        raise ValueError(f"a closed loop is set by users, not an arrival rate; factors: {factors}")
     return LoadSettings(mode="closed", users=factors.get("users", 1), window_s=profile.window_s, **base)
 
 
