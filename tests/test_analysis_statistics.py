@@ -209,3 +209,20 @@ def test_a_configuration_without_valid_trials_never_meets_the_budget_nor_joins_t
     assert list(result.meeting["label"]) == ["partly valid", "valid"]
     assert configs["pareto_optimal"].tolist() == [False, True, False]
     assert apply_budget(configs.iloc[:1].copy(), 5.0).best is None
+
+
+def test_analysis_reads_each_factors_role_from_the_runs_own_manifest(tmp_path):
+    from poochlab.experiments.analysis.tables import tables_of
+
+    configs = [SyntheticConfig({"protocol": p, "users": u}, median_us=900 * u) for p in ("rest", "grpc") for u in (1, 4)]
+    saved_before = tmp_path / "old"
+    write_run(saved_before, configs, repetitions=1, windows=2, requests_per_window=200)
+    # A run saved before the registry: the registry's roles (users sets the load).
+    assert tables_of(analyze(load_run(saved_before), resamples=50), None).load_factors == ["users"]
+    # A run whose manifest recorded other roles is read with them, not with today's registry.
+    recorded = tmp_path / "recorded"
+    write_run(recorded, configs, repetitions=1, windows=2, requests_per_window=200,
+              manifest={"factor_registry": {"protocol": {"role": "load"}, "users": {"role": "design"}}})
+    analysis = analyze(load_run(recorded), resamples=50)
+    assert tables_of(analysis, None).load_factors == ["protocol"]
+    assert analysis.with_role("design") == ["users"]

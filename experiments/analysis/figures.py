@@ -28,8 +28,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-from poochlab.experiments.analysis.run_analysis import LOAD_FACTORS
 from poochlab.experiments.analysis.tables import Tables
 
 PlotFunction = Callable[[Tables], tuple[Figure, str]]
@@ -295,7 +293,7 @@ def plot_latency_vs_throughput(tables: Tables) -> tuple[Figure, str]:
     axis = figure.subplots()
     configs = tables.configs.dropna(subset=["p99_ms"])
     # One curve per setting of the other factors: its points differ only in load factors.
-    groups = _other_settings(configs, [f for f in tables.varied if f not in LOAD_FACTORS])
+    groups = _other_settings(configs, [f for f in tables.varied if f not in tables.load_factors])
     invalid = _invalid(configs)
     handles = []
     for index, (label, group) in enumerate(groups):
@@ -314,7 +312,7 @@ def plot_latency_vs_throughput(tables: Tables) -> tuple[Figure, str]:
     kinds = [Line2D([], [], color="0.3", marker="o", label="p99"),
              Line2D([], [], color="0.3", marker="s", linestyle="--", alpha=0.6, label="p50")]
     _outside_legend(axis, handles + kinds + _validity_handles())
-    load = [f for f in tables.varied if f in LOAD_FACTORS]
+    load = tables.load_factors
     caption = (
         "p99 (solid, circles) and p50 (dashed, squares) latency in ms against the throughput each configuration "
         "achieved (requests/s); "
@@ -409,7 +407,7 @@ BREAKDOWN_PARTS = (
 
 
 def plot_latency_breakdown(tables: Tables) -> tuple[Figure, str]:
-    load = [f for f in tables.varied if f in LOAD_FACTORS]
+    load = tables.load_factors
     configs = tables.configs.dropna(subset=["mean_ms"]).sort_values(load + ["mean_ms"])
     invalid = _invalid(configs)
     figure = Figure(figsize=(12, 1.6 + 0.3 * max(len(configs), 1)), layout="constrained")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
-
 from poochlab.experiments.analysis.run_analysis import LOAD_FACTORS
+from poochlab.experiments.sweep.factors import factors_with_role
 
 # Factors across which the course brief asks whether the best configuration transfers.
-TRANSFER_FACTORS = ("model_variant", "workload", "models_served")
+# The registry's roles (experiments/sweep/factors.py); a run passes its own from its manifest.
+TRANSFER_FACTORS = factors_with_role("transfer")
 
 
 def pareto_optimal(throughput: pd.Series, latency: pd.Series) -> pd.Series:
@@ -62,11 +63,12 @@ def apply_budget(configs: pd.DataFrame, budget_ms: float | None) -> BudgetResult
     return BudgetResult(budget_ms, meeting, surely, best)
 
 
-def sustainable_throughput(configs: pd.DataFrame, varied: list[str], budget_ms: float) -> pd.DataFrame:
+def sustainable_throughput(configs: pd.DataFrame, varied: list[str], budget_ms: float,
+                           load_factors: Sequence[str] = LOAD_FACTORS) -> pd.DataFrame:
     """Per setting of the non-load factors: the most throughput any of its load levels achieved
     within the budget (the answer of a rate search over the sweep's load levels), or none."""
-    setting = [f for f in varied if f not in LOAD_FACTORS]
-    load = [f for f in varied if f in LOAD_FACTORS]
+    setting = [f for f in varied if f not in load_factors]
+    load = [f for f in varied if f in load_factors]
     if not load:
         return pd.DataFrame()
     rows = []
@@ -93,7 +95,9 @@ class TransferResult:
     same_best: list[bool] = field(default_factory=list)  # per load setting
 
 
-def best_setting_transfer(configs: pd.DataFrame, varied: list[str], budget_ms: float | None) -> list[TransferResult]:
+def best_setting_transfer(configs: pd.DataFrame, varied: list[str], budget_ms: float | None,
+                          load_factors: Sequence[str] = LOAD_FACTORS,
+                          transfer_factors: Sequence[str] = TRANSFER_FACTORS) -> list[TransferResult]:
     """For each varied transfer factor: the best setting of the other factors for each value.
 
     "Best" is the highest throughput under the budget when there is one, else the lowest p99.
@@ -101,9 +105,9 @@ def best_setting_transfer(configs: pd.DataFrame, varied: list[str], budget_ms: f
     trivially has the lowest p99.
     """
     results = []
-    for factor in (f for f in TRANSFER_FACTORS if f in varied):
-        load = [f for f in varied if f in LOAD_FACTORS]
-        setting = [f for f in varied if f != factor and f not in LOAD_FACTORS]
+    for factor in (f for f in transfer_factors if f in varied):
+        load = [f for f in varied if f in load_factors]
+        setting = [f for f in varied if f != factor and f not in load_factors]
         if not setting:
             continue
         rows: list[dict[str, Any]] = []

@@ -53,7 +53,8 @@ def build_report(run_folder: Path | str, p99_budget_ms: float | None = None,
     analysis.effects = estimate_effects(analysis)
     budget_ms = _budget_from(run.manifest, p99_budget_ms)
     budget = apply_budget(analysis.configs, budget_ms)  # adds pareto_optimal / meets_budget columns
-    transfers = best_setting_transfer(analysis.configs, analysis.varied, budget_ms)
+    transfers = best_setting_transfer(analysis.configs, analysis.varied, budget_ms,
+                                      analysis.with_role("load"), analysis.with_role("transfer"))
     tables = tables_of(analysis, budget_ms)
     table_files = write_tables(tables, run.path / "tables")
 

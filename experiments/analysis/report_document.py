@@ -422,7 +422,7 @@ def _budget_section(document: ReportDocument, analysis: RunAnalysis, budget: Bud
                "invalid and left out; its numbers come from the valid ones." if best["invalid_trials"] else "")))
         _table_with_common(document, budget.meeting, analysis.label_factors)
     if budget.budget_ms is not None:
-        sustainable = sustainable_throughput(usable, analysis.varied, budget.budget_ms)
+        sustainable = sustainable_throughput(usable, analysis.varied, budget.budget_ms, analysis.with_role("load"))
         if len(sustainable):
             document.add(Paragraph("Highest sustainable throughput of each setting within the budget, over the "
                                    "load levels this sweep measured (configurations with valid trials only):"),

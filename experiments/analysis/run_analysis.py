@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from poochlab.experiments.analysis.bootstrap import DEFAULT_RESAMPLES, percentile_intervals
+from poochlab.experiments.analysis.bootstrap import (
+    DEFAULT_RESAMPLES,
+    percentile_intervals,
+)
 from poochlab.experiments.analysis.histograms import percentile_us, summary_ms
 from poochlab.experiments.analysis.saved_run import SavedRun
 from poochlab.experiments.analysis.trial_metrics import (
@@ -27,12 +29,14 @@ from poochlab.experiments.analysis.trial_metrics import (
     tail_count,
     trial_row,
 )
+from poochlab.experiments.sweep.factors import factor_roles, factors_with_role
 
 # 2: numbers of a configuration come from its valid trials only; validity categories, cache errors
 # by reason, coordinated-omission flags, tail counts and the effects table were added.
 TABLE_SCHEMA_VERSION = 2
 # Load factors: compared within, never "optimised" over (the lowest load always wins on p99).
-LOAD_FACTORS = ("load_level", "users", "rate_rps", "concurrency")
+# The registry's roles (experiments/sweep/factors.py); a run's own roles come from its manifest.
+LOAD_FACTORS = factors_with_role("load")
 # Grid of the percentile spectrum: x = 1/(1-p) from 1.1 to 100,000 (p up to 99.999%).
 SPECTRUM_X = np.logspace(np.log10(1.1), 5, 40)
 
@@ -53,6 +57,13 @@ class RunAnalysis:
     resamples: int = DEFAULT_RESAMPLES
     # A varied factor that moves in lockstep with an earlier one (users with load_level) -> that one.
     aliases: dict[str, str] = field(default_factory=dict)
+    # Each factor's analysis role ("load", "transfer", "design"), as the run's manifest recorded it.
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def with_role(self, role: str) -> list[str]:
+        """The factors this run gave ``role`` (the registry's when the run predates it)."""
+        roles = self.roles or factor_roles({})
+        return [name for name, given in roles.items() if given == role]
     effects: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
@@ -251,7 +262,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
     return RunAnalysis(
         run=run, factors=factors, varied=varied, trials=trials, configs=configs, windows=windows,
         spectrum=spectrum, decoded=decoded_by_config, notes=notes, warnings=warnings,
-        bootstrap_seed=seed, resamples=resamples, aliases=aliases,
+        bootstrap_seed=seed, resamples=resamples, aliases=aliases, roles=factor_roles(run.manifest),
     )
 
 

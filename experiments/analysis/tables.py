@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from poochlab.experiments.analysis.run_analysis import TABLE_SCHEMA_VERSION, RunAnalysis
 from poochlab.experiments.records import write_atomically
+from poochlab.experiments.sweep.factors import factor_roles
 
 TABLE_NAMES = ("trials", "configs", "windows", "spectrum", "effects")
 
@@ -30,6 +30,13 @@ class Tables:
     budget_ms: float | None
     effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # see analysis.effects
     aliases: dict[str, str] = field(default_factory=dict)  # factor -> the factor it moves in lockstep with
+    roles: dict[str, str] = field(default_factory=dict)  # factor -> analysis role, from the run's manifest
+
+    @property
+    def load_factors(self) -> list[str]:
+        """The varied factors that set the load (compared within, never optimised over)."""
+        roles = self.roles or factor_roles({})
+        return [name for name in self.varied if roles.get(name) == "load"]
 
     @property
     def label_factors(self) -> list[str]:
@@ -39,7 +46,8 @@ class Tables:
 
 def tables_of(analysis: RunAnalysis, budget_ms: float | None) -> Tables:
     return Tables(analysis.trials, analysis.configs, analysis.windows, analysis.spectrum,
-                  analysis.factors, analysis.varied, budget_ms, analysis.effects, dict(analysis.aliases))
+                  analysis.factors, analysis.varied, budget_ms, analysis.effects, dict(analysis.aliases),
+                  dict(analysis.roles))
 
 
 def write_tables(tables: Tables, folder: Path) -> list[Path]:
