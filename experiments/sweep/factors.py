@@ -64,6 +64,8 @@ FACTORS: dict[str, Factor] = {
         Factor("request_format", "client", "row", _choice("row", "columnar"), "REST body: instances (row) or inputs (columnar)"),
         Factor("instances_per_request", "workload", 1, _integer(1, 10_000), "pupdates per request (payload size)"),
         Factor("cache", "client", "off", _choice("off", "on"), "Redis cache-aside in front of the model"),
+        Factor("fallback", "client", "off", _choice("off", "on"), "the supervised fallback: deadline, circuit breaker, historical baseline"),
+        Factor("deadline_ms", "client", None, _number(0.0, 600_000.0, open_low=True), "per-request deadline: the fallback's (default 100 ms), else the client timeout (default 5 s)"),
         Factor("cache_hit_ratio", "workload", 0.0, _number(0.0, 1.0), "share of requests drawn from a pre-cached hot set"),
         Factor("model_variant", "server", "small", _choice("small", "large"), "size of the Pooch Predictor"),
         Factor("models_served", "server", 1, _integer(1, 16), "copies of the model loaded by the server at once"),
