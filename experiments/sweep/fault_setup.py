@@ -31,7 +31,8 @@ def reactive_client(context: Any, factors: dict[str, Any]) -> dict[str, Any]:
         base = context.servers.model_base_path(factors.get("model_variant", "small"))
         latest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         settings["fallback"] = FallbackConfig(
-            baseline_path=latest / "assets.extra" / "historical_baseline.json",
+            # A str: the record describes the client as JSON.
+            baseline_path=str(latest / "assets.extra" / "historical_baseline.json"),
             **({"deadline_s": deadline_s} if deadline_s else {}))
     elif deadline_s:
         settings["timeout_s"] = deadline_s
