@@ -109,3 +109,24 @@ def test_a_server_crash_trial_records_the_recovery_and_its_errors_are_findings(c
     assert any(f.startswith("during scheduled faults:") for f in record.validity.findings)
     # The trial went on at least AFTER_FAULT_S past the restart.
     assert record.windows[-1].start_s + 1.0 >= event["cleared_at_s"] + 5.0
+
+
+def test_a_network_fault_sends_the_load_through_the_proxy_and_a_slow_model_gets_the_admin_flag(lab_server) -> None:
+    import urllib.request
+
+    from poochlab.experiments.sweep.fault_setup import fault_trial
+    from poochlab.experiments.sweep.servers import ServerEndpoints, _fault_flags
+
+    network = FaultSpec("network", at_s=1.0, duration_s=1.0, params={"mode": "drop"})
+    context = SimpleNamespace(spec=SimpleNamespace(faults=(network,), p99_budget_ms=40.0), servers=None, redis=None)
+    endpoints = ServerEndpoints(lab_server.rest_url, lab_server.grpc_target, lab_server.pid, None, ["pooch_predictor"])
+    with fault_trial(context, {"protocol": "rest"}, endpoints) as (through, faults):
+        assert faults is not None and faults.slo_ms == 40.0 and set(faults.injectors) == {"network"}
+        assert through.rest_url != lab_server.rest_url and through.grpc_target == lab_server.grpc_target
+        with urllib.request.urlopen(through.rest_url + "/v1/models/pooch_predictor", timeout=30) as answer:
+            assert answer.status == 200  # the proxy forwards to the server
+    with pytest.raises(OSError):  # closed with the trial
+        urllib.request.urlopen(through.rest_url + "/v1/models/pooch_predictor", timeout=5)
+    slow = SimpleNamespace(faults=(FaultSpec("slow_model", 1.0, 1.0, {"delay_ms": 50}),))
+    assert _fault_flags(slow) == ("--lab_fault_admin=true",)
+    assert _fault_flags(SimpleNamespace(faults=(network,))) == ()
