@@ -40,6 +40,9 @@ class Window:
     histogram: str  # hdrh encode() of successful latencies, microseconds
     # Closed loop only: the same latencies with HdrHistogram's expected-interval correction.
     corrected_histogram: str | None = None
+    # A scheduled fault touched this window (or it came before the recovery): left out of the
+    # steady-state result and the stability rule (experiments/faults/phases.py).
+    fault: bool = False
 
 
 # What kind of problem made a trial invalid. Validity judges the instrument, not the server:
@@ -129,12 +132,19 @@ class TrialRecord:
     generator: dict[str, Any] = field(default_factory=dict)
     validity: Validity = field(default_factory=Validity)
     schema_version: int = SCHEMA_VERSION
+    # Scheduled faults as they happened (FaultEvent.to_json() plus recovered_at_s / recovery_s),
+    # seconds since the measurement started; [] for a trial without faults.
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    # Before / during / after (p99_ms, availability, answered, errors, windows), the pre-fault
+    # band, fault_windows and recovery_s (experiments/faults/phases.py); {} without faults.
+    fault_summary: dict[str, Any] = field(default_factory=dict)
 
     def result_windows(self) -> list[Window]:
         """The windows merged into the result: the stable ones, or every window when none was
-        judged stable."""
+        judged stable (a fault trial: every window no fault touched)."""
         stable = set(self.stable_windows)
-        return [w for w in self.windows if w.index in stable] or self.windows
+        return ([w for w in self.windows if w.index in stable] or [w for w in self.windows if not w.fault]
+                or self.windows)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

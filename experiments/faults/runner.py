@@ -146,6 +146,11 @@ class FaultRunner:
                 detail["cleared_early"] = True  # the trial ended or stopped before its planned end
         event.detail.update(detail)
 
+    @property
+    def done(self) -> bool:
+        """Every step has run (or the runner was stopped): started, and its thread is over."""
+        return self._thread is not None and not self._thread.is_alive()
+
     def start(self) -> None:
         """Run in a thread of its own (call at the measurement's start)."""
         self._thread = threading.Thread(target=self.run, name="fault-runner", daemon=True)

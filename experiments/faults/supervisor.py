@@ -51,6 +51,7 @@ class ServerSupervisor:
         self.restarts: list[Restart] = []
         self._changed = threading.Condition()
         self._stopping = False
+        self._released = False  # release(): stop watching, keep the server
         self._thread: threading.Thread | None = None
 
     def start(self) -> "ServerSupervisor":
@@ -88,7 +89,8 @@ class ServerSupervisor:
                 self._changed.notify_all()
                 stopping = self._stopping
             if stopping:  # stop() came while restarting: it may have stopped the old process only
-                self.server.stop()
+                if not self._released:
+                    self.server.stop()
                 return
             if error is not None:
                 return
@@ -100,6 +102,12 @@ class ServerSupervisor:
                 raise TimeoutError(f"the server did not come back within {timeout_s:.0f} s "
                                    f"(log {self.server.log_path}):\n{self.server.log_tail()}")
             return self.restarts[count - 1]
+
+    def release(self) -> None:
+        """Stop watching but leave the current server running (the sweep's next trials use it).
+        The watching thread ends when that server next exits, without restarting it."""
+        with self._changed:
+            self._stopping = self._released = True
 
     def stop(self) -> None:
         """Stop the current server for good (no restart)."""

@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
+from poochlab.experiments.faults.phases import summarize as summarize_faults
+from poochlab.experiments.faults.trial import FaultTrial
 from poochlab.experiments.load.settings import LoadSettings
 from poochlab.experiments.load.worker_spec import WorkerSpec
 from poochlab.experiments.load.workload import Workload
@@ -97,7 +99,7 @@ class _Collected:
 def measure_trial(settings: LoadSettings, client: Any, workload: Workload, record: TrialRecord, *,
                   server_pid: int | None = None, metrics_url: str | None = None,
                   redis_pid: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
-                  _record_requests: bool = True) -> TrialRecord:
+                  faults: FaultTrial | None = None, _record_requests: bool = True) -> TrialRecord:
     """Run warm-up plus measurement windows against ``client``'s server and fill ``record``.
 
     Fills: started_at/ended_at, load, windows (each window merged over workers; requests still
@@ -106,6 +108,10 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
     histograms, client_timing_us means, cache, answer_paths, server_metrics (Prometheus deltas
     when ``metrics_url`` is given), resources, generator health and validity. A generator that
     fails marks the record ``status="failed"`` with the reason instead of raising.
+
+    ``faults``: a trial with scheduled faults (experiments/faults/trial.py): started at the
+    measurement start, its windows kept out of the result and judged apart; fills ``faults``,
+    ``fault_summary`` and each window's ``fault``.
     """
     record.started_at = _now_iso()
     record.load = {**settings.as_record(), "client": _describe_client(client), "workload": workload.describe()}
@@ -126,8 +132,10 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
         measure_start = start_at + settings.warmup_s
         for worker in workers:
             worker.conn.send(("go", start_at, measure_start))
+        if faults is not None:
+            faults.start(measure_start)
         collected, measured = _measure(settings, workers, measure_start, server_pid, redis_pid,
-                                       metrics_url, progress)
+                                       metrics_url, progress, faults)
     except TrialError as error:
         record.status = "failed"
         record.failure_reason = str(error)
@@ -135,6 +143,8 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
         record.ended_at = _now_iso()
         return record
     finally:
+        if faults is not None:
+            faults.finish()  # never leave a fault planted (Redis down, a slow model)
         for worker in workers:
             if worker.process.poll() is None:
                 try:
@@ -146,14 +156,16 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
             os.unlink(worker.stderr_path)
         if placement is not None:
             placement.restore()
-    _fill_record(record, settings, workers, collected, measured, placement.as_record(), workload.cache_hit_ratio)
+    _fill_record(record, settings, workers, collected, measured, placement.as_record(), workload.cache_hit_ratio,
+                 faults)
     record.ended_at = _now_iso()
     return record
 
 
 def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: float, server_pid: int | None,
              redis_pid: int | None, metrics_url: str | None,
-             progress: Callable[[dict[str, Any]], None] | None) -> tuple[_Collected, dict[str, Any]]:
+             progress: Callable[[dict[str, Any]], None] | None,
+             faults: FaultTrial | None = None) -> tuple[_Collected, dict[str, Any]]:
     monitor = ResourceMonitor(server_pid, [w.pid for w in workers], redis_pid)
     measured: dict[str, Any] = {}
     time.sleep(max(measure_start - time.monotonic(), 0.0))
@@ -187,7 +199,11 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
                 progress({"window": next_index, "throughput_rps": summary.throughput_rps,
                           "p99_us": summary.p99_us, "errors": errors, "stable": stable,
                           "problem": _window_problem(settings, merged, summary, errors)})
-            if stable or count >= settings.max_windows:
+            if faults is not None:  # a fault trial ends once its faults are over, never at stability
+                stable = False
+                limit = max(limit, time.monotonic() + 2 * settings.window_s + 30.0)
+            if (faults.may_end(count * settings.window_s) and count >= settings.max_windows if faults is not None
+                    else stable or count >= settings.max_windows):
                 last_index = next_index
                 break
             next_index += 1
@@ -241,7 +257,8 @@ def _scrape_or_note(url: str | None, measured: dict[str, Any], when: str) -> Any
 
 
 def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Worker], collected: _Collected,
-                 measured: dict[str, Any], placement: dict[str, Any], planned_hit_ratio: float | None) -> None:
+                 measured: dict[str, Any], placement: dict[str, Any], planned_hit_ratio: float | None,
+                 faults: FaultTrial | None = None) -> None:
     merged = list(collected.merged)
     last = len(merged) - 1
     finals = [w.final or {} for w in workers]
@@ -253,9 +270,16 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                requests=w.requests, errors=sum(w.errors_by_kind.values()), histogram=w.histogram,
                corrected_histogram=w.corrected_histogram)
         for w in merged]
-    verdict = judge_stability(collected.summaries)
-    record.stable = len(merged) >= settings.min_windows and verdict.stable
-    result = [w for w in merged if w.index in verdict.windows] if record.stable else merged
+    in_faults: set[int] = set()
+    if faults is not None:
+        record.fault_summary, in_faults, record.faults = summarize_faults(record.windows, faults.finish(),
+                                                                          faults.slo_ms)
+        for window in record.windows:
+            window.fault = window.index in in_faults
+    steady = [w for w in merged if w.index not in in_faults]
+    verdict = judge_stability([s for s in collected.summaries if s.index not in in_faults])
+    record.stable = len(steady) >= settings.min_windows and verdict.stable
+    result = [w for w in steady if w.index in verdict.windows] if record.stable else steady
     record.stable_windows = [w.index for w in result]
     record.load["stability"] = (
         verdict.reason if record.stable
@@ -312,7 +336,7 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                          late_send_fraction=late / total if total else 0.0)
     record.generator = generator
     _judge(record, settings, generator, p99, result, float(resources.get("measured_s") or 0.0),
-           planned_hit_ratio)
+           planned_hit_ratio, [w for w in merged if w.index in in_faults] if faults is not None else None)
 
 
 def _merged_cache(caches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -331,15 +355,27 @@ def _count_above(histogram: Any, threshold_us: int) -> int:
 
 
 def _judge(record: TrialRecord, settings: LoadSettings, generator: dict[str, Any], p99: float | None,
-           result: list[WindowData], measured_s: float, planned_hit_ratio: float | None) -> None:
+           result: list[WindowData], measured_s: float, planned_hit_ratio: float | None,
+           fault_windows: list[WindowData] | None = None) -> None:
     corrected = merge_encoded(w.corrected_histogram for w in result)
     answered = sum(w.requests for w in record.windows)
+    outside: dict[str, Any] = {}
+    if fault_windows is not None:  # errors inside a scheduled fault's windows are findings
+        inside: Counter = Counter()
+        for window in fault_windows:
+            inside.update(window.errors_by_kind)
+        outside = dict(
+            errors_outside_faults={k: n - inside.get(k, 0) for k, n in record.errors_by_kind.items()},
+            answered_outside_faults=answered - sum(w.requests for w in fault_windows),
+            measured_outside_faults_s=max(measured_s - len(fault_windows) * settings.window_s, 0.0),
+            redis_outage=any(e.get("kind") == "redis_outage" and e.get("injected_at_s") is not None
+                             for e in record.faults))
     evidence = TrialEvidence(
         mode=settings.mode, answered=answered, errors_by_kind=record.errors_by_kind, measured_s=measured_s,
         generator=generator, p99_us=p99, planned_rate_rps=settings.rate_rps if settings.mode == "open" else None,
         corrected_p99_us=float(corrected.get_value_at_percentile(99)) if corrected.get_total_count() else None,
         cache=record.cache, planned_hit_ratio=planned_hit_ratio if record.cache is not None else None,
-        stability_note=None if record.stable else record.load.get("stability"))
+        stability_note=None if record.stable else record.load.get("stability"), **outside)
     record.validity = judge(evidence, record.validity if isinstance(record.validity, Validity) else None)
 
 

@@ -21,7 +21,7 @@ closed loop sent nothing while the server stalled, so its raw percentiles hide t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from poochlab.experiments.recording import health as health_rules
@@ -58,6 +58,15 @@ class TrialEvidence:
     planned_hit_ratio: float | None = None
     stability_note: str | None = None  # set when the trial did not become stable
     extra_warnings: tuple[str, ...] = field(default_factory=tuple)
+    # A trial with scheduled faults: what happened outside its fault windows. Only these errors
+    # are judged against the error rule (and only this throughput against the planned rate);
+    # those inside the fault windows are what the experiment set out to see: findings.
+    errors_outside_faults: Mapping[str, int] | None = None
+    answered_outside_faults: int | None = None
+    measured_outside_faults_s: float | None = None
+    # A Redis outage was planted: cache errors and a missed hit ratio are findings. (Cache
+    # counts are per trial, not per window, so those outside the outage cannot be told apart.)
+    redis_outage: bool = False
 
 
 def _kinds_text(counts: Mapping[str, int]) -> str:
@@ -76,6 +85,13 @@ def judge(evidence: TrialEvidence, validity: Validity | None = None) -> Validity
     for reason in generator_reasons:
         verdict.invalidate(reason, "generator_limited")
 
+    if evidence.errors_outside_faults is not None:
+        _note_fault_errors(evidence, verdict)
+        failures = sum(evidence.errors_outside_faults.values())
+        attempts = (evidence.answered_outside_faults or 0) + failures
+        evidence = replace(evidence, errors_by_kind=evidence.errors_outside_faults,
+                           answered=evidence.answered_outside_faults or 0,
+                           measured_s=evidence.measured_outside_faults_s or 0.0)
     if attempts:
         _judge_errors(evidence, verdict, failures, attempts)
     if not generator_reasons:
@@ -92,6 +108,16 @@ def judge(evidence: TrialEvidence, validity: Validity | None = None) -> Validity
         verdict.warnings.append(evidence.stability_note)
     verdict.warnings.extend(evidence.extra_warnings)
     return verdict
+
+
+def _note_fault_errors(evidence: TrialEvidence, verdict: Validity) -> None:
+    outside = evidence.errors_outside_faults or {}
+    inside = {k: n - outside.get(k, 0) for k, n in evidence.errors_by_kind.items() if n - outside.get(k, 0) > 0}
+    answered = evidence.answered - (evidence.answered_outside_faults or 0)
+    if inside:
+        failed = sum(inside.values())
+        verdict.findings.append(f"during scheduled faults: {failed} of {failed + answered} requests failed or "
+                                f"timed out ({_kinds_text(inside)}); judged as findings, not as the instrument's errors")
 
 
 def _judge_errors(evidence: TrialEvidence, verdict: Validity, failures: int, attempts: int) -> None:
@@ -127,6 +153,11 @@ def _judge_cache(evidence: TrialEvidence, verdict: Validity) -> None:
     errors = int(cache.get("errors", 0) or 0)  # type: ignore[call-overload]
     lookups = hits + misses
     by_reason = cache.get("errors_by_reason") or {}
+    if evidence.redis_outage:
+        if lookups and errors:
+            verdict.findings.append(f"cache errors on {errors} of {lookups} lookups in a trial with a scheduled "
+                                    "Redis outage (requests fell through to the model)")
+        return
     if lookups and errors / lookups > MAX_CACHE_ERROR_FRACTION:
         detail = f" ({_kinds_text(by_reason)})" if isinstance(by_reason, Mapping) and by_reason else ""
         verdict.invalidate(f"cache errors on {errors} of {lookups} lookups ({100 * errors / lookups:.1f}% > "

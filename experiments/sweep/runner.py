@@ -110,7 +110,8 @@ class SweepRunner:
             return summary
 
         redis = None
-        if any(t.factors.get("cache") == "on" for t in self.trials):
+        if any(t.factors.get("cache") == "on" for t in self.trials) or any(
+                f.kind == "redis_outage" for f in self.spec.faults):
             redis = sweep_redis(self.spec.redis_url, self.run_dir / "redis")
             redis.start()
             manifest.update(redis={"url": redis.url, "started_by_lab": isinstance(redis, RedisServer)})

@@ -32,6 +32,13 @@ class ServerEndpoints:
     notes: dict[str, str] = field(default_factory=dict)
 
 
+def _fault_flags(spec: SweepSpec) -> tuple[str, ...]:
+    """A sweep with a slow_model fault needs the lab server's /lab/faults to plant it."""
+    from poochlab.experiments.faults.injectors import server_fault_flags
+
+    return server_fault_flags() if any(f.kind == "slow_model" for f in spec.faults) else ()
+
+
 class ServerPool:
     """Holds at most one running server configuration at a time."""
 
@@ -81,6 +88,7 @@ class ServerPool:
             tensorflow_intra_op_parallelism=threads,
             tensorflow_inter_op_parallelism=threads,
             log_file=self.run_dir / "logs" / f"{server.config_id}-start{self.starts}.log",
+            extra_flags=_fault_flags(self.spec),
         )
         if server.replicas > 1:
             from poochlab.serving.kinds.replicas import launch_replicas

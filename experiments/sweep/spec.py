@@ -16,6 +16,8 @@ Layout of ``experiments/*.toml``::
                      behind_balancer = true when that address is a balancer over several servers
     [search]         rate_rps = {low, high, steps}: per configuration, bisect the open-loop rate for
                      the highest one that meets sweep.p99_budget_ms (a rate search)
+    [[faults]]       kind, at_s, duration_s, settings: a fault planted in every trial's measurement
+                     (experiments/faults/schedule.py); a fault trial uses windows of at most 1 s
 
 Every error names the file, the key and what was expected.
 """
@@ -112,6 +114,7 @@ class SweepSpec:
     external: dict[str, Any] | None = None  # {"host", "rest_port", "grpc_port", "behind_balancer"}
     search: "RateSearch | None" = None
     redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
+    faults: tuple = ()  # FaultSpec each: planted in every trial (experiments/faults/schedule.py)
 
     def needs_calibration(self) -> bool:
         return "load_level" in self.factors or self.controls.get("load_level") is not None
@@ -125,6 +128,7 @@ class SweepSpec:
             "batching_sets": self.batching_sets, "load_levels": self.load_levels,
             "reference": self.reference, "external": self.external,
             "search": vars(self.search) if self.search else None, "redis_url": self.redis_url,
+            **({"faults": [vars(f) | {"params": dict(f.params)} for f in self.faults]} if self.faults else {}),
         }
 
 
@@ -142,7 +146,7 @@ def load_spec(path: Path | str) -> SweepSpec:
 def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     where = _Where(path)
     where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile",
-                                  "external", "search"))
+                                  "external", "search", "faults"))
     sweep = data.get("sweep", {})
     where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
                                      "profile", "server_kind", "p99_budget_ms", "redis_url"))
@@ -178,6 +182,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         external=_external(where, data.get("external"), server_kind),
         search=_search(where, data.get("search")),
         redis_url=_redis_url(where, sweep.get("redis_url")),
+        faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
@@ -377,6 +382,26 @@ def _redis_url(where: _Where, value: Any) -> str | None:
     return value
 
 
+def _faults(where: _Where, tables: Any, server_kind: str, redis_url: Any) -> tuple:
+    from poochlab.experiments.faults.schedule import REDIS_OUTAGE, SERVER_CRASH, SLOW_MODEL, ScheduleError, parse_faults
+
+    try:
+        schedule = parse_faults(tables, str(where.path))
+    except ScheduleError as error:
+        raise SpecError(str(error)) from None
+    for index, fault in enumerate(schedule):
+        key = f"faults[{index}].kind"
+        if fault.kind == SLOW_MODEL and server_kind != "lab":
+            raise where.fail(key, 'a slow_model is set through the lab server\'s /lab/faults: needs server_kind = "lab"')
+        if fault.kind == SERVER_CRASH and server_kind not in ("lab", "tfserving"):
+            raise where.fail(key, f'the lab can crash and restart only a server it runs as a process (server_kind '
+                                  f'"lab" or "tfserving"), not {server_kind!r}')
+        if fault.kind == REDIS_OUTAGE and redis_url is not None:
+            raise where.fail(key, "a redis_outage stops the lab's own redis-server; sweep.redis_url names a Redis "
+                                  "someone else runs")
+    return tuple(schedule)
+
+
 def _search(where: _Where, table: dict[str, Any] | None) -> RateSearch | None:
     if table is None:
         return None
@@ -415,6 +440,8 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
         # An open loop is set by its arrival rate; without one the lab would run something else.
         raise where.fail("load_mode", 'an open loop needs an arrival rate: give rate_rps or load_level '
                                       '(or [search]), or use load_mode = "closed" with users')
+    if spec.faults and spec.search is not None:
+        raise where.fail("faults", "a rate search judges each step by its p99; leave [[faults]] out of a [search] sweep")
     if spec.server_kind == "external":
         server_side = [n for n in spec.factors if FACTORS[n].side == "server"]
         if server_side:

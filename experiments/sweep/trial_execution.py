@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 from poochlab.experiments.load.calibration import CalibrationError
 from poochlab.experiments.records import TrialRecord
 from poochlab.experiments.sweep.factors import stage_fields
+from poochlab.experiments.sweep.fault_setup import fault_settings, fault_trial, reactive_client
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, config_id, resolve_factors, server_config
 from poochlab.experiments.sweep.redis_service import ExistingRedis, RedisServer
@@ -53,6 +54,7 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
         fields["cache"] = CacheConfig(redis_url=context.redis.url)
     return ClientConfig(
         rest_url=rest_url, grpc_target=grpc_target, **fields,
+        **reactive_client(context, factors),  # fallback and deadline_ms (sweep/fault_setup.py)
         # Several models served at once share the load equally.
         **({"model_name": model_names[0], "rotate_models": tuple(model_names[1:])} if model_names else {}),
     )
@@ -278,9 +280,13 @@ def measure(context: RunContext, trial: Trial,
         context.redis.flush()
         redis_pid = context.redis.pid
     settings = load_settings(context, trial.factors, seed)
-    client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target, endpoints.model_names)
-    measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
-                  metrics_url=endpoints.metrics_url, redis_pid=redis_pid, progress=progress)
+    with fault_trial(context, trial.factors, endpoints) as (endpoints, faults):
+        if faults is not None:
+            settings = fault_settings(settings)
+        client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target,
+                               endpoints.model_names)
+        measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
+                      metrics_url=endpoints.metrics_url, redis_pid=redis_pid, progress=progress, faults=faults)
     floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
         record.load["generator_floor"] = floor["record"]

@@ -1,0 +1,110 @@
+"""What a sweep trial with ``[[faults]]`` needs around it, and the reactive client factors.
+
+For one trial: the injectors its schedule names (a supervisor over the server for a crash, a
+proxy in front of it for network faults, the lab's Redis for an outage, the server's
+/lab/faults for a slow model), the endpoints the load must use (the proxy's, for network
+faults), and a :class:`FaultTrial` for ``measure_trial``. Everything is undone when the trial
+ends; a crashed server stays up as restarted, and the pool keeps using it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import ExitStack, contextmanager
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+from poochlab.experiments.faults.schedule import NETWORK, REDIS_OUTAGE, SERVER_CRASH, SLOW_MODEL, kinds_in
+from poochlab.experiments.faults.trial import FAULT_WINDOW_S, FaultTrial
+
+DEFAULT_TIMEOUT_S = 5.0  # ClientConfig.timeout_s
+DEFAULT_DEADLINE_S = 0.1  # FallbackConfig.deadline_s
+
+
+def reactive_client(context: Any, factors: dict[str, Any]) -> dict[str, Any]:
+    """ClientConfig settings for the ``fallback`` and ``deadline_ms`` factors (the registry maps
+    the factors that set one field each, such as ``retries``)."""
+    from poochlab.clients.config import FallbackConfig
+
+    deadline_s = factors["deadline_ms"] / 1000 if factors.get("deadline_ms") else None
+    settings: dict[str, Any] = {}
+    if factors.get("fallback") == "on":
+        base = context.servers.model_base_path(factors.get("model_variant", "small"))
+        latest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        settings["fallback"] = FallbackConfig(
+            # A str: the record describes the client as JSON.
+            baseline_path=str(latest / "assets.extra" / "historical_baseline.json"),
+            **({"deadline_s": deadline_s} if deadline_s else {}))
+    elif deadline_s:
+        settings["timeout_s"] = deadline_s
+    return settings
+
+
+def slo_ms(spec: Any, factors: dict[str, Any]) -> float:
+    """What 'answered in time' means in a fault trial's availability: the sweep's p99 budget,
+    else the client's deadline."""
+    if spec.p99_budget_ms is not None:
+        return float(spec.p99_budget_ms)
+    if factors.get("deadline_ms"):
+        return float(factors["deadline_ms"])
+    return 1000 * (DEFAULT_DEADLINE_S if factors.get("fallback") == "on" else DEFAULT_TIMEOUT_S)
+
+
+def fault_settings(settings: Any) -> Any:
+    """A fault trial's load settings: windows short enough to time a recovery."""
+    return dataclasses.replace(settings, window_s=min(settings.window_s, FAULT_WINDOW_S))
+
+
+@contextmanager
+def fault_trial(context: Any, factors: dict[str, Any], endpoints: Any) -> Iterator[tuple[Any, FaultTrial | None]]:
+    """(endpoints the load must use, the trial's FaultTrial or None without faults)."""
+    schedule = list(context.spec.faults)
+    if not schedule:
+        yield endpoints, None
+        return
+    from poochlab.experiments.faults.injectors import NetworkFault, RedisOutage, ServerCrash, SlowModel
+
+    kinds = kinds_in(schedule)
+    injectors: dict[str, Any] = {}
+    with ExitStack() as undo:
+        if SERVER_CRASH in kinds:
+            injectors[SERVER_CRASH] = ServerCrash(_supervise(context, endpoints, undo))
+        if REDIS_OUTAGE in kinds:
+            if context.redis is None:
+                raise RuntimeError("a redis_outage trial without the lab's Redis")
+            injectors[REDIS_OUTAGE] = RedisOutage(context.redis)
+        if SLOW_MODEL in kinds:
+            injectors[SLOW_MODEL] = SlowModel(endpoints.rest_url)
+        if NETWORK in kinds:
+            from poochlab.experiments.faults.proxy import FaultProxy
+
+            grpc = factors.get("protocol") == "grpc"
+            host, port = _host_port(endpoints.grpc_target if grpc else endpoints.rest_url)
+            proxy = undo.enter_context(FaultProxy(host, port))
+            injectors[NETWORK] = NetworkFault(proxy)
+            address = f"{host}:{proxy.port}"
+            endpoints = dataclasses.replace(endpoints, **(
+                {"grpc_target": address} if grpc else {"rest_url": f"{urlsplit(endpoints.rest_url).scheme}://{address}"}))
+            endpoints.notes["fault_proxy"] = f"load sent through the lab's fault proxy {address} -> {host}:{port}"
+        faults = FaultTrial(schedule, injectors, slo_ms=slo_ms(context.spec, factors))
+        undo.callback(faults.finish)  # runs first: clears what is planted while the proxy still exists
+        yield endpoints, faults
+
+
+def _supervise(context: Any, endpoints: Any, undo: ExitStack) -> Any:
+    from poochlab.experiments.faults.supervisor import ServerSupervisor
+
+    pool = context.servers
+    if getattr(pool.handle, "process", None) is None:
+        raise RuntimeError("a server_crash needs one server the lab runs as a process (replicas = 1, "
+                           "server_kind \"lab\" or \"tfserving\")")
+    supervisor = ServerSupervisor(pool.handle, endpoints.model_names,
+                                  on_restart=lambda server: setattr(pool, "handle", server)).start()
+    undo.callback(supervisor.release)  # the restarted server keeps serving the next trials
+    return supervisor
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    assert parts.hostname is not None and parts.port is not None, address
+    return parts.hostname, parts.port
