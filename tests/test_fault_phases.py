@@ -162,14 +162,14 @@ def test_the_fallback_and_deadline_factors_build_the_supervised_client(tmp_path:
     (base / "12" / "assets.extra").mkdir(parents=True)
     context = SimpleNamespace(servers=SimpleNamespace(model_base_path=lambda variant: tmp_path / variant / "pooch_predictor"))
     on = reactive_client(context, {"fallback": "on", "deadline_ms": 250, "model_variant": "small"})
-    assert on["fallback"].deadline_s == 0.25 and on["retries"] == 0
+    assert on["fallback"].deadline_s == 0.25 and "retries" not in on  # the registry maps retries
     assert Path(on["fallback"].baseline_path) == base / "12" / "assets.extra" / "historical_baseline.json"
     # The trial record describes its client as JSON.
     from poochlab.clients.config import ClientConfig
     from poochlab.experiments.load.trial import _describe_client
 
     assert json.loads(json.dumps(_describe_client(ClientConfig(**on))))["fallback"]["deadline_s"] == 0.25
-    assert reactive_client(context, {"fallback": "off", "deadline_ms": 250, "retries": 2}) == {"timeout_s": 0.25, "retries": 2}
+    assert reactive_client(context, {"fallback": "off", "deadline_ms": 250, "retries": 2}) == {"timeout_s": 0.25}
     spec = SimpleNamespace(p99_budget_ms=None)
     assert slo_ms(spec, {"fallback": "on"}) == 100 and slo_ms(spec, {"fallback": "off"}) == 5000
     assert slo_ms(SimpleNamespace(p99_budget_ms=40), {"fallback": "on"}) == 40

@@ -195,3 +195,19 @@ def test_the_manifest_holds_the_registrys_description(tmp_path: Path) -> None:
     assert saved["client_library"]["implied"] == "is 'grpcio' when protocol = 'grpc' (gRPC has one client library)"
     assert saved["replicas"]["restarts_server"] is True and saved["users"]["role"] == "load"
     assert factor_roles({"factor_registry": saved})["model_variant"] == "transfer"
+
+
+def test_the_fallback_and_its_deadline_reach_each_trials_client(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    spec = spec_from(tmp_path, "[factors]\nfallback = [\"off\", \"on\"]\n[controls]\ndeadline_ms = 250\n")
+    export = tmp_path / "small" / "pooch_predictor" / "4" / "assets.extra"
+    export.mkdir(parents=True)
+    context = context_for(spec, tmp_path)
+    context.servers = SimpleNamespace(model_base_path=lambda variant: tmp_path / variant / "pooch_predictor")
+    clients = {t.factors["fallback"]: client_config(context, t.factors, "http://h:1", "h:2") for t in plan_trials(spec)}
+    # Off: the deadline is the client's timeout (250 ms); on: the fallback's deadline, with the
+    # served export's historical baseline.
+    assert clients["off"].fallback is None and clients["off"].timeout_s == 0.25
+    assert clients["on"].fallback.deadline_s == 0.25
+    assert clients["on"].fallback.baseline_path == str(export / "historical_baseline.json")

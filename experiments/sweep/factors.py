@@ -139,12 +139,12 @@ FACTORS: dict[str, Factor] = {
         Factor("cache", "client", "off", _choice("off", "on"), "Redis cache-aside in front of the model",
                field="cache", how="'on' sets a CacheConfig on the run's Redis, 'off' none"),
         Factor("fallback", "client", "off", _choice("off", "on"),
-               "the supervised fallback: deadline, circuit breaker, historical baseline",
+               "the supervised fallback: deadline, circuit breaker, historical baseline", field="fallback",
                how="'on' sets a FallbackConfig with the served export's historical_baseline.json "
                    "(sweep/fault_setup.py reactive_client)"),
         Factor("deadline_ms", "client", None, _number(0.0, 600_000.0, open_low=True),
                "per-request deadline: the fallback's (default 100 ms), else the client timeout (default 5 s)",
-               how="the fallback's deadline_s when the fallback is on, else ClientConfig.timeout_s "
+               field="timeout_s", to_field=lambda ms: ms / 1000, how="the fallback's deadline_s when the fallback is on, else ClientConfig.timeout_s "
                    "(sweep/fault_setup.py reactive_client)"),
         Factor("cache_hit_ratio", "workload", 0.0, _number(0.0, 1.0), "share of requests drawn from a pre-cached hot set",
                field="cache_hit_ratio", to_field=lambda v: v or None, how="0 sets None (no hot set)",

@@ -48,6 +48,9 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
     from poochlab.clients import CacheConfig, ClientConfig
 
     fields = stage_fields("client", factors)
+    # The fallback and its deadline are built from the served export (sweep/fault_setup.py).
+    fields.pop("fallback", None)
+    fields.pop("timeout_s", None)
     if fields.pop("cache", "off") == "on":
         if context.redis is None:
             raise RuntimeError("cache trial without a Redis server")
