@@ -9,7 +9,8 @@ Layout of ``experiments/*.toml``::
     [controls]       factor = value                held fixed (unlisted factors take defaults)
     [batching.NAME]  TF Serving BatchingParameters fields, e.g. max_batch_size = 32
     [batching_grid]  field = [values...]           expands into sets named "grid-<field><v>-..."
-    [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...}
+    [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...};
+                     workers = N | "auto" (generator processes; "auto": load/settings.py workers_for)
     [profile]        window_s, warmup_s, min_windows, max_windows overriding the profile
     [external]       host, rest_port, grpc_port of a server someone else runs (server_kind "external")
     [search]         rate_rps = {low, high, steps}: per configuration, bisect the open-loop rate for
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from poochlab.experiments.load.settings import AUTO_WORKERS
 from poochlab.experiments.sweep.factors import FACTORS, LOAD_LEVELS, allowed_factor_names
 
 DESIGNS = ("full_factorial", "random")
@@ -63,6 +65,7 @@ PROFILES = {
     "standard": Profile("standard", window_s=5.0, warmup_s=5.0, min_windows=3, max_windows=10, calibration_s=20.0),
 }
 
+MAX_WORKERS = 64  # generator processes per trial
 DEFAULT_LOAD_LEVELS = {"light": 0.25, "medium": 0.5, "high": 0.85}
 
 
@@ -94,6 +97,7 @@ class SweepSpec:
     reference: dict[str, Any] = field(default_factory=dict)
     external: dict[str, Any] | None = None  # {"host", "rest_port", "grpc_port"}
     search: "RateSearch | None" = None
+    load_workers: int | str = "auto"  # generator processes per trial, or "auto"
 
     def needs_calibration(self) -> bool:
         return "load_level" in self.factors or self.controls.get("load_level") is not None
@@ -107,6 +111,7 @@ class SweepSpec:
             "batching_sets": self.batching_sets, "load_levels": self.load_levels,
             "reference": self.reference, "external": self.external,
             "search": vars(self.search) if self.search else None,
+            "load_workers": self.load_workers,
         }
 
 
@@ -147,7 +152,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     factors = _factors(where, data.get("factors", {}), batching_sets, data.get("batching_grid"))
     controls = _controls(where, data.get("controls", {}), factors, batching_sets)
     load = data.get("load", {})
-    where.only_keys("load", load, ("levels", "reference"))
+    where.only_keys("load", load, ("levels", "reference", "workers"))
     levels = dict(DEFAULT_LOAD_LEVELS)
     for level, fraction in load.get("levels", {}).items():
         where.choice("load.levels", level, LOAD_LEVELS)
@@ -159,11 +164,20 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         factors=factors, controls=controls, batching_sets=batching_sets, load_levels=levels,
         external=_external(where, data.get("external"), server_kind),
         search=_search(where, data.get("search")),
+        load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
     _check_combinations(where, spec)
     return spec
+
+
+def _load_workers(where: "_Where", value: Any) -> int | str:
+    if value == AUTO_WORKERS:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise where.fail("load.workers", f'expected an integer from 1 to {MAX_WORKERS} or "{AUTO_WORKERS}", got {value!r}')
+    return value
 
 
 class _Where:

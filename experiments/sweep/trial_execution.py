@@ -67,15 +67,20 @@ def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
 
 def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
     from poochlab.experiments.load import LoadSettings
+    from poochlab.experiments.load.settings import workers_for
 
     profile = context.spec.profile
     base = dict(window_s=profile.window_s, warmup_s=profile.warmup_s, min_windows=profile.min_windows,
                 max_windows=profile.max_windows, seed=seed)
-    if "load_level" in factors:
-        return LoadSettings(mode="open", rate_rps=context.calibration.rate_for(factors["load_level"]), **base)
-    if "rate_rps" in factors:
-        return LoadSettings(mode="open", rate_rps=factors["rate_rps"], **base)
-    return LoadSettings(mode="closed", users=factors.get("users", 1), **base)
+    path = dict(protocol=factors["protocol"], library=factors.get("client_library"))
+    if "load_level" in factors or "rate_rps" in factors:
+        rate = (context.calibration.rate_for(factors["load_level"]) if "load_level" in factors
+                else factors["rate_rps"])
+        workers = workers_for(context.spec.load_workers, mode="open", rate_rps=rate, **path)
+        return LoadSettings(mode="open", rate_rps=rate, workers=workers, **base)
+    users = factors.get("users", 1)
+    workers = workers_for(context.spec.load_workers, mode="closed", users=users, **path)
+    return LoadSettings(mode="closed", users=users, workers=workers, **base)
 
 
 def prepare_run(context: RunContext, trials: list[Trial]) -> None:
