@@ -9,8 +9,10 @@ loop, wrk) to the others, all at the lab's raised priority where allowed:
    lateness, generator CPU per process, echo server CPU and the trial's validity with its
    reasons. Generator processes: "auto" (``load/settings.py`` ``workers_for``).
    Target: valid to at least 2,000 req/s.
-2. A bare blocking grpcio call loop against the same echo server: the lab's gRPC floor p50 at
-   600 req/s over its p50. Target: at most 1.3.
+2. A bare blocking grpcio call loop against the same echo server, back to back and paced alike
+   (Poisson at 600 req/s, timed from its schedule): the lab's gRPC floor p50 at 600 req/s over
+   each one's p50. Target: at most 1.3. The old gRPC path (grpcio under gevent,
+   ``grpc-gevent``) is measured at 600 and 1,200 req/s next to it.
 3. What recording costs: generator CPU per request in a closed loop against the echo server,
    with the full recorder and with a counter only, alternated ``--repeats`` times; the cost is
    the median of the pairs' ratios. Target: under 5%.
@@ -35,7 +37,7 @@ from typing import Any, Iterator
 from poochlab.cli import CommandError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PATHS = ("rest", "grpc")
+PATHS = ("rest", "grpc", "grpc-gevent")  # grpc-gevent: the old gRPC path, for comparison
 TARGET_RATE_RPS = 2000.0
 FLOOR_RATE_RPS = 600.0  # where the gRPC floor is compared with the bare loop
 FLOOR_TARGET = 1.3
@@ -113,45 +115,63 @@ class Pinning:
 def _client(path: str, echo: Any) -> Any:
     from poochlab.clients.config import ClientConfig
 
-    if path == "grpc":
+    if path.startswith("grpc"):
         return ClientConfig(protocol="grpc", grpc_target=echo.grpc_target)
     return ClientConfig(rest_url=echo.rest_url, library="lean")
 
 
 def open_loop_floor(args: argparse.Namespace, workload: Any, pinning: Pinning) -> dict[str, Any]:
     from poochlab.experiments.bench.grpc_loop import run_call_loop
-    from poochlab.experiments.load import LoadSettings, measure_trial
     from poochlab.experiments.load.echo_server import start_echo_server
-    from poochlab.experiments.load.settings import workers_for
+    from poochlab.experiments.load.settings import GRPC_SENDER_ENV
     from poochlab.experiments.recording.histograms import decode
 
     report: dict[str, Any] = {}
     with pinning.server():
         echo = start_echo_server(grpc=True)
     with echo:
-        bare = run_call_loop(echo.grpc_target, args.bare_seconds)
-        bare_p50 = float(decode(bare["histogram"]).get_value_at_percentile(50))
-        report["bare_grpc_loop"] = {"p50_us": bare_p50, "requests": bare["requests"],
-                                    "cpu_us_per_request": 1e6 * bare["cpu_s"] / max(bare["requests"], 1)}
-        print(f"bare blocking grpcio loop against the echo server: p50 {_ms(bare_p50)}, "
-              f"{bare['requests'] / bare['wall_s']:.0f} req/s, "
-              f"{report['bare_grpc_loop']['cpu_us_per_request']:.0f} us CPU per request", flush=True)
+        for key, rate in (("bare_grpc_loop", None), ("bare_grpc_loop_paced", FLOOR_RATE_RPS)):
+            bare = run_call_loop(echo.grpc_target, args.bare_seconds, rate)
+            histogram = decode(bare["histogram"])
+            report[key] = {"p50_us": float(histogram.get_value_at_percentile(50)),
+                           "p99_us": float(histogram.get_value_at_percentile(99)), "requests": bare["requests"],
+                           "rate_rps": bare["requests"] / bare["wall_s"],
+                           "cpu_us_per_request": 1e6 * bare["cpu_s"] / max(bare["requests"], 1)}
+            how = "back to back" if rate is None else f"paced, Poisson {rate:.0f}/s from its schedule"
+            print(f"bare blocking grpcio loop ({how}) against the echo server: p50 {_ms(report[key]['p50_us'])} "
+                  f"p99 {_ms(report[key]['p99_us'])}, {report[key]['rate_rps']:.0f} req/s, "
+                  f"{report[key]['cpu_us_per_request']:.0f} us CPU per request", flush=True)
         for path in args.paths:
             rows = report[path] = []
             client = _client(path, echo)
-            for rate in args.rates:
-                workers = workers_for(args.workers, protocol=client.protocol, library=client.resolved_library,
-                                      mode="open", rate_rps=rate)
-                settings = LoadSettings(mode="open", rate_rps=rate, window_s=args.window_s, warmup_s=1.0,
-                                        min_windows=3, max_windows=args.max_windows, workers=workers)
-                record = measure_trial(settings, client, workload, _record(f"{path}-open-{rate:g}"),
-                                       server_pid=echo.pid)
-                row = {"path": path, "target_rps": rate, "workers": workers, **_result(record)}
-                rows.append(row)
-                print(_floor_line(row), flush=True)
-                if not row["valid"] and rate >= TARGET_RATE_RPS:
-                    break  # invalid from here on: higher rates only cost time
+            old_path = path == "grpc-gevent"
+            if old_path:
+                os.environ[GRPC_SENDER_ENV] = "gevent"
+            try:
+                _floor_rates(args, path, client, workload, echo, rows, stop_at=FLOOR_RATE_RPS * 2 if old_path else None)
+            finally:
+                os.environ.pop(GRPC_SENDER_ENV, None)
     return report
+
+
+def _floor_rates(args: argparse.Namespace, path: str, client: Any, workload: Any, echo: Any,
+                 rows: list[dict[str, Any]], stop_at: float | None) -> None:
+    from poochlab.experiments.load import LoadSettings, measure_trial
+    from poochlab.experiments.load.settings import workers_for
+
+    for rate in args.rates:
+        if stop_at is not None and rate > stop_at:
+            break
+        workers = workers_for(args.workers, protocol=client.protocol, library=client.resolved_library,
+                              mode="open", rate_rps=rate)
+        settings = LoadSettings(mode="open", rate_rps=rate, window_s=args.window_s, warmup_s=1.0,
+                                min_windows=3, max_windows=args.max_windows, workers=workers)
+        record = measure_trial(settings, client, workload, _record(f"{path}-open-{rate:g}"), server_pid=echo.pid)
+        row = {"path": path, "target_rps": rate, "workers": workers, **_result(record)}
+        rows.append(row)
+        print(_floor_line(row), flush=True)
+        if not row["valid"] and rate >= TARGET_RATE_RPS:
+            break  # invalid from here on: higher rates only cost time
 
 
 def _floor_line(row: dict[str, Any]) -> str:
@@ -338,19 +358,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         if "open" not in args.skip:
             report["open_loop"] = floor = open_loop_floor(args, workload, pinning)
-            for path in args.paths:
+            for path in (p for p in args.paths if p in floor):
                 sustained = [r["target_rps"] for r in floor[path]
                              if r["valid"] and r["throughput_rps"] >= 0.95 * r["target_rps"]]
                 best = max(sustained, default=0.0)
                 checks.append(f"{path} open loop: highest valid rate {best:.0f}/s "
                               f"(target >= {TARGET_RATE_RPS:.0f}/s): {_verdict(best >= TARGET_RATE_RPS)}")
-            at_floor = [r for r in floor.get("grpc", []) if r["target_rps"] == FLOOR_RATE_RPS and r["p50_us"]]
-            if at_floor:
-                ratio = at_floor[0]["p50_us"] / floor["bare_grpc_loop"]["p50_us"]
-                report["grpc_floor_over_bare_loop_p50"] = ratio
-                checks.append(f"gRPC floor p50 at {FLOOR_RATE_RPS:.0f}/s / bare blocking grpcio loop p50 = "
-                              f"{at_floor[0]['p50_us']:.0f} / {floor['bare_grpc_loop']['p50_us']:.0f} us = {ratio:.2f} "
-                              f"(target <= {FLOOR_TARGET}): {_verdict(ratio <= FLOOR_TARGET)}")
+            for path in ("grpc", "grpc-gevent"):
+                at_floor = [r for r in floor.get(path, []) if r["target_rps"] == FLOOR_RATE_RPS and r["p50_us"]]
+                if not at_floor:
+                    continue
+                p50 = at_floor[0]["p50_us"]
+                for key, how in (("bare_grpc_loop", "back to back"), ("bare_grpc_loop_paced", "paced alike")):
+                    ratio = p50 / floor[key]["p50_us"]
+                    report[f"{path}_floor_over_{key}_p50"] = ratio
+                    checks.append(f"{path} floor p50 at {FLOOR_RATE_RPS:.0f}/s / bare blocking grpcio loop ({how}) p50 "
+                                  f"= {p50:.0f} / {floor[key]['p50_us']:.0f} us = {ratio:.2f} "
+                                  f"(target <= {FLOOR_TARGET}): {_verdict(ratio <= FLOOR_TARGET)}")
         if "cost" not in args.skip:
             report["recording_cost"] = cost = recording_cost(args, workload, pinning)
             checks.append(f"recording cost {cost['cost_percent']:.1f}% of a CPU-bound generator's throughput "

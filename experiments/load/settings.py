@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 MODES = ("closed", "open")
 AUTO_WORKERS = "auto"
+# "gevent" sends plain gRPC the old way (grpcio under gevent), for `poochlab bench generator`'s
+# comparison; unset or "threads": on OS threads (load/thread_sender.py).
+GRPC_SENDER_ENV = "POOCHLAB_GRPC_SENDER"
 # Open-loop rate one generator process sends validly (requests/s), per client path, measured
 # with `poochlab bench generator` on our 2-core machines (generator and echo server on their own
 # cores). gRPC: grpcio spends ~0.3 ms of CPU per blocking call, plus the lab's hand-offs.

@@ -202,10 +202,10 @@ class ThreadSender:
         if then is not None:
             then()
         lateness = None if scheduled is None else sent - scheduled
-        answers = self._answers
-        answers.append((token, start, end, lateness, prediction, exception, len(request), done))
-        if len(answers) == 1:  # else the hub is already woken and drains this one too
-            self._watcher.send()  # thread-safe: wakes the hub, which sets _ready
+        self._answers.append((token, start, end, lateness, prediction, exception, len(request), done))
+        # Every time: threads append side by side, so none can tell whether the hub was woken
+        # for its answer; libev writes to its wake-up pipe only when no wake is pending yet.
+        self._watcher.send()
 
     def _drain(self) -> None:
         # The gevent side: fire one request event per answer, in arrival order.

@@ -54,20 +54,17 @@ def _burn(share: float) -> None:
         gevent.sleep(0.010 * (1 - share))
 
 
-SWITCH_INTERVAL_S = 0.0005
-
-
 def sends_on_threads(client: Any) -> bool:
     """gRPC without the cache or the supervisor goes out on OS threads (thread_sender.py); the
     composed predictors (Redis cache-aside, supervisor) keep the gevent path."""
-    return client.protocol == "grpc" and client.cache is None and client.fallback is None
+    from poochlab.experiments.load.settings import GRPC_SENDER_ENV
+
+    plain = client.protocol == "grpc" and client.cache is None and client.fallback is None
+    return plain and os.environ.get(GRPC_SENDER_ENV, "threads") != "gevent"
 
 
 def run(conn: Connection, spec: WorkerSpec) -> None:
     threaded = sends_on_threads(spec.client)
-    if threaded:
-        # An answering thread waits for the GIL until the holder lets go, by default up to 5 ms.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
     if spec.client.protocol == "grpc" and not threaded:
         import grpc.experimental.gevent as grpc_gevent
 
