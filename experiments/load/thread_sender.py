@@ -15,7 +15,7 @@ its request to an idle thread and waits for the answer.
 
 Every latency runs from the scheduled time (open loop) or the greenlet's hand-off (closed loop)
 to the answer's arrival, timestamped on the thread that received it. Answers are handed to the
-gevent hub through a thread-safe async watcher, and a greenlet fires Locust's ``request`` event
+gevent hub through a thread-safe async watcher, whose callback fires Locust's ``request`` event
 for each (the recorder's only input), with the same context as :class:`Sender`.
 
 The predictor must be safe to call from OS threads while gevent runs (the plain gRPC transport
@@ -100,10 +100,8 @@ class ThreadSender:
         self._rng = random.Random(seed)
         self._scheduled = start_at
         self._requests: Iterator[list[Any]] | None = None
-        self._ready = gevent.event.Event()
         self._watcher = gevent.get_hub().loop.async_()
-        self._watcher.start(self._ready.set)
-        self._drainer = gevent.spawn(self._drain)
+        self._watcher.start(self._drain)
 
     def next_stream(self) -> Iterator[list[Any]]:
         return self.workload.stream(next(self._streams), self.stream_count)
@@ -208,19 +206,18 @@ class ThreadSender:
         self._watcher.send()
 
     def _drain(self) -> None:
-        # The gevent side: fire one request event per answer, in arrival order.
+        # On the gevent hub (the watcher's callback): one request event per answer, in arrival
+        # order. The listeners (recorder, Locust's stats) only count, never wait.
         fire = self.events.request.fire
-        while True:
-            self._ready.wait()
-            self._ready.clear()
-            while self._answers:
-                token, start, end, lateness, prediction, exception, length, done = self._answers.popleft()
-                fire(request_type=REQUEST_TYPE, name=self.kind, response_time=(end - start) * 1000.0,
-                     response_length=length, exception=exception,
-                     context={"start": start, "end": end, "lateness_s": lateness, "prediction": prediction})
-                del self._in_flight[token]
-                if done is not None:
-                    done.set()
+        answers = self._answers
+        while answers:
+            token, start, end, lateness, prediction, exception, length, done = answers.popleft()
+            fire(request_type=REQUEST_TYPE, name=self.kind, response_time=(end - start) * 1000.0,
+                 response_length=length, exception=exception,
+                 context={"start": start, "end": end, "lateness_s": lateness, "prediction": prediction})
+            del self._in_flight[token]
+            if done is not None:
+                done.set()
 
     def close(self) -> None:
         """Stop sending; idle threads end, busy ones after their answer."""
@@ -229,6 +226,5 @@ class ThreadSender:
             if slot.job is None and slot in self._idle:
                 self._idle.remove(slot)
                 slot.wake.release()
-        self._drainer.kill()
         self._watcher.stop()
         self._watcher.close()
