@@ -54,7 +54,7 @@ def test_auto_splits_an_open_loop_by_the_paths_per_process_rate() -> None:
     assert workers_for("auto", protocol="grpc", library="grpcio", mode="open", rate_rps=1200) == 1
     assert workers_for("auto", protocol="grpc", library="grpcio", mode="open", rate_rps=2500) == 3
     assert workers_for("auto", protocol="rest", library="lean", mode="open", rate_rps=2500) == 2
-    assert workers_for("auto", protocol="rest", library="requests", mode="open", rate_rps=500) == 2
+    assert workers_for("auto", protocol="rest", library="requests", mode="open", rate_rps=900) == 2
     assert workers_for("auto", protocol="grpc", library="grpcio", mode="closed", users=16) == 1
 
 

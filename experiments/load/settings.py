@@ -14,8 +14,9 @@ GRPC_SENDER_ENV = "POOCHLAB_GRPC_SENDER"
 # Open-loop rate one generator process sends validly (requests/s), per client path, measured
 # with `poochlab bench generator` on our 2-core machines (generator and echo server on their own
 # cores). gRPC: grpcio alone spends 0.3-0.4 ms of CPU per blocking call; with the lab's
-# hand-offs and recording one process used ~60% of its core at 1,000/s.
-PER_PROCESS_RATE_RPS = {"rest": 2000.0, "rest-requests": 400.0, "grpc": 1200.0}
+# hand-offs and recording one process used ~60% of its core at 1,000/s. rest-requests is an
+# estimate from that library's ~0.9 ms of CPU per call (`poochlab bench clients`).
+PER_PROCESS_RATE_RPS = {"rest": 2000.0, "rest-requests": 500.0, "grpc": 1200.0}
 
 
 def workers_for(setting: int | str, *, protocol: str, library: str | None, mode: str,
