@@ -9,10 +9,11 @@ loop, wrk) to the others, all at the lab's raised priority where allowed:
    lateness, generator CPU per process, echo server CPU and the trial's validity with its
    reasons. Generator processes: "auto" (``load/settings.py`` ``workers_for``).
    Target: valid to at least 2,000 req/s.
-2. A bare blocking grpcio call loop against the same echo server, back to back and paced alike
-   (Poisson at 600 req/s, timed from its schedule): the lab's gRPC floor p50 at 600 req/s over
-   each one's p50. Target: at most 1.3. The old gRPC path (grpcio under gevent,
-   ``grpc-gevent``) is measured at 600 and 1,200 req/s next to it.
+2. The gRPC floor at 600 req/s next to a bare blocking grpcio call loop against the same echo
+   server, back to back and paced alike (Poisson at 600 req/s, timed from its schedule), and
+   next to the old gRPC path (grpcio under gevent, ``grpc-gevent``): ``--repeats`` rounds in
+   rotating order, histograms merged; p50 ratios and CPU per request. Target: at most 1.3.
+   The old path also gets rows at 600 and 1,200 req/s in part 1.
 3. What recording costs: generator CPU per request in a closed loop against the echo server,
    with the full recorder and with a counter only, alternated ``--repeats`` times; the cost is
    the median of the pairs' ratios. Target: under 5%.
@@ -120,38 +121,78 @@ def _client(path: str, echo: Any) -> Any:
     return ClientConfig(rest_url=echo.rest_url, library="lean")
 
 
-def open_loop_floor(args: argparse.Namespace, workload: Any, pinning: Pinning) -> dict[str, Any]:
-    from poochlab.experiments.bench.grpc_loop import run_call_loop
-    from poochlab.experiments.load.echo_server import start_echo_server
+@contextlib.contextmanager
+def _grpc_sender(path: str) -> Iterator[None]:
+    """``grpc-gevent``: the workers started inside send gRPC the old way (grpcio under gevent)."""
     from poochlab.experiments.load.settings import GRPC_SENDER_ENV
-    from poochlab.experiments.recording.histograms import decode
+
+    if path == "grpc-gevent":
+        os.environ[GRPC_SENDER_ENV] = "gevent"
+    try:
+        yield
+    finally:
+        os.environ.pop(GRPC_SENDER_ENV, None)
+
+
+def open_loop_floor(args: argparse.Namespace, workload: Any, pinning: Pinning) -> dict[str, Any]:
+    from poochlab.experiments.load.echo_server import start_echo_server
 
     report: dict[str, Any] = {}
     with pinning.server():
         echo = start_echo_server(grpc=True)
     with echo:
-        for key, rate in (("bare_grpc_loop", None), ("bare_grpc_loop_paced", FLOOR_RATE_RPS)):
-            bare = run_call_loop(echo.grpc_target, args.bare_seconds, rate)
-            histogram = decode(bare["histogram"])
-            report[key] = {"p50_us": float(histogram.get_value_at_percentile(50)),
-                           "p99_us": float(histogram.get_value_at_percentile(99)), "requests": bare["requests"],
-                           "rate_rps": bare["requests"] / bare["wall_s"],
-                           "cpu_us_per_request": 1e6 * bare["cpu_s"] / max(bare["requests"], 1)}
-            how = "back to back" if rate is None else f"paced, Poisson {rate:.0f}/s from its schedule"
-            print(f"bare blocking grpcio loop ({how}) against the echo server: p50 {_ms(report[key]['p50_us'])} "
-                  f"p99 {_ms(report[key]['p99_us'])}, {report[key]['rate_rps']:.0f} req/s, "
-                  f"{report[key]['cpu_us_per_request']:.0f} us CPU per request", flush=True)
+        if "grpc" in args.paths:
+            report["grpc_at_floor_rate"] = grpc_floor_comparison(args, workload, echo)
         for path in args.paths:
             rows = report[path] = []
-            client = _client(path, echo)
-            old_path = path == "grpc-gevent"
-            if old_path:
-                os.environ[GRPC_SENDER_ENV] = "gevent"
-            try:
-                _floor_rates(args, path, client, workload, echo, rows, stop_at=FLOOR_RATE_RPS * 2 if old_path else None)
-            finally:
-                os.environ.pop(GRPC_SENDER_ENV, None)
+            with _grpc_sender(path):
+                _floor_rates(args, path, _client(path, echo), workload, echo, rows,
+                             stop_at=FLOOR_RATE_RPS * 2 if path == "grpc-gevent" else None)
     return report
+
+
+BARE_BACK_TO_BACK, BARE_PACED = "bare loop, back to back", "bare loop, paced alike"
+
+
+def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) -> dict[str, Any]:
+    """At 600 req/s against the echo server: the lab's gRPC path (and the old gevent one) next to
+    the bare blocking grpcio loop, back to back and paced alike; ``--repeats`` rounds, the order
+    rotating, each side's histograms merged over the rounds."""
+    from poochlab.experiments.bench.grpc_loop import run_call_loop
+    from poochlab.experiments.load import LoadSettings, measure_trial
+    from poochlab.experiments.recording.histograms import add_encoded, new_histogram
+
+    sides = [BARE_BACK_TO_BACK, BARE_PACED, "grpc", "grpc-gevent"]
+    merged = {side: new_histogram() for side in sides}
+    cpu = {side: [0.0, 0] for side in sides}  # CPU seconds, requests
+    settings = LoadSettings(mode="open", rate_rps=FLOOR_RATE_RPS, window_s=args.window_s, warmup_s=1.0,
+                            min_windows=3, max_windows=3)
+    for repeat in range(args.repeats):
+        for side in sides[repeat % len(sides):] + sides[:repeat % len(sides)]:
+            if side.startswith("bare"):
+                bare = run_call_loop(echo.grpc_target, args.bare_seconds,
+                                     None if side == BARE_BACK_TO_BACK else FLOOR_RATE_RPS)
+                add_encoded(merged[side], bare["histogram"])
+                cpu[side][0] += bare["cpu_s"]
+                cpu[side][1] += bare["requests"]
+                continue
+            with _grpc_sender(side):
+                record = measure_trial(settings, _client(side, echo), workload, _record(f"{side}-{repeat}"),
+                                       server_pid=echo.pid)
+            for window in record.windows:
+                add_encoded(merged[side], window.histogram)
+            cpu[side][0] += record.resources.get("generator_cpu_s") or 0.0
+            cpu[side][1] += sum(w.requests for w in record.windows)
+    result: dict[str, Any] = {}
+    for side in sides:
+        histogram = merged[side]
+        result[side] = {"p50_us": float(histogram.get_value_at_percentile(50)),
+                        "p99_us": float(histogram.get_value_at_percentile(99)),
+                        "requests": histogram.get_total_count(),
+                        "cpu_us_per_request": 1e6 * cpu[side][0] / max(cpu[side][1], 1)}
+        print(f"gRPC at {FLOOR_RATE_RPS:.0f}/s, {args.repeats} rounds merged, {side:24}: p50 {_ms(result[side]['p50_us'])}  "
+              f"p99 {_ms(result[side]['p99_us'])}  CPU {result[side]['cpu_us_per_request']:4.0f} us/request", flush=True)
+    return result
 
 
 def _floor_rates(args: argparse.Namespace, path: str, client: Any, workload: Any, echo: Any,
@@ -364,17 +405,19 @@ def run(args: argparse.Namespace) -> int:
                 best = max(sustained, default=0.0)
                 checks.append(f"{path} open loop: highest valid rate {best:.0f}/s "
                               f"(target >= {TARGET_RATE_RPS:.0f}/s): {_verdict(best >= TARGET_RATE_RPS)}")
-            for path in ("grpc", "grpc-gevent"):
-                at_floor = [r for r in floor.get(path, []) if r["target_rps"] == FLOOR_RATE_RPS and r["p50_us"]]
-                if not at_floor:
-                    continue
-                p50 = at_floor[0]["p50_us"]
-                for key, how in (("bare_grpc_loop", "back to back"), ("bare_grpc_loop_paced", "paced alike")):
-                    ratio = p50 / floor[key]["p50_us"]
-                    report[f"{path}_floor_over_{key}_p50"] = ratio
-                    checks.append(f"{path} floor p50 at {FLOOR_RATE_RPS:.0f}/s / bare blocking grpcio loop ({how}) p50 "
-                                  f"= {p50:.0f} / {floor[key]['p50_us']:.0f} us = {ratio:.2f} "
-                                  f"(target <= {FLOOR_TARGET}): {_verdict(ratio <= FLOOR_TARGET)}")
+            comparison = floor.get("grpc_at_floor_rate")
+            if comparison:
+                for path in ("grpc", "grpc-gevent"):
+                    p50 = comparison[path]["p50_us"]
+                    for bare in (BARE_BACK_TO_BACK, BARE_PACED):
+                        ratio = p50 / comparison[bare]["p50_us"]
+                        report.setdefault("grpc_floor_ratios", {})[f"{path} / {bare}"] = ratio
+                        checks.append(f"{path} floor p50 at {FLOOR_RATE_RPS:.0f}/s / {bare} p50 = {p50:.0f} / "
+                                      f"{comparison[bare]['p50_us']:.0f} us = {ratio:.2f} (target <= {FLOOR_TARGET}): "
+                                      f"{_verdict(ratio <= FLOOR_TARGET)}")
+                paced_cpu = comparison[BARE_PACED]["cpu_us_per_request"]
+                checks.append(f"grpcio alone (the paced bare loop) costs {paced_cpu:.0f} us CPU per request here: one core "
+                              f"at 80% sends at most {0.8e6 / paced_cpu:.0f} gRPC requests/s with any grpcio client")
         if "cost" not in args.skip:
             report["recording_cost"] = cost = recording_cost(args, workload, pinning)
             checks.append(f"recording cost {cost['cost_percent']:.1f}% of a CPU-bound generator's throughput "
