@@ -100,6 +100,7 @@ class ThreadSender:
         self._rng = random.Random(seed)
         self._scheduled = start_at
         self._requests: Iterator[list[Any]] | None = None
+        self._closed = False
         self._watcher = gevent.get_hub().loop.async_()
         self._watcher.start(self._drain)
 
@@ -192,7 +193,8 @@ class ThreadSender:
         self._answers.append((token, start, end, lateness, prediction, exception, len(request), done))
         # Every time: threads append side by side, so none can tell whether the hub was woken
         # for its answer; libev writes to its wake-up pipe only when no wake is pending yet.
-        self._watcher.send()
+        if not self._closed:  # a call cancelled by the channel's close answers after close()
+            self._watcher.send()
 
     def _drain(self) -> None:
         # On the gevent hub (the watcher's callback): one request event per answer, in arrival
@@ -215,5 +217,5 @@ class ThreadSender:
             if slot.job is None and slot in self._idle:
                 self._idle.remove(slot)
                 slot.wake.release()
+        self._closed = True
         self._watcher.stop()
-        self._watcher.close()
