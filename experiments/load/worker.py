@@ -4,7 +4,8 @@ Started by :mod:`~poochlab.experiments.load.trial` as ``python -m
 poochlab.experiments.load.worker <fd>``, so gevent patches everything before anything else is
 imported (threads: once the spec says which path this worker sends on) and gRPC channels are
 made in this process (never inherited through a fork). Plain gRPC goes out on OS threads
-(``thread_sender``), everything else on greenlets (``sender``). It talks to the trial process over a socket with pickled messages:
+(``thread_sender``), everything else on greenlets (``sender``). It talks to the trial process
+over a socket with pickled messages:
 
   worker -> trial: ("ready", pid) ("window", WindowData) ("final", dict) ("error", text)
   trial -> worker: ("go", start_at, measure_start) ("stop", last_window_index)
@@ -108,7 +109,8 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     if message[0] != "go":
         raise RuntimeError(f"worker {spec.index}: expected 'go', got {message[0]!r}")
     _, start_at, measure_start = message
-    sender = (ThreadSender if threaded else Sender)(predictor, env.events, user_class.client_kind, spec.workload, open_loop=open_loop,
+    sender_class = ThreadSender if threaded else Sender
+    sender = sender_class(predictor, env.events, user_class.client_kind, spec.workload, open_loop=open_loop,
                     rate_rps=rate, seed=settings.seed * 1000 + spec.index, stream_base=stream_base,
                     stream_count=stream_count, start_at=start_at)
     user_class.sender = sender
