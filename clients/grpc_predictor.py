@@ -5,9 +5,12 @@ the predictor, like Locust's ``--processes``, gets a channel of its own) and re-
 process id changes. Every call carries a deadline. Requests are serialised and answers parsed
 here, outside gRPC, so encode and decode time are measured apart from the wait.
 
-Under gevent (Locust) the caller must run ``grpc.experimental.gevent.init_gevent()`` after
+Under gevent (Locust) either call it only from OS threads (what the lab's load generator does:
+``experiments/load/thread_sender.py``), or run ``grpc.experimental.gevent.init_gevent()`` after
 ``gevent.monkey.patch_all()`` and before the first call builds the channel; otherwise a
-blocking call stalls every greenlet of the process.
+blocking call stalls every greenlet of the process. Its locks are OS locks either way (held only
+around counters and the channel's creation, never across a wait), so greenlets and OS threads
+can share one predictor.
 
 TF Serving's protos are loaded through ``serving_protos`` without importing TensorFlow (which
 would cost ~7 s and ~600 MB in every load-generator process), when the predictor is built.
@@ -55,6 +58,15 @@ def rpc_error(error: Any, what: str) -> PredictionError:
     return PredictionError(f"grpc_{code.name}", f"{what}: {details}")
 
 
+def _os_lock() -> Any:
+    try:
+        from gevent.monkey import get_original
+
+        return get_original("threading", "Lock")()
+    except ImportError:  # no gevent installed: threading is the OS's
+        return threading.Lock()
+
+
 class GrpcPredictor(Transport):
     protocol = "grpc"
 
@@ -73,7 +85,10 @@ class GrpcPredictor(Transport):
         self._channel_pid = 0
         self._predict: Any = None
         self._model_status: Any = None
-        self._channel_lock = threading.Lock()
+        # OS locks even in a gevent-patched process: a gevent lock taken from an OS thread
+        # would try to block on a hub that thread does not run.
+        self._channel_lock = _os_lock()
+        self._lock = _os_lock()  # Transport's counters
 
     def _methods(self) -> tuple[Any, Any]:
         if self._channel is None or self._channel_pid != os.getpid():

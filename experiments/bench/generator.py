@@ -1,34 +1,49 @@
 """``poochlab bench generator``: can the load generator be trusted, and what does it cost?
 
-Three measurements, in one run, each printed as a table and saved as JSON:
+Measured in one run, each printed and saved as JSON, with the server (echo or lab) pinned to the
+first core and the generator (this process and everything it starts: Locust workers, the bare
+loop, wrk) to the others, all at the lab's raised priority where allowed:
 
-1. Open loop against the echo server (REST, uvloop + httptools), the generator on one core
-   (one worker; the lab's standard placement: pinned when a core is to spare, raised priority):
-   achieved rate, lateness p50/p99 and the trial's validity at each target rate.
-   Target: >= 1,000 requests/s valid.
-2. What recording costs: generator CPU per request (what bounds its throughput) in a closed
-   loop against the echo server, with the full recorder and with a counter only, alternated
-   ``--repeats`` times (which goes first alternates too); the cost is the median of the pairs'
-   ratios. Target: under 5%.
-3. The lab's REST server (Pooch Predictor, small) measured by ``wrk`` (C) and by the lab
-   (lean client, closed loop, 1 user) with the same request body, alternated; each side's
-   histograms merged over the repeats. Target: the lab's p50 within 1.35x of wrk's.
+1. The open-loop floor per client path (REST lean, gRPC) against the echo server: at each rate
+   (600, 1,200, 2,000 req/s and up, until a rate is invalid) the achieved rate, p50, p99, p99
+   lateness, generator CPU per process, echo server CPU and the trial's validity with its
+   reasons. Generator processes: "auto" (``load/settings.py`` ``workers_for``).
+   Target: valid to at least 2,000 req/s.
+2. The gRPC floor at 600 req/s next to a bare blocking grpcio call loop against the same echo
+   server, back to back and paced alike (Poisson at 600 req/s, timed from its schedule), and
+   next to the old gRPC path (grpcio under gevent, ``grpc-gevent``): ``--floor-rounds`` rounds
+   in rotating order; the median of the rounds' p50 ratios, merged percentiles and CPU per
+   request. Target: at most 1.3.
+   ``--paths rest,grpc,grpc-gevent`` gives the old path rows at 600 and 1,200 req/s in part 1.
+3. What recording costs: generator CPU per request in a closed loop against the echo server,
+   with the full recorder and with a counter only, alternated ``--repeats`` times; the cost is
+   the median of the pairs' ratios. Target: under 5%.
+4. Concurrency 1 against the lab's server (Pooch Predictor, small): the lab's closed loop with
+   one user against the leanest client of the protocol, alternated ``--repeats`` times, each
+   side's histograms merged: REST (lean) against ``wrk`` (C), gRPC against the bare grpcio loop.
+   Ratios of p50 and p99. Target: within 1.2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from poochlab.cli import CommandError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PATHS = ("rest", "grpc", "grpc-gevent")  # grpc-gevent: the old gRPC path, for comparison
+TARGET_RATE_RPS = 2000.0
+FLOOR_RATE_RPS = 600.0  # where the gRPC floor is compared with the bare loop
+FLOOR_TARGET = 1.3
+CONCURRENCY1_TARGET = 1.2
 
 
 def _record(name: str) -> Any:
@@ -44,40 +59,183 @@ def _result(record: Any) -> dict[str, Any]:
     latency = merge_encoded(w.histogram for w in chosen)
     seconds = sum(w.duration_s for w in chosen)
     has = latency.get_total_count() > 0
+    resources = record.resources
+    wall = resources.get("wall_s") or 0.0
+    server_cpu = resources.get("server_cpu_s")
     return {"throughput_rps": sum(w.requests for w in chosen) / seconds if seconds else 0.0,
             "p50_us": float(latency.get_value_at_percentile(50)) if has else None,
             "p99_us": float(latency.get_value_at_percentile(99)) if has else None,
             "lateness_p50_us": record.generator.get("lateness_p50_us"),
             "lateness_p99_us": record.generator.get("lateness_p99_us"),
-            "generator_cpu_percent": record.generator.get("worker_cpu_percent"),
+            "generator_cpu_percent": resources.get("generator_cpu_percent"),
+            "server_cpu_percent": 100.0 * server_cpu / wall if server_cpu is not None and wall else None,
             "loop_lag_p99_us": record.generator.get("loop_lag_p99_us"),
             "errors": sum(record.errors_by_kind.values()),
             "valid": record.validity.valid, "reasons": list(record.validity.reasons),
-            "placement": record.resources.get("placement", {}).get("cores")}
+            "placement": resources.get("placement", {}).get("cores")}
 
 
-def open_loop_rates(args: argparse.Namespace, workload: Any) -> list[dict[str, Any]]:
+# -- placement -----------------------------------------------------------------------------------
+class Pinning:
+    """The server on the first core, this process (and so every generator it starts) on the rest;
+    everything at the lab's raised priority where allowed. ``server()`` wraps a server's start:
+    it inherits the server core from this process."""
+
+    def __init__(self) -> None:
+        from poochlab.experiments.recording.placement import ROLE_NICE, available_cores
+
+        self.original = sorted(available_cores())
+        self.server_cores = {self.original[0]} if len(self.original) > 1 else set(self.original)
+        self.generator_cores = set(self.original[1:]) or set(self.original)
+        self.previous_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, ROLE_NICE)
+            self.nice = ROLE_NICE
+        except OSError:
+            self.nice = self.previous_nice
+        os.sched_setaffinity(0, self.generator_cores)
+
+    @contextlib.contextmanager
+    def server(self) -> Iterator[None]:
+        os.sched_setaffinity(0, self.server_cores)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, self.generator_cores)
+
+    def describe(self) -> str:
+        return (f"server on cores {sorted(self.server_cores)}, generator on {sorted(self.generator_cores)}, "
+                f"nice {self.nice}")
+
+    def restore(self) -> None:
+        os.sched_setaffinity(0, set(self.original))
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, self.previous_nice)
+
+
+# -- 1 and 2: the open-loop floor per path, and the bare grpcio loop ----------------------------
+def _client(path: str, echo: Any) -> Any:
     from poochlab.clients.config import ClientConfig
-    from poochlab.experiments.load import LoadSettings, measure_trial
+
+    if path.startswith("grpc"):
+        return ClientConfig(protocol="grpc", grpc_target=echo.grpc_target)
+    return ClientConfig(rest_url=echo.rest_url, library="lean")
+
+
+@contextlib.contextmanager
+def _grpc_sender(path: str) -> Iterator[None]:
+    """``grpc-gevent``: the workers started inside send gRPC the old way (grpcio under gevent)."""
+    from poochlab.experiments.load.settings import GRPC_SENDER_ENV
+
+    if path == "grpc-gevent":
+        os.environ[GRPC_SENDER_ENV] = "gevent"
+    try:
+        yield
+    finally:
+        os.environ.pop(GRPC_SENDER_ENV, None)
+
+
+def open_loop_floor(args: argparse.Namespace, workload: Any, pinning: Pinning) -> dict[str, Any]:
     from poochlab.experiments.load.echo_server import start_echo_server
 
-    rows = []
-    with start_echo_server(grpc=False) as echo:
-        for rate in args.rates:
-            settings = LoadSettings(mode="open", rate_rps=rate, window_s=args.window_s, warmup_s=1.0,
-                                    min_windows=3, max_windows=args.max_windows)
-            record = measure_trial(settings, ClientConfig(rest_url=echo.rest_url), workload,
-                                   _record(f"open-{rate:g}"), server_pid=echo.pid)
-            row = {"target_rps": rate, **_result(record)}
-            rows.append(row)
-            print(f"open loop {rate:6.0f}/s: achieved {row['throughput_rps']:7.1f}/s  p50 {_ms(row['p50_us'])}  "
-                  f"p99 {_ms(row['p99_us'])}  lateness p50 {_ms(row['lateness_p50_us'])} "
-                  f"p99 {_ms(row['lateness_p99_us'])}  cpu {row['generator_cpu_percent']}  "
-                  f"{'VALID' if row['valid'] else 'INVALID: ' + '; '.join(row['reasons'])}", flush=True)
-    return rows
+    report: dict[str, Any] = {}
+    with pinning.server():
+        echo = start_echo_server(grpc=True)
+    with echo:
+        if "grpc" in args.paths:
+            report["grpc_at_floor_rate"] = grpc_floor_comparison(args, workload, echo)
+        for path in args.paths:
+            rows = report[path] = []
+            with _grpc_sender(path):
+                _floor_rates(args, path, _client(path, echo), workload, echo, rows,
+                             stop_at=FLOOR_RATE_RPS * 2 if path == "grpc-gevent" else None)
+    return report
 
 
-def recording_cost(args: argparse.Namespace, workload: Any) -> dict[str, Any]:
+BARE_BACK_TO_BACK, BARE_PACED = "bare loop, back to back", "bare loop, paced alike"
+
+
+def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) -> dict[str, Any]:
+    """At 600 req/s against the echo server: the lab's gRPC path (and the old gevent one) next to
+    the bare blocking grpcio loop, back to back and paced alike; ``--repeats`` rounds, the order
+    rotating, each side's histograms merged over the rounds."""
+    from poochlab.experiments.bench.grpc_loop import run_call_loop
+    from poochlab.experiments.load import LoadSettings, measure_trial
+    from poochlab.experiments.recording.histograms import add_encoded, new_histogram
+
+    sides = [BARE_BACK_TO_BACK, BARE_PACED, "grpc", "grpc-gevent"]
+    merged = {side: new_histogram() for side in sides}
+    cpu = {side: [0.0, 0] for side in sides}  # CPU seconds, requests
+    round_p50s: list[dict[str, float]] = []
+    settings = LoadSettings(mode="open", rate_rps=FLOOR_RATE_RPS, window_s=args.window_s, warmup_s=1.0,
+                            min_windows=3, max_windows=3)
+    for repeat in range(args.floor_rounds):
+        p50s: dict[str, float] = {}
+        for side in sides[repeat % len(sides):] + sides[:repeat % len(sides)]:
+            histogram = new_histogram()
+            if side.startswith("bare"):
+                bare = run_call_loop(echo.grpc_target, args.bare_seconds,
+                                     None if side == BARE_BACK_TO_BACK else FLOOR_RATE_RPS)
+                add_encoded(histogram, bare["histogram"])
+                cpu[side][0] += bare["cpu_s"]
+                cpu[side][1] += bare["requests"]
+            else:
+                with _grpc_sender(side):
+                    record = measure_trial(settings, _client(side, echo), workload, _record(f"{side}-{repeat}"),
+                                           server_pid=echo.pid)
+                for window in record.windows:
+                    add_encoded(histogram, window.histogram)
+                cpu[side][0] += record.resources.get("generator_cpu_s") or 0.0
+                cpu[side][1] += sum(w.requests for w in record.windows)
+            merged[side].add(histogram)
+            p50s[side] = float(histogram.get_value_at_percentile(50))
+        round_p50s.append(p50s)
+    result: dict[str, Any] = {"rounds": round_p50s, "paired_p50_ratios": {
+        # Per round, then the median: a neighbour's burst during one round moves one ratio only.
+        f"{lab} / {bare}": statistics.median(r[lab] / r[bare] for r in round_p50s)
+        for lab in ("grpc", "grpc-gevent") for bare in (BARE_BACK_TO_BACK, BARE_PACED)}}
+    for side in sides:
+        histogram = merged[side]
+        result[side] = {"p50_us": float(histogram.get_value_at_percentile(50)),
+                        "p99_us": float(histogram.get_value_at_percentile(99)),
+                        "requests": histogram.get_total_count(),
+                        "cpu_us_per_request": 1e6 * cpu[side][0] / max(cpu[side][1], 1)}
+        print(f"gRPC at {FLOOR_RATE_RPS:.0f}/s, {args.floor_rounds} rounds merged, {side:24}: p50 {_ms(result[side]['p50_us'])}  "
+              f"p99 {_ms(result[side]['p99_us'])}  CPU {result[side]['cpu_us_per_request']:4.0f} us/request", flush=True)
+    return result
+
+
+def _floor_rates(args: argparse.Namespace, path: str, client: Any, workload: Any, echo: Any,
+                 rows: list[dict[str, Any]], stop_at: float | None) -> None:
+    from poochlab.experiments.load import LoadSettings, measure_trial
+    from poochlab.experiments.load.settings import workers_for
+
+    for rate in args.rates:
+        if stop_at is not None and rate > stop_at:
+            break
+        workers = workers_for(args.workers, protocol=client.protocol, library=client.resolved_library,
+                              mode="open", rate_rps=rate)
+        settings = LoadSettings(mode="open", rate_rps=rate, window_s=args.window_s, warmup_s=1.0,
+                                min_windows=3, max_windows=args.max_windows, workers=workers)
+        record = measure_trial(settings, client, workload, _record(f"{path}-open-{rate:g}"), server_pid=echo.pid)
+        row = {"path": path, "target_rps": rate, "workers": workers, **_result(record)}
+        rows.append(row)
+        print(_floor_line(row), flush=True)
+        if not row["valid"] and rate >= TARGET_RATE_RPS:
+            break  # invalid from here on: higher rates only cost time
+
+
+def _floor_line(row: dict[str, Any]) -> str:
+    cpu = "+".join(f"{c:.0f}" for c in row["generator_cpu_percent"] or []) or "-"
+    echo_cpu = "-" if row["server_cpu_percent"] is None else f"{row['server_cpu_percent']:.0f}"
+    verdict = "VALID" if row["valid"] else "INVALID: " + "; ".join(row["reasons"])
+    return (f"{row['path']:4} open {row['target_rps']:5.0f}/s x{row['workers']}: achieved {row['throughput_rps']:7.1f}/s  "
+            f"p50 {_ms(row['p50_us'])}  p99 {_ms(row['p99_us'])}  lateness p99 {_ms(row['lateness_p99_us'])}  "
+            f"generator CPU {cpu}%  echo CPU {echo_cpu}%  {verdict}")
+
+
+# -- 3: what recording costs -------------------------------------------------------------------------
+def recording_cost(args: argparse.Namespace, workload: Any, pinning: Pinning) -> dict[str, Any]:
     """Generator CPU per answered request with the recorder and with a bare counter.
 
     On a shared machine throughput mostly measures the neighbours; CPU seconds per request are
@@ -91,7 +249,9 @@ def recording_cost(args: argparse.Namespace, workload: Any) -> dict[str, Any]:
     settings = LoadSettings(mode="closed", users=args.cost_users, window_s=args.window_s, warmup_s=1.0,
                             min_windows=3, max_windows=3)
     runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
-    with start_echo_server(grpc=False) as echo:
+    with pinning.server():
+        echo = start_echo_server(grpc=False)
+    with echo:
         client = ClientConfig(rest_url=echo.rest_url)
         for repeat in range(args.repeats):
             # Alternate which goes first, so that a drift within a pair favours neither.
@@ -119,48 +279,66 @@ def recording_cost(args: argparse.Namespace, workload: Any) -> dict[str, Any]:
             "cost_percent_of_unpaired_medians": 100.0 * (on - off) / on}
 
 
-def lab_vs_wrk(args: argparse.Namespace) -> dict[str, Any]:
+# -- 4: concurrency 1 against the lab server ------------------------------------------------------
+def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any]:
+    """The lab's closed loop (1 user) against the leanest client of each protocol, alternated."""
     from poochlab.clients.config import ClientConfig
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.batching import WRK_SCRIPT, run_wrk, servable_base, start_server
+    from poochlab.experiments.bench.grpc_loop import run_call_loop
     from poochlab.experiments.load import LoadSettings, Workload, measure_trial
-    from poochlab.experiments.recording.histograms import add_encoded, new_histogram
+    from poochlab.experiments.recording.histograms import add_encoded, decode, new_histogram
     from poochlab.models.facts import generate_pupdates
     from poochlab.models.pupdate import MODEL_NAME, SIGNATURE_NAME, prediction_inputs
 
-    pupdate = generate_pupdates(1, seed=3)[0]
+    pupdate = generate_pupdates(1, seed=3)[0]  # the bare grpcio loop's request too
     workload = Workload((pupdate,), zipf_s=1.0, source="one fixed pupdate")  # the same request every time
     body = encode_request([prediction_inputs(pupdate)], SIGNATURE_NAME, "row").decode()
     workdir = Path(tempfile.mkdtemp(prefix="bench-generator-"))
     script = workdir / "predict.lua"
     script.write_text(WRK_SCRIPT % {"body": body})
-    server = start_server(servable_base(args.servables, "small"), None, workdir / "server.log")
-    wrk_all, lab_all = new_histogram(), new_histogram()  # merged over the repeats, like with like
+    with pinning.server():
+        server = start_server(servable_base(args.servables, "small"), None, workdir / "server.log")
+    merged = {key: new_histogram() for key in ("wrk", "lab_rest", "bare_grpc", "lab_grpc")}
     runs = []
     try:
         url = f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
-        # No pinning or priority change here: wrk runs without them, so both see the same machine.
         settings = LoadSettings(mode="closed", users=1, window_s=args.window_s, warmup_s=1.0, min_windows=3,
-                                max_windows=3, pin_cpus=False)
-        run_wrk(url, script, 1, 1)  # warm-up, as the lab's trials have one
+                                max_windows=3)
+        clients = {"lab_rest": ClientConfig(rest_url=server.rest_url, library="lean"),
+                   "lab_grpc": ClientConfig(protocol="grpc", grpc_target=server.grpc_target)}
+        run_wrk(url, script, 1, 1)  # warm-up, as the lab's trials and the bare loop have one
         for repeat in range(args.repeats):
-            wrk = _wrk_histogram(run_wrk(url, script, 1, args.wrk_seconds))
-            wrk_all.add(wrk)
-            record = measure_trial(settings, ClientConfig(rest_url=server.rest_url, library="lean"), workload,
-                                   _record(f"lab-{repeat}"), server_pid=server.pid)
-            lab = _result(record)
-            for window in record.windows:
-                add_encoded(lab_all, window.histogram)
-            runs.append({"wrk_p50_us": wrk.get_value_at_percentile(50), "wrk_requests": wrk.get_total_count(),
-                         **{f"lab_{k}": v for k, v in lab.items()}})
-            print(f"lab REST server, 1 connection: wrk p50 {_ms(wrk.get_value_at_percentile(50))} "
-                  f"({wrk.get_total_count()} requests), lab p50 {_ms(lab['p50_us'])} p99 {_ms(lab['p99_us'])}",
-                  flush=True)
+            run: dict[str, Any] = {}
+            wrk = _wrk_histogram(run_wrk(url, script, 1, args.reference_seconds))
+            merged["wrk"].add(wrk)
+            bare = decode(run_call_loop(server.grpc_target, args.reference_seconds)["histogram"])
+            merged["bare_grpc"].add(bare)
+            for key, client in clients.items():
+                record = measure_trial(settings, client, workload, _record(f"{key}-{repeat}"), server_pid=server.pid)
+                if record.status != "ok":
+                    raise CommandError(f"lab closed loop ({key}) failed: {record.failure_reason}")
+                for window in record.result_windows():
+                    add_encoded(merged[key], window.histogram)
+                run[key] = _result(record)
+            for key, histogram in (("wrk", wrk), ("bare_grpc", bare)):
+                run[key] = {"p50_us": float(histogram.get_value_at_percentile(50)),
+                            "p99_us": float(histogram.get_value_at_percentile(99)),
+                            "requests": histogram.get_total_count()}
+            runs.append(run)
+            print(f"lab server, concurrency 1, round {repeat + 1}: "
+                  f"REST wrk p50 {_ms(run['wrk']['p50_us'])} p99 {_ms(run['wrk']['p99_us'])} | "
+                  f"lab p50 {_ms(run['lab_rest']['p50_us'])} p99 {_ms(run['lab_rest']['p99_us'])};  "
+                  f"gRPC bare loop p50 {_ms(run['bare_grpc']['p50_us'])} p99 {_ms(run['bare_grpc']['p99_us'])} | "
+                  f"lab p50 {_ms(run['lab_grpc']['p50_us'])} p99 {_ms(run['lab_grpc']['p99_us'])}", flush=True)
     finally:
         server.stop()
-    wrk_p50, lab_p50 = wrk_all.get_value_at_percentile(50), lab_all.get_value_at_percentile(50)
-    return {"runs": runs, "wrk_p50_us": wrk_p50, "lab_p50_us": lab_p50, "ratio_of_medians": lab_p50 / wrk_p50,
-            "body": body}
+    summary = {key: {"p50_us": float(h.get_value_at_percentile(50)), "p99_us": float(h.get_value_at_percentile(99)),
+                     "requests": h.get_total_count()} for key, h in merged.items()}
+    ratios = {f"{protocol}_{q}": summary[lab][f"{q}_us"] / summary[reference][f"{q}_us"]
+              for protocol, lab, reference in (("rest", "lab_rest", "wrk"), ("grpc", "lab_grpc", "bare_grpc"))
+              for q in ("p50", "p99")}
+    return {"runs": runs, "merged": summary, "ratios": ratios, "body": body}
 
 
 def _wrk_histogram(result: dict[str, Any]) -> Any:
@@ -183,17 +361,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     def rates(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part]
 
-    parser.add_argument("--rates", type=rates, default=[500.0, 1000.0, 1500.0, 2000.0],
-                        help="open-loop rates to try against the echo server (comma separated)")
-    parser.add_argument("--window-s", type=float, default=2.0, help="measurement window (seconds)")
-    parser.add_argument("--max-windows", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3, help="alternations for the paired comparisons")
+    def workers(text: str) -> int | str:
+        return text if text == "auto" else int(text)
+
+    parser.add_argument("--rates", type=rates, default=[600.0, 1200.0, 2000.0, 2800.0, 3600.0],
+                        help="open-loop rates against the echo server (comma separated); a path stops "
+                             "at its first invalid rate from 2000 up")
+    parser.add_argument("--paths", type=lambda t: [p for p in t.split(",") if p], default=["rest", "grpc"],
+                        help="client paths for the open-loop floor: rest, grpc, grpc-gevent (comma separated)")
+    parser.add_argument("--workers", type=workers, default="auto",
+                        help='generator processes per open-loop trial: a number or "auto" (the sweeps\' rule)')
+    parser.add_argument("--window-s", type=float, default=1.5, help="measurement window (seconds)")
+    parser.add_argument("--max-windows", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2, help="alternations for the paired comparisons")
+    parser.add_argument("--floor-rounds", type=int, default=3,
+                        help="rounds of the gRPC floor comparison at 600/s (median of the rounds' ratios)")
     parser.add_argument("--cost-users", type=int, default=4, help="closed-loop users for the recording cost")
-    parser.add_argument("--wrk-seconds", type=float, default=5.0)
+    parser.add_argument("--bare-seconds", type=float, default=3.0, help="the bare grpcio loop against the echo")
+    parser.add_argument("--reference-seconds", type=float, default=3.0,
+                        help="wrk and the bare grpcio loop against the lab server, per round")
     parser.add_argument("--servables", type=Path, default=REPO_ROOT / "models" / "servables")
-    parser.add_argument("--skip", action="append", default=[], choices=["open", "cost", "wrk"],
+    parser.add_argument("--skip", action="append", default=[], choices=["open", "cost", "c1"],
                         help="leave out one part (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench" / "generator.json")
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,28 +397,53 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise CommandError("--repeats must be at least 1")
+    unknown = set(args.paths) - set(PATHS)
+    if unknown:
+        raise CommandError(f"--paths: unknown {sorted(unknown)}; known: {', '.join(PATHS)}")
     workload = Workload.generated(5000, seed=1)
     report: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                           "load_average_at_start": os.getloadavg()}}
     checks = []
-    if "open" not in args.skip:
-        report["open_loop"] = open_loop_rates(args, workload)
-        sustained = [r["target_rps"] for r in report["open_loop"]
-                     if r["valid"] and r["throughput_rps"] >= 0.95 * r["target_rps"]]
-        best = max(sustained, default=0.0)
-        checks.append(f"open loop: highest valid rate sustained on one worker {best:.0f}/s "
-                      f"(target >= 1000/s): {'PASS' if best >= 1000 else 'FAIL'}")
-    if "cost" not in args.skip:
-        report["recording_cost"] = cost = recording_cost(args, workload)
-        checks.append(f"recording cost {cost['cost_percent']:.1f}% of a CPU-bound generator's throughput "
-                      f"(median of {args.repeats} pairs' ratios; medians {cost['median_cpu_us_without']:.0f} us "
-                      f"CPU/request without, {cost['median_cpu_us_with']:.0f} us with; target < 5%): "
-                      f"{'PASS' if cost['cost_percent'] < 5 else 'FAIL'}")
-    if "wrk" not in args.skip:
-        report["lab_vs_wrk"] = versus = lab_vs_wrk(args)
-        checks.append(f"lab p50 / wrk p50 on the lab REST server = {versus['ratio_of_medians']:.2f} "
-                      f"(target <= 1.35): {'PASS' if versus['ratio_of_medians'] <= 1.35 else 'FAIL'}")
+    pinning = Pinning()
+    report["placement"] = pinning.describe()
+    print(f"placement: {pinning.describe()}", flush=True)
+    try:
+        if "open" not in args.skip:
+            report["open_loop"] = floor = open_loop_floor(args, workload, pinning)
+            for path in (p for p in args.paths if p in floor):
+                sustained = [r["target_rps"] for r in floor[path]
+                             if r["valid"] and r["throughput_rps"] >= 0.95 * r["target_rps"]]
+                best = max(sustained, default=0.0)
+                checks.append(f"{path} open loop: highest valid rate {best:.0f}/s "
+                              f"(target >= {TARGET_RATE_RPS:.0f}/s): {_verdict(best >= TARGET_RATE_RPS)}")
+            comparison = floor.get("grpc_at_floor_rate")
+            if comparison:
+                for path in ("grpc", "grpc-gevent"):
+                    for bare in (BARE_BACK_TO_BACK, BARE_PACED):
+                        ratio = comparison["paired_p50_ratios"][f"{path} / {bare}"]
+                        checks.append(f"{path} floor p50 at {FLOOR_RATE_RPS:.0f}/s / {bare} p50 = {ratio:.2f} (median of "
+                                      f"{args.floor_rounds} rounds' ratios; merged {comparison[path]['p50_us']:.0f} / "
+                                      f"{comparison[bare]['p50_us']:.0f} us; target <= {FLOOR_TARGET}): "
+                                      f"{_verdict(ratio <= FLOOR_TARGET)}")
+                paced_cpu = comparison[BARE_PACED]["cpu_us_per_request"]
+                checks.append(f"grpcio alone (the paced bare loop) costs {paced_cpu:.0f} us CPU per request here: one core "
+                              f"at 80% sends at most {0.8e6 / paced_cpu:.0f} gRPC requests/s with any grpcio client")
+        if "cost" not in args.skip:
+            report["recording_cost"] = cost = recording_cost(args, workload, pinning)
+            checks.append(f"recording cost {cost['cost_percent']:.1f}% of a CPU-bound generator's throughput "
+                          f"(median of {args.repeats} pairs' ratios; medians {cost['median_cpu_us_without']:.0f} us "
+                          f"CPU/request without, {cost['median_cpu_us_with']:.0f} us with; target < 5%): "
+                          f"{_verdict(cost['cost_percent'] < 5)}")
+        if "c1" not in args.skip:
+            report["concurrency_one"] = c1 = concurrency_one(args, pinning)
+            for protocol, reference in (("rest", "wrk"), ("grpc", "bare blocking grpcio loop")):
+                for q in ("p50", "p99"):
+                    ratio = c1["ratios"][f"{protocol}_{q}"]
+                    checks.append(f"lab server, concurrency 1: lab {protocol} {q} / {reference} {q} = {ratio:.2f} "
+                                  f"(target <= {CONCURRENCY1_TARGET}): {_verdict(ratio <= CONCURRENCY1_TARGET)}")
+    finally:
+        pinning.restore()
     report["machine"]["load_average_at_end"] = os.getloadavg()
     checks.append("machine load average (1, 5, 15 min) at start {} and end {}: other processes share "
                   "these cores".format(*(tuple(round(x, 1) for x in report["machine"][k])

@@ -1,8 +1,9 @@
 """A minimal TF-Serving-shaped server that answers every predict at once: the instrument's floor.
 
 It speaks TF Serving's REST (``POST /v1/models/<m>:predict``, ``GET /v1/models/<m>``) over
-asyncio + httptools, and gRPC (``PredictionService/Predict``, ``ModelService/GetModelStatus``)
-over ``grpc.aio`` with hand-written wire bytes (no TensorFlow import). Every prediction is
+asyncio (uvloop) + httptools, and gRPC (``PredictionService/Predict``, ``ModelService/GetModelStatus``)
+on grpc's thread-pool server with hand-written wire bytes (no TensorFlow import, no protobuf
+runtime; answers cached per model name and batch size). Every prediction is
 ``ECHO_LIKES`` for each instance sent. Measuring the lab's client path against it tells how much
 of a latency is the load generator and client rather than the server.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -127,20 +129,34 @@ def _row_count(request: Any) -> int:
     return len(inputs) if isinstance(inputs, list) else 1
 
 
+GRPC_THREADS = 32  # a stalled answer holds its thread; more than any test keeps stalled at once
+
+
+@functools.lru_cache(maxsize=256)
+def _predict_answer(name: str, batch: int) -> bytes:
+    from poochlab.experiments.load.tf_wire import predict_response
+
+    return predict_response(name, ECHO_VERSION, "serving_default", "likes", [ECHO_LIKES] * batch)
+
+
 def _grpc_handlers(stall: Stall) -> Any:
     import grpc
 
-    from poochlab.experiments.load.tf_wire import model_status_response, predict_response, request_summary
+    from poochlab.experiments.load.tf_wire import model_status_response, request_summary
 
-    async def predict(request: bytes, context: Any) -> bytes:
+    status_answer = model_status_response(ECHO_VERSION)
+
+    # Synchronous handlers on grpc's thread-pool server: measured, it answers ~15% more requests
+    # per CPU second than grpc.aio; bytes in, pre-encoded bytes out, no protobuf runtime.
+    def predict(request: bytes, context: Any) -> bytes:
         name, batch = request_summary(request)
         delay = stall.delay_s(time.monotonic())
         if delay > 0:
-            await asyncio.sleep(delay)
-        return predict_response(name, ECHO_VERSION, "serving_default", "likes", [ECHO_LIKES] * batch)
+            time.sleep(delay)
+        return _predict_answer(name, batch)
 
-    async def model_status(request: bytes, context: Any) -> bytes:
-        return model_status_response(ECHO_VERSION)
+    def model_status(request: bytes, context: Any) -> bytes:
+        return status_answer
 
     prediction = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
         "Predict": grpc.unary_unary_rpc_method_handler(predict)})
@@ -158,10 +174,12 @@ async def serve(rest_port: int, grpc_port: int | None, stall: Stall) -> None:
     if grpc_port is not None:
         import grpc
 
-        grpc_server = grpc.aio.server()
+        from concurrent.futures import ThreadPoolExecutor
+
+        grpc_server = grpc.server(ThreadPoolExecutor(GRPC_THREADS))
         grpc_server.add_generic_rpc_handlers(_grpc_handlers(stall))
         bound["grpc_port"] = grpc_server.add_insecure_port(f"127.0.0.1:{grpc_port}")
-        await grpc_server.start()
+        grpc_server.start()
     print(json.dumps(bound), flush=True)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -169,7 +187,7 @@ async def serve(rest_port: int, grpc_port: int | None, stall: Stall) -> None:
     await stop.wait()
     rest.close()
     if grpc_server is not None:
-        await grpc_server.stop(0)
+        grpc_server.stop(0)
 
 
 @dataclass
@@ -237,13 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall-every-s", type=float, default=1.0)
     args = parser.parse_args(argv)
     stall = Stall(args.stall_ms, args.stall_every_s)
-    if args.grpc_port is None:
-        try:
-            import uvloop  # REST only: the fastest loop; grpc.aio wants the default one
+    try:
+        import uvloop  # the fastest loop for REST (gRPC runs on its own threads)
 
-            uvloop.install()
-        except ImportError:
-            pass
+        uvloop.install()
+    except ImportError:
+        pass
     asyncio.run(serve(args.rest_port, args.grpc_port, stall))
     return 0
 

@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 MODES = ("closed", "open")
+AUTO_WORKERS = "auto"
+# "gevent" sends plain gRPC the old way (grpcio under gevent), for `poochlab bench generator`'s
+# comparison; unset or "threads": on OS threads (load/thread_sender.py).
+GRPC_SENDER_ENV = "POOCHLAB_GRPC_SENDER"
+# Open-loop rate one generator process sends validly (requests/s), per client path, measured
+# with `poochlab bench generator` on our 2-core machines (generator and echo server on their own
+# cores). gRPC: grpcio alone spends 0.3-0.4 ms of CPU per blocking call; with the lab's
+# hand-offs and recording one process used ~60% of its core at 1,000/s. rest-requests is an
+# estimate from that library's ~0.9 ms of CPU per call (`poochlab bench clients`).
+PER_PROCESS_RATE_RPS = {"rest": 2000.0, "rest-requests": 500.0, "grpc": 1200.0}
+
+
+def workers_for(setting: int | str, *, protocol: str, library: str | None, mode: str,
+                rate_rps: float | None = None, users: int = 1) -> int:
+    """How many generator processes a trial uses (a spec's ``[load] workers``).
+
+    A number is taken as it is, except that a closed loop never gets more processes than users.
+    ``"auto"``: an open loop gets ceil(rate / the path's ``PER_PROCESS_RATE_RPS``), a closed loop
+    one process (its users wait for their answers; measured, one process keeps up with them).
+    """
+    if setting != AUTO_WORKERS:
+        count = int(setting)
+        return min(count, users) if mode == "closed" else count
+    if mode != "open" or not rate_rps:
+        return 1
+    path = "rest-requests" if protocol == "rest" and library == "requests" else protocol
+    if path not in PER_PROCESS_RATE_RPS:
+        raise ValueError(f"no per-process rate known for client path {path!r}; known: {sorted(PER_PROCESS_RATE_RPS)}")
+    return max(1, math.ceil(rate_rps / PER_PROCESS_RATE_RPS[path]))
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,25 @@
 
 Started by :mod:`~poochlab.experiments.load.trial` as ``python -m
 poochlab.experiments.load.worker <fd>``, so gevent patches everything before anything else is
-imported and gRPC channels are made in this process, after gevent's init (never inherited
-through a fork). It talks to the trial process over a socket with pickled messages:
+imported (threads: once the spec says which path this worker sends on) and gRPC channels are
+made in this process (never inherited through a fork). Plain gRPC goes out on OS threads
+(``thread_sender``), everything else on greenlets (``sender``). It talks to the trial process
+over a socket with pickled messages:
 
   worker -> trial: ("ready", pid) ("window", WindowData) ("final", dict) ("error", text)
   trial -> worker: ("go", start_at, measure_start) ("stop", last_window_index)
 """
 
+import os
+
 from gevent import monkey
 
-monkey.patch_all()
+# Everything but threads now; threads once the spec says which path this worker sends on:
+# the gRPC path needs OS threads and OS locks inside grpcio (a gevent lock contended between
+# OS threads stalls them), every other path patched threads (redis-py's pool locks, requests).
+monkey.patch_all(thread=False)
+os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"  # Locust would patch threads on import
 
-import os  # noqa: E402
 import pickle  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -57,8 +64,27 @@ def _burn(share: float) -> None:
         gevent.sleep(0.010 * (1 - share))
 
 
+CLOSED_LOOP_SWITCH_INTERVAL_S = 0.0005
+
+
+def sends_on_threads(client: Any) -> bool:
+    """gRPC without the cache or the supervisor goes out on OS threads (thread_sender.py); the
+    composed predictors (Redis cache-aside, supervisor) keep the gevent path."""
+    from poochlab.experiments.load.settings import GRPC_SENDER_ENV
+
+    plain = client.protocol == "grpc" and client.cache is None and client.fallback is None
+    return plain and os.environ.get(GRPC_SENDER_ENV, "threads") != "gevent"
+
+
 def run(conn: Connection, spec: WorkerSpec) -> None:
-    if spec.client.protocol == "grpc":
+    threaded = sends_on_threads(spec.client)
+    if threaded and spec.settings.mode == "closed":
+        # A thread back from its call waits for the GIL while the hub closes a window (several
+        # ms of Python), by default up to 5 ms: a closed loop's p99 showed it. Measured at
+        # concurrency 1, 0.5 ms brought p50 and p99 nearer the bare loop's; in an open loop it
+        # cost ~10% more CPU per request, so there the default stays.
+        sys.setswitchinterval(CLOSED_LOOP_SWITCH_INTERVAL_S)
+    if spec.client.protocol == "grpc" and not threaded:
         import grpc.experimental.gevent as grpc_gevent
 
         grpc_gevent.init_gevent()
@@ -68,6 +94,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     from poochlab.clients.prediction import error_kind
     from poochlab.experiments.load.precise_timer import PreciseTimer
     from poochlab.experiments.load.sender import Sender
+    from poochlab.experiments.load.thread_sender import ThreadSender
     from poochlab.experiments.load.users import user_class_for
     from poochlab.experiments.recording.histograms import encode, new_histogram, clamp_us
     from poochlab.experiments.recording.windows import WindowRecorder
@@ -91,7 +118,8 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     if message[0] != "go":
         raise RuntimeError(f"worker {spec.index}: expected 'go', got {message[0]!r}")
     _, start_at, measure_start = message
-    sender = Sender(predictor, env.events, user_class.client_kind, spec.workload, open_loop=open_loop,
+    sender_class = ThreadSender if threaded else Sender
+    sender = sender_class(predictor, env.events, user_class.client_kind, spec.workload, open_loop=open_loop,
                     rate_rps=rate, seed=settings.seed * 1000 + spec.index, stream_base=stream_base,
                     stream_count=stream_count, start_at=start_at)
     user_class.sender = sender
@@ -171,11 +199,14 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         "cache": _cache_delta(cache_before, cache_after) if spec.client.cache else None,
         "expected_interval_us": recorder.expected_interval_us,
         "sender_greenlets": sender.sender_greenlets,
+        "sender_threads": getattr(sender, "sender_threads", 0),
         "timer": timer_kind,
     }))
     for greenlet in background:
         greenlet.kill()
     runner.quit()
+    if threaded:
+        sender.close()
     predictor.close()
 
 
@@ -183,6 +214,9 @@ def main(argv: list[str]) -> int:
     conn = Connection(int(argv[0]))
     try:
         spec = pickle.loads(conn.recv_bytes())
+        if not sends_on_threads(spec.client):
+            monkey.patch_thread()
+            monkey.patch_queue()
         run(conn, spec)
     except BaseException:
         try:

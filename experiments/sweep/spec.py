@@ -10,7 +10,8 @@ Layout of ``experiments/*.toml``::
     [controls]       factor = value                held fixed (unlisted factors take defaults)
     [batching.NAME]  TF Serving BatchingParameters fields, e.g. max_batch_size = 32
     [batching_grid]  field = [values...]           expands into sets named "grid-<field><v>-..."
-    [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...}
+    [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...};
+                     workers = N | "auto" (generator processes; "auto": load/settings.py workers_for)
     [profile]        window_s, warmup_s, min_windows, max_windows overriding the profile
     [external]       host, rest_port, grpc_port of a server someone else runs (server_kind "external");
                      behind_balancer = true when that address is a balancer over several servers
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from poochlab.experiments.load.settings import AUTO_WORKERS
 from poochlab.experiments.sweep.factors import FACTORS, LOAD_LEVELS, allowed_factor_names
 
 DESIGNS = ("full_factorial", "random")
@@ -82,6 +84,7 @@ PROFILES = {
                         window_requests=8_000, max_window_s=20.0),
 }
 
+MAX_WORKERS = 64  # generator processes per trial
 DEFAULT_LOAD_LEVELS = {"light": 0.25, "medium": 0.5, "high": 0.85}
 
 
@@ -115,6 +118,7 @@ class SweepSpec:
     search: "RateSearch | None" = None
     redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
     faults: tuple = ()  # FaultSpec each: planted in every trial (experiments/faults/schedule.py)
+    load_workers: int | str = "auto"  # generator processes per trial, or "auto"
 
     def needs_calibration(self) -> bool:
         return "load_level" in self.factors or self.controls.get("load_level") is not None
@@ -129,6 +133,8 @@ class SweepSpec:
             "reference": self.reference, "external": self.external,
             "search": vars(self.search) if self.search else None, "redis_url": self.redis_url,
             **({"faults": [vars(f) | {"params": dict(f.params)} for f in self.faults]} if self.faults else {}),
+            "search": vars(self.search) if self.search else None,
+            "load_workers": self.load_workers,
         }
 
 
@@ -169,7 +175,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     factors = _factors(where, data.get("factors", {}), batching_sets, data.get("batching_grid"))
     controls = _controls(where, data.get("controls", {}), factors, batching_sets)
     load = data.get("load", {})
-    where.only_keys("load", load, ("levels", "reference"))
+    where.only_keys("load", load, ("levels", "reference", "workers"))
     levels = dict(DEFAULT_LOAD_LEVELS)
     for level, fraction in load.get("levels", {}).items():
         where.choice("load.levels", level, LOAD_LEVELS)
@@ -183,11 +189,20 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         search=_search(where, data.get("search")),
         redis_url=_redis_url(where, sweep.get("redis_url")),
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
+        load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
     _check_combinations(where, spec)
     return spec
+
+
+def _load_workers(where: "_Where", value: Any) -> int | str:
+    if value == AUTO_WORKERS:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise where.fail("load.workers", f'expected an integer from 1 to {MAX_WORKERS} or "{AUTO_WORKERS}", got {value!r}')
+    return value
 
 
 class _Where:

@@ -75,10 +75,12 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     """The trial's LoadSettings: its load mode, with the rate from its load level (through the
     calibration) or rate_rps in an open loop, its users in a closed one; times from the profile."""
     from poochlab.experiments.load import LoadSettings
+    from poochlab.experiments.load.settings import workers_for
 
     profile = context.spec.profile
     base = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
                 seed=seed)
+    path = dict(protocol=factors["protocol"], library=factors.get("client_library"))
     rate = None
     if "load_level" in factors:
         rate = context.calibration.rate_for(factors["load_level"])
@@ -88,10 +90,13 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     if mode == "open":
         if rate is None:
             raise ValueError(f"an open loop needs an arrival rate (load_level or rate_rps); factors: {factors}")
-        return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), **base)
+        workers = workers_for(context.spec.load_workers, mode="open", rate_rps=rate, **path)
+        return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), workers=workers, **base)
     if rate is not None:
         raise ValueError(f"a closed loop is set by users, not an arrival rate; factors: {factors}")
-    return LoadSettings(mode="closed", users=factors.get("users", 1), window_s=profile.window_s, **base)
+    users = factors.get("users", 1)
+    workers = workers_for(context.spec.load_workers, mode="closed", users=users, **path)
+    return LoadSettings(mode="closed", users=users, window_s=profile.window_s, workers=workers, **base)
 
 
 def prepare_run(context: RunContext, trials: list[Trial]) -> None:
