@@ -80,7 +80,7 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     profile = context.spec.profile
     base = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
                 seed=seed)
-    path = dict(protocol=factors["protocol"], library=factors.get("client_library"))
+    path = dict(protocol=factors.get("protocol", "rest"), library=factors.get("client_library"))
     rate = None
     if "load_level" in factors:
         rate = context.calibration.rate_for(factors["load_level"])
