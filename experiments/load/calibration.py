@@ -168,24 +168,25 @@ class PathLimit:
 
 def generator_limit(client: Any, workload: Workload, *, path: str, target_rps: float,
                     floor_rps: float = 50.0, refine_steps: int = 2, window_s: float = 1.0,
-                    warmup_s: float = 0.5, seed: int = 0,
+                    warmup_s: float = 0.5, seed: int = 0, workers_at: Callable[[float], int] = lambda rate: 1,
                     progress: Callable[[dict[str, Any]], None] | None = None) -> PathLimit:
     """Can ``client``'s path send ``target_rps`` validly? If not, how much can it: halve until
     valid, then bisect geometrically ``refine_steps`` times between the valid and invalid rates.
     A step is valid when the generator stayed healthy (CPU, loop lag, lateness) and the echo
-    answered at least 90% of the arrivals (a slower echo is named in the step's reasons)."""
+    answered at least 90% of the arrivals (a slower echo is named in the step's reasons).
+    ``workers_at(rate)``: the generator processes a trial at that rate would use."""
     from poochlab.experiments.load.floor import measure_generator_floor
 
     steps: list[dict[str, Any]] = []
 
     def valid_at(rate: float) -> bool:
         settings = LoadSettings(mode="open", rate_rps=rate, window_s=window_s, warmup_s=warmup_s,
-                                min_windows=2, max_windows=2, seed=seed)
+                                min_windows=2, max_windows=2, seed=seed, workers=workers_at(rate))
         record = measure_generator_floor(settings, client, workload, run_id="calibration")
         verdict = record.validity
         ok = record.status == "ok" and verdict.valid and not verdict.server_overloaded
         reasons = list(verdict.reasons) + [f"echo server: {finding}" for finding in verdict.findings]
-        step = {"rate_rps": rate, "valid": ok, "reasons": reasons,
+        step = {"rate_rps": rate, "valid": ok, "reasons": reasons, "workers": settings.workers,
                 "lateness_p99_us": record.generator.get("lateness_p99_us"),
                 "generator_cpu_percent": record.generator.get("worker_cpu_percent"),
                 "echo_cpu_s": record.resources.get("server_cpu_s")}
