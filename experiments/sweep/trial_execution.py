@@ -146,12 +146,12 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
         if targets[name] <= 0:
             continue  # closed-loop or searched trials only: nothing to check up front
         client = client_config(context, {**factors, "cache": "off"}, "http://127.0.0.1:1", "127.0.0.1:1")
-        path = dict(protocol=factors["protocol"], library=factors.get("client_library"))
+        sender = dict(protocol=factors["protocol"], library=factors.get("client_library"))
         limits.append(generator_limit(client, workload(context, {**factors, "cache_hit_ratio": None}, spec.seed),
                                       path=name, target_rps=targets[name], window_s=window_s, warmup_s=warmup_s,
                                       seed=spec.seed, progress=_calibration_progress,
-                                      workers_at=lambda rate, path=path: workers_for(
-                                          spec.load_workers, mode="open", rate_rps=rate, **path)))
+                                      workers_at=lambda rate, sender=sender: workers_for(
+                                          spec.load_workers, mode="open", rate_rps=rate, **sender)))
     if not servers and not limits:
         return
     if servers:
