@@ -73,3 +73,18 @@ def test_each_trial_of_a_sweep_gets_its_worker_count(tmp_path: Path) -> None:
     fixed = load_spec(write(tmp_path, SPEC + "[load]\nworkers = 2\n"))
     settings = load_settings(SimpleNamespace(spec=fixed, calibration=None), {"protocol": "grpc", "rate_rps": 500}, 1)
     assert settings.workers == 2 and settings.rate_rps == 500
+
+
+def test_the_worker_reads_the_same_word_for_the_thread_path_that_the_trial_sends() -> None:
+    import ast
+    from pathlib import Path
+
+    from poochlab.experiments.load import worker_spec
+
+    # The worker cannot import worker_spec before it patches with gevent, so it spells the word
+    # itself; read it from its source rather than importing it (importing it patches this process).
+    source = (Path(worker_spec.__file__).parent / "worker.py").read_text()
+    assigned = {node.targets[0].id: node.value.value for node in ast.parse(source).body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Constant)}
+    assert assigned["THREADS_ARGUMENT"] == worker_spec.SENDS_ON_THREADS

@@ -109,7 +109,9 @@ def calibrate_capacity(client: Any, workload: Workload, *, reference: str,
                        window_s: float = 2.0, warmup_s: float = 1.0, min_gain: float = 0.05,
                        workers: int = 1, seed: int = 0, server_pid: int | None = None,
                        redis_pid: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None) -> CapacityCalibration:
-    """Find the reference configuration's capacity (best valid closed-loop throughput).
+    """Find the reference configuration's capacity (best valid closed-loop throughput): users
+    double until throughput stops growing, or until the generator itself is saturated after a
+    valid step (more users would only measure the generator).
 
     When no step is valid the best step is used and the calibration says ``valid=False``
     with every step's reasons, instead of failing the sweep.
@@ -136,6 +138,8 @@ def calibrate_capacity(client: Any, workload: Workload, *, reference: str,
             progress(step)
         if record.validity.valid:
             best = max(best, throughput)
+        elif best > 0 and "generator_limited" in record.validity.kinds:
+            break  # the generator is saturated: more users would only load it more
         if len(steps) >= 3 and steps[-1]["throughput_rps"] < (1 + min_gain) * steps[-3]["throughput_rps"]:
             break  # two steps without a real gain: the plateau
     notes: tuple[str, ...] = ()
@@ -169,12 +173,15 @@ class PathLimit:
 def generator_limit(client: Any, workload: Workload, *, path: str, target_rps: float,
                     floor_rps: float = 50.0, refine_steps: int = 2, window_s: float = 1.0,
                     warmup_s: float = 0.5, seed: int = 0, workers_at: Callable[[float], int] = lambda rate: 1,
+                    before_step: Callable[[], int | None] | None = None,
                     progress: Callable[[dict[str, Any]], None] | None = None) -> PathLimit:
     """Can ``client``'s path send ``target_rps`` validly? If not, how much can it: halve until
     valid, then bisect geometrically ``refine_steps`` times between the valid and invalid rates.
     A step is valid when the generator stayed healthy (CPU, loop lag, lateness) and the echo
     answered at least 90% of the arrivals (a slower echo is named in the step's reasons).
-    ``workers_at(rate)``: the generator processes a trial at that rate would use."""
+    ``workers_at(rate)``: the generator processes a trial at that rate would use. A client with a
+    cache keeps it (the generator runs the cache client too); ``before_step`` then readies the
+    cache (flushes Redis) and returns Redis's pid for the placement."""
     from poochlab.experiments.load.floor import measure_generator_floor
 
     steps: list[dict[str, Any]] = []
@@ -182,7 +189,9 @@ def generator_limit(client: Any, workload: Workload, *, path: str, target_rps: f
     def valid_at(rate: float) -> bool:
         settings = LoadSettings(mode="open", rate_rps=rate, window_s=window_s, warmup_s=warmup_s,
                                 min_windows=2, max_windows=2, seed=seed, workers=workers_at(rate))
-        record = measure_generator_floor(settings, client, workload, run_id="calibration")
+        redis_pid = before_step() if before_step is not None else None
+        record = measure_generator_floor(settings, client, workload, run_id="calibration",
+                                         with_cache=client.cache is not None, redis_pid=redis_pid)
         verdict = record.validity
         ok = record.status == "ok" and verdict.valid and not verdict.server_overloaded
         reasons = list(verdict.reasons) + [f"echo server: {finding}" for finding in verdict.findings]

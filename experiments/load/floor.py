@@ -22,15 +22,19 @@ from poochlab.experiments.records import TrialRecord
 
 def measure_generator_floor(settings: LoadSettings, client: Any, workload: Workload, *,
                             run_id: str = "floor", save_to: Path | str | None = None,
-                            progress: Callable[[dict[str, Any]], None] | None = None) -> TrialRecord:
+                            progress: Callable[[dict[str, Any]], None] | None = None,
+                            with_cache: bool = False, redis_pid: int | None = None) -> TrialRecord:
     """Measure ``settings`` with ``client``'s path against a fresh echo server.
 
     Returns the floor as a TrialRecord (factors: protocol, library, mode, load) and saves it to
     ``save_to`` when given. Its percentiles are what the generator adds at that load.
+    ``with_cache``: keep the client's Redis cache and the workload's hit ratio, to learn what
+    the generator can send when it also runs the cache client (its CPU is the generator's).
     """
-    floor_workload = dataclasses.replace(workload, cache_hit_ratio=None, zipf_s=None)
+    floor_workload = workload if with_cache else dataclasses.replace(workload, cache_hit_ratio=None, zipf_s=None)
     with start_echo_server(grpc=client.protocol == "grpc") as echo:
-        floor_client = dataclasses.replace(client, rest_url=echo.rest_url, cache=None, fallback=None,
+        floor_client = dataclasses.replace(client, rest_url=echo.rest_url, fallback=None,
+                                           **({} if with_cache else {"cache": None}),
                                            **({"grpc_target": echo.grpc_target} if client.protocol == "grpc" else {}))
         factors = {"protocol": client.protocol, "library": client.resolved_library, "mode": settings.mode,
                    "users": settings.users if settings.mode == "closed" else None,
@@ -39,7 +43,8 @@ def measure_generator_floor(settings: LoadSettings, client: Any, workload: Workl
         name = "-".join(f"{v}" for v in factors.values() if v is not None)
         record = TrialRecord(run_id=run_id, trial_id=f"floor-{name}", config_id=f"floor-{name}", repetition=0,
                              factors=factors, seed=settings.seed)
-        measure_trial(settings, floor_client, floor_workload, record, server_pid=echo.pid, progress=progress)
+        measure_trial(settings, floor_client, floor_workload, record, server_pid=echo.pid, progress=progress,
+                      redis_pid=redis_pid if with_cache else None)
     if save_to is not None:
         record.save(Path(save_to))
     return record

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from poochlab.experiments.faults.phases import summarize as summarize_faults
 from poochlab.experiments.faults.trial import FaultTrial
 from poochlab.experiments.load.settings import LoadSettings
-from poochlab.experiments.load.worker_spec import WorkerSpec
+from poochlab.experiments.load.worker_spec import SENDS_ON_GREENLETS, SENDS_ON_THREADS, WorkerSpec, sends_on_threads
 from poochlab.experiments.load.workload import Workload
 from poochlab.experiments.recording import health as health_rules
 from poochlab.experiments.recording.health import CpuTimes, steal_percent
@@ -70,7 +70,8 @@ def _start_worker(spec: Any) -> _Worker:
     ours.setblocking(True)
     stderr = tempfile.NamedTemporaryFile(prefix=f"poochlab-worker{spec.index}-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [sys.executable, "-m", "poochlab.experiments.load.worker", str(theirs.fileno())],
+        [sys.executable, "-m", "poochlab.experiments.load.worker", str(theirs.fileno()),
+         SENDS_ON_THREADS if sends_on_threads(spec.client) else SENDS_ON_GREENLETS],
         pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
     theirs.close()
     stderr.close()

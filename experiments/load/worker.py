@@ -1,9 +1,9 @@
 """One load-generator process: Locust (headless, local runner) plus the recorder.
 
 Started by :mod:`~poochlab.experiments.load.trial` as ``python -m
-poochlab.experiments.load.worker <fd>``, so gevent patches everything before anything else is
-imported (threads: once the spec says which path this worker sends on) and gRPC channels are
-made in this process (never inherited through a fork). Plain gRPC goes out on OS threads
+poochlab.experiments.load.worker <fd> threads|greenlets``, so gevent patches before anything else
+is imported (threads too, unless the trial process said this worker sends on OS threads) and gRPC
+channels are made in this process (never inherited through a fork). Plain gRPC goes out on OS threads
 (``thread_sender``), everything else on greenlets (``sender``). It talks to the trial process
 over a socket with pickled messages:
 
@@ -12,17 +12,22 @@ over a socket with pickled messages:
 """
 
 import os
+import sys
 
 from gevent import monkey
 
-# Everything but threads now; threads once the spec says which path this worker sends on:
-# the gRPC path needs OS threads and OS locks inside grpcio (a gevent lock contended between
-# OS threads stalls them), every other path patched threads (redis-py's pool locks, requests).
-monkey.patch_all(thread=False)
+# worker_spec.SENDS_ON_THREADS, which cannot be imported before the patch below.
+THREADS_ARGUMENT = "threads"
+
+# Patch before anything else is imported: a lock or event made by a module imported earlier
+# stays an OS primitive, and a greenlet waiting on it stalls the whole hub (sends go out late).
+# The gRPC thread path keeps OS threads and locks (grpcio stalls on gevent locks contended
+# between OS threads); every other path patches threads too (redis-py, the cache, requests).
+monkey.patch_all(thread=sys.argv[2:3] != [THREADS_ARGUMENT])
 os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"  # Locust would patch threads on import
 
+import gc  # noqa: E402
 import pickle  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
@@ -31,7 +36,7 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 from gevent.socket import wait_read  # noqa: E402
 
-from poochlab.experiments.load.worker_spec import PLANT_BURNER_ENV, WorkerSpec  # noqa: E402
+from poochlab.experiments.load.worker_spec import PLANT_BURNER_ENV, WorkerSpec, sends_on_threads  # noqa: E402
 
 def _receive(conn: Connection, timeout: float | None) -> Any:
     try:
@@ -65,15 +70,6 @@ def _burn(share: float) -> None:
 
 
 CLOSED_LOOP_SWITCH_INTERVAL_S = 0.0005
-
-
-def sends_on_threads(client: Any) -> bool:
-    """gRPC without the cache or the supervisor goes out on OS threads (thread_sender.py); the
-    composed predictors (Redis cache-aside, supervisor) keep the gevent path."""
-    from poochlab.experiments.load.settings import GRPC_SENDER_ENV
-
-    plain = client.protocol == "grpc" and client.cache is None and client.fallback is None
-    return plain and os.environ.get(GRPC_SENDER_ENV, "threads") != "gevent"
 
 
 def run(conn: Connection, spec: WorkerSpec) -> None:
@@ -112,6 +108,11 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     else:
         stream_base = sum(settings.share(w)[0] for w in range(spec.index))
         stream_count = settings.users
+    # Everything built so far (the workload's pupdates, Locust, the clients) lives for the whole
+    # trial: move it out of the collector's sight, so a full collection during the measurement
+    # scans only what requests allocate (a gen-2 pass over the workload held the hub for ms).
+    gc.collect()
+    gc.freeze()
     conn.send(("ready", os.getpid()))
 
     message = _receive(conn, None)
@@ -214,9 +215,9 @@ def main(argv: list[str]) -> int:
     conn = Connection(int(argv[0]))
     try:
         spec = pickle.loads(conn.recv_bytes())
-        if not sends_on_threads(spec.client):
-            monkey.patch_thread()
-            monkey.patch_queue()
+        if sends_on_threads(spec.client) != (argv[1:2] == [THREADS_ARGUMENT]):
+            raise RuntimeError(f"worker {spec.index}: started as {argv[1:2]} but its client sends "
+                               f"{'on threads' if sends_on_threads(spec.client) else 'on greenlets'}")
         run(conn, spec)
     except BaseException:
         try:

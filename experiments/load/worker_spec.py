@@ -3,6 +3,7 @@ which monkey-patches with gevent the moment it is imported)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,3 +19,19 @@ class WorkerSpec:
     workload: Any  # Workload
     prefill: bool  # worker 0 fills the cache with the workload's hot set before measuring
     record: bool = True  # False only to measure what recording costs (benchmark)
+
+
+# The worker's command-line word for how it sends: decided by the trial process, so the worker
+# patches with gevent before it imports anything (a lock or event created by a module imported
+# before the patch stays an OS primitive and, waited on in a greenlet, stalls the whole hub).
+SENDS_ON_THREADS = "threads"
+SENDS_ON_GREENLETS = "greenlets"
+
+
+def sends_on_threads(client: Any) -> bool:
+    """gRPC without the cache or the supervisor goes out on OS threads (thread_sender.py); the
+    composed predictors (Redis cache-aside, supervisor) keep the gevent path."""
+    from poochlab.experiments.load.settings import GRPC_SENDER_ENV
+
+    plain = client.protocol == "grpc" and client.cache is None and client.fallback is None
+    return plain and os.environ.get(GRPC_SENDER_ENV, "threads") != "gevent"

@@ -11,8 +11,11 @@ when something was not done.
 
 Priority: on a shared machine a waking generator waits behind other processes for a CPU and its
 sends go out late (measured: lateness p50 0.35-0.54 ms at nice 0, 0.12 ms at nice -10, same
-load). ``ROLE_NICE`` (-10) is applied to the server, generator and Redis alike, so the system
-under test and the instrument keep their relative standing; without the privilege it stays 0.
+load). ``ROLE_NICE`` (-10) is applied to the server and Redis, and ``GENERATOR_NICE`` (-15) to the
+generator, so on a machine where all three share the cores the instrument runs first and the
+system under test takes the wait: with the generator one step ahead, the cache path's send
+lateness p99 fell from 1.96-2.02 ms to 1.73-1.93 ms at 190-640 req/s (against 2 ms allowed), and
+the plain path's from 1.01-1.37 to 0.82-0.96 ms. Without the privilege both stay 0.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def _threads(pid: int) -> list[int]:
 
 
 ROLE_NICE = -10
+GENERATOR_NICE = -15
 
 
 @dataclass
@@ -49,7 +53,7 @@ class Placement:
         return {"pinned": self.pinned, "cores": self.roles, "reason": self.reason,
                 "available_cores": self.available, "nice": self.nice, "nice_note": self.nice_note}
 
-    def raise_priority(self, pids: list[int], nice: int = ROLE_NICE) -> None:
+    def raise_priority(self, pids: list[int], nice: int = ROLE_NICE, role: str = "server and Redis") -> None:
         changed = failed = 0
         for pid in pids:
             for tid in _threads(pid):
@@ -60,9 +64,11 @@ class Placement:
                     changed += 1
                 except OSError:
                     failed += 1
-        self.nice = nice if changed and not failed else (nice if changed else None)
-        self.nice_note = (f"{changed} threads at nice {nice}" + (f", {failed} not allowed" if failed else "")
-                          if pids else "no processes")
+        if changed and (self.nice is None or nice < self.nice):
+            self.nice = nice  # the highest priority given to any role
+        note = (f"{role}: {changed} threads at nice {nice}" + (f", {failed} not allowed" if failed else "")
+                if pids else f"{role}: no processes")
+        self.nice_note = f"{self.nice_note}; {note}" if self.nice_note else note
 
     def restore(self) -> None:
         for tid, cores in self._previous.items():
@@ -89,7 +95,8 @@ def plan_and_pin(server_pid: int | None, generator_pids: list[int], redis_pid: i
     core to spare, and raise all their priorities (both only when ``enabled``)."""
     placement = _pin(server_pid, generator_pids, redis_pid, enabled)
     if enabled:
-        placement.raise_priority([pid for pid in (server_pid, redis_pid, *generator_pids) if pid])
+        placement.raise_priority([pid for pid in (server_pid, redis_pid) if pid])
+        placement.raise_priority([pid for pid in generator_pids if pid], GENERATOR_NICE, "generator")
     return placement
 
 

@@ -114,6 +114,21 @@ def client_path(factors: dict[str, Any]) -> str:
            f"-x{factors.get('instances_per_request', 1)}"
 
 
+def sender_path(factors: dict[str, Any]) -> str:
+    """What the generator runs per request: the client path, plus the cache client when the
+    configuration has one (its CPU is the generator's, so it limits what the generator sends)."""
+    return client_path(factors) + ("+cache" if factors.get("cache") == "on" else "")
+
+
+def _redis_ready(context: RunContext) -> int | None:
+    """A running, empty Redis for a cache measurement; its pid (None when not the lab's own)."""
+    assert context.redis is not None
+    if not context.redis.running:
+        context.redis.start()
+    context.redis.flush()
+    return context.redis.pid
+
+
 def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     """Rates the rig can drive: every client path's own limit against the echo server, and the
     server's capacity for each protocol and cache setting of the sweep; load levels are
@@ -135,7 +150,7 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     targets: dict[str, float] = {}
     paths: dict[str, dict[str, Any]] = {}
     for trial in trials:
-        name = client_path(trial.factors)
+        name = sender_path(trial.factors)
         paths.setdefault(name, trial.factors)
         rate = float(trial.factors.get("rate_rps") or 0.0)
         if "load_level" in trial.factors and servers:
@@ -145,11 +160,14 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     for name, factors in paths.items():
         if targets[name] <= 0:
             continue  # closed-loop or searched trials only: nothing to check up front
-        client = client_config(context, {**factors, "cache": "off"}, "http://127.0.0.1:1", "127.0.0.1:1")
+        cached = factors.get("cache") == "on"
+        client = client_config(context, factors, "http://127.0.0.1:1", "127.0.0.1:1")
         sender = dict(protocol=factors["protocol"], library=factors.get("client_library"))
-        limits.append(generator_limit(client, workload(context, {**factors, "cache_hit_ratio": None}, spec.seed),
+        limits.append(generator_limit(client, workload(context, factors if cached else
+                                                        {**factors, "cache_hit_ratio": None}, spec.seed),
                                       path=name, target_rps=targets[name], window_s=window_s, warmup_s=warmup_s,
                                       seed=spec.seed, progress=_calibration_progress,
+                                      before_step=(lambda: _redis_ready(context)) if cached else None,
                                       workers_at=lambda rate, sender=sender: workers_for(
                                           spec.load_workers, mode="open", rate_rps=rate, **sender)))
     if not servers and not limits:
@@ -192,13 +210,7 @@ def _server_capacities(context: RunContext, trials: list[Trial], window_s: float
     capacities = {}
     for name, factors in variants.items():
         endpoints = context.servers.ensure(server_config(factors))
-        redis_pid = None
-        if factors["cache"] == "on":
-            assert context.redis is not None
-            if not context.redis.running:
-                context.redis.start()
-            context.redis.flush()
-            redis_pid = context.redis.pid
+        redis_pid = _redis_ready(context) if factors["cache"] == "on" else None
         client = client_config(context, factors, endpoints.rest_url, endpoints.grpc_target)
         capacities[name] = calibrate_capacity(
             client, workload(context, factors, spec.seed), reference=name, window_s=window_s, warmup_s=warmup_s,
@@ -220,7 +232,7 @@ def combined_paths_only(limits: list[Any]) -> Any:
 def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: Any) -> None:
     problems = []
     for trial in trials:
-        limit = calibration.path_limit(client_path(trial.factors))
+        limit = calibration.path_limit(sender_path(trial.factors))
         if limit is None:
             continue
         rates = []
@@ -230,7 +242,7 @@ def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibra
             rates.append(calibration.rate_for(trial.factors["load_level"]))
         for rate in rates:
             if rate > limit:
-                problems.append(f"{rate:.0f} req/s on path {client_path(trial.factors)} "
+                problems.append(f"{rate:.0f} req/s on path {sender_path(trial.factors)} "
                                 f"(its measured limit on this machine is {limit:.0f} req/s)")
     if problems:
         unique = sorted(set(problems))
@@ -284,13 +296,8 @@ def measure(context: RunContext, trial: Trial,
     record = TrialRecord(run_id=context.run_dir.name, trial_id=trial.trial_id, config_id=trial.config_id,
                          repetition=trial.repetition, factors=dict(trial.factors), seed=seed)
     endpoints = context.servers.ensure(trial.server)
-    redis_pid = None
-    if trial.factors.get("cache") == "on":
-        assert context.redis is not None
-        if not context.redis.running:  # a Redis that died in an earlier trial comes back empty
-            context.redis.start()
-        context.redis.flush()
-        redis_pid = context.redis.pid
+    # A Redis that died in an earlier trial comes back, empty.
+    redis_pid = _redis_ready(context) if trial.factors.get("cache") == "on" else None
     settings = load_settings(context, trial.factors, seed)
     with fault_trial(context, trial.factors, endpoints) as (endpoints, faults):
         if faults is not None:
