@@ -92,3 +92,25 @@ def test_every_prefix_of_a_stream_holds_its_planned_hits_within_one_block(facts:
         # strays by more than one block's hits (+1 for rounding).
         assert abs(hits - n * ratio) <= HIT_BLOCK * ratio + 1, (n, hits)
     assert hits == round(2_000 * ratio)  # 2,000 is a whole number of blocks
+
+
+def test_a_grpc_cache_trial_sends_on_threads_and_gets_its_hit_ratio(redis_url: str, facts: Workload) -> None:
+    from poochlab.clients.config import CacheConfig, ClientConfig
+    from poochlab.experiments.load.echo_server import start_echo_server
+    from poochlab.experiments.load.worker_spec import sends_on_threads
+
+    workload = Workload(facts.pupdates, cache_hit_ratio=0.5, hot_set_size=16, seed=4)
+    settings = LoadSettings(mode="open", rate_rps=150, window_s=1.0, warmup_s=0.3, min_windows=2, max_windows=2)
+    record = TrialRecord(run_id="t", trial_id="grpc-cache", config_id="grpc-cache", repetition=0, factors={}, seed=4)
+    with start_echo_server(grpc=True) as echo:
+        client = ClientConfig(protocol="grpc", library="grpcio", grpc_target=echo.grpc_target,
+                              cache=CacheConfig(redis_url=redis_url))
+        assert sends_on_threads(client)  # redis-py shares its pool between the sending threads
+        measure_trial(settings, client, workload, record)
+    assert record.status == "ok", record.failure_reason
+    assert record.errors_by_kind == {} and record.cache is not None and record.cache["errors"] == 0
+    # Stratified hits: any stretch of the stream is within two blocks' worth (warm-up cut at one
+    # end, the last window at the other) of the planned half: 2 x (20 x 0.5 + 1).
+    lookups = record.cache["hits"] + record.cache["misses"]
+    assert abs(record.cache["hits"] - lookups / 2) <= 22
+    assert record.answer_paths.get("cache", 0) > 0 and record.answer_paths.get("model", 0) > 0

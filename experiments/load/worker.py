@@ -21,9 +21,14 @@ THREADS_ARGUMENT = "threads"
 
 # Patch before anything else is imported: a lock or event made by a module imported earlier
 # stays an OS primitive, and a greenlet waiting on it stalls the whole hub (sends go out late).
-# The gRPC thread path keeps OS threads and locks (grpcio stalls on gevent locks contended
-# between OS threads); every other path patches threads too (redis-py, the cache, requests).
-monkey.patch_all(thread=sys.argv[2:3] != [THREADS_ARGUMENT])
+# The gRPC thread path keeps OS threads, locks and sockets: grpcio stalls on gevent locks
+# contended between OS threads, and its cache client (redis-py) shares pooled connections
+# between the sending threads, which a gevent socket (bound to one thread's hub) cannot be.
+# Every other path patches everything (the lean client, redis-py, the cache, requests).
+if sys.argv[2:3] == [THREADS_ARGUMENT]:
+    monkey.patch_all(thread=False, socket=False, select=False, ssl=False, dns=False)
+else:
+    monkey.patch_all()
 os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"  # Locust would patch threads on import
 
 import gc  # noqa: E402

@@ -29,9 +29,9 @@ SENDS_ON_GREENLETS = "greenlets"
 
 
 def sends_on_threads(client: Any) -> bool:
-    """gRPC without the cache or the supervisor goes out on OS threads (thread_sender.py); the
-    composed predictors (Redis cache-aside, supervisor) keep the gevent path."""
+    """gRPC, with or without its Redis cache, goes out on OS threads (thread_sender.py); the
+    supervised predictor (deadline threads, breaker) keeps the gevent path."""
     from poochlab.experiments.load.settings import GRPC_SENDER_ENV
 
-    plain = client.protocol == "grpc" and client.cache is None and client.fallback is None
+    plain = client.protocol == "grpc" and client.fallback is None
     return plain and os.environ.get(GRPC_SENDER_ENV, "threads") != "gevent"
