@@ -33,7 +33,7 @@ def _threads(pid: int) -> list[int]:
 
 
 ROLE_NICE = -10
-GENERATOR_NICE = -15
+GENERATOR_NICE = -20
 
 
 @dataclass
