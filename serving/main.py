@@ -61,6 +61,10 @@ def _session_factory(batching: Any, threads: Any, metrics: Any) -> tuple[Any, An
     return (lambda compute, name: DirectSession(compute, threads)), None
 
 
+class ModelLoadError(RuntimeError):
+    """A model's first load failed at start-up (the server exits, as TF Serving does)."""
+
+
 class Server:
     """The running server: manager, REST, gRPC, pollers."""
 
@@ -111,6 +115,10 @@ class Server:
             await loop.run_in_executor(loader, apply, config)
         except Exception as error:  # a label error is logged; the server still serves
             log.error("%s", getattr(error, "message", error))
+        failed = manager.failed_loads()
+        if failed:  # as TF Serving: a model whose first load fails (a warm-up record too) stops the server
+            manager.close()
+            raise ModelLoadError("Failed to load the models at start-up: " + " | ".join(failed))
 
         # The limit is the interceptor's (see grpc_limit); spare threads answer its refusals at
         # once, and grpc's own limit only guards against a flood of them.
@@ -227,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(Server(options).run())
     except InvalidProtobufFile as error:  # TF Serving's own two lines, as its users know them
         print(error, file=sys.stderr)
+        return 1
+    except ModelLoadError as error:
+        print(f"tensorflow_model_server: error: {error}", file=sys.stderr)
         return 1
     except (FlagError, ValueError) as error:
         print(f"tensorflow_model_server: error: {error}", file=sys.stderr)

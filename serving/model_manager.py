@@ -127,6 +127,18 @@ class ModelManager:
             raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({name})")
         return model.versions[available[-1]]
 
+    def failed_loads(self) -> list[str]:
+        """Models with no AVAILABLE version because a version failed to load (its error each).
+        At start-up TF Serving exits on these; a model whose folder holds no version yet is not
+        one (TF Serving waits for it)."""
+        failed = []
+        for name, model in self._models.items():
+            errors = [f"version {v}: {s.error.message}" for v, s in sorted(model.versions.items())
+                      if s.state == END and s.error is not None]
+            if errors and not model.available():
+                failed.append(f"{name}: {'; '.join(errors)}")
+        return failed
+
     def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionState]:
         """Version states for GetModelStatus (all versions, or the one asked for)."""
         model = self._models.get(name)

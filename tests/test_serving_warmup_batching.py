@@ -102,3 +102,20 @@ def test_a_warmup_record_larger_than_max_batch_size_fails_the_load(tmp_path, hal
     assert status.error.message == ("warmup record 1: Task size 3 is larger than maximum input "
                                     "batch size 2")
     assert observer.batches == [("half_plus_two/1/serving_default", 1)]
+
+
+def test_the_server_exits_at_start_up_when_a_warmup_record_cannot_run(tmp_path: Path, half_plus_two_base: Path) -> None:
+    import subprocess
+    import sys
+
+    base = version_with_warmup(tmp_path, half_plus_two_base, rows=[1, 3])
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 2 }\nbatch_timeout_micros { value: 0 }\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "poochlab.serving", "--port=0", "--model_name=half_plus_two",
+         f"--model_base_path={base}", "--enable_batching=true", f"--batching_parameters_file={batching}"],
+        capture_output=True, text=True, timeout=300)
+    # As TF Serving: the failed warm-up fails the load, and a failed first load stops the server.
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Failed to load the models at start-up: half_plus_two: version 1:" in done.stderr
+    assert "larger than maximum input batch size 2" in done.stderr
