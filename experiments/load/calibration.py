@@ -244,3 +244,12 @@ def combined(reference: str, servers: dict[str, CapacityCalibration], paths: lis
         servers=tuple({"configuration": name, "capacity_rps": c.capacity_rps, "valid": c.valid,
                        "steps": list(c.steps), "notes": list(c.notes)} for name, c in servers.items()),
         generator_paths=tuple(p.as_dict() for p in paths))
+
+
+def paths_only(paths: list[PathLimit]) -> CapacityCalibration:
+    """A calibration holding only the paths' limits (a sweep with explicit rates, no levels)."""
+    lowest = min(paths, key=lambda limit: limit.limit_rps)
+    return CapacityCalibration(reference="(explicit rates)", capacity_rps=max(lowest.limit_rps, 1e-9), steps=(),
+                               measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               limited_by=f"generator {lowest.path}" if lowest.bounded else "",
+                               generator_paths=tuple(limit.as_dict() for limit in paths))

@@ -134,7 +134,7 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     server's capacity for each protocol and cache setting of the sweep; load levels are
     fractions of the lowest. Explicit rates above a path's limit are refused before any trial."""
     from poochlab.experiments.load import CapacityCalibration
-    from poochlab.experiments.load.calibration import combined, generator_limit
+    from poochlab.experiments.load.calibration import combined, generator_limit, paths_only
     from poochlab.experiments.load.settings import workers_for
 
     spec = context.spec
@@ -176,7 +176,7 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
         reference = ", ".join(f"{k}={v}" for k, v in spec.reference.items())
         calibration = combined(reference, servers, limits, levels)
     else:
-        calibration = combined_paths_only(limits)
+        calibration = paths_only(limits)
     calibration.save(path)
     context.calibration = calibration
     context.manifest.update(calibration=asdict(calibration))
@@ -217,16 +217,6 @@ def _server_capacities(context: RunContext, trials: list[Trial], window_s: float
             seed=spec.seed, server_pid=endpoints.pid, redis_pid=redis_pid,
             progress=lambda step, name=name: _calibration_progress({"configuration": name, **step}))
     return capacities
-
-
-def combined_paths_only(limits: list[Any]) -> Any:
-    """A calibration holding only the paths' limits (a sweep with explicit rates)."""
-    from poochlab.experiments.load.calibration import CapacityCalibration
-
-    lowest = min(limits, key=lambda limit: limit.limit_rps)
-    return CapacityCalibration(reference="(explicit rates)", capacity_rps=max(lowest.limit_rps, 1e-9), steps=(),
-                               measured_at=utc_now(), limited_by=f"generator {lowest.path}" if lowest.bounded else "",
-                               generator_paths=tuple(limit.as_dict() for limit in limits))
 
 
 def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: Any) -> None:
