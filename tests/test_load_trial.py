@@ -10,7 +10,7 @@ import pytest
 from poochlab.clients.config import ClientConfig
 from poochlab.experiments.load import LoadSettings, Workload, measure_trial
 from poochlab.experiments.load.echo_server import EchoServer, Stall, start_echo_server
-from poochlab.experiments.load.worker_spec import PLANT_BURNER_ENV
+from poochlab.experiments.load.worker_spec import PLANT_BURNER_ENV, PLANT_STALL_ENV
 from poochlab.experiments.recording.histograms import merge_encoded
 from poochlab.experiments.records import TrialRecord
 
@@ -126,3 +126,26 @@ def test_grpc_user_makes_its_channel_after_gevent_init(echo: EchoServer, workloa
     assert record.status == "ok", record.failure_reason
     assert record.errors_by_kind == {}
     assert record.windows[0].requests > 0
+
+
+def test_a_trial_measures_on_past_windows_the_generator_sent_late_in(
+        echo: EchoServer, workload: Workload, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The generator's hub blocks 40 ms every 200 ms for the first 1.5 s of measurement: windows 0
+    # and 1 send late (p99 lateness tens of ms), later ones do not.
+    monkeypatch.setenv(PLANT_STALL_ENV, "40,200,1.5")
+    settings = dict(window_s=1.0, warmup_s=0.5, min_windows=3)
+    cut_short = measure_trial(LoadSettings(mode="open", rate_rps=200, max_windows=3, **settings),
+                              ClientConfig(rest_url=echo.rest_url), workload, _record("late-short"))
+    assert cut_short.status == "ok", cut_short.failure_reason
+    assert not cut_short.validity.valid and set(cut_short.validity.kinds) == {"generator_limited"}
+    assert cut_short.generator["lateness_p99_us"] > 10_000
+
+    measured_on = measure_trial(LoadSettings(mode="open", rate_rps=200, max_windows=6, **settings),
+                                ClientConfig(rest_url=echo.rest_url), workload, _record("late-on"))
+    assert measured_on.status == "ok", measured_on.failure_reason
+    assert len(measured_on.windows) >= 5  # 0-2 and 1-3 each hold a late window
+    assert min(measured_on.stable_windows) >= 2, measured_on.load["stability"]
+    assert measured_on.validity.valid, measured_on.validity.reasons
+    assert measured_on.generator["lateness_p99_us"] < 2_000
+    assert "2" in measured_on.load["late_windows"]  # windows 0-2 agreed but were late
+    assert "measured on past a held-up generator" in measured_on.load["stability"]

@@ -79,9 +79,13 @@ def test_placement_pins_and_raises_priority_then_restores() -> None:
         assert len(record["cores"]["generator0"]) == 1
         if record["nice"] is not None:  # allowed to raise priority (root or CAP_SYS_NICE)
             assert os.getpriority(os.PRIO_PROCESS, child.pid) == record["nice"]
+        if record["realtime_priority"] is not None:  # the generator runs before any time-shared work
+            assert os.sched_getscheduler(child.pid) == os.SCHED_FIFO
+            assert os.sched_getparam(child.pid).sched_priority == record["realtime_priority"]
         placement.restore()
         assert os.sched_getaffinity(child.pid) == before
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0
+        assert os.sched_getscheduler(child.pid) == os.SCHED_OTHER
         disabled = plan_and_pin(None, [child.pid], None, enabled=False).as_record()
         assert not disabled["pinned"] and "disabled" in disabled["reason"]
         crowded = plan_and_pin(child.pid, [child.pid] * len(os.sched_getaffinity(0)), None)

@@ -34,7 +34,7 @@ from poochlab.experiments.recording.merge import merge_window_data, merged_histo
 from poochlab.experiments.recording.placement import plan_and_pin
 from poochlab.experiments.recording.prometheus import histogram_deltas, scrape
 from poochlab.experiments.recording.resources import ResourceMonitor
-from poochlab.experiments.recording.stability import WindowSummary, is_stable
+from poochlab.experiments.recording.stability import STABLE_WINDOWS, WindowSummary, is_stable
 from poochlab.experiments.recording.stability import judge as judge_stability
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
 from poochlab.experiments.recording.windows import WindowData
@@ -95,6 +95,30 @@ class _Collected:
     windows: dict[int, dict[int, WindowData]] = field(default_factory=dict)  # index -> worker -> data
     merged: list[WindowData] = field(default_factory=list)
     summaries: list[WindowSummary] = field(default_factory=list)
+    # last window index of a stable run of windows in which the generator was held up -> why
+    late_windows: dict[int, str] = field(default_factory=dict)
+
+
+def generator_stalled(windows: list[WindowData]) -> str | None:
+    """Why the generator was held up in these windows (None: it was not).
+
+    The verdict's own rules for a trial's result (health.lateness_limit_us, MAX_LOOP_LAG_P99_US),
+    pooled over the windows: a trial measures on past windows in which the host kept the
+    generator from running, rather than end on them.
+    """
+    lag = merge_encoded(w.loop_lag_histogram for w in windows)
+    if lag.get_total_count() and (lag_p99 := lag.get_value_at_percentile(99)) > health_rules.MAX_LOOP_LAG_P99_US:
+        return f"event-loop lag p99 {lag_p99 / 1000:.1f} ms > {health_rules.MAX_LOOP_LAG_P99_US / 1000:.1f} ms"
+    lateness = merge_encoded(w.lateness_histogram for w in windows)
+    if not lateness.get_total_count():
+        return None  # a closed loop has no schedule to be late for
+    latency = merge_encoded(w.histogram for w in windows)
+    p99 = float(latency.get_value_at_percentile(99)) if latency.get_total_count() else 0.0
+    late_p99 = float(lateness.get_value_at_percentile(99))
+    limit = health_rules.lateness_limit_us(p99)
+    if late_p99 <= limit:
+        return None
+    return f"sends late (p99 lateness {late_p99 / 1000:.2f} ms > {limit / 1000:.2f} ms)"
 
 
 def measure_trial(settings: LoadSettings, client: Any, workload: Workload, record: TrialRecord, *,
@@ -195,6 +219,11 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
             collected.summaries.append(summary)
             count = next_index + 1
             stable = count >= settings.min_windows and is_stable(collected.summaries)
+            if stable and (late := generator_stalled(collected.merged[-STABLE_WINDOWS:])) is not None:
+                # The host took the generator's CPU (steal, a neighbour): these windows cannot be
+                # the result, so measuring goes on until three on-time windows agree.
+                stable = False
+                collected.late_windows[next_index] = late
             if progress is not None:
                 errors = sum(merged.errors_by_kind.values())
                 progress({"window": next_index, "throughput_rps": summary.throughput_rps,
@@ -285,6 +314,11 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.load["stability"] = (
         verdict.reason if record.stable
         else f"{verdict.reason}; after {len(merged)} windows of {settings.window_s:g} s (limit {settings.max_windows})")
+    if collected.late_windows:
+        passed = "; ".join(f"windows {i - STABLE_WINDOWS + 1}-{i} agreed but {why}"
+                           for i, why in sorted(collected.late_windows.items()))
+        record.load["stability"] += f"; measured on past a held-up generator: {passed}"
+        record.load["late_windows"] = {str(i): why for i, why in sorted(collected.late_windows.items())}
 
     outstanding = sum(int(f.get("outstanding", 0)) for f in finals)
     errors: Counter = Counter()
@@ -318,7 +352,7 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
 
     latency = merge_encoded(w.histogram for w in result)
     p99 = float(latency.get_value_at_percentile(99)) if latency.get_total_count() else None
-    lag = merge_encoded(f.get("loop_lag_histogram") for f in finals)
+    lag = merge_encoded(w.loop_lag_histogram for w in result)
     generator: dict[str, Any] = {
         "worker_cpu_percent": resources.get("generator_cpu_percent", []),
         "loop_lag_p99_us": float(lag.get_value_at_percentile(99)) if lag.get_total_count() else None,

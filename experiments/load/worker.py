@@ -41,7 +41,8 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 from gevent.socket import wait_read  # noqa: E402
 
-from poochlab.experiments.load.worker_spec import PLANT_BURNER_ENV, WorkerSpec, sends_on_threads  # noqa: E402
+from poochlab.experiments.load.worker_spec import (  # noqa: E402
+    PLANT_BURNER_ENV, PLANT_STALL_ENV, WorkerSpec, sends_on_threads)
 
 def _receive(conn: Connection, timeout: float | None) -> Any:
     try:
@@ -74,6 +75,17 @@ def _burn(share: float) -> None:
         gevent.sleep(0.010 * (1 - share))
 
 
+def _stall(plan: str, measure_start: float) -> None:
+    """A planted stalled generator: the whole hub blocks (no greenlet runs), as when the host
+    takes the CPU, for a while after the measurement starts."""
+    stall_ms, every_ms, until_s = (float(part) for part in plan.split(","))
+    blocking_sleep = monkey.get_original("time", "sleep")
+    while time.monotonic() < measure_start + until_s:
+        gevent.sleep(every_ms / 1000)
+        if time.monotonic() >= measure_start:
+            blocking_sleep(stall_ms / 1000)
+
+
 CLOSED_LOOP_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -97,7 +109,6 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     from poochlab.experiments.load.sender import Sender
     from poochlab.experiments.load.thread_sender import ThreadSender
     from poochlab.experiments.load.users import user_class_for
-    from poochlab.experiments.recording.histograms import encode, new_histogram, clamp_us
     from poochlab.experiments.recording.windows import WindowRecorder
 
     settings = spec.settings
@@ -147,17 +158,13 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
 
     env.events.request.add_listener(on_request if spec.record else count_only)
 
-    lag = new_histogram()
-
     def sample_loop_lag() -> None:
         # A 10 ms timer on the precise clock: how late it fires is the loop's lag.
         timer = PreciseTimer()
         while True:
             due = time.monotonic() + 0.010
             timer.wait_until(due)
-            late = time.monotonic() - due
-            if due >= measure_start:
-                lag.record_value(clamp_us(late * 1e6))
+            recorder.record_loop_lag(due, time.monotonic() - due)
 
     start_timer = PreciseTimer()
     timer_kind = start_timer.kind
@@ -168,6 +175,8 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     burner_share = float(os.environ.get(PLANT_BURNER_ENV, "0") or 0)
     if burner_share > 0:
         background.append(gevent.spawn(_burn, burner_share))
+    if os.environ.get(PLANT_STALL_ENV):
+        background.append(gevent.spawn(_stall, os.environ[PLANT_STALL_ENV], measure_start))
 
     start_timer.wait_until(measure_start)
     start_timer.close()
@@ -201,7 +210,6 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     conn.send(("final", {
         "tail": recorder.tail(),
         "outstanding": outstanding,
-        "loop_lag_histogram": encode(lag),
         "cache": _cache_delta(cache_before, cache_after) if spec.client.cache else None,
         "expected_interval_us": recorder.expected_interval_us,
         "sender_greenlets": sender.sender_greenlets,

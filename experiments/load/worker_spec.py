@@ -9,6 +9,9 @@ from typing import Any
 
 # Fault injection for the proof tests: the share of the time a planted greenlet burns CPU.
 PLANT_BURNER_ENV = "POOCHLAB_PLANT_GENERATOR_BURNER"
+# ... and "stall_ms,every_ms,until_s": the generator's hub blocks for stall_ms every every_ms from
+# the measurement start until until_s after it (the host taking the CPU, on demand).
+PLANT_STALL_ENV = "POOCHLAB_PLANT_GENERATOR_STALL"
 
 
 @dataclass(frozen=True)

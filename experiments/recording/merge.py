@@ -41,6 +41,7 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         server_compute_histogram=merged("server_compute_histogram"),
         client_timing_sums_us={k: float(v) for k, v in sums.items()},
         answer_paths=dict(paths),
+        loop_lag_histogram=merged("loop_lag_histogram"),
     )
 
 

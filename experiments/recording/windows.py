@@ -52,6 +52,8 @@ class WindowData:
     server_compute_histogram: str | None
     client_timing_sums_us: dict[str, float]  # encode/wait/decode summed over `requests`
     answer_paths: dict[str, int]
+    # how late the generator's 10 ms loop-lag timer fired in this window (us)
+    loop_lag_histogram: str | None = None
 
 
 def counts_histogram(counts: dict[int, int], expected_interval_us: int | None = None) -> Any:
@@ -84,6 +86,7 @@ class _OpenWindow:
     wait_us: float = 0.0
     decode_us: float = 0.0
     paths: dict[str, int] = field(default_factory=dict)
+    loop_lag: dict[int, int] = field(default_factory=dict)
 
     def close(self, corrected: bool, open_loop: bool, expected_interval_us: int | None) -> WindowData:
         return WindowData(
@@ -98,6 +101,7 @@ class _OpenWindow:
             client_timing_sums_us={"encode_us": self.encode_us, "wait_us": self.wait_us,
                                    "decode_us": self.decode_us} if self.requests else {},
             answer_paths=dict(self.paths),
+            loop_lag_histogram=histogram_text(self.loop_lag) if self.loop_lag else None,
         )
 
 
@@ -163,6 +167,17 @@ class WindowRecorder:
         if start < self._current_end - self.window_s:
             # Sent in an earlier window: kept so the trial's end can claim it (see stop_after).
             self._crossers.setdefault(window.index, []).append((start, end, details))
+
+    def record_loop_lag(self, due: float, late_s: float) -> None:
+        """One firing of the generator's loop-lag timer, due at ``due``, ``late_s`` late: kept
+        per window, so a trial's verdict judges the lag of the windows it keeps."""
+        if due < self.measure_start or self._last_index is not None:
+            return
+        fired = due + max(late_s, 0.0)
+        if fired >= self._current_end:
+            self.advance(fired)
+        value = bucket_us(late_s) if late_s > 0 else 1
+        self._current.loop_lag[value] = self._current.loop_lag.get(value, 0) + 1
 
     def count(self, start: float, end: float) -> None:
         """Count an answer without recording it (only to measure what recording costs)."""

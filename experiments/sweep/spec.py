@@ -78,7 +78,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", window_s=2.0, warmup_s=2.0, min_windows=3, max_windows=5, calibration_s=6.0,
+    "quick": Profile("quick", window_s=2.0, warmup_s=2.0, min_windows=3, max_windows=7, calibration_s=6.0,
                      window_requests=4_000, max_window_s=3.0),
     "standard": Profile("standard", window_s=5.0, warmup_s=5.0, min_windows=3, max_windows=10, calibration_s=20.0,
                         window_requests=8_000, max_window_s=20.0),
