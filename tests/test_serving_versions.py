@@ -229,3 +229,22 @@ def test_a_task_whose_deadline_passed_in_the_queue_is_deadline_exceeded(executor
     assert error.value.code == Code.DEADLINE_EXCEEDED and ran == []
     on_time = InferenceTask({"x": np.ones((1, 1), np.float32)}, deadline=time.monotonic() + 60)
     assert session.submit(on_time).result(10).outputs["y"].tolist() == [[1.0]]
+
+
+def test_a_loaded_version_is_out_of_the_cyclic_collectors_reach(tmp_path, half_plus_two_base, executor):
+    # A full collection that walks TensorFlow's objects paused the server for hundreds of ms under
+    # load; what a load creates is frozen (gc.freeze), so later collections never walk it again.
+    import gc
+
+    gc.unfreeze()
+    manager = make_manager(executor)
+    try:
+        apply(manager, base_with_versions(tmp_path, half_plus_two_base, [1]))
+        assert states(manager) == {1: "AVAILABLE"}
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # TensorFlow, the SavedModel and its graph (and this test process)
+        # What a collection would walk now is only what was made after the load, a small fraction:
+        assert len(gc.get_objects()) < frozen / 10
+    finally:
+        manager.close()
+        gc.unfreeze()
