@@ -15,7 +15,8 @@ PROTOCOLS = ("rest", "grpc")
 # "lean" is the fastest lean HTTP library we measured (see clients/http_libraries.py); the
 # others name one library each, so the library can be a factor of an experiment.
 REST_LIBRARIES = ("requests", "lean", "geventhttpclient", "urllib3", "http.client", "httptools")
-GRPC_LIBRARIES = ("grpcio",)
+# gRPC: grpcio, or "lean", the lab's own HTTP/2 wire (clients/grpc_wire.py) at half grpcio's CPU.
+GRPC_LIBRARIES = ("grpcio", "lean")
 REQUEST_FORMATS = ("row", "columnar")
 
 

@@ -10,9 +10,9 @@ from poochlab.clients.config import ClientConfig
 def build_transport(config: ClientConfig) -> Any:
     """The bare REST or gRPC predictor for ``config`` (no cache, no supervisor)."""
     if config.protocol == "grpc":
-        from poochlab.clients.grpc_predictor import GrpcPredictor
+        from poochlab.clients.grpc_predictor import GrpcPredictor, LeanGrpcPredictor
 
-        return GrpcPredictor(config)
+        return LeanGrpcPredictor(config) if config.resolved_library == "lean" else GrpcPredictor(config)
     from poochlab.clients.rest_predictor import RestPredictor
 
     return RestPredictor(config)

@@ -123,7 +123,7 @@ def test_clients_work_under_gevent_with_many_greenlets(lab_server) -> None:
         from poochlab.clients import ClientConfig, build_predictor
         pupdates = {PUPDATES!r}
         results = {{}}
-        for protocol, library in (("grpc", None), ("rest", "lean"), ("rest", "requests")):
+        for protocol, library in (("grpc", None), ("grpc", "lean"), ("rest", "lean"), ("rest", "requests")):
             predictor = build_predictor(ClientConfig(protocol=protocol, library=library,
                                         rest_url={lab_server.rest_url!r}, grpc_target={lab_server.grpc_target!r}))
             def user():

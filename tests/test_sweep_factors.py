@@ -106,12 +106,18 @@ def test_defaults_give_a_one_user_closed_loop_over_rest_without_a_cache(tmp_path
         mode="closed", users=1, window_s=1.5, warmup_s=0.5, min_windows=2, max_windows=6, seed=1)
 
 
-def test_grpc_has_one_library_and_one_format_whatever_the_spec_held(tmp_path: Path) -> None:
+def test_grpc_keeps_lean_and_takes_grpcio_for_requests_with_one_format(tmp_path: Path) -> None:
     spec = spec_from(tmp_path, '[factors]\nprotocol = ["grpc"]\nclient_library = ["lean", "requests"]\n')
-    (trial,) = plan_trials(spec)  # both libraries collapse into one gRPC configuration
-    assert (trial.factors["client_library"], trial.factors["request_format"]) == ("grpcio", "protobuf")
-    assert client_config(context_for(spec, tmp_path), trial.factors, "http://h:1", "h:2") == ClientConfig(
+    trials = plan_trials(spec)
+    assert sorted((t.factors["client_library"], t.factors["request_format"]) for t in trials) == [
+        ("grpcio", "protobuf"), ("lean", "protobuf")]
+    grpcio = next(t for t in trials if t.factors["client_library"] == "grpcio")
+    assert client_config(context_for(spec, tmp_path), grpcio.factors, "http://h:1", "h:2") == ClientConfig(
         protocol="grpc", library="grpcio", rest_url="http://h:1", grpc_target="h:2", request_format="row")
+    (tmp_path / "b").mkdir()
+    (both,) = plan_trials(spec_from(tmp_path / "b", '[factors]\nprotocol = ["grpc"]\n'
+                                                    'client_library = ["requests", "grpcio"]\n'))
+    assert both.factors["client_library"] == "grpcio"  # one configuration, not two
 
 
 def test_an_open_loop_takes_its_rate_from_rate_rps_or_the_calibrated_load_level(tmp_path: Path) -> None:
@@ -192,7 +198,8 @@ def test_the_manifest_holds_the_registrys_description(tmp_path: Path) -> None:
         "name": "retries", "side": "client", "default": 0, "allowed": "an integer from 0 to 10", "role": "design",
         "doc": FACTORS["retries"].doc, "sets": "ClientConfig.retries", "how": "", "restarts_server": False,
         "implied": None}
-    assert saved["client_library"]["implied"] == "is 'grpcio' when protocol = 'grpc' (gRPC has one client library)"
+    assert saved["client_library"]["implied"] == (
+        "'requests' becomes 'grpcio' when protocol = 'grpc' (the common gRPC library stands in for requests)")
     assert saved["replicas"]["restarts_server"] is True and saved["users"]["role"] == "load"
     assert factor_roles({"factor_registry": saved})["model_variant"] == "transfer"
 

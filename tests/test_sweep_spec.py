@@ -67,13 +67,13 @@ def test_order_is_seeded_and_differs_between_repetitions(tmp_path: Path) -> None
     assert len(orders) == 2 or orders_other != [t.config_id for t in plan_trials(spec)]
 
 
-def test_grpc_collapses_client_library(tmp_path: Path) -> None:
+def test_grpc_maps_the_common_rest_library_to_grpcio(tmp_path: Path) -> None:
     text = BASE.replace('users = [1, 4]', 'client_library = ["lean", "requests"]')
     trials = plan_trials(load_spec(write_spec(tmp_path, text)))
     grpc = {t.config_id for t in trials if t.factors["protocol"] == "grpc"}
     rest = {t.config_id for t in trials if t.factors["protocol"] == "rest"}
-    assert len(rest) == 4 and len(grpc) == 2
-    assert all(t.factors["client_library"] == "grpcio" for t in trials if t.factors["protocol"] == "grpc")
+    assert len(rest) == 4 and len(grpc) == 4
+    assert {t.factors["client_library"] for t in trials if t.factors["protocol"] == "grpc"} == {"lean", "grpcio"}
 
 
 def test_random_design_samples_distinct_points(tmp_path: Path) -> None:

@@ -75,13 +75,19 @@ class Implied:
 
     factor: str
     value: Any
-    then: Any
+    then: Any  # the value; a dict: {this factor's value: the value it becomes}
     why: str
     unless_given: bool = False
 
     def text(self) -> str:
+        if isinstance(self.then, dict):
+            mapped = ", ".join(f"{before!r} becomes {after!r}" for before, after in self.then.items())
+            return f"{mapped} when {self.factor} = {self.value!r} ({self.why})"
         kind = "defaults to" if self.unless_given else "is"
         return f"{kind} {self.then!r} when {self.factor} = {self.value!r} ({self.why})"
+
+    def apply(self, current: Any) -> Any:
+        return self.then.get(current, current) if isinstance(self.then, dict) else self.then
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,11 @@ FACTORS: dict[str, Factor] = {
     for f in [
         Factor("protocol", "client", "rest", _choice("rest", "grpc"),
                "REST (JSON over HTTP/1.1) or gRPC (protobuf over HTTP/2)", field="protocol"),
-        Factor("client_library", "client", "lean", _choice("lean", "requests"),
-               "REST client library (gRPC always uses grpcio)", field="library",
-               implied=Implied("protocol", "grpc", "grpcio", "gRPC has one client library")),
+        Factor("client_library", "client", "lean", _choice("lean", "requests", "grpcio"),
+               "client library: lean (the lab's own lean client, REST or gRPC), or the common one "
+               "(requests for REST, grpcio for gRPC)", field="library",
+               implied=Implied("protocol", "grpc", {"requests": "grpcio"},
+                               "the common gRPC library stands in for requests")),
         Factor("request_format", "client", "row", _choice("row", "columnar"),
                "REST body: instances (row) or inputs (columnar)", field="request_format",
                # gRPC ignores the REST body format; ClientConfig still wants a valid one.
@@ -190,7 +198,7 @@ def apply_implied(factors: dict[str, Any]) -> dict[str, Any]:
             continue
         if rule.unless_given and resolved.get(factor.name) is not None:
             continue
-        resolved[factor.name] = rule.then
+        resolved[factor.name] = rule.apply(resolved.get(factor.name, factor.default))
     return resolved
 
 

@@ -1,0 +1,123 @@
+"""The lean gRPC client (the lab's own HTTP/2 wire) against the real lab server: the same
+answers, statuses and limits as grpcio, frames and flow control for large messages, deadlines."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Iterator
+
+import pytest
+
+from poochlab.clients import ClientConfig, PredictionError, build_transport
+from poochlab.clients.grpc_predictor import GrpcPredictor, LeanGrpcPredictor
+
+pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
+
+PUPDATES = [
+    {"hashtags": "#corgi #adorable", "country": "US", "followers": 120},
+    {"hashtags": ["#pug", "#zoomies"], "country": "FR", "followers": 3},
+]
+
+
+def _clients(target: str, **config) -> tuple[GrpcPredictor, LeanGrpcPredictor]:
+    grpcio = build_transport(ClientConfig(protocol="grpc", grpc_target=target, library="grpcio", **config))
+    lean = build_transport(ClientConfig(protocol="grpc", grpc_target=target, library="lean", **config))
+    assert type(grpcio) is GrpcPredictor and type(lean) is LeanGrpcPredictor
+    return grpcio, lean
+
+
+@pytest.fixture(scope="module")
+def clients(lab_server) -> Iterator[tuple[GrpcPredictor, LeanGrpcPredictor]]:
+    grpcio, lean = _clients(lab_server.grpc_target)
+    yield grpcio, lean
+    grpcio.close()
+    lean.close()
+
+
+def test_lean_answers_as_grpcio_does_with_version_and_server_timing(clients) -> None:
+    grpcio, lean = clients
+    expected = grpcio.predict(PUPDATES)
+    for _ in range(3):  # one connection, reused: the server's header table stays in step
+        answer = lean.predict(PUPDATES)
+        assert answer.likes == expected.likes  # the same float32s, bit for bit
+        assert answer.model_version == expected.model_version is not None
+        assert answer.timing.server_compute_us is not None and answer.timing.server_compute_us > 0
+        assert answer.timing.server_queue_us is not None and answer.timing.server_queue_us >= 0
+    assert lean.model_versions() == grpcio.model_versions() != []
+    assert len(lean._idle) == 1
+
+
+def test_a_request_larger_than_the_servers_windows_and_frames_gets_through(clients) -> None:
+    # 4,000 pupdates: a PredictRequest of ~150 KB, over HTTP/2's 64 KiB initial window and 16 KiB frames.
+    grpcio, lean = clients
+    many = [{"hashtags": f"#dog{i} #walk #park #sunny", "country": "US", "followers": i} for i in range(4000)]
+    assert len(lean.encode_request(many)) > 100_000
+    assert lean.predict(many).likes == grpcio.predict(many).likes
+
+
+def test_unknown_model_is_not_found_with_the_servers_message(lab_server) -> None:
+    for predictor in _clients(lab_server.grpc_target, model_name="no_such_model"):
+        with pytest.raises(PredictionError) as caught:
+            predictor.predict(PUPDATES)
+        assert caught.value.kind == "grpc_NOT_FOUND"
+        assert "no_such_model" in caught.value.message
+        predictor.close()
+
+
+@pytest.mark.parametrize("limit", ["grpc_max_receive_bytes", "grpc_max_send_bytes"])
+def test_message_limits_are_resource_exhausted_as_in_grpcio(lab_server, limit: str) -> None:
+    for predictor in _clients(lab_server.grpc_target, **{limit: 16}):
+        with pytest.raises(PredictionError) as caught:
+            predictor.predict(PUPDATES)
+        assert caught.value.kind == "grpc_RESOURCE_EXHAUSTED", predictor
+        predictor.close()
+
+
+def test_concurrent_threads_each_hold_their_own_connection(clients) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    grpcio, _ = clients
+    expected = grpcio.predict(PUPDATES).likes
+    lean = build_transport(ClientConfig(protocol="grpc", grpc_target=grpcio.config.grpc_target, library="lean"))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda _: lean.predict(PUPDATES).likes, range(30)))
+    assert answers == [expected] * 30
+    assert 1 <= len(lean._idle) <= 3
+    lean.close()
+
+
+def test_nothing_listening_is_a_connection_error() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lean = build_transport(ClientConfig(protocol="grpc", grpc_target=f"127.0.0.1:{port}", library="lean"))
+    with pytest.raises(PredictionError) as caught:
+        lean.predict(PUPDATES)
+    assert caught.value.kind == "connection"
+
+
+def test_a_server_that_never_answers_times_out_and_its_connection_is_dropped() -> None:
+    # A frozen server (accepts, reads, never answers): a fault the lab server cannot take on
+    # demand without a restart, so a bare listening socket plays it.
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        connection, _ = listener.accept()
+        accepted.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    lean = build_transport(ClientConfig(protocol="grpc", grpc_target=f"127.0.0.1:{listener.getsockname()[1]}",
+                                        library="lean", timeout_s=0.2))
+    with pytest.raises(PredictionError) as caught:
+        lean.predict(PUPDATES)
+    assert caught.value.kind == "timeout"
+    assert lean._idle == []  # a connection with a call in an unknown state is never reused
+    thread.join(5)
+    preface = accepted[0].recv(24)
+    assert preface == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # it spoke HTTP/2 before giving up
+    for connection in accepted:
+        connection.close()
+    listener.close()
