@@ -20,7 +20,8 @@ loop, wrk) to the others, all at the lab's raised priority where allowed:
    the median of the pairs' ratios. Target: under 5%.
 4. Concurrency 1 against the lab's server (Pooch Predictor, small): the lab's closed loop with
    one user against the leanest client of the protocol, alternated ``--repeats`` times, each
-   side's histograms merged: REST (lean) against ``wrk`` (C), gRPC against the bare grpcio loop.
+   side's histograms merged: REST (lean) against ``wrk`` (C), gRPC (lean) against the bare grpcio loop
+   and the bare loop on the lean wire.
    Ratios of p50 and p99. Target: within 1.2.
 """
 
@@ -39,7 +40,9 @@ from typing import Any, Iterator
 from poochlab.cli import CommandError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PATHS = ("rest", "grpc", "grpc-gevent")  # grpc-gevent: the old gRPC path, for comparison
+# grpc: the lean gRPC client on OS threads (the lab's path); grpc-grpcio: grpcio on OS threads;
+# grpc-gevent: grpcio under gevent (the first path), for comparison.
+PATHS = ("rest", "grpc", "grpc-grpcio", "grpc-gevent")
 TARGET_RATE_RPS = 2000.0
 FLOOR_RATE_RPS = 600.0  # where the gRPC floor is compared with the bare loop
 FLOOR_TARGET = 1.3
@@ -118,7 +121,7 @@ def _client(path: str, echo: Any) -> Any:
     from poochlab.clients.config import ClientConfig
 
     if path.startswith("grpc"):
-        return ClientConfig(protocol="grpc", grpc_target=echo.grpc_target)
+        return ClientConfig(protocol="grpc", grpc_target=echo.grpc_target, library="lean" if path == "grpc" else "grpcio")
     return ClientConfig(rest_url=echo.rest_url, library="lean")
 
 
@@ -163,7 +166,7 @@ def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) ->
     from poochlab.experiments.load import LoadSettings, measure_trial
     from poochlab.experiments.recording.histograms import add_encoded, new_histogram
 
-    sides = [BARE_BACK_TO_BACK, BARE_PACED, "grpc", "grpc-gevent"]
+    sides = [BARE_BACK_TO_BACK, BARE_PACED, "grpc", "grpc-grpcio"]
     merged = {side: new_histogram() for side in sides}
     cpu = {side: [0.0, 0] for side in sides}  # CPU seconds, requests
     round_p50s: list[dict[str, float]] = []
@@ -193,7 +196,7 @@ def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) ->
     result: dict[str, Any] = {"rounds": round_p50s, "paired_p50_ratios": {
         # Per round, then the median: a neighbour's burst during one round moves one ratio only.
         f"{lab} / {bare}": statistics.median(r[lab] / r[bare] for r in round_p50s)
-        for lab in ("grpc", "grpc-gevent") for bare in (BARE_BACK_TO_BACK, BARE_PACED)}}
+        for lab in ("grpc", "grpc-grpcio") for bare in (BARE_BACK_TO_BACK, BARE_PACED)}}
     for side in sides:
         histogram = merged[side]
         result[side] = {"p50_us": float(histogram.get_value_at_percentile(50)),
@@ -299,14 +302,14 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
     script.write_text(WRK_SCRIPT % {"body": body})
     with pinning.server():
         server = start_server(servable_base(args.servables, "small"), None, workdir / "server.log")
-    merged = {key: new_histogram() for key in ("wrk", "lab_rest", "bare_grpc", "lab_grpc")}
+    merged = {key: new_histogram() for key in ("wrk", "lab_rest", "bare_grpc", "bare_lean_grpc", "lab_grpc")}
     runs = []
     try:
         url = f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
         settings = LoadSettings(mode="closed", users=1, window_s=args.window_s, warmup_s=1.0, min_windows=3,
                                 max_windows=3)
         clients = {"lab_rest": ClientConfig(rest_url=server.rest_url, library="lean"),
-                   "lab_grpc": ClientConfig(protocol="grpc", grpc_target=server.grpc_target)}
+                   "lab_grpc": ClientConfig(protocol="grpc", grpc_target=server.grpc_target, library="lean")}
         run_wrk(url, script, 1, 1)  # warm-up, as the lab's trials and the bare loop have one
         for repeat in range(args.repeats):
             run: dict[str, Any] = {}
@@ -314,6 +317,8 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
             merged["wrk"].add(wrk)
             bare = decode(run_call_loop(server.grpc_target, args.reference_seconds)["histogram"])
             merged["bare_grpc"].add(bare)
+            bare_lean = decode(run_call_loop(server.grpc_target, args.reference_seconds, wire="lean")["histogram"])
+            merged["bare_lean_grpc"].add(bare_lean)
             for key, client in clients.items():
                 record = measure_trial(settings, client, workload, _record(f"{key}-{repeat}"), server_pid=server.pid)
                 if record.status != "ok":
@@ -321,7 +326,7 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
                 for window in record.result_windows():
                     add_encoded(merged[key], window.histogram)
                 run[key] = _result(record)
-            for key, histogram in (("wrk", wrk), ("bare_grpc", bare)):
+            for key, histogram in (("wrk", wrk), ("bare_grpc", bare), ("bare_lean_grpc", bare_lean)):
                 run[key] = {"p50_us": float(histogram.get_value_at_percentile(50)),
                             "p99_us": float(histogram.get_value_at_percentile(99)),
                             "requests": histogram.get_total_count()}
@@ -329,14 +334,16 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
             print(f"lab server, concurrency 1, round {repeat + 1}: "
                   f"REST wrk p50 {_ms(run['wrk']['p50_us'])} p99 {_ms(run['wrk']['p99_us'])} | "
                   f"lab p50 {_ms(run['lab_rest']['p50_us'])} p99 {_ms(run['lab_rest']['p99_us'])};  "
-                  f"gRPC bare loop p50 {_ms(run['bare_grpc']['p50_us'])} p99 {_ms(run['bare_grpc']['p99_us'])} | "
+                  f"gRPC bare grpcio loop p50 {_ms(run['bare_grpc']['p50_us'])} p99 {_ms(run['bare_grpc']['p99_us'])}, "
+                  f"bare lean loop p50 {_ms(run['bare_lean_grpc']['p50_us'])} p99 {_ms(run['bare_lean_grpc']['p99_us'])} | "
                   f"lab p50 {_ms(run['lab_grpc']['p50_us'])} p99 {_ms(run['lab_grpc']['p99_us'])}", flush=True)
     finally:
         server.stop()
     summary = {key: {"p50_us": float(h.get_value_at_percentile(50)), "p99_us": float(h.get_value_at_percentile(99)),
                      "requests": h.get_total_count()} for key, h in merged.items()}
     ratios = {f"{protocol}_{q}": summary[lab][f"{q}_us"] / summary[reference][f"{q}_us"]
-              for protocol, lab, reference in (("rest", "lab_rest", "wrk"), ("grpc", "lab_grpc", "bare_grpc"))
+              for protocol, lab, reference in (("rest", "lab_rest", "wrk"), ("grpc", "lab_grpc", "bare_grpc"),
+                                               ("grpc_lean", "lab_grpc", "bare_lean_grpc"))
               for q in ("p50", "p99")}
     return {"runs": runs, "merged": summary, "ratios": ratios, "body": body}
 
@@ -419,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
                               f"(target >= {TARGET_RATE_RPS:.0f}/s): {_verdict(best >= TARGET_RATE_RPS)}")
             comparison = floor.get("grpc_at_floor_rate")
             if comparison:
-                for path in ("grpc", "grpc-gevent"):
+                for path in ("grpc", "grpc-grpcio"):
                     for bare in (BARE_BACK_TO_BACK, BARE_PACED):
                         ratio = comparison["paired_p50_ratios"][f"{path} / {bare}"]
                         checks.append(f"{path} floor p50 at {FLOOR_RATE_RPS:.0f}/s / {bare} p50 = {ratio:.2f} (median of "
@@ -437,7 +444,8 @@ def run(args: argparse.Namespace) -> int:
                           f"{_verdict(cost['cost_percent'] < 5)}")
         if "c1" not in args.skip:
             report["concurrency_one"] = c1 = concurrency_one(args, pinning)
-            for protocol, reference in (("rest", "wrk"), ("grpc", "bare blocking grpcio loop")):
+            for protocol, reference in (("rest", "wrk"), ("grpc", "bare blocking grpcio loop"),
+                                        ("grpc_lean", "bare blocking lean-wire loop")):
                 for q in ("p50", "p99"):
                     ratio = c1["ratios"][f"{protocol}_{q}"]
                     checks.append(f"lab server, concurrency 1: lab {protocol} {q} / {reference} {q} = {ratio:.2f} "

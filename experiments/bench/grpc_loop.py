@@ -1,10 +1,11 @@
-"""The reference gRPC client: a bare blocking grpcio call loop, in a process of its own.
+"""The reference gRPC clients: a bare blocking call loop, in a process of its own.
 
 One pre-encoded PredictRequest, one channel, ``call(body)`` back to back (or paced on a Poisson
 schedule) for ``seconds`` after a warm-up; every latency (``time.monotonic`` around the call) goes into an HdrHistogram. No
-decode, no gevent, no threads: the least any Python gRPC client does per request, so the lab's
-gRPC path is judged against it. Run it as
-``python -m poochlab.experiments.bench.grpc_loop <target> <seconds> [<rate>]``; it prints one JSON line
+decode, no gevent, no threads: the least a Python gRPC client does per request, so the lab's
+gRPC path is judged against it. ``wire``: "grpcio" (a grpcio channel) or "lean" (the lab's own
+HTTP/2 wire, clients/grpc_wire.py, one connection). Run it as
+``python -m poochlab.experiments.bench.grpc_loop <target> <seconds> [<rate> [<wire>]]``; it prints one JSON line
 (``histogram`` as hdrh text, ``requests``, ``cpu_s``, ``wall_s``). It inherits the caller's CPU
 affinity and priority, so a benchmark pins it like the lab's generator.
 """
@@ -31,19 +32,32 @@ def one_request_body() -> bytes:
     return predictor.encode_request([prediction_inputs(generate_pupdates(1, seed=3)[0])])
 
 
-def call_loop(target: str, seconds: float, rate_rps: float | None = None) -> dict[str, Any]:
+def call_loop(target: str, seconds: float, rate_rps: float | None = None, wire: str = "grpcio") -> dict[str, Any]:
     """Back to back, or with ``rate_rps`` on a seeded Poisson schedule (one thread: a call that
     overruns the next scheduled time makes that one late; latency counts from the schedule)."""
     import random
-
-    import grpc
 
     from poochlab.clients.grpc_predictor import PREDICT_METHOD
     from poochlab.experiments.recording.histograms import clamp_us, encode, new_histogram
 
     body = one_request_body()
-    channel = grpc.insecure_channel(target)
-    call = channel.unary_unary(PREDICT_METHOD)
+    if wire == "lean":
+        from poochlab.clients import grpc_wire
+
+        host, _, port = target.rpartition(":")
+        connection = grpc_wire.Connection(host, int(port), 10.0)
+        headers = grpc_wire.request_headers(PREDICT_METHOD, target)
+
+        def call(body: bytes, timeout: float) -> Any:
+            return connection.unary(headers, body, timeout)
+
+        close = connection.close
+    else:
+        import grpc
+
+        channel = grpc.insecure_channel(target)
+        call = channel.unary_unary(PREDICT_METHOD)
+        close = channel.close
     for _ in range(WARMUP_CALLS):
         call(body, timeout=10)
     histogram = new_histogram()
@@ -66,20 +80,21 @@ def call_loop(target: str, seconds: float, rate_rps: float | None = None) -> dic
         now = clock()
         histogram.record_value(clamp_us((now - sent) * 1e6))
         requests += 1
-    channel.close()
+    close()
     return {"histogram": encode(histogram), "requests": requests, "cpu_s": time.process_time() - cpu_start,
             "wall_s": now - start}
 
 
-def run_call_loop(target: str, seconds: float, rate_rps: float | None = None) -> dict[str, Any]:
+def run_call_loop(target: str, seconds: float, rate_rps: float | None = None, wire: str = "grpcio") -> dict[str, Any]:
     """Run the loop in a fresh process (inheriting this one's affinity) and return its result."""
-    command = [sys.executable, "-m", "poochlab.experiments.bench.grpc_loop", target, str(seconds)]
-    done = subprocess.run(command + ([str(rate_rps)] if rate_rps else []),
-                          capture_output=True, text=True, timeout=seconds + 120)
+    command = [sys.executable, "-m", "poochlab.experiments.bench.grpc_loop", target, str(seconds),
+               str(rate_rps or 0), wire]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0 or not done.stdout.strip():
-        raise RuntimeError(f"bare grpcio loop against {target} failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"bare {wire} loop against {target} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
-    print(json.dumps(call_loop(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else None)))
+    rate = float(sys.argv[3]) if len(sys.argv) > 3 and float(sys.argv[3]) > 0 else None
+    print(json.dumps(call_loop(sys.argv[1], float(sys.argv[2]), rate, sys.argv[4] if len(sys.argv) > 4 else "grpcio")))
