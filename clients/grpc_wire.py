@@ -70,12 +70,12 @@ class GrpcStatusError(Exception):
         self.trailers = trailers
 
 
-def _string(value: bytes) -> bytes:
+def hpack_string(value: bytes) -> bytes:
     """An HPACK string literal without Huffman coding (RFC 7541 5.2)."""
-    return _integer(len(value), 7, 0x00) + value
+    return hpack_integer(len(value), 7, 0x00) + value
 
 
-def _integer(value: int, prefix_bits: int, first: int) -> bytes:
+def hpack_integer(value: int, prefix_bits: int, first: int) -> bytes:
     """An HPACK integer with an N-bit prefix (RFC 7541 5.1)."""
     limit = (1 << prefix_bits) - 1
     if value < limit:
@@ -95,17 +95,17 @@ def request_headers(path: str, authority: str) -> bytes:
     Static-table entries (RFC 7541 appendix A): 3 ``:method POST``, 6 ``:scheme http``; names
     4 ``:path``, 1 ``:authority``, 31 ``content-type``; literals "without indexing"."""
     return (b"\x83\x86"
-            + _integer(4, 4, 0x00) + _string(path.encode("ascii"))
-            + _integer(1, 4, 0x00) + _string(authority.encode("ascii"))
-            + _integer(31, 4, 0x00) + _string(b"application/grpc")
-            + b"\x00" + _string(b"te") + _string(b"trailers"))
+            + hpack_integer(4, 4, 0x00) + hpack_string(path.encode("ascii"))
+            + hpack_integer(1, 4, 0x00) + hpack_string(authority.encode("ascii"))
+            + hpack_integer(31, 4, 0x00) + hpack_string(b"application/grpc")
+            + b"\x00" + hpack_string(b"te") + hpack_string(b"trailers"))
 
 
 def timeout_header(timeout_s: float) -> bytes:
     """``grpc-timeout`` as at most 8 digits and a unit, rounded up as grpcio does."""
     micros = max(1, int(timeout_s * 1e6 + 0.999))
     value = f"{micros}u" if micros < 100_000_000 else f"{min(-(-micros // 1_000_000), 99_999_999)}S"
-    return b"\x00" + _string(b"grpc-timeout") + _string(value.encode("ascii"))
+    return b"\x00" + hpack_string(b"grpc-timeout") + hpack_string(value.encode("ascii"))
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:

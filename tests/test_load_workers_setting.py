@@ -48,8 +48,10 @@ def test_a_bad_workers_value_names_the_file_and_the_key(tmp_path: Path, value: s
 
 
 def test_auto_splits_an_open_loop_by_the_paths_per_process_rate() -> None:
-    # 1200/s per gRPC process, 2000/s per lean REST process (settings.PER_PROCESS_RATE_RPS).
-    assert PER_PROCESS_RATE_RPS["grpc"] == 1200.0 and PER_PROCESS_RATE_RPS["rest"] == 2000.0
+    # 1200/s per grpcio process, 2000/s per lean REST or gRPC process (settings.PER_PROCESS_RATE_RPS).
+    assert PER_PROCESS_RATE_RPS["grpc-grpcio"] == 1200.0 and PER_PROCESS_RATE_RPS["rest"] == 2000.0
+    assert workers_for("auto", protocol="grpc", library="lean", mode="open", rate_rps=2000) == 1
+    assert workers_for("auto", protocol="grpc", library="lean", mode="open", rate_rps=2500) == 2
     assert workers_for("auto", protocol="grpc", library="grpcio", mode="open", rate_rps=600) == 1
     assert workers_for("auto", protocol="grpc", library="grpcio", mode="open", rate_rps=1200) == 1
     assert workers_for("auto", protocol="grpc", library="grpcio", mode="open", rate_rps=2500) == 3
@@ -69,7 +71,7 @@ def test_each_trial_of_a_sweep_gets_its_worker_count(tmp_path: Path) -> None:
     chosen = {(protocol, rate): load_settings(context, {"protocol": protocol, "rate_rps": rate,
                                                         "client_library": "lean"}, 1).workers
               for protocol in ("rest", "grpc") for rate in (500, 2500)}
-    assert chosen == {("rest", 500): 1, ("rest", 2500): 2, ("grpc", 500): 1, ("grpc", 2500): 3}  # 2500/1200
+    assert chosen == {("rest", 500): 1, ("rest", 2500): 2, ("grpc", 500): 1, ("grpc", 2500): 2}  # 2500/2000
     fixed = load_spec(write(tmp_path, SPEC + "[load]\nworkers = 2\n"))
     settings = load_settings(SimpleNamespace(spec=fixed, calibration=None), {"protocol": "grpc", "rate_rps": 500}, 1)
     assert settings.workers == 2 and settings.rate_rps == 500

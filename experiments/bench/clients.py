@@ -4,7 +4,8 @@ At concurrency 1 (one request in flight) against the lab's server on the exporte
 Predictor, in one run:
 
 - ``wrk`` (C) posting the very body the REST clients send: the floor of an HTTP round trip;
-- every REST library (row format, and the lean library in columnar format) and gRPC (grpcio);
+- every REST library (row format, and the lean library in columnar format) and gRPC (grpcio and
+  the lean client on the lab's own HTTP/2 wire);
 - a minimal gRPC echo server (``echo_servers.py``'s grpc-sync server, the lab server's own gRPC
   stack: grpc's thread-pool server, answering the request bytes) called with the same PredictRequest bytes: the floor of
   a Python gRPC round trip;
@@ -203,6 +204,8 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
             predictors["rest lean columnar"] = build_transport(ClientConfig(library="lean", request_format="columnar", **rest))
             grpc_predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=server.grpc_target))
             predictors["grpc grpcio"] = grpc_predictor
+            predictors["grpc lean"] = build_transport(ClientConfig(protocol="grpc", library="lean",
+                                                                   grpc_target=server.grpc_target))
             cache = CachedPredictor(build_transport(ClientConfig(library="lean", **rest)),
                                     CacheConfig(redis_url=redis_server.url, version_refresh_s=3600.0))
             predictors["rest lean + Redis hit"] = cache

@@ -13,10 +13,11 @@ AUTO_WORKERS = "auto"
 GRPC_SENDER_ENV = "POOCHLAB_GRPC_SENDER"
 # Open-loop rate one generator process sends validly (requests/s), per client path, measured
 # with `poochlab bench generator` on our 2-core machines (generator and echo server on their own
-# cores). gRPC: grpcio alone spends 0.3-0.4 ms of CPU per blocking call; with the lab's
-# hand-offs and recording one process used ~60% of its core at 1,000/s. rest-requests is an
-# estimate from that library's ~0.9 ms of CPU per call (`poochlab bench clients`).
-PER_PROCESS_RATE_RPS = {"rest": 2000.0, "rest-requests": 500.0, "grpc": 1200.0}
+# cores). grpc-grpcio: grpcio alone spends 0.3-0.4 ms of CPU per blocking call; with the lab's
+# hand-offs and recording one process used ~60% of its core at 1,000/s. grpc (the lean client):
+# 27% at 600/s, 47% at 1,200/s. rest-requests is an estimate from that library's ~0.9 ms of CPU
+# per call (`poochlab bench clients`).
+PER_PROCESS_RATE_RPS = {"rest": 2000.0, "rest-requests": 500.0, "grpc": 2000.0, "grpc-grpcio": 1200.0}
 
 
 def workers_for(setting: int | str, *, protocol: str, library: str | None, mode: str,
@@ -32,7 +33,7 @@ def workers_for(setting: int | str, *, protocol: str, library: str | None, mode:
         return min(count, users) if mode == "closed" else count
     if mode != "open" or not rate_rps:
         return 1
-    path = "rest-requests" if protocol == "rest" and library == "requests" else protocol
+    path = {("rest", "requests"): "rest-requests", ("grpc", "grpcio"): "grpc-grpcio"}.get((protocol, library), protocol)
     if path not in PER_PROCESS_RATE_RPS:
         raise ValueError(f"no per-process rate known for client path {path!r}; known: {sorted(PER_PROCESS_RATE_RPS)}")
     return max(1, math.ceil(rate_rps / PER_PROCESS_RATE_RPS[path]))
