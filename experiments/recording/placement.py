@@ -11,7 +11,7 @@ when something was not done.
 
 Priority: on a shared machine a waking generator waits behind other processes for a CPU and its
 sends go out late (measured: lateness p50 0.35-0.54 ms at nice 0, 0.12 ms at nice -10, same
-load). ``ROLE_NICE`` (-10) is applied to the server and Redis, and ``GENERATOR_NICE`` (-15) to the
+load). ``ROLE_NICE`` (-10) is applied to the server and Redis, and ``GENERATOR_NICE`` (-20) to the
 generator, so on a machine where all three share the cores the instrument runs first and the
 system under test takes the wait: with the generator one step ahead, the cache path's send
 lateness p99 fell from 1.96-2.02 ms to 1.73-1.93 ms at 190-640 req/s (against 2 ms allowed), and
