@@ -227,7 +227,8 @@ class LeanGrpcPredictor(GrpcPredictor):
         self._idle: list[Any] = []
         self._pool_pid = os.getpid()
 
-    def _unary(self, headers: bytes, body: bytes, timeout_s: float, what: str) -> tuple[bytes, list[tuple[str, str]]]:
+    def _unary(self, headers: bytes, body: bytes, timeout_s: float,
+               what: str) -> tuple[bytes, list[tuple[str, str]]]:
         wire = self._wire
         with self._channel_lock:
             if self._pool_pid != os.getpid():  # a forked child never shares its parent's sockets

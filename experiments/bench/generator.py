@@ -121,7 +121,8 @@ def _client(path: str, echo: Any) -> Any:
     from poochlab.clients.config import ClientConfig
 
     if path.startswith("grpc"):
-        return ClientConfig(protocol="grpc", grpc_target=echo.grpc_target, library="lean" if path == "grpc" else "grpcio")
+        library = "lean" if path == "grpc" else "grpcio"
+        return ClientConfig(protocol="grpc", grpc_target=echo.grpc_target, library=library)
     return ClientConfig(rest_url=echo.rest_url, library="lean")
 
 

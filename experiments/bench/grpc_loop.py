@@ -1,8 +1,8 @@
 """The reference gRPC clients: a bare blocking call loop, in a process of its own.
 
 One pre-encoded PredictRequest, one channel, ``call(body)`` back to back (or paced on a Poisson
-schedule) for ``seconds`` after a warm-up; every latency (``time.monotonic`` around the call) goes into an HdrHistogram. No
-decode, no gevent, no threads: the least a Python gRPC client does per request, so the lab's
+schedule) for ``seconds`` after a warm-up; every latency (``time.monotonic`` around the call) goes
+into an HdrHistogram. No decode, no gevent, no threads: the least a Python gRPC client does per request, so the lab's
 gRPC path is judged against it. ``wire``: "grpcio" (a grpcio channel) or "lean" (the lab's own
 HTTP/2 wire, clients/grpc_wire.py, one connection). Run it as
 ``python -m poochlab.experiments.bench.grpc_loop <target> <seconds> [<rate> [<wire>]]``; it prints one JSON line
@@ -32,7 +32,8 @@ def one_request_body() -> bytes:
     return predictor.encode_request([prediction_inputs(generate_pupdates(1, seed=3)[0])])
 
 
-def call_loop(target: str, seconds: float, rate_rps: float | None = None, wire: str = "grpcio") -> dict[str, Any]:
+def call_loop(target: str, seconds: float, rate_rps: float | None = None,
+              wire: str = "grpcio") -> dict[str, Any]:
     """Back to back, or with ``rate_rps`` on a seeded Poisson schedule (one thread: a call that
     overruns the next scheduled time makes that one late; latency counts from the schedule)."""
     import random
@@ -85,7 +86,8 @@ def call_loop(target: str, seconds: float, rate_rps: float | None = None, wire: 
             "wall_s": now - start}
 
 
-def run_call_loop(target: str, seconds: float, rate_rps: float | None = None, wire: str = "grpcio") -> dict[str, Any]:
+def run_call_loop(target: str, seconds: float, rate_rps: float | None = None,
+                  wire: str = "grpcio") -> dict[str, Any]:
     """Run the loop in a fresh process (inheriting this one's affinity) and return its result."""
     command = [sys.executable, "-m", "poochlab.experiments.bench.grpc_loop", target, str(seconds),
                str(rate_rps or 0), wire]
@@ -97,4 +99,5 @@ def run_call_loop(target: str, seconds: float, rate_rps: float | None = None, wi
 
 if __name__ == "__main__":
     rate = float(sys.argv[3]) if len(sys.argv) > 3 and float(sys.argv[3]) > 0 else None
-    print(json.dumps(call_loop(sys.argv[1], float(sys.argv[2]), rate, sys.argv[4] if len(sys.argv) > 4 else "grpcio")))
+    wire = sys.argv[4] if len(sys.argv) > 4 else "grpcio"
+    print(json.dumps(call_loop(sys.argv[1], float(sys.argv[2]), rate, wire)))
