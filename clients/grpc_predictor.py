@@ -38,6 +38,7 @@ from poochlab.clients.transport import Transport
 from poochlab.models.pupdate import INPUT_COUNTRY, INPUT_FOLLOWERS, INPUT_HASHTAGS, OUTPUT_LIKES
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+GRPCIO_MAX_RECEIVE_BYTES = 4 * 1024 * 1024  # grpcio's default cap on an answer
 MODEL_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
 # What grpc core says when no connection could be made (as opposed to a server answering
 # UNAVAILABLE, e.g. a full batch queue).
@@ -229,24 +230,45 @@ class LeanGrpcPredictor(GrpcPredictor):
 
     def _unary(self, headers: bytes, body: bytes, timeout_s: float,
                what: str) -> tuple[bytes, list[tuple[str, str]]]:
+        """One call within ``timeout_s`` (connecting included, as grpcio's deadline does).
+
+        A pooled connection the server closed while it sat idle (a restart, an idle timeout)
+        fails before any of the answer arrives; the call then goes once more on a fresh
+        connection, as grpcio reconnects a broken channel instead of failing the next call."""
         wire = self._wire
+        deadline = time.monotonic() + timeout_s
         with self._channel_lock:
             if self._pool_pid != os.getpid():  # a forked child never shares its parent's sockets
                 self._idle, self._pool_pid = [], os.getpid()
             connection = self._idle.pop() if self._idle else None
-        try:
-            if connection is None:
-                connection = wire.Connection(*self._address, timeout_s)
-            return connection.unary(headers, body, timeout_s)
-        except wire.GrpcStatusError as error:
-            raise status_error(error.code, error.details, what) from None
-        except wire.WireError as error:
-            raise PredictionError(KIND_TIMEOUT if error.kind == "timeout" else KIND_CONNECTION,
-                                  f"{what}: {error}") from None
-        finally:
-            if connection is not None and connection.usable:
-                with self._channel_lock:
-                    self._idle.append(connection)
+        reused = connection is not None
+        while True:
+            try:
+                if connection is None:
+                    connection = wire.Connection(*self._address, timeout_s)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise wire.WireError("timeout", "deadline passed while connecting")
+                return connection.unary(headers, body, left)
+            except wire.GrpcStatusError as error:
+                raise status_error(error.code, error.details, what) from None
+            except wire.WireError as error:
+                if reused and error.kind == "connection" and not connection.answer_started:
+                    reused, connection = False, None  # once, on a fresh connection
+                    continue
+                raise PredictionError(KIND_TIMEOUT if error.kind == "timeout" else KIND_CONNECTION,
+                                      f"{what}: {error}") from None
+            except BaseException:
+                if connection is not None:  # a half-written call: this connection is done
+                    connection.close()
+                raise
+            finally:
+                if connection is not None:
+                    if connection.usable:
+                        with self._channel_lock:
+                            self._idle.append(connection)
+                    else:
+                        connection.close()
 
     def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
         started = time.perf_counter()
@@ -258,8 +280,8 @@ class LeanGrpcPredictor(GrpcPredictor):
                                "Predict")
         data, trailers = self._unary(self._predict_headers, body, timeout_s, "Predict")
         answered = time.perf_counter()
-        limit = self.config.grpc_max_receive_bytes
-        if limit is not None and len(data) > limit:
+        limit = self.config.grpc_max_receive_bytes or GRPCIO_MAX_RECEIVE_BYTES
+        if len(data) > limit:
             raise status_error("RESOURCE_EXHAUSTED", f"Received message larger than max ({len(data)} vs. {limit})",
                                "Predict")
         likes, answered_version = self.decode_response(data, len(rows))

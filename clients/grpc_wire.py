@@ -134,6 +134,8 @@ class Connection:
         self._stream_window = 0
         self._max_frame = DEFAULT_MAX_FRAME
         self._received = 0  # DATA bytes not yet returned to our connection window
+        self._deadline: float | None = None  # the current call's, for frames read mid-block
+        self.answer_started = False  # a frame of the current call's answer has arrived
         settings = struct.pack(">HIHIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, OUR_WINDOW,
                                SETTINGS_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME)
         self._send(PREFACE + frame(SETTINGS, 0, 0, settings)
@@ -163,7 +165,15 @@ class Connection:
         deadline = time.monotonic() + timeout_s
         stream = self._next_stream
         self._next_stream += 2
+        if self._next_stream > 0x7FFFFFFF:  # stream ids run out: no new calls on this connection
+            self.usable = False
         self._stream_window = self._stream_window_start
+        # What the server sends about this call, even before the request is all out (it may
+        # answer early, e.g. refuse a message over its limit).
+        self._response: list[tuple[str, str]] | None = None
+        self._trailers: list[tuple[str, str]] | None = None
+        self._data = bytearray()
+        self.answer_started = False
         self._sock.settimeout(max(timeout_s, 1e-6))
         body = b"\x00" + struct.pack(">I", len(message)) + message
         block = headers + timeout_header(timeout_s)
@@ -179,7 +189,7 @@ class Connection:
 
     def _send_body(self, stream: int, body: bytes, deadline: float) -> None:
         view = memoryview(body)
-        while view:
+        while view and self._trailers is None:  # the server may have answered (and ended the call)
             allowed = min(len(view), self._max_frame, self._send_window, self._stream_window)
             if allowed <= 0:
                 self._handle(*self._read_frame(deadline), stream)  # a WINDOW_UPDATE, we hope
@@ -190,9 +200,6 @@ class Connection:
             self._stream_window -= allowed
 
     def _answer(self, stream: int, deadline: float) -> tuple[bytes, list[tuple[str, str]]]:
-        self._response: list[tuple[str, str]] | None = None
-        self._trailers: list[tuple[str, str]] | None = None
-        self._data = bytearray()
         while self._trailers is None:
             self._handle(*self._read_frame(deadline), stream)
         if self._received >= OUR_WINDOW // 2:
@@ -222,6 +229,7 @@ class Connection:
             if flags & PADDED:
                 payload = payload[1:len(payload) - payload[0]]
             if stream == ours:
+                self.answer_started = True
                 self._data += payload
                 if flags & END_STREAM:
                     self._trailers = self._trailers or []
@@ -231,10 +239,11 @@ class Connection:
                 block = block[1:len(block) - block[0]]
             if flags & PRIORITY:
                 block = block[5:]
+            end_stream = flags & END_STREAM  # a CONTINUATION's flags never carry it
             while not flags & END_HEADERS:
-                kind, flags, _, more = self._read_frame(None)
-                if kind != CONTINUATION:
-                    self._fail(f"expected CONTINUATION, got frame type {kind}")
+                kind, flags, continued, more = self._read_frame(self._deadline)
+                if kind != CONTINUATION or continued != stream:
+                    self._fail(f"expected a CONTINUATION of stream {stream}, got frame type {kind} on {continued}")
                 block += more
             try:
                 fields = [(str(name), str(value)) for name, value in self._decoder.decode(block)]
@@ -242,7 +251,8 @@ class Connection:
                 self._fail(f"header block does not decode: {error}")
             if stream != ours:
                 return
-            if self._response is None and not flags & END_STREAM:
+            self.answer_started = True
+            if self._response is None and not end_stream:
                 self._response = fields
             else:
                 self._trailers = fields
@@ -265,6 +275,8 @@ class Connection:
             self._send(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM and stream == ours:
             error_code = struct.unpack(">I", payload[:4])[0]
+            if error_code == 0 and self._trailers is not None:
+                return  # NO_ERROR after a complete answer: the server only stops reading our body
             self.close()  # the stream is gone; start the next call on a fresh connection
             raise GrpcStatusError(_RESET_TO_STATUS.get(error_code, "INTERNAL"),
                                   f"stream reset by the server (HTTP/2 error code {error_code})", [])
@@ -282,6 +294,7 @@ class Connection:
         raise WireError("connection", f"HTTP/2 protocol error: {message}")
 
     def _read_frame(self, deadline: float | None) -> tuple[int, int, int, bytes]:
+        self._deadline = deadline
         buffer = self._buffer
         while len(buffer) < 9:
             self._fill(deadline)

@@ -7,6 +7,7 @@ import socket
 import threading
 from typing import Iterator
 
+import grpc
 import pytest
 
 from poochlab.clients import ClientConfig, PredictionError, build_transport
@@ -121,3 +122,49 @@ def test_a_server_that_never_answers_times_out_and_its_connection_is_dropped() -
     for connection in accepted:
         connection.close()
     listener.close()
+
+
+def test_a_pooled_connection_the_network_dropped_is_replaced_without_failing_the_call() -> None:
+    # grpcio reconnects a broken channel; the lean client sends once more on a fresh connection
+    # when a pooled one fails before any of its answer arrived.
+    from poochlab.experiments.faults.proxy import FaultProxy
+    from poochlab.experiments.load.echo_server import ECHO_LIKES, start_echo_server
+
+    with start_echo_server(grpc=True) as echo, FaultProxy("127.0.0.1", echo.grpc_port) as proxy:
+        lean = build_transport(ClientConfig(protocol="grpc", grpc_target=proxy.address, library="lean"))
+        assert lean.predict(PUPDATES).likes == [ECHO_LIKES] * 2
+        assert proxy.drop(refuse_new=False) == 1  # the pooled connection is reset
+        assert lean.predict(PUPDATES).likes == [ECHO_LIKES] * 2
+        assert len(lean._idle) == 1
+        proxy.drop(refuse_new=True)  # now every connection fails: the error surfaces
+        with pytest.raises(PredictionError) as caught:
+            lean.predict(PUPDATES)
+        assert caught.value.kind == "connection"
+        lean.close()
+
+
+def test_a_server_that_refuses_the_message_while_it_is_still_being_sent_answers_with_its_status() -> None:
+    # grpc's own server, at its default 4 MiB receive limit, ends the call with RESOURCE_EXHAUSTED
+    # before the client has sent all of a 6 MB message.
+    from concurrent import futures
+
+    from poochlab.clients.grpc_wire import Connection, GrpcStatusError, request_headers
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "lab.Test", {"Echo": grpc.unary_unary_rpc_method_handler(lambda body, context: body)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        target = f"127.0.0.1:{port}"
+        connection = Connection("127.0.0.1", port, 10.0)
+        headers = request_headers("/lab.Test/Echo", target)
+        assert connection.unary(headers, b"small", 10.0)[0] == b"small"
+        with pytest.raises(GrpcStatusError) as caught:
+            connection.unary(headers, b"x" * 6_000_000, 10.0)
+        assert caught.value.code == "RESOURCE_EXHAUSTED"
+        if connection.usable:  # the same connection still carries calls
+            assert connection.unary(headers, b"again", 10.0)[0] == b"again"
+        connection.close()
+    finally:
+        server.stop(0)

@@ -161,7 +161,7 @@ class _GrpcProtocol(asyncio.Protocol):
         self._stream_window_start = wire.DEFAULT_WINDOW
         self._stream_windows: dict[int, int] = {}
         self._max_frame = wire.DEFAULT_MAX_FRAME
-        self._pending: list[tuple[int, bytes]] = []  # (stream, message) waiting for window
+        self._pending: list[list[Any]] = []  # [stream, the rest of its answer] waiting for window
         self._received = 0  # DATA bytes not yet given back to the connection window
         self._transport: asyncio.Transport | None = None
 
@@ -208,11 +208,18 @@ class _GrpcProtocol(asyncio.Protocol):
                     payload = payload[5:]
                 self._streams[stream] = ["", bytearray(), payload, bool(flags & wire.END_STREAM)]
                 self._stream_windows[stream] = self._stream_window_start
-            else:
+            elif stream in self._streams:
                 self._streams[stream][2] += payload
+            else:
+                self._close()  # a CONTINUATION of no header block: a protocol error
+                return
             if flags & wire.END_HEADERS:
                 state = self._streams[stream]
-                fields = dict(self._decoder.decode(state[2]))
+                try:
+                    fields = dict(self._decoder.decode(state[2]))
+                except Exception:  # hpack's errors: the connection's header table is lost
+                    self._close()
+                    return
                 state[0], state[2] = fields.get(":path", ""), b""
                 if state[3]:
                     self._call_ended(stream)
@@ -238,6 +245,7 @@ class _GrpcProtocol(asyncio.Protocol):
                 elif key == wire.SETTINGS_MAX_FRAME_SIZE:
                     self._max_frame = value
             self._write(wire.frame(wire.SETTINGS, wire.ACK, 0))
+            self._flush()  # a larger window may let a waiting answer go
         elif kind == wire.WINDOW_UPDATE:
             increment = struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF
             if stream == 0:
@@ -275,23 +283,35 @@ class _GrpcProtocol(asyncio.Protocol):
             self._answer(stream, answer)
 
     def _answer(self, stream: int, answer: bytes) -> None:
-        self._pending.append((stream, b"\x00" + len(answer).to_bytes(4, "big") + answer))
+        if stream not in self._stream_windows:
+            return  # the client reset the stream (its deadline passed during a stall)
+        self._write(self._wire.frame(self._wire.HEADERS, self._wire.END_HEADERS, stream, _RESPONSE_BLOCK))
+        self._pending.append([stream, memoryview(b"\x00" + len(answer).to_bytes(4, "big") + answer)])
         self._flush()
 
     def _flush(self) -> None:
+        """Send what the client's windows allow, oldest answer first; an answer that is all out
+        gets its trailers. The rest waits for the client's WINDOW_UPDATE or SETTINGS."""
         wire = self._wire
+        frames = []
         while self._pending:
             stream, data = self._pending[0]
-            window = min(self._send_window, self._stream_windows.get(stream, 0))
-            if len(data) > window:
-                return  # the client's window is full: wait for its WINDOW_UPDATE
+            if stream not in self._stream_windows:  # reset meanwhile
+                self._pending.pop(0)
+                continue
+            allowed = min(len(data), self._send_window, self._stream_windows[stream])
+            for start in range(0, allowed, self._max_frame):
+                chunk = bytes(data[start:min(start + self._max_frame, allowed)])
+                frames.append(wire.frame(wire.DATA, 0, stream, chunk))
+            self._send_window -= allowed
+            self._stream_windows[stream] -= allowed
+            data = self._pending[0][1] = data[allowed:]
+            if data:
+                break  # windows full: wait
             self._pending.pop(0)
-            self._send_window -= len(data)
             self._stream_windows.pop(stream, None)
-            frames = [wire.frame(wire.HEADERS, wire.END_HEADERS, stream, _RESPONSE_BLOCK)]
-            for start in range(0, len(data), self._max_frame):
-                frames.append(wire.frame(wire.DATA, 0, stream, data[start:start + self._max_frame]))
             frames.append(wire.frame(wire.HEADERS, wire.END_HEADERS | wire.END_STREAM, stream, _TRAILERS_BLOCK))
+        if frames:
             self._write(b"".join(frames))
 
     def _write(self, data: bytes) -> None:
