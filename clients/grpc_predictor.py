@@ -162,19 +162,13 @@ class GrpcPredictor(Transport):
         return values, version
 
     def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
-        import grpc
-
-        predict, _ = self._methods()
         started = time.perf_counter()
         body = self.encode_request(rows, version)
         encoded = time.perf_counter()
-        try:
-            data, call = predict.with_call(body, timeout=timeout_s)
-        except grpc.RpcError as error:
-            raise rpc_error(error, "Predict") from None
+        data, trailers = self._predict_call(body, timeout_s)
         answered = time.perf_counter()
         likes, answered_version = self.decode_response(data, len(rows))
-        queue_us, compute_us = server_timing_from_metadata(call.trailing_metadata())
+        queue_us, compute_us = server_timing_from_metadata(trailers)
         decoded = time.perf_counter()
         timing = CallTiming(encode_us=(encoded - started) * 1e6, wait_us=(answered - encoded) * 1e6,
                             decode_us=(decoded - answered) * 1e6, server_queue_us=queue_us,
@@ -182,18 +176,33 @@ class GrpcPredictor(Transport):
         return Prediction(likes=likes, paths=(PATH_MODEL,) * len(rows), timing=timing,
                           model_version=answered_version)
 
-    def model_versions(self, timeout_s: float | None = None) -> list[int]:
-        """ModelService.GetModelStatus: the AVAILABLE versions (of the label, if one is set)."""
+    def _predict_call(self, body: bytes, timeout_s: float) -> tuple[bytes, Any]:
+        """Send a serialized PredictRequest; the answer's bytes and its trailing metadata."""
+        import grpc
+
+        predict, _ = self._methods()
+        try:
+            data, call = predict.with_call(body, timeout=timeout_s)
+        except grpc.RpcError as error:
+            raise rpc_error(error, "Predict") from None
+        return data, call.trailing_metadata()
+
+    def _status_call(self, body: bytes, timeout_s: float) -> bytes:
+        """Send a serialized GetModelStatusRequest; the answer's bytes."""
         import grpc
 
         _, model_status = self._methods()
+        try:
+            return model_status(body, timeout=timeout_s)
+        except grpc.RpcError as error:
+            raise rpc_error(error, "GetModelStatus") from None
+
+    def model_versions(self, timeout_s: float | None = None) -> list[int]:
+        """ModelService.GetModelStatus: the AVAILABLE versions (of the label, if one is set)."""
         request = self._status_pb2.GetModelStatusRequest()
         self._model_spec(request.model_spec, None)
         request.model_spec.ClearField("signature_name")
-        try:
-            data = model_status(request.SerializeToString(), timeout=timeout_s or self.config.timeout_s)
-        except grpc.RpcError as error:
-            raise rpc_error(error, "GetModelStatus") from None
+        data = self._status_call(request.SerializeToString(), timeout_s or self.config.timeout_s)
         response = self._status_pb2.GetModelStatusResponse.FromString(data)
         available = self._status_pb2.ModelVersionStatus.AVAILABLE
         return sorted(status.version for status in response.model_version_status if status.state == available)
@@ -270,38 +279,20 @@ class LeanGrpcPredictor(GrpcPredictor):
                     else:
                         connection.close()
 
-    def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
-        started = time.perf_counter()
-        body = self.encode_request(rows, version)
-        encoded = time.perf_counter()
+    def _predict_call(self, body: bytes, timeout_s: float) -> tuple[bytes, Any]:
         limit = self.config.grpc_max_send_bytes
         if limit is not None and len(body) > limit:  # grpcio's own check, before sending
             raise status_error("RESOURCE_EXHAUSTED", f"Sent message larger than max ({len(body)} vs. {limit})",
                                "Predict")
         data, trailers = self._unary(self._predict_headers, body, timeout_s, "Predict")
-        answered = time.perf_counter()
         limit = self.config.grpc_max_receive_bytes or GRPCIO_MAX_RECEIVE_BYTES
         if len(data) > limit:
             raise status_error("RESOURCE_EXHAUSTED", f"Received message larger than max ({len(data)} vs. {limit})",
                                "Predict")
-        likes, answered_version = self.decode_response(data, len(rows))
-        queue_us, compute_us = server_timing_from_metadata(trailers)
-        decoded = time.perf_counter()
-        timing = CallTiming(encode_us=(encoded - started) * 1e6, wait_us=(answered - encoded) * 1e6,
-                            decode_us=(decoded - answered) * 1e6, server_queue_us=queue_us,
-                            server_compute_us=compute_us)
-        return Prediction(likes=likes, paths=(PATH_MODEL,) * len(rows), timing=timing,
-                          model_version=answered_version)
+        return data, trailers
 
-    def model_versions(self, timeout_s: float | None = None) -> list[int]:
-        request = self._status_pb2.GetModelStatusRequest()
-        self._model_spec(request.model_spec, None)
-        request.model_spec.ClearField("signature_name")
-        data, _ = self._unary(self._status_headers, request.SerializeToString(),
-                              timeout_s or self.config.timeout_s, "GetModelStatus")
-        response = self._status_pb2.GetModelStatusResponse.FromString(data)
-        available = self._status_pb2.ModelVersionStatus.AVAILABLE
-        return sorted(status.version for status in response.model_version_status if status.state == available)
+    def _status_call(self, body: bytes, timeout_s: float) -> bytes:
+        return self._unary(self._status_headers, body, timeout_s, "GetModelStatus")[0]
 
     def close(self) -> None:
         with self._channel_lock:

@@ -148,15 +148,18 @@ class Connection:
         except OSError:
             pass
 
+    def _lost(self, error: OSError, doing: str) -> WireError:
+        """A socket failure as a WireError; the connection is closed (its state is unknown)."""
+        self.close()
+        if isinstance(error, socket.timeout):
+            return WireError("timeout", f"deadline passed {doing}")
+        return WireError("connection", f"connection lost {doing}: {error}")
+
     def _send(self, data: bytes) -> None:
         try:
             self._sock.sendall(data)
-        except socket.timeout:
-            self.close()
-            raise WireError("timeout", "deadline passed while sending") from None
         except OSError as error:
-            self.close()
-            raise WireError("connection", f"connection lost while sending: {error}") from None
+            raise self._lost(error, "while sending") from None
 
     def unary(self, headers: bytes, message: bytes, timeout_s: float) -> tuple[bytes, list[tuple[str, str]]]:
         """Call with ``headers`` (from :func:`request_headers`) and ``message`` (serialized);
@@ -316,12 +319,8 @@ class Connection:
             self._sock.settimeout(left)
         try:
             chunk = self._sock.recv(65_536)
-        except socket.timeout:
-            self.close()
-            raise WireError("timeout", "deadline passed before the answer") from None
         except OSError as error:
-            self.close()
-            raise WireError("connection", f"connection lost: {error}") from None
+            raise self._lost(error, "before the answer") from None
         if not chunk:
             self.close()
             raise WireError("connection", "the server closed the connection")

@@ -102,23 +102,20 @@ class _Collected:
 def generator_stalled(windows: list[WindowData]) -> str | None:
     """Why the generator was held up in these windows (None: it was not).
 
-    The verdict's own rules for a trial's result (health.lateness_limit_us, MAX_LOOP_LAG_P99_US),
-    pooled over the windows: a trial measures on past windows in which the host kept the
-    generator from running, rather than end on them.
+    The verdict's own loop-lag and lateness rules (health.health_reasons), on the windows pooled:
+    a trial measures on past windows in which the host kept the generator from running, rather
+    than end on them.
     """
+    health: dict[str, float] = {}
     lag = merge_encoded(w.loop_lag_histogram for w in windows)
-    if lag.get_total_count() and (lag_p99 := lag.get_value_at_percentile(99)) > health_rules.MAX_LOOP_LAG_P99_US:
-        return f"event-loop lag p99 {lag_p99 / 1000:.1f} ms > {health_rules.MAX_LOOP_LAG_P99_US / 1000:.1f} ms"
+    if lag.get_total_count():
+        health["loop_lag_p99_us"] = float(lag.get_value_at_percentile(99))
     lateness = merge_encoded(w.lateness_histogram for w in windows)
-    if not lateness.get_total_count():
-        return None  # a closed loop has no schedule to be late for
+    if lateness.get_total_count():  # a closed loop has no schedule to be late for
+        health["lateness_p99_us"] = float(lateness.get_value_at_percentile(99))
     latency = merge_encoded(w.histogram for w in windows)
-    p99 = float(latency.get_value_at_percentile(99)) if latency.get_total_count() else 0.0
-    late_p99 = float(lateness.get_value_at_percentile(99))
-    limit = health_rules.lateness_limit_us(p99)
-    if late_p99 <= limit:
-        return None
-    return f"sends late (p99 lateness {late_p99 / 1000:.2f} ms > {limit / 1000:.2f} ms)"
+    p99 = float(latency.get_value_at_percentile(99)) if latency.get_total_count() else None
+    return "; ".join(health_rules.health_reasons(health, p99)) or None
 
 
 def measure_trial(settings: LoadSettings, client: Any, workload: Workload, record: TrialRecord, *,
