@@ -230,8 +230,7 @@ class LeanGrpcPredictor(GrpcPredictor):
         from poochlab.clients import grpc_wire
 
         self._wire = grpc_wire
-        host, _, port = config.grpc_target.rpartition(":")
-        self._address = (host.strip("[]") or "127.0.0.1", int(port))
+        self._address = grpc_wire.address(config.grpc_target)
         self._predict_headers = grpc_wire.request_headers(PREDICT_METHOD, config.grpc_target)
         self._status_headers = grpc_wire.request_headers(MODEL_STATUS_METHOD, config.grpc_target)
         self._idle: list[Any] = []

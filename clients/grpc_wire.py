@@ -108,9 +108,44 @@ def timeout_header(timeout_s: float) -> bytes:
     return b"\x00" + hpack_string(b"grpc-timeout") + hpack_string(value.encode("ascii"))
 
 
+def address(target: str) -> tuple[str, int]:
+    """(host, port) of a ``host:port`` gRPC target (an IPv6 host in brackets)."""
+    host, _, port = target.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     length = len(payload)
     return _HEADER.pack(length >> 16, length & 0xFFFF, kind, flags, stream) + payload
+
+
+def take_frame(buffer: bytearray) -> tuple[int, int, int, bytes] | None:
+    """The first whole frame in ``buffer`` as (type, flags, stream, payload), removed from it;
+    None while it has not all arrived."""
+    if len(buffer) < 9:
+        return None
+    length = (buffer[0] << 16) | (buffer[1] << 8) | buffer[2]
+    if len(buffer) < 9 + length:
+        return None
+    kind, flags = buffer[3], buffer[4]
+    stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+    payload = bytes(buffer[9:9 + length])
+    del buffer[:9 + length]
+    return kind, flags, stream, payload
+
+
+def content(kind: int, flags: int, payload: bytes) -> bytes:
+    """A DATA or HEADERS frame's payload without its padding and (HEADERS) priority fields."""
+    if flags & PADDED:
+        payload = payload[1:len(payload) - payload[0]]
+    if kind == HEADERS and flags & PRIORITY:
+        payload = payload[5:]
+    return payload
+
+
+def settings(payload: bytes) -> list[tuple[int, int]]:
+    """A SETTINGS frame's (identifier, value) pairs."""
+    return [struct.unpack_from(">HI", payload, offset) for offset in range(0, len(payload) - 5, 6)]
 
 
 class Connection:
@@ -134,11 +169,10 @@ class Connection:
         self._stream_window = 0
         self._max_frame = DEFAULT_MAX_FRAME
         self._received = 0  # DATA bytes not yet returned to our connection window
-        self._deadline: float | None = None  # the current call's, for frames read mid-block
         self.answer_started = False  # a frame of the current call's answer has arrived
-        settings = struct.pack(">HIHIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, OUR_WINDOW,
-                               SETTINGS_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME)
-        self._send(PREFACE + frame(SETTINGS, 0, 0, settings)
+        ours = struct.pack(">HIHIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, OUR_WINDOW,
+                           SETTINGS_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME)
+        self._send(PREFACE + frame(SETTINGS, 0, 0, ours)
                    + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", OUR_WINDOW - DEFAULT_WINDOW)))
 
     def close(self) -> None:
@@ -195,7 +229,7 @@ class Connection:
         while view and self._trailers is None:  # the server may have answered (and ended the call)
             allowed = min(len(view), self._max_frame, self._send_window, self._stream_window)
             if allowed <= 0:
-                self._handle(*self._read_frame(deadline), stream)  # a WINDOW_UPDATE, we hope
+                self._handle(*self._read_frame(deadline), stream, deadline)  # a WINDOW_UPDATE, we hope
                 continue
             chunk, view = view[:allowed], view[allowed:]
             self._send(frame(DATA, 0 if view else END_STREAM, stream, bytes(chunk)))
@@ -204,7 +238,7 @@ class Connection:
 
     def _answer(self, stream: int, deadline: float) -> tuple[bytes, list[tuple[str, str]]]:
         while self._trailers is None:
-            self._handle(*self._read_frame(deadline), stream)
+            self._handle(*self._read_frame(deadline), stream, deadline)
         if self._received >= OUR_WINDOW // 2:
             self._send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
             self._received = 0
@@ -226,25 +260,20 @@ class Connection:
                                   trailers)
         return bytes(data[5:]), trailers
 
-    def _handle(self, kind: int, flags: int, stream: int, payload: bytes, ours: int) -> None:
+    def _handle(self, kind: int, flags: int, stream: int, payload: bytes, ours: int, deadline: float) -> None:
         if kind == DATA:
             self._received += len(payload)
-            if flags & PADDED:
-                payload = payload[1:len(payload) - payload[0]]
+            payload = content(kind, flags, payload)
             if stream == ours:
                 self.answer_started = True
                 self._data += payload
                 if flags & END_STREAM:
                     self._trailers = self._trailers or []
         elif kind == HEADERS:
-            block = payload
-            if flags & PADDED:
-                block = block[1:len(block) - block[0]]
-            if flags & PRIORITY:
-                block = block[5:]
+            block = content(kind, flags, payload)
             end_stream = flags & END_STREAM  # a CONTINUATION's flags never carry it
             while not flags & END_HEADERS:
-                kind, flags, continued, more = self._read_frame(self._deadline)
+                kind, flags, continued, more = self._read_frame(deadline)
                 if kind != CONTINUATION or continued != stream:
                     self._fail(f"expected a CONTINUATION of stream {stream}, got frame type {kind} on {continued}")
                 block += more
@@ -260,8 +289,7 @@ class Connection:
             else:
                 self._trailers = fields
         elif kind == SETTINGS and not flags & ACK:
-            for offset in range(0, len(payload) - 5, 6):
-                key, value = struct.unpack_from(">HI", payload, offset)
+            for key, value in settings(payload):
                 if key == SETTINGS_INITIAL_WINDOW_SIZE:
                     self._stream_window += value - self._stream_window_start
                     self._stream_window_start = value
@@ -296,27 +324,17 @@ class Connection:
         self.close()
         raise WireError("connection", f"HTTP/2 protocol error: {message}")
 
-    def _read_frame(self, deadline: float | None) -> tuple[int, int, int, bytes]:
-        self._deadline = deadline
-        buffer = self._buffer
-        while len(buffer) < 9:
+    def _read_frame(self, deadline: float) -> tuple[int, int, int, bytes]:
+        while (got := take_frame(self._buffer)) is None:
             self._fill(deadline)
-        length = (buffer[0] << 16) | (buffer[1] << 8) | buffer[2]
-        while len(buffer) < 9 + length:
-            self._fill(deadline)
-        kind, flags = buffer[3], buffer[4]
-        stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
-        payload = bytes(buffer[9:9 + length])
-        del buffer[:9 + length]
-        return kind, flags, stream, payload
+        return got
 
-    def _fill(self, deadline: float | None) -> None:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise WireError("timeout", "deadline passed before the answer")
-            self._sock.settimeout(left)
+    def _fill(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            self.close()
+            raise WireError("timeout", "deadline passed before the answer")
+        self._sock.settimeout(left)
         try:
             chunk = self._sock.recv(65_536)
         except OSError as error:

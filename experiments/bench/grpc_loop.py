@@ -45,8 +45,7 @@ def call_loop(target: str, seconds: float, rate_rps: float | None = None,
     if wire == "lean":
         from poochlab.clients import grpc_wire
 
-        host, _, port = target.rpartition(":")
-        connection = grpc_wire.Connection(host, int(port), 10.0)
+        connection = grpc_wire.Connection(*grpc_wire.address(target), 10.0)
         headers = grpc_wire.request_headers(PREDICT_METHOD, target)
 
         def call(body: bytes, timeout: float) -> Any:

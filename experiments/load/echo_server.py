@@ -155,8 +155,7 @@ class _GrpcProtocol(asyncio.Protocol):
         self._decoder = hpack.Decoder()
         self._buffer = bytearray()
         self._preface_seen = False
-        self._streams: dict[int, list[Any]] = {}  # id -> [path, body, header block being continued]
-        self._continuing: int | None = None
+        self._streams: dict[int, list[Any]] = {}  # id -> [path, body, header block being continued, END_STREAM seen]
         self._send_window = wire.DEFAULT_WINDOW
         self._stream_window_start = wire.DEFAULT_WINDOW
         self._stream_windows: dict[int, int] = {}
@@ -188,25 +187,15 @@ class _GrpcProtocol(asyncio.Protocol):
                 return
             del buffer[:len(wire.PREFACE)]
             self._preface_seen = True
-        while len(buffer) >= 9:
-            length = (buffer[0] << 16) | (buffer[1] << 8) | buffer[2]
-            if len(buffer) < 9 + length:
-                return
-            kind, flags = buffer[3], buffer[4]
-            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
-            payload = bytes(buffer[9:9 + length])
-            del buffer[:9 + length]
-            self._frame(kind, flags, stream, payload)
+        while (got := wire.take_frame(buffer)) is not None:
+            self._frame(*got)
 
     def _frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
         wire = self._wire
         if kind == wire.HEADERS or kind == wire.CONTINUATION:
             if kind == wire.HEADERS:
-                if flags & wire.PADDED:
-                    payload = payload[1:len(payload) - payload[0]]
-                if flags & wire.PRIORITY:
-                    payload = payload[5:]
-                self._streams[stream] = ["", bytearray(), payload, bool(flags & wire.END_STREAM)]
+                self._streams[stream] = ["", bytearray(), wire.content(kind, flags, payload),
+                                         bool(flags & wire.END_STREAM)]
                 self._stream_windows[stream] = self._stream_window_start
             elif stream in self._streams:
                 self._streams[stream][2] += payload
@@ -228,16 +217,14 @@ class _GrpcProtocol(asyncio.Protocol):
             if self._received >= wire.OUR_WINDOW // 2:  # give the connection window back
                 self._write(wire.frame(wire.WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
                 self._received = 0
-            if flags & wire.PADDED:
-                payload = payload[1:len(payload) - payload[0]]
+            payload = wire.content(kind, flags, payload)
             state = self._streams.get(stream)
             if state is not None:
                 state[1] += payload
                 if flags & wire.END_STREAM:
                     self._call_ended(stream)
         elif kind == wire.SETTINGS and not flags & wire.ACK:
-            for offset in range(0, len(payload) - 5, 6):
-                key, value = struct.unpack_from(">HI", payload, offset)
+            for key, value in wire.settings(payload):
                 if key == wire.SETTINGS_INITIAL_WINDOW_SIZE:
                     for open_stream in self._stream_windows:
                         self._stream_windows[open_stream] += value - self._stream_window_start

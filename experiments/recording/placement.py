@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 def _threads(pid: int) -> list[int]:
@@ -68,40 +68,40 @@ class Placement:
                 "nice_note": self.nice_note}
 
     def raise_priority(self, pids: list[int], nice: int = ROLE_NICE, role: str = "server and Redis") -> None:
-        changed = failed = 0
-        for pid in pids:
-            for tid in _threads(pid):
-                try:
-                    previous = os.getpriority(os.PRIO_PROCESS, tid)
-                    os.setpriority(os.PRIO_PROCESS, tid, nice)
-                    self._previous_nice.setdefault(tid, previous)
-                    changed += 1
-                except OSError:
-                    failed += 1
+        def change(tid: int) -> None:
+            previous = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+            self._previous_nice.setdefault(tid, previous)
+
+        changed = self._each_thread(pids, change, role, f"at nice {nice}")
         if changed and (self.nice is None or nice < self.nice):
             self.nice = nice  # the highest priority given to any role
-        note = (f"{role}: {changed} threads at nice {nice}" + (f", {failed} not allowed" if failed else "")
-                if pids else f"{role}: no processes")
-        self.nice_note = f"{self.nice_note}; {note}" if self.nice_note else note
 
     def raise_to_realtime(self, pids: list[int], priority: int = GENERATOR_RT_PRIORITY,
-                          role: str = "generator") -> bool:
-        """Put every thread of ``pids`` under SCHED_FIFO; False (and a note) where not allowed."""
+                          role: str = "generator") -> None:
+        """Put every thread of ``pids`` under SCHED_FIFO where allowed (the note says where not)."""
+        def change(tid: int) -> None:
+            previous = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+            self._previous_policy.setdefault(tid, previous)
+
+        if self._each_thread(pids, change, role, f"SCHED_FIFO {priority}"):
+            self.realtime = priority
+
+    def _each_thread(self, pids: list[int], change: Callable[[int], None], role: str, what: str) -> int:
+        """``change`` every thread of ``pids``, note how many it changed (and could not): the count."""
         changed = failed = 0
         for pid in pids:
             for tid in _threads(pid):
                 try:
-                    previous = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
-                    os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
-                    self._previous_policy.setdefault(tid, previous)
+                    change(tid)
                     changed += 1
                 except OSError:
                     failed += 1
-        if changed:
-            self.realtime = priority
-        note = f"{role}: {changed} threads SCHED_FIFO {priority}" + (f", {failed} not allowed" if failed else "")
+        note = (f"{role}: {changed} threads {what}" + (f", {failed} not allowed" if failed else "")
+                if pids else f"{role}: no processes")
         self.nice_note = f"{self.nice_note}; {note}" if self.nice_note else note
-        return changed > 0 and not failed
+        return changed
 
     def restore(self) -> None:
         for tid, (policy, priority) in self._previous_policy.items():
