@@ -7,13 +7,17 @@ STAMP  := $(VENV)/.installed
 EXPORT := models/servables
 MODEL_STAMP := $(EXPORT)/.trained
 
-.PHONY: run test setup system-run system-test model protos clean-results
+.PHONY: run test check setup system-run system-test model protos clean-results
 
 run: setup system-run model
 	$(BIN)/poochlab sweep experiments/default.toml
 
 test: setup system-test model protos
 	$(BIN)/python -m pytest
+
+# ruff and mypy over the package (configured in pyproject.toml)
+check: setup
+	scripts/check.sh
 
 setup: $(STAMP)
 
