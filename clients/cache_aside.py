@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from poochlab.clients.config import CacheConfig
-from poochlab.clients.inputs import canonical_row_json, validated_rows
+from poochlab.clients.pupdate_rows import canonical_row_json, validated_rows
 from poochlab.clients.prediction import (
     KIND_TIMEOUT,
     PATH_CACHE,

@@ -228,7 +228,7 @@ def _export(
 
     from poochlab.models.model_card import BASELINE_FILE, software_versions, write_model_card
     from poochlab.models.network import serving_function
-    from poochlab.models.warmup import write_warmup_requests
+    from poochlab.models.warmup_records import write_warmup_requests
 
     outcome: dict[str, Any] = {}
 

@@ -23,7 +23,7 @@ from poochlab.serving.inference import (
     run_signature_blocking as run_signature,
 )
 from poochlab.serving.faults import FaultInjector
-from poochlab.serving.inputs import check_input_names
+from poochlab.serving.input_names import check_input_names
 from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.rest_api import server_timing

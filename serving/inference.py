@@ -12,7 +12,7 @@ import numpy as np
 from poochlab.serving.direct_session import DirectSession
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
-from poochlab.serving.session import InferenceResult, InferenceTask
+from poochlab.serving.inference_session import InferenceResult, InferenceTask
 from poochlab.serving.status import Code, ServingError
 
 # The one input of a Classify/Regress signature (TF Serving's kClassifyInputs, kRegressInputs).

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.if_missing:
         existing = latest_version_dir(base_path)
         if existing is not None:
-            from poochlab.models.warmup import oversized_warmup
+            from poochlab.models.warmup_records import oversized_warmup
 
             stale = oversized_warmup(existing)
             if stale is None:
