@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from poochlab.clients.config import ClientConfig
-from poochlab.clients.http_libraries import HttpConnections
+from poochlab.clients.http_connection_pool import HttpConnections
 from poochlab.clients.prediction import KIND_BAD_RESPONSE, PATH_MODEL, CallTiming, Prediction, PredictionError
 from poochlab.clients.server_timing import parse_server_timing
 from poochlab.clients.transport import Transport
