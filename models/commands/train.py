@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _export_again(variant: str, base_path: Path, data_dir: Path) -> bool:
     """Export the newest trained model of ``variant`` as the next version (False: none trained)."""
-    from poochlab.models.training import export_trained, latest_trained_dir
+    from poochlab.models.checkpoints import latest_trained_dir
+    from poochlab.models.training import export_trained
 
     trained = latest_trained_dir(data_dir, variant)
     if trained is None:
