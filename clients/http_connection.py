@@ -32,6 +32,9 @@ class KeepAliveConnection:
     thread_bound = False
     modules: tuple[str, ...] = ()  # imported when the pool is built, so no call pays for it
 
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        """Ready to connect to ``base_url``; ``timeout_s`` is the usual timeout of a call."""
+
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> HttpAnswer:
         reused = self._reused

@@ -66,10 +66,11 @@ class HttptoolsConnection(KeepAliveConnection):
         answer = self._answer
         answer.start()
         try:
-            if self._socket is None:
-                self._connect(timeout_s)
+            connection = self._socket
+            if connection is None:
+                connection = self._connect(timeout_s)
                 answer.parser = self._new_parser(answer)
-            connection, parser = self._socket, answer.parser
+            parser = answer.parser
             self._arm(timeout_s)
             connection.sendall(data)
             while True:
@@ -95,7 +96,7 @@ class HttptoolsConnection(KeepAliveConnection):
         return HttpAnswer(status, answer.body[0] if len(answer.body) == 1 else b"".join(answer.body),
                           answer.server_timing)
 
-    def _connect(self, timeout_s: float) -> None:
+    def _connect(self, timeout_s: float) -> socket.socket:
         sock = socket.create_connection(self._address, timeout=timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # A plain socket blocks, and the kernel enforces the timeout (SO_RCVTIMEO/SO_SNDTIMEO):
@@ -106,6 +107,7 @@ class HttptoolsConnection(KeepAliveConnection):
             sock.settimeout(None)
         self._armed = -1.0
         self._socket = sock
+        return sock
 
     def _arm(self, timeout_s: float) -> None:
         """Make the next send/recv give up after ``timeout_s`` (a system call only on change)."""
