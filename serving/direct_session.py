@@ -55,7 +55,7 @@ class DirectSession:
         return self._threads.submit_to_loop(self.run, task, loop)
 
     def run(self, task: InferenceTask) -> InferenceResult:
-        """Run ``task`` on the calling thread (for callers that may block, e.g. gRPC workers)."""
+        """Run ``task`` on the calling thread (for callers that may block, e.g. gRPC's handler threads)."""
         started = time.monotonic()
         if task.deadline is not None and started > task.deadline:
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the model ran")

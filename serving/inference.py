@@ -38,7 +38,7 @@ async def run_signature(manager: ModelManager, state: VersionState, signature: S
 
 def run_signature_blocking(manager: ModelManager, state: VersionState, signature: Signature,
                            inputs: Mapping[str, np.ndarray], deadline: float | None) -> InferenceResult:
-    """:func:`run_signature` for a worker thread that may block (the gRPC server's threads).
+    """:func:`run_signature` for a thread that may block (the gRPC server's handler threads).
 
     Without batching the model runs right here, on the caller's thread: no hand-off to a pool.
     """
