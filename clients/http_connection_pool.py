@@ -28,7 +28,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class HttpConnections:
+class HttpConnectionPool:
     """Keep-alive connections to one server with one library, shared by threads and greenlets.
 
     A call takes an idle connection (the most recently used, so a sequential caller always
