@@ -22,7 +22,7 @@ from poochlab.serving.inference import (
     classification_results, examples_input, examples_signature, regression_results,
     run_signature_blocking as run_signature,
 )
-from poochlab.serving.faults import FaultInjector
+from poochlab.serving.fault_injection import FaultInjector
 from poochlab.serving.input_names import check_input_names
 from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager, VersionState
