@@ -36,8 +36,8 @@ system-test:
 # Train and export both variants once; later exports are explicit (`poochlab train`).
 model: $(MODEL_STAMP)
 
-# models/warmup.py: exports whose warm-up records no longer fit are exported again.
-$(MODEL_STAMP): $(STAMP) models/warmup.py
+# models/warmup_records.py: exports whose warm-up records no longer fit are exported again.
+$(MODEL_STAMP): $(STAMP) models/warmup_records.py
 	$(BIN)/poochlab train --variant small --if-missing
 	$(BIN)/poochlab train --variant large --if-missing
 	touch $@

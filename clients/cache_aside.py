@@ -15,7 +15,8 @@ Single flight (``CacheConfig.single_flight``, on by default): concurrent misses 
 key in one process share one model call; the others wait for its answer (and share its
 error). Under a skewed workload with concurrency this removes duplicate model calls, so the
 server sees fewer requests than users send and a waiting request's latency is the remainder of
-the first one's; it does nothing across processes (each Locust worker has its own flights).
+the first one's; it does nothing across processes (each Locust worker process has its
+own flights).
 Rows answered through a shared call report path "model" and are counted as
 ``single_flight_shared``.
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from poochlab.clients.config import CacheConfig
-from poochlab.clients.inputs import canonical_row_json, validated_rows
+from poochlab.clients.pupdate_rows import canonical_row_json, validated_rows
 from poochlab.clients.prediction import (
     KIND_TIMEOUT,
     PATH_CACHE,

@@ -12,8 +12,8 @@ from pathlib import Path
 from poochlab.models.pupdate import MODEL_NAME, SIGNATURE_NAME
 
 PROTOCOLS = ("rest", "grpc")
-# "lean" is the fastest lean HTTP library we measured (see clients/http_libraries.py); the
-# others name one library each, so the library can be a factor of an experiment.
+# "lean" is the fastest HTTP library we measured (clients/lean_http_client.py: httptools on a
+# bare socket); the others name one library each, so the library can be a factor of an experiment.
 REST_LIBRARIES = ("requests", "lean", "geventhttpclient", "urllib3", "http.client", "httptools")
 # gRPC: grpcio, or "lean", the lab's own HTTP/2 wire (clients/grpc_wire.py) at half grpcio's CPU.
 GRPC_LIBRARIES = ("grpcio", "lean")

@@ -46,7 +46,7 @@ def build_model_predictor(config: ClientConfig) -> Any:
 
         predictor = CachedPredictor(predictor, config.cache)
     if config.fallback is not None:
-        from poochlab.clients.supervisor import SupervisedPredictor
+        from poochlab.clients.supervised_fallback import SupervisedPredictor
 
         predictor = SupervisedPredictor(predictor, config.fallback)
     return predictor

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from poochlab.clients.config import ClientConfig
-from poochlab.clients.http_libraries import HttpConnections
+from poochlab.clients.http_connection_pool import HttpConnectionPool
 from poochlab.clients.prediction import KIND_BAD_RESPONSE, PATH_MODEL, CallTiming, Prediction, PredictionError
 from poochlab.clients.server_timing import parse_server_timing
 from poochlab.clients.transport import Transport
@@ -80,7 +80,7 @@ class RestPredictor(Transport):
     def __init__(self, config: ClientConfig) -> None:
         super().__init__(config)
         self.library = config.resolved_library
-        self._http = HttpConnections(config.rest_url, self.library, config.timeout_s)
+        self._http = HttpConnectionPool(config.rest_url, self.library, config.timeout_s)
         self._model_path = f"/v1/models/{quote(config.model_name, safe='')}"
         self._predict_path = self._address(None) + ":predict"  # the configured addressing
 

@@ -13,7 +13,7 @@ import threading
 from typing import Any, Sequence
 
 from poochlab.clients.config import ClientConfig
-from poochlab.clients.inputs import validated_rows
+from poochlab.clients.pupdate_rows import validated_rows
 from poochlab.clients.prediction import KIND_CONNECTION, Prediction, PredictionError, PupdateLike
 
 RETRYABLE_KINDS = frozenset({KIND_CONNECTION, "http_503", "grpc_UNAVAILABLE"})

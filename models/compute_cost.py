@@ -1,16 +1,21 @@
 """In-process compute cost of a serving signature: what one call costs without any server.
 
 A p50 over many calls, in microseconds; when two models are compared, their calls are
-interleaved round by round in one process so that machine noise hits both alike.
+interleaved round by round in one process so that machine noise hits both alike. An export
+records its own cost in its model card (``cost_section``), and the large/small ratio when the
+other variant is already exported.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from poochlab.models.pupdate import Pupdate
+from poochlab.models.export import latest_version_dir
+from poochlab.models.pupdate import SIGNATURE_NAME, Pupdate
+from poochlab.models.variants import VARIANTS
 
 BATCH_SIZES = (1, 32)
 WARMUP_CALLS = 10
@@ -57,3 +62,53 @@ def measure_p50_micros(
         for name in signatures:
             results[name][f"batch_{size}_p50_us"] = round(statistics.median(samples[name]), 1)
     return results
+
+
+# The model card's cost section: this export's cost and, beside the other variant's export, the ratio.
+COST_PUPDATES = 64  # held-out pupdates whose calls are timed for the compute cost
+
+
+def _load_other_variant(variant: str, compare_base: Path | None) -> tuple[str, Any, Path] | None:
+    """The newest export of the other variant under ``compare_base``, loaded, for a fair cost ratio."""
+    import tensorflow as tf
+
+    from poochlab.models.model_card import read_model_card
+
+    if compare_base is None:
+        return None
+    other_dir = latest_version_dir(compare_base)
+    if other_dir is None:
+        return None
+    try:
+        other_variant = read_model_card(other_dir).get("variant")
+    except (OSError, ValueError):
+        return None
+    if other_variant == variant or other_variant not in VARIANTS:
+        return None
+    # Return the loaded object, not only its signature: the variables live as long as it does.
+    return other_variant, tf.saved_model.load(str(other_dir)), other_dir
+
+
+def cost_section(
+    variant: str, signature: Any, held_out: Sequence[Pupdate], compare_base: Path | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """This export's per-call cost and, when the other variant is exported, the large/small ratio."""
+    signatures = {variant: signature}
+    other = _load_other_variant(variant, compare_base)
+    if other is not None:
+        signatures[other[0]] = other[1].signatures[SIGNATURE_NAME]
+    measured = measure_p50_micros(signatures, held_out[:COST_PUPDATES])
+    cost: dict[str, Any] = dict(measured[variant])
+    cost["method"] = (
+        "in-process call of the exported serving_default signature (tf.saved_model.load), "
+        f"p50 over {ROUNDS} interleaved rounds per batch size"
+    )
+    ratio: dict[str, Any] | None = None
+    if other is not None and {"small", "large"} <= set(measured):
+        ratio = {
+            f"batch_{size}": round(measured["large"][f"batch_{size}_p50_us"] / measured["small"][f"batch_{size}_p50_us"], 2)
+            for size in BATCH_SIZES
+        }
+        ratio["measured_together_with"] = str(other[2])
+        ratio["p50_us"] = measured
+    return cost, ratio

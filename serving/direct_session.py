@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future
 
 from poochlab.serving.model_threads import ModelThreads
-from poochlab.serving.session import Compute, InferenceResult, InferenceTask
+from poochlab.serving.inference_session import Compute, InferenceResult, InferenceTask
 from poochlab.serving.status import Code, ServingError
 
 
@@ -25,7 +25,7 @@ INLINE_BUDGET_US = 2000.0
 
 
 class DirectSession:
-    """An :class:`~poochlab.serving.session.InferenceSession` that runs tasks one by one."""
+    """An :class:`~poochlab.serving.inference_session.InferenceSession` that runs tasks one by one."""
 
     def __init__(self, compute: Compute, threads: ModelThreads) -> None:
         self._compute = compute
@@ -55,7 +55,7 @@ class DirectSession:
         return self._threads.submit_to_loop(self.run, task, loop)
 
     def run(self, task: InferenceTask) -> InferenceResult:
-        """Run ``task`` on the calling thread (for callers that may block, e.g. gRPC workers)."""
+        """Run ``task`` on the calling thread (for callers that may block, e.g. gRPC's handler threads)."""
         started = time.monotonic()
         if task.deadline is not None and started > task.deadline:
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the model ran")

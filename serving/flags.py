@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from poochlab.serving.faults import FaultPlan
+    from poochlab.serving.fault_injection import FaultPlan
 
 
 class FlagError(ValueError):
@@ -50,7 +50,7 @@ class ServerOptions:
     # The lab's own flags (TF Serving has no equivalent).
     lab_bind_address: str = "127.0.0.1"
     lab_max_request_bytes: int = 64 * 1024 * 1024
-    # Fault injection (serving/faults.py): off unless a delay or an error code is given.
+    # Fault injection (serving/fault_injection.py): off unless a delay or an error code is given.
     lab_fault_delay_ms: float = 0.0
     lab_fault_delay_fraction: float = 1.0
     lab_fault_error_code: str = ""
@@ -196,7 +196,7 @@ def check_options(options: ServerOptions) -> None:
 
 def fault_plan(options: ServerOptions) -> "FaultPlan":
     """The ``--lab_fault_*`` flags as a plan (ValueError naming the flag when one is wrong)."""
-    from poochlab.serving.faults import FaultPlan, check_plan
+    from poochlab.serving.fault_injection import FaultPlan, check_plan
 
     plan = FaultPlan(delay_ms=options.lab_fault_delay_ms, delay_fraction=options.lab_fault_delay_fraction,
                      error_code=options.lab_fault_error_code, error_fraction=options.lab_fault_error_fraction,

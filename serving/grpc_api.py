@@ -1,7 +1,7 @@
 """TF Serving's gRPC services (``tensorflow-serving-api`` protos) on grpc's thread-pool server.
 
 The synchronous server was measured against grpc.aio (``poochlab bench server``): its echo
-costs less CPU per call, and its worker threads may block, so without batching the model runs
+costs less CPU per call, and its handler threads may block, so without batching the model runs
 on the RPC's own thread instead of being handed to another pool. ``--grpc_max_threads`` is the
 concurrent-RPC limit (RESOURCE_EXHAUSTED beyond it, as in TF Serving; see ``grpc_limit``).
 
@@ -22,8 +22,8 @@ from poochlab.serving.inference import (
     classification_results, examples_input, examples_signature, regression_results,
     run_signature_blocking as run_signature,
 )
-from poochlab.serving.faults import FaultInjector
-from poochlab.serving.inputs import check_input_names
+from poochlab.serving.fault_injection import FaultInjector
+from poochlab.serving.input_names import check_input_names
 from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.rest_api import server_timing

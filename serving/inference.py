@@ -12,7 +12,7 @@ import numpy as np
 from poochlab.serving.direct_session import DirectSession
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
-from poochlab.serving.session import InferenceResult, InferenceTask
+from poochlab.serving.inference_session import InferenceResult, InferenceTask
 from poochlab.serving.status import Code, ServingError
 
 # The one input of a Classify/Regress signature (TF Serving's kClassifyInputs, kRegressInputs).
@@ -38,7 +38,7 @@ async def run_signature(manager: ModelManager, state: VersionState, signature: S
 
 def run_signature_blocking(manager: ModelManager, state: VersionState, signature: Signature,
                            inputs: Mapping[str, np.ndarray], deadline: float | None) -> InferenceResult:
-    """:func:`run_signature` for a worker thread that may block (the gRPC server's threads).
+    """:func:`run_signature` for a thread that may block (the gRPC server's handler threads).
 
     Without batching the model runs right here, on the caller's thread: no hand-off to a pool.
     """

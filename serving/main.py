@@ -80,7 +80,7 @@ class Server:
         from poochlab.serving.metrics import ServerMetrics, parse_monitoring_config
         from poochlab.serving.model_config import load_model_config, single_model_config
         from poochlab.serving.model_manager import ModelManager
-        from poochlab.serving.faults import LabFaults
+        from poochlab.serving.fault_injection import LabFaults
         from poochlab.serving.rest_api import RestApi, body_too_large_message
 
         options = self.options

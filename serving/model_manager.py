@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from poochlab.serving.servable import Servable
-from poochlab.serving.session import Compute, InferenceSession
+from poochlab.serving.inference_session import Compute, InferenceSession
 from poochlab.serving.status import Code, ServingError
 
 log = logging.getLogger("poochlab.serving")
@@ -239,7 +239,7 @@ class ModelManager:
                     self._unload(state)
 
     def _load(self, state: VersionState, path: Path) -> None:
-        from poochlab.serving import warmup
+        from poochlab.serving import warmup_replay
         from poochlab.serving.tensor_proto import serialized_examples
 
         state.state = LOADING
@@ -259,8 +259,8 @@ class ModelManager:
 
             try:
                 if self._enable_warmup:
-                    logs = warmup.read_warmup_logs(path)
-                    warmup.replay(servable, logs, self._warmup_iterations, serialized_examples, session_for)
+                    logs = warmup_replay.read_warmup_logs(path)
+                    warmup_replay.replay(servable, logs, self._warmup_iterations, serialized_examples, session_for)
                     if logs:
                         log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
                                  path, len(logs))

@@ -3,7 +3,7 @@
 An event-loop handler must not block, so the model runs on one of these threads. A
 ``ThreadPoolExecutor`` future chained into an asyncio future with ``wrap_future`` cost about
 0.09 ms of CPU per request on our machines against 0.05 ms for this hand-off: a bare
-``SimpleQueue`` to the workers and one ``call_soon_threadsafe`` back.
+``SimpleQueue`` to the threads and one ``call_soon_threadsafe`` back.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 
 
 class ModelThreads:
-    """A fixed set of worker threads fed by one queue."""
+    """A fixed set of model threads fed by one queue."""
 
     def __init__(self, count: int, name: str = "model") -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -43,12 +43,12 @@ class ModelThreads:
             function, argument, deliver = item
             try:
                 result, error = function(argument), None
-            except BaseException as exc:  # delivered to the caller, never kills the worker
+            except BaseException as exc:  # delivered to the caller, never kills the thread
                 result, error = None, exc
             deliver(result, error)
 
     def submit(self, function: Callable[[Any], Any], argument: Any) -> "Future[Any]":
-        """Run ``function(argument)`` on a worker; a concurrent future of its result."""
+        """Run ``function(argument)`` on one of the threads; a concurrent future of its result."""
         future: Future[Any] = Future()
 
         def deliver(result: Any, error: BaseException | None) -> None:
@@ -62,7 +62,7 @@ class ModelThreads:
 
     def submit_to_loop(self, function: Callable[[Any], Any], argument: Any,
                        loop: asyncio.AbstractEventLoop) -> asyncio.Future:
-        """Run ``function(argument)`` on a worker; an asyncio future of ``loop``."""
+        """Run ``function(argument)`` on one of the threads; an asyncio future of ``loop``."""
         future = loop.create_future()
         self._queue.put((function, argument,
                          lambda result, error: loop.call_soon_threadsafe(_settle, future, result, error)))

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from poochlab.serving import rest_codec
-from poochlab.serving.faults import ADMIN_PATH, FaultInjector, LabFaults
+from poochlab.serving.fault_injection import ADMIN_PATH, FaultInjector, LabFaults
 from poochlab.serving.http_server import RequestGauge
 from poochlab.serving.inference import (
     classification_results, examples_input, examples_signature, regression_results, run_signature,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from poochlab.serving.inputs import check_input_names
+from poochlab.serving.input_names import check_input_names
 from poochlab.serving.json_format import tensor_to_json
 from poochlab.serving.servable import Signature, TensorSpec
 from poochlab.serving.status import Code, ServingError

@@ -72,7 +72,7 @@ def test_every_shipped_parameter_set_loads(config: Path):
     assert params.num_batch_threads >= 1
 
 
-def test_shipped_reference_set_is_the_issues_setting():
+def test_shipped_reference_set_waits_up_to_1ms_for_32_rows():
     params = load_batching_parameters(CONFIGS / "timeout1ms.config")
     assert (params.max_batch_size, params.batch_timeout_micros) == (32, 1000)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from poochlab.serving.batching import BatchingParameters, SharedBatchScheduler
-from poochlab.serving.session import InferenceTask
+from poochlab.serving.inference_session import InferenceTask
 from poochlab.serving.status import Code, ServingError
 
 pytestmark = pytest.mark.timeout(60)

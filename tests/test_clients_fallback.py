@@ -17,7 +17,7 @@ import pytest
 from poochlab.clients import ClientConfig, FallbackConfig, PredictionError, build_predictor
 from poochlab.clients.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from poochlab.clients.prediction import CallTiming, Prediction
-from poochlab.clients.supervisor import SupervisedPredictor
+from poochlab.clients.supervised_fallback import SupervisedPredictor
 from poochlab.models.baseline import HistoricalBaseline
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps

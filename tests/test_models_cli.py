@@ -95,7 +95,7 @@ def test_export_needs_a_variant_or_a_folder() -> None:
 
 def test_export_of_a_trained_folder_without_weights_is_refused(exported_base: Path, tmp_path: Path) -> None:
     from poochlab.models.facts import generate_pupdates, write_facts
-    from poochlab.models.training import TRAINING_FILE
+    from poochlab.models.checkpoints import TRAINING_FILE
 
     broken = tmp_path / "trained-without-weights"
     broken.mkdir()

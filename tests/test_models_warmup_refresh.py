@@ -14,7 +14,7 @@ def test_an_export_with_a_too_large_warmup_request_is_exported_again(tmp_path: P
 
     from poochlab.models.commands import train
     from poochlab.models.facts import generate_pupdates
-    from poochlab.models.warmup import WARMUP_DIR, WARMUP_FILE, predict_request, record_rows
+    from poochlab.models.warmup_records import WARMUP_DIR, WARMUP_FILE, predict_request, record_rows
     from tensorflow_serving.apis import prediction_log_pb2
 
     # Version 1 as exports were before the cap: a 64-row warm-up request.

@@ -91,7 +91,7 @@ def test_polling_loads_a_new_version_before_unloading_the_old(tmp_path, half_plu
     assert manager.resolve("half_plus_two").version == 2
     # A request that resolved version 1 just before the switch still completes.
     session = manager.session(old, "serving_default")
-    from poochlab.serving.session import InferenceTask
+    from poochlab.serving.inference_session import InferenceTask
 
     result = session.submit(InferenceTask({"x": np.array([[2.0]], np.float32)})).result(30)
     assert result.outputs["y"].tolist() == [[3.0]]
@@ -219,7 +219,7 @@ def test_a_task_whose_deadline_passed_in_the_queue_is_deadline_exceeded(executor
     import time
 
     from poochlab.serving.direct_session import DirectSession
-    from poochlab.serving.session import InferenceTask
+    from poochlab.serving.inference_session import InferenceTask
 
     ran = []
     session = DirectSession(lambda inputs: ran.append(1) or {"y": inputs["x"]}, executor)

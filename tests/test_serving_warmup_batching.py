@@ -79,7 +79,7 @@ def load(manager, base: Path):
 
 def test_warmup_records_run_as_batches_of_the_queue_requests_then_use(tmp_path, half_plus_two_base,
                                                                         batching_manager):
-    from poochlab.serving.session import InferenceTask
+    from poochlab.serving.inference_session import InferenceTask
 
     manager, observer = batching_manager
     status = load(manager, version_with_warmup(tmp_path, half_plus_two_base, [1, 2]))

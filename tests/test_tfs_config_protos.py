@@ -121,7 +121,7 @@ def shipped_batch_caps(tfs_protos) -> dict[str, int]:
 
 
 def test_warmup_records_are_no_larger_than_any_shipped_batch_cap(tfs_protos):
-    from poochlab.models.warmup import BATCH_SIZES, MAX_WARMUP_BATCH
+    from poochlab.models.warmup_records import BATCH_SIZES, MAX_WARMUP_BATCH
 
     caps = shipped_batch_caps(tfs_protos)
     assert caps["serving_configs/batching/timeout1ms.config"] == 32
@@ -133,7 +133,7 @@ def test_warmup_records_are_no_larger_than_any_shipped_batch_cap(tfs_protos):
 @pytest.mark.parametrize("variant", ["small", "large"])
 def test_every_exports_warmup_records_fit_every_shipped_batch_cap(tfs_protos, pooch_exports, variant):
     from poochlab.models.export import latest_version_dir
-    from poochlab.models.warmup import record_rows
+    from poochlab.models.warmup_records import record_rows
 
     rows = record_rows(latest_version_dir(pooch_exports[variant]))
     assert len(rows) == 53 and max(rows) == 32  # 48 single rows, then 2, 4, 8, 16, 32

@@ -18,7 +18,7 @@ from poochlab.experiments.faults.proxy import FaultProxy
 from poochlab.experiments.faults.runner import Clock
 from poochlab.experiments.faults.schedule import FaultSpec
 from poochlab.experiments.faults.supervisor import ServerSupervisor
-from poochlab.serving.faults import ADMIN_PATH, FaultPlan
+from poochlab.serving.fault_injection import ADMIN_PATH, FaultPlan
 
 DEFAULT_RECOVERY_TIMEOUT_S = 180.0
 

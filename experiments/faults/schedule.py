@@ -103,7 +103,7 @@ def _check_kind(kind: str, params: dict[str, Any], where: str) -> None:
         if mode != "delay" and "delay_ms" in params:
             raise ScheduleError(f"{where}.delay_ms: only mode \"delay\" takes delay_ms")
     elif kind == SLOW_MODEL:
-        from poochlab.serving.faults import FaultPlan, check_plan
+        from poochlab.serving.fault_injection import FaultPlan, check_plan
 
         plan = FaultPlan(**params)
         try:

@@ -298,7 +298,7 @@ def _validate_batching_set(where: _Where, name: str, fields_: dict[str, Any]) ->
         parse_batching_parameters(batching_parameters_text(fields_), source=f"batching.{name}")
     except ValueError as error:
         raise where.fail(f"batching.{name}", f"TF Serving would refuse this set: {error}") from None
-    from poochlab.models.warmup import MAX_WARMUP_BATCH
+    from poochlab.models.warmup_records import MAX_WARMUP_BATCH
 
     # TF Serving replays the exports' warm-up through the batching queue: a smaller cap fails the load.
     if int(fields_.get("max_batch_size", 1000)) < MAX_WARMUP_BATCH:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from poochlab.models.export import ExportError, default_base_path
     from poochlab.models.facts import DEFAULT_DATA_DIR, FactsError
-    from poochlab.models.training import TRAINED_SUBDIR, TRAINING_FILE, latest_trained_dir
+    from poochlab.models.checkpoints import TRAINED_SUBDIR, TRAINING_FILE, latest_trained_dir
 
     data_dir = args.data_dir or DEFAULT_DATA_DIR
     if args.trained is not None:

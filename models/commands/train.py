@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.if_missing:
         existing = latest_version_dir(base_path)
         if existing is not None:
-            from poochlab.models.warmup import oversized_warmup
+            from poochlab.models.warmup_records import oversized_warmup
 
             stale = oversized_warmup(existing)
             if stale is None:
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _export_again(variant: str, base_path: Path, data_dir: Path) -> bool:
     """Export the newest trained model of ``variant`` as the next version (False: none trained)."""
-    from poochlab.models.training import export_trained, latest_trained_dir
+    from poochlab.models.checkpoints import latest_trained_dir
+    from poochlab.models.training import export_trained
 
     trained = latest_trained_dir(data_dir, variant)
     if trained is None:

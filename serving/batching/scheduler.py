@@ -2,7 +2,7 @@
 
 One :class:`SharedBatchScheduler` owns ``num_batch_threads`` threads; the server adds one queue
 per model version and signature (:meth:`SharedBatchScheduler.add_queue`), and each queue is an
-:class:`~poochlab.serving.session.InferenceSession`. As in TF Serving
+:class:`~poochlab.serving.inference_session.InferenceSession`. As in TF Serving
 (``tensorflow/core/kernels/batching_util/shared_batch_scheduler.h``):
 
 - a queue is a list of batches whose last one is open; a task joins the open batch, or closes it
@@ -34,7 +34,7 @@ from poochlab.serving.batching.parameters import BatchingParameters
 from poochlab.serving.batching.tensors import (
     concat_pieces, incompatibility, merge_inputs, slice_rows, split_outputs, task_rows,
 )
-from poochlab.serving.session import Compute, InferenceResult, InferenceSession, InferenceTask
+from poochlab.serving.inference_session import Compute, InferenceResult, InferenceSession, InferenceTask
 from poochlab.serving.status import Code, ServingError
 
 QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"

@@ -109,7 +109,7 @@ class FaultInjector:
             raise error
 
     def before_model_blocking(self) -> None:
-        """On a worker thread (gRPC): sleep this thread and/or raise the injected error."""
+        """On a gRPC handler thread: sleep this thread and/or raise the injected error."""
         delay, error = self._draw()
         if delay:
             time.sleep(delay)

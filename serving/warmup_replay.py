@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from poochlab.serving.servable import Servable
-from poochlab.serving.session import InferenceSession, InferenceTask
+from poochlab.serving.inference_session import InferenceSession, InferenceTask
 from poochlab.serving.status import Code, ServingError
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"

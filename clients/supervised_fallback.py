@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from poochlab.clients.circuit_breaker import CircuitBreaker
 from poochlab.clients.config import FallbackConfig
-from poochlab.clients.inputs import validated_rows
+from poochlab.clients.pupdate_rows import validated_rows
 from poochlab.clients.prediction import (
     PATH_CACHE,
     PATH_FALLBACK,

@@ -1,0 +1,163 @@
+"""The lab's lean HTTP client: a bare socket and httptools' C response parser.
+
+The least Python per call of all the HTTP libraries (``poochlab bench clients``: the lowest
+client CPU per call and the p50 closest to wrk's). Under gevent's monkey patching (Locust) its
+socket is gevent's and waits cooperatively; in plain threads it blocks.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from poochlab.clients.http_connection import HttpAnswer, KeepAliveConnection
+from poochlab.clients.prediction import KIND_BAD_RESPONSE, KIND_CONNECTION, KIND_TIMEOUT, PredictionError
+
+
+class HttptoolsConnection(KeepAliveConnection):
+    """A bare socket and httptools' C response parser: the least Python between call and wire.
+
+    With gevent's monkey patching (Locust) the socket is gevent's and the wait is cooperative;
+    in plain threads it blocks. ``timeout_s`` bounds the wait for the answer: the send and the
+    first wait get all of it, each further chunk of the answer only what remains.
+    Per call it only joins the request's bytes and feeds the answer to a parser kept with the
+    connection: after a wake-up from a blocking wait every line of Python runs on cold caches,
+    so the call path is kept short.
+    """
+
+    thread_bound = True  # a monkey-patched socket belongs to its OS thread's hub
+    modules = ("httptools",)
+
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http":
+            raise ValueError(f"the httptools client speaks plain http, not {parts.scheme!r} ({base_url})")
+        import httptools
+
+        self._new_parser, self._parse_error = httptools.HttpResponseParser, httptools.HttpParserError
+        self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self._host = parts.netloc
+        self._socket: socket.socket | None = None
+        self._cooperative = False  # a gevent socket: gevent enforces the timeout
+        self._armed = -1.0  # the timeout the socket is set to
+        self._answer = _ParsedAnswer()  # its parser is the connection's (a new one per connection)
+        # (method, path, header items) -> the request head up to its Content-Length value.
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
+
+    def _head(self, method: str, path: str, headers: dict[str, str]) -> bytes:
+        key = (method, path, tuple(headers.items()))
+        head = self._heads.get(key)
+        if head is None:
+            lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}",
+                     *(f"{name}: {value}" for name, value in headers.items())]
+            head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+            if len(self._heads) < 64:  # a client addresses a handful of paths; never grow unbounded
+                self._heads[key] = head
+        return head
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+              timeout_s: float) -> HttpAnswer:
+        body = body or b""
+        data = b"%s%d\r\n\r\n%s" % (self._head(method, path, headers), len(body), body)
+        deadline = time.monotonic() + timeout_s
+        answer = self._answer
+        answer.start()
+        try:
+            connection = self._socket
+            if connection is None:
+                connection = self._connect(timeout_s)
+                answer.parser = self._new_parser(answer)
+            parser = answer.parser
+            self._arm(timeout_s)
+            connection.sendall(data)
+            while True:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("the server closed the connection")
+                parser.feed_data(chunk)
+                if answer.complete:
+                    break
+                self._arm(max(deadline - time.monotonic(), 1e-6))
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's SO_RCVTIMEO expired
+            self._reset()
+            raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from None
+        except self._parse_error as error:
+            self._reset()
+            raise PredictionError(KIND_BAD_RESPONSE, f"{method} {path}: not an HTTP answer ({error})") from None
+        except OSError as error:
+            self._reset()
+            raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error!r}") from error
+        status = parser.get_status_code()
+        if not answer.keep_alive:
+            self._reset()
+        return HttpAnswer(status, answer.body[0] if len(answer.body) == 1 else b"".join(answer.body),
+                          answer.server_timing)
+
+    def _connect(self, timeout_s: float) -> socket.socket:
+        sock = socket.create_connection(self._address, timeout=timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A plain socket blocks, and the kernel enforces the timeout (SO_RCVTIMEO/SO_SNDTIMEO):
+        # Python's own timeout would poll() before every send and recv, a system call each.
+        # gevent's socket (Locust) keeps gevent's cooperative timeout.
+        self._cooperative = type(sock).__module__.startswith("gevent")
+        if not self._cooperative:
+            sock.settimeout(None)
+        self._armed = -1.0
+        self._socket = sock
+        return sock
+
+    def _arm(self, timeout_s: float) -> None:
+        """Make the next send/recv give up after ``timeout_s`` (a system call only on change)."""
+        if timeout_s == self._armed:
+            return
+        assert self._socket is not None
+        if self._cooperative:
+            self._socket.settimeout(timeout_s)
+        else:
+            # struct timeval; zero would mean "wait forever", so at least one microsecond.
+            value = struct.pack("ll", *divmod(max(int(timeout_s * 1e6), 1), 1_000_000))
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self._armed = timeout_s
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.close()
+
+    def _kept_open(self) -> bool:
+        return self._socket is not None
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+class _ParsedAnswer:
+    """httptools' callbacks for the answers on one connection, one at a time."""
+
+    def __init__(self) -> None:
+        self.parser: Any = None
+        self.start()
+
+    def start(self) -> None:
+        self.body: list[bytes] = []
+        self.server_timing: str | None = None
+        self.complete = False
+        self.keep_alive = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"server-timing":
+            text = value.decode("latin-1")
+            self.server_timing = text if self.server_timing is None else f"{self.server_timing}, {text}"
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        # Read it now: once the message is complete the parser resets and always says False.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.complete = True
