@@ -3,8 +3,10 @@
 Windows are drawn from a lognormal body with a heavier Pareto tail and recorded into the lab's real
 HdrHistograms. The true p99 of that distribution comes from its closed-form CDF (bisection), and a
 "+25% p99" window is built by stretching the upper half of the distribution so that, by
-construction, its true p99 is exactly 1.25 times the stationary one. Nothing here is computed by the
-code under test.
+construction, its true p99 is exactly 1.25 times the stationary one. Windows carry their slowest
+answers' arrival times, as the lab records them (arrivals uniform over the window, as an open loop
+at a steady rate sends them); stalls hold every request that arrives during one until it ends.
+Nothing here is computed by the code under test.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from poochlab.experiments.recording.histograms import new_histogram
 from poochlab.experiments.recording.stability import (MIN_DETECTING_REQUESTS, STABLE_WINDOWS, WindowSummary,
                                                       chi_square_sf, is_stable, judge)
+from poochlab.experiments.recording.windows import SLOWEST_KEPT
 
 # The latency distribution, microseconds: 97% lognormal around 4 ms, 3% Pareto (alpha 2.5) from 6 ms.
 BODY_MEDIAN_US = 4000.0
@@ -78,12 +81,34 @@ def _histogram(values_us: np.ndarray):
     return histogram
 
 
+def _slowest(histogram, latencies_us: np.ndarray, arrivals_s: np.ndarray) -> tuple[list[tuple[int, float]], int]:
+    """The SLOWEST_KEPT slowest answers as (bucket's lowest value, arrival), and the value above
+    which the list is complete, as a window records them."""
+    order = np.argsort(latencies_us)[::-1][:SLOWEST_KEPT]
+    kept = [(int(histogram.get_lowest_equivalent_value(int(np.clip(np.rint(latencies_us[i]), 1, None)))),
+             float(arrivals_s[i] + latencies_us[i] / 1e6)) for i in order]
+    complete_above = min(value for value, _ in kept) if len(latencies_us) > SLOWEST_KEPT else 0
+    return kept, complete_above
+
+
 def _window(rng: np.random.Generator, index: int, requests: int, duration_s: float = 2.0,
-            shifted: bool = False) -> WindowSummary:
-    return WindowSummary(index, requests, duration_s, _histogram(_draw(rng, requests, shifted)))
+            shifted: bool = False, timed: bool = True, stalls_per_s: float = 0.0,
+            stall_s: float = 0.08) -> WindowSummary:
+    latencies = _draw(rng, requests, shifted)
+    arrivals = index * duration_s + np.sort(rng.random(requests)) * duration_s
+    for _ in range(rng.poisson(stalls_per_s * duration_s)):
+        begin = index * duration_s + rng.random() * duration_s
+        held = (arrivals >= begin) & (arrivals < begin + stall_s)
+        latencies[held] += (begin + stall_s - arrivals[held]) * 1e6  # waits for the stall's end
+    histogram = _histogram(latencies)
+    if not timed:
+        return WindowSummary(index, requests, duration_s, histogram)
+    slowest, complete_above = _slowest(histogram, latencies, arrivals)
+    return WindowSummary(index, requests, duration_s, histogram, slowest, complete_above)
 
 
-def _alarm_rate(requests: int, shifted_last: int, seed: int, trials: int = TRIALS, poisson: bool = True) -> float:
+def _alarm_rate(requests: int, shifted_last: int, seed: int, trials: int = TRIALS, poisson: bool = True,
+                **window: float | bool) -> float:
     """Share of ``trials`` seeded runs of STABLE_WINDOWS windows judged not stable; the last
     ``shifted_last`` windows have a p99 25% higher. Window sizes are Poisson(requests) when asked
     (an open loop at a steady rate), else exactly ``requests``."""
@@ -91,7 +116,8 @@ def _alarm_rate(requests: int, shifted_last: int, seed: int, trials: int = TRIAL
     alarms = 0
     for _ in range(trials):
         sizes = rng.poisson(requests, STABLE_WINDOWS) if poisson else [requests] * STABLE_WINDOWS
-        windows = [_window(rng, i, int(n), shifted=i >= STABLE_WINDOWS - shifted_last) for i, n in enumerate(sizes)]
+        windows = [_window(rng, i, int(n), shifted=i >= STABLE_WINDOWS - shifted_last, **window)  # type: ignore[arg-type]
+                   for i, n in enumerate(sizes)]
         alarms += not judge(windows).stable
     return alarms / trials
 
@@ -143,6 +169,41 @@ def test_a_quarter_slower_p99_in_the_last_two_windows_is_caught(requests: int) -
     assert _alarm_rate(requests, shifted_last=2, seed=requests + 2) >= 0.90
 
 
+@pytest.mark.parametrize("requests", [1500, MIN_DETECTING_REQUESTS])
+def test_a_steady_rhythm_of_stalls_is_stationary(requests: int) -> None:
+    # One 80 ms stall every 2 s on average, in 3 s windows: counted per answer, the binomial test
+    # calls most such trials unstable; counted as events, no more often than stationary windows.
+    stalls = {"duration_s": 3.0, "stalls_per_s": 0.5}
+    assert _alarm_rate(requests, shifted_last=0, seed=requests + 3, timed=False, **stalls) >= 0.30
+    assert _alarm_rate(requests, shifted_last=0, seed=requests + 3, **stalls) <= 0.10
+
+
+def test_answers_held_by_one_stall_count_as_one_event() -> None:
+    rng = np.random.default_rng(14)
+    calm = [_window(rng, i, 6000, duration_s=3.0) for i in range(2)]
+    stalled = _window(rng, 2, 6000, duration_s=3.0)
+    # 40 answers released together by one stall, slower than anything else in the windows
+    arrivals = [2 * 3.0 + 1.0 + k * 0.0005 for k in range(40)]  # drained at 2,000/s
+    slowest = sorted([*stalled.slowest[:-40], *((200_000, t + 0.2) for t in arrivals)], reverse=True)
+    histogram = stalled.histogram
+    for _ in arrivals:
+        histogram.record_value(200_000)
+    stalled = WindowSummary(2, 6040, 3.0, histogram, slowest, 0)
+    verdict = judge([*calm, stalled])
+    assert verdict.tail_counts[2] >= 40 + 1  # the stall's 40 answers and the window's own tail
+    # ... of which the stall is one event; independent slow answers rarely merge (about 1 in 20)
+    own = verdict.tail_counts[2] - 40
+    assert 0.8 * own + 1 <= verdict.tail_events[2] <= own + 1
+    assert verdict.statistic in ("tail-event chi-square", "poisson-dispersion chi-square")
+    assert "events" in verdict.reason
+
+
+def test_without_arrival_times_tail_answers_are_counted() -> None:
+    rng = np.random.default_rng(15)
+    verdict = judge([_window(rng, i, 8000, shifted=i == 2, timed=False) for i in range(3)])
+    assert verdict.statistic == "tail-count chi-square" and verdict.tail_events == verdict.tail_counts
+
+
 def test_one_window_of_a_thousand_requests_cannot_show_a_quarter_slower_p99() -> None:
     # Why windows must be longer: ~10 requests above the p99 cannot reveal a 25% shift.
     assert _alarm_rate(1000, shifted_last=1, seed=13) < 0.60
@@ -153,8 +214,9 @@ def test_a_not_stable_verdict_names_its_statistic() -> None:
     windows = [_window(rng, i, 8000, shifted=i == 2) for i in range(3)]
     verdict = judge(windows)
     assert not verdict.stable
-    assert verdict.statistic == "tail-count chi-square" and verdict.df == 2
+    assert verdict.statistic == "tail-event chi-square" and verdict.df == 2
     assert verdict.tail_counts[2] > max(verdict.tail_counts[:2])  # the slow window holds the excess
+    assert verdict.tail_events[2] > max(verdict.tail_events[:2])
     assert verdict.p_value < verdict.alpha
     assert "chi-square" in verdict.reason and "df 2" in verdict.reason and "pooled p99" in verdict.reason
     assert verdict.reason.startswith("not stable")

@@ -212,7 +212,8 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
             merged = merge_window_data(list(collected.windows[next_index].values()))
             collected.merged.append(merged)
             histogram = decode(merged.histogram)
-            summary = WindowSummary(next_index, merged.requests, settings.window_s, histogram)
+            summary = WindowSummary(next_index, merged.requests, settings.window_s, histogram, merged.slowest,
+                                    merged.slowest_complete_above_us)
             collected.summaries.append(summary)
             count = next_index + 1
             stable = count >= settings.min_windows and is_stable(collected.summaries)

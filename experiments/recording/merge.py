@@ -42,6 +42,8 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         client_timing_sums_us={k: float(v) for k, v in sums.items()},
         answer_paths=dict(paths),
         loop_lag_histogram=merged("loop_lag_histogram"),
+        slowest=sorted((entry for part in parts for entry in part.slowest), reverse=True),
+        slowest_complete_above_us=max(part.slowest_complete_above_us for part in parts),
     )
 
 

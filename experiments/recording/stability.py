@@ -19,6 +19,18 @@ binomial. A slower tail in one window shows up as that window holding far too ma
   trials unstable would only repeat the old meaningless warning, since more windows of the same
   size would never hold more tail samples.
 
+Stalls. Requests are not independent when the system stalls: a pause of 80 ms at 500 requests/s
+sends 40 answers above the p99 at once, and a binomial test counts each as independent evidence, so
+a steady rhythm of short stalls (a stationary process) reads as "the windows differ" almost every
+time. The rule therefore counts tail events, not tail answers, when the windows carry the arrival
+times of their slowest answers (recording/windows.py keeps them): answers above the pooled p99 that
+arrive within ``TAIL_EVENT_GAPS`` mean gaps between answers (at most ``STALL_GAP_S``) of the
+previous one belong to the same event (runs declustering, as
+extreme-value statistics treats clustered exceedances). Independent slow answers rarely arrive that
+close (about one in twenty), so a slower tail still shows as more events; a
+window holding one more stall shows as one more event, not forty. The verdict keeps both counts,
+and a p99 that rests on few events is fragile whatever the rule says: the report shows them.
+
 Throughput. An open loop at a Poisson rate has sampling error too (a window's count varies by
 sqrt(n)), and a 10% max/min can happen by chance at a few hundred requests a window. Throughput
 differs only when the spread is both larger than ``THROUGHPUT_TOLERANCE`` (10%, the size that
@@ -74,6 +86,13 @@ TAIL_PERCENTILE = 99.0
 MIN_EXPECTED_TAIL = 5.0  # expected requests above the pooled p99 per window for the chi-square to hold
 THROUGHPUT_TOLERANCE = 0.10
 MIN_DETECTING_REQUESTS = 4000  # smallest window (requests) at which a +25% p99 shift is caught >= 90%
+# Slow answers arriving closer than this to the previous one are one tail event: 2 mean gaps
+# between answers, at least 2 ms (a stall's backlog leaves with some jitter) and at most 10 ms.
+# Independent slow answers (1% of all) then merge 2-5% of the time, while a stall's backlog,
+# released faster than requests arrive, merges.
+TAIL_EVENT_GAPS = 2.0
+MIN_EVENT_GAP_S = 0.002
+STALL_GAP_S = 0.010
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,10 @@ class WindowSummary:
     requests: int
     duration_s: float
     histogram: HdrHistogram
+    # The window's slowest answers, (latency bucket us, arrival s), holding every answer slower
+    # than ``slowest_complete_above_us``; None when not recorded (tail answers are then counted).
+    slowest: Sequence[tuple[int, float]] | None = None
+    slowest_complete_above_us: int = 0
 
     @property
     def throughput_rps(self) -> float:
@@ -108,6 +131,7 @@ class StabilityVerdict:
     throughput_spread: float  # max/min - 1 of the windows' throughputs (inf when one is zero)
     tail_threshold_us: float  # the pooled p99 (the upper edge of its bucket); 0 when not computed
     tail_counts: list[int]  # requests above it, per judged window
+    tail_events: list[int]  # those requests as events (arrivals within STALL_GAP_S merged), per window
     tail_judged: bool  # False when the windows held too few tail samples to test the p99
     reason: str  # one line for people: what was decided and by which statistic
 
@@ -161,6 +185,23 @@ def tail_counts(histograms: Sequence[HdrHistogram],
     return float(threshold), [int(a) for a in above], [int(t) for t in totals]
 
 
+def tail_events(window: WindowSummary, threshold_us: float, above: int, gap_s: float) -> int:
+    """How many events the window's ``above`` answers slower than ``threshold_us`` form: runs of
+    answers arriving within ``gap_s`` of each other count once. ``above`` itself when the window
+    did not keep the arrival times of all of them."""
+    if window.slowest is None or threshold_us < window.slowest_complete_above_us:
+        return above
+    arrivals = sorted(arrival for latency_us, arrival in window.slowest if latency_us > threshold_us)
+    if len(arrivals) != above:  # the list and the histogram disagree: trust the histogram
+        return above
+    events, previous = 0, -math.inf
+    for arrival in arrivals:
+        if arrival - previous > gap_s:
+            events += 1
+        previous = arrival
+    return events
+
+
 def _throughput(last: Sequence[WindowSummary], alpha: float) -> tuple[float, float, float, bool]:
     """(spread, dispersion chi-square, p-value, differs)."""
     rates = [w.throughput_rps for w in last]
@@ -182,9 +223,9 @@ def judge(windows: Sequence[WindowSummary], count: int = STABLE_WINDOWS, tail_al
 
     def verdict(stable: bool, statistic: str, value: float, p_value: float, alpha: float, reason: str,
                 spread: float, threshold: float = 0.0, tails: list[int] | None = None,
-                judged: bool = False) -> StabilityVerdict:
+                events: list[int] | None = None, judged: bool = False) -> StabilityVerdict:
         return StabilityVerdict(stable, indices, statistic, value, p_value, alpha, df, spread, threshold,
-                                tails or [], judged, reason)
+                                tails or [], events or [], judged, reason)
 
     if len(last) < count or count < 2:
         return verdict(False, "none", math.nan, math.nan, math.nan,
@@ -202,27 +243,39 @@ def judge(windows: Sequence[WindowSummary], count: int = STABLE_WINDOWS, tail_al
                        f"p={t_p:.2g} < {throughput_alpha:g})", spread)
 
     threshold, above, totals = tail_counts([w.histogram for w in last])
+    answers_per_s = sum(totals) / sum(w.duration_s for w in last)
+    gap_s = STALL_GAP_S
+    if answers_per_s > 0:
+        gap_s = min(STALL_GAP_S, max(MIN_EVENT_GAP_S, TAIL_EVENT_GAPS / answers_per_s))
+    events = [tail_events(w, threshold, a, gap_s) for w, a in zip(last, above)]
+    declustered = any(w.slowest is not None for w in last)
+    unit = "tail events" if declustered else "tail counts"
+    statistic_name = "tail-event chi-square" if declustered else "tail-count chi-square"
+    counts_text = ", ".join(str(a) for a in above) + " above"
+    if declustered:
+        counts_text = (", ".join(str(e) for e in events) + " events of "
+                       + ", ".join(str(a) for a in above) + " requests above")
     pooled_total = sum(totals)
-    share = sum(above) / pooled_total if pooled_total else 0.0
+    share = sum(events) / pooled_total if pooled_total else 0.0
     expected = [n * share for n in totals]
     if share <= 0.0 or share >= 1.0 or min(expected) < MIN_EXPECTED_TAIL:
         thin = int(np.argmin(expected))
         return verdict(True, "poisson-dispersion chi-square", t_stat, t_p, throughput_alpha,
                        f"stable on throughput over windows {indices} (spread {spread:.1%}); p99 not judged: "
-                       f"window {indices[thin]} expects {expected[thin]:.1f} requests above the pooled p99, "
-                       f"{MIN_EXPECTED_TAIL:g} needed", spread, threshold, above)
-    statistic = sum((a - e) ** 2 / (e * (1.0 - share)) for a, e in zip(above, expected))
+                       f"window {indices[thin]} expects {expected[thin]:.1f} {unit} above the pooled p99 "
+                       f"({counts_text} {threshold / 1000:.3g} ms), {MIN_EXPECTED_TAIL:g} needed",
+                       spread, threshold, above, events)
+    statistic = sum((a - e) ** 2 / (e * (1.0 - share)) for a, e in zip(events, expected))
     p_value = chi_square_sf(statistic, df)
-    counts_text = ", ".join(str(a) for a in above)
     if p_value < tail_alpha:
-        return verdict(False, "tail-count chi-square", statistic, p_value, tail_alpha,
-                       f"not stable: tail counts above the pooled p99 differ across windows {indices} "
-                       f"({counts_text} above {threshold / 1000:.3g} ms; chi-square {statistic:.1f}, df {df}, "
-                       f"p={p_value:.2g} < {tail_alpha:g})", spread, threshold, above, True)
-    return verdict(True, "tail-count chi-square", statistic, p_value, tail_alpha,
-                   f"stable over windows {indices}: tail counts above the pooled p99 agree ({counts_text} above "
+        return verdict(False, statistic_name, statistic, p_value, tail_alpha,
+                       f"not stable: {unit} above the pooled p99 differ across windows {indices} "
+                       f"({counts_text} {threshold / 1000:.3g} ms; chi-square {statistic:.1f}, df {df}, "
+                       f"p={p_value:.2g} < {tail_alpha:g})", spread, threshold, above, events, True)
+    return verdict(True, statistic_name, statistic, p_value, tail_alpha,
+                   f"stable over windows {indices}: {unit} above the pooled p99 agree ({counts_text} "
                    f"{threshold / 1000:.3g} ms; chi-square {statistic:.1f}, df {df}, p={p_value:.2g}), "
-                   f"throughput spread {spread:.1%}", spread, threshold, above, True)
+                   f"throughput spread {spread:.1%}", spread, threshold, above, events, True)
 
 
 def is_stable(windows: Sequence[WindowSummary], count: int = STABLE_WINDOWS) -> bool:

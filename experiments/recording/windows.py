@@ -14,12 +14,19 @@ coordinated-omission correction is applied there too, to each bucket's value.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from poochlab.experiments.records import HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES
 from poochlab.experiments.recording.histograms import encode, new_histogram
+
+# The slowest answers of a window kept with their arrival times, so the stability rule can tell
+# one stall (many slow answers arriving together) from slow answers spread over the window. The
+# pooled p99 of a window of n requests has about n/100 above it; 256 covers a stalled 3 s window
+# at 2,000 requests/s per worker (more than 4% of them slow) before the list runs out.
+SLOWEST_KEPT = 1024
 
 # Values below this are exact in a histogram of HDR_SIGNIFICANT_FIGURES figures; above it,
 # the lowest `_BUCKET_BITS` significant bits are kept (hdrh's "lowest equivalent value").
@@ -54,6 +61,10 @@ class WindowData:
     answer_paths: dict[str, int]
     # how late the generator's 10 ms loop-lag timer fired in this window (us)
     loop_lag_histogram: str | None = None
+    # the window's slowest answers: (latency bucket in us, arrival time in monotonic s), and the
+    # latency above which the list holds every answer (0: it holds all of them)
+    slowest: list[tuple[int, float]] = field(default_factory=list)
+    slowest_complete_above_us: int = 0
 
 
 def counts_histogram(counts: dict[int, int], expected_interval_us: int | None = None) -> Any:
@@ -87,6 +98,7 @@ class _OpenWindow:
     decode_us: float = 0.0
     paths: dict[str, int] = field(default_factory=dict)
     loop_lag: dict[int, int] = field(default_factory=dict)
+    slowest: list[tuple[int, float]] = field(default_factory=list)  # a min-heap of SLOWEST_KEPT
 
     def close(self, corrected: bool, open_loop: bool, expected_interval_us: int | None) -> WindowData:
         return WindowData(
@@ -102,6 +114,8 @@ class _OpenWindow:
                                    "decode_us": self.decode_us} if self.requests else {},
             answer_paths=dict(self.paths),
             loop_lag_histogram=histogram_text(self.loop_lag) if self.loop_lag else None,
+            slowest=sorted(self.slowest, reverse=True),
+            slowest_complete_above_us=self.slowest[0][0] if len(self.slowest) >= SLOWEST_KEPT else 0,
         )
 
 
@@ -196,6 +210,13 @@ class WindowRecorder:
             value = bucket_us(end - start)
             counts = window.latency
             counts[value] = counts.get(value, 0) + 1
+            slowest = window.slowest
+            if len(slowest) < SLOWEST_KEPT:
+                heapq.heappush(slowest, (value, end))
+            elif value > slowest[0][0]:
+                # Only strictly slower answers enter a full list: everything above its least
+                # value is then in it (slowest_complete_above_us).
+                heapq.heapreplace(slowest, (value, end))
             if timing is not None:
                 window.encode_us += timing.encode_us
                 window.wait_us += timing.wait_us
