@@ -163,7 +163,7 @@ def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) ->
     """At 600 req/s against the echo server: the lab's gRPC path (and the old gevent one) next to
     the bare blocking grpcio loop, back to back and paced alike; ``--repeats`` rounds, the order
     rotating, each side's histograms merged over the rounds."""
-    from poochlab.experiments.bench.grpc_loop import run_call_loop
+    from poochlab.experiments.drivers.grpc_loop import run_call_loop
     from poochlab.experiments.load import LoadSettings, measure_trial
     from poochlab.experiments.recording.histograms import add_encoded, new_histogram
 
@@ -289,7 +289,7 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
     from poochlab.clients.config import ClientConfig
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.batching import WRK_SCRIPT, run_wrk, servable_base, start_server
-    from poochlab.experiments.bench.grpc_loop import run_call_loop
+    from poochlab.experiments.drivers.grpc_loop import run_call_loop
     from poochlab.experiments.load import LoadSettings, Workload, measure_trial
     from poochlab.experiments.recording.histograms import add_encoded, decode, new_histogram
     from poochlab.models.facts import generate_pupdates

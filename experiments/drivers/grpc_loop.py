@@ -5,7 +5,7 @@ schedule) for ``seconds`` after a warm-up; every latency (``time.monotonic`` aro
 into an HdrHistogram. No decode, no gevent, no threads: the least a Python gRPC client does per request, so the lab's
 gRPC path is judged against it. ``wire``: "grpcio" (a grpcio channel) or "lean" (the lab's own
 HTTP/2 wire, clients/grpc_wire.py, one connection). Run it as
-``python -m poochlab.experiments.bench.grpc_loop <target> <seconds> [<rate> [<wire>]]``; it prints one JSON line
+``python -m poochlab.experiments.drivers.grpc_loop <target> <seconds> [<rate> [<wire>]]``; it prints one JSON line
 (``histogram`` as hdrh text, ``requests``, ``cpu_s``, ``wall_s``). It inherits the caller's CPU
 affinity and priority, so a benchmark pins it like the lab's generator.
 """
@@ -88,7 +88,7 @@ def call_loop(target: str, seconds: float, rate_rps: float | None = None,
 def run_call_loop(target: str, seconds: float, rate_rps: float | None = None,
                   wire: str = "grpcio") -> dict[str, Any]:
     """Run the loop in a fresh process (inheriting this one's affinity) and return its result."""
-    command = [sys.executable, "-m", "poochlab.experiments.bench.grpc_loop", target, str(seconds),
+    command = [sys.executable, "-m", "poochlab.experiments.drivers.grpc_loop", target, str(seconds),
                str(rate_rps or 0), wire]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0 or not done.stdout.strip():
