@@ -42,12 +42,13 @@ class LocustTrialDriver:
     name: str
     run_id: str = "bench"
     server_pid: int | None = None
+    record_requests: bool = True  # False: workers count answers only (what recording costs)
 
     def run(self) -> LoadRun:
         from poochlab.experiments.load.trial import measure_trial
 
         record = measure_trial(self.settings, self.client, self.workload, bench_record(self.name, self.run_id),
-                               server_pid=self.server_pid)
+                               server_pid=self.server_pid, _record_requests=self.record_requests)
         return run_of_record(record)
 
 
