@@ -6,6 +6,11 @@ timed response), which becomes the run's HdrHistogram, so percentiles are read t
 (``recording/histograms.py``) and never from wrk's rounded summary. wrk times non-2xx answers
 too: they are in the histogram and counted in ``errors_by_kind["status"]``; callers decide.
 
+wrk corrects its latency histogram for coordinated omission before it reports anything (its
+``stats_correct``: values at the mean interval per connection are added for each slow response),
+so the histogram can hold more values than ``requests``; its ``--latency`` percentiles come from
+the same corrected histogram, so benches that read those before read the same data now.
+
 ``server_timing``: also collect each response's ``Server-Timing: compute;dur=`` (the lab
 server's own compute) into the window's server-compute histogram. A Lua ``response`` hook slows
 wrk's own timing, so a bench runs this apart from the run whose latency it reports.
