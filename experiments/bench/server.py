@@ -188,6 +188,8 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
         with placement.as_role("server"):
             server = launch(spec)
         try:
+            server_pid = server.pid
+            assert server_pid is not None  # a launched lab server is a process of ours
             echos = {}
             for kind, key in REST_ECHOS + GRPC_ECHOS:
                 process, port = start_echo(placement, kind, base_path)
@@ -207,10 +209,10 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
                     _, process, port = echos[key]
                     results.add(key, measure_grpc(f"(b) gRPC echo: {_echo_name(kind)}", process.pid, f"127.0.0.1:{port}",
                                                   payload, calls, seconds))
-                results.add("lab_rest", measure_rest("(c) lab server, REST", server.pid,
+                results.add("lab_rest", measure_rest("(c) lab server, REST", server_pid,
                                                      f"{server.rest_url}/v1/models/pooch_predictor:predict",
                                                      seconds, server_timing=True))
-                results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server.pid, server.grpc_target,
+                results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server_pid, server.grpc_target,
                                                      payload, calls, seconds))
         finally:
             server.stop()
