@@ -161,3 +161,9 @@ def test_keeping_cpus_awake_names_the_device_it_cannot_open(tmp_path: Path):
     with pytest.raises(RuntimeError, match="no_such_device"):
         with cpus_kept_awake(tmp_path / "no_such_device"):
             pass
+
+
+def test_the_report_names_each_target_rather_than_where_it_was_asked_for():
+    report = format_report(one_round(**rows_for(lab=0.45, echo=0.1, floor=0.36, compute=0.2)))
+    assert "| target (lab <= 1.15 x (matching echo + model compute)) | lab | limit | met |" in report
+    assert "issue" not in report.lower()
