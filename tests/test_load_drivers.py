@@ -1,10 +1,11 @@
 """The load-driver interface: wrk's result read into the trial's window, the one placement rule,
-and real wrk and bare-loop runs against the echo server."""
+and real wrk, bare-loop and Locust runs against the echo server."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +59,7 @@ def test_wrk_script_quotes_any_body_as_one_lua_string() -> None:
 def test_wrk_command_pins_and_keeps_whole_seconds() -> None:
     driver = WrkDriver("http://h/p", b"{}", connections=8, seconds=0.4, threads=2, timeout_s=5,
                        cpus=frozenset({3, 1}))
-    assert driver.command(__import__("pathlib").Path("/s.lua")) == [
+    assert driver.command(Path("/s.lua")) == [
         "taskset", "-c", "1,3", "wrk", "-t2", "-c8", "-d1s", "--timeout", "5s", "-s", "/s.lua", "http://h/p"]
 
 
@@ -117,8 +118,9 @@ def test_a_pinned_placement_starts_servers_on_their_cores_and_restores() -> None
 
 
 @pytest.mark.e2e
-def test_real_wrk_and_bare_loop_runs_fill_the_window() -> None:
+def test_real_wrk_bare_loop_and_locust_runs_fill_the_window() -> None:
     from poochlab.experiments.drivers.grpc_loop import GrpcLoopDriver
+    from poochlab.experiments.drivers.locust_command import LocustCommandDriver
     from poochlab.experiments.load.echo_server import start_echo_server
 
     if not wrk_installed():
@@ -128,7 +130,15 @@ def test_real_wrk_and_bare_loop_runs_fill_the_window() -> None:
         answered = WrkDriver(f"{echo.rest_url}/v1/models/pooch_predictor:predict", body, seconds=1).run()
         missing = WrkDriver(f"{echo.rest_url}/no/such/path", body, seconds=1).run()
         bare = GrpcLoopDriver(echo.grpc_target, 0.3).run()
+        repo = Path(__file__).resolve().parents[1]
+        locust = LocustCommandDriver(repo / "docker" / "locustfile.py", echo.rest_url, users=2, seconds=2,
+                                     env={"POOCHLAB_GRPC_TARGET": echo.grpc_target}, cwd=repo).run()
     assert answered.requests > 0 and answered.errors == 0
     assert answered.latency().get_total_count() >= answered.requests  # wrk's own correction only adds
     assert missing.window.errors_by_kind.get("status") == missing.requests > 0
     assert bare.requests == bare.latency().get_total_count() > 0 and bare.cpu_s is not None
+    # Locust's runner with the lab's recorder: the window is the file's merged histogram of every name.
+    result = locust.details["result"]
+    assert locust.requests == sum(section["count"] for section in result["by_name"].values()) > 0
+    assert locust.latency().get_total_count() == locust.requests and locust.errors == 0
+    assert locust.wall_s > 0

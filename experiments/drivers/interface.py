@@ -13,7 +13,9 @@ compare and what to print, and nothing about how a request is sent. They meet he
 
 Percentiles are read from the window's histogram (``recording/histograms.py``), never from a
 tool's own rounded summary. Drivers: ``wrk.py`` (wrk, C, REST), ``grpc_loop.py`` (the bare
-blocking gRPC loop), ``locust_trial.py`` (the lab's Locust workers, through ``measure_trial``).
+blocking gRPC loop), ``grpc_calls.py`` (raw grpcio calls in-process), ``locust_trial.py`` (the
+lab's Locust workers, through ``measure_trial``), ``locust_command.py`` (Locust's own runner with
+the lab's distributed recorder).
 """
 
 from __future__ import annotations
