@@ -74,7 +74,7 @@ def test_one_percentile_rule_for_samples_and_counts() -> None:
 
 
 def test_trials_rule_pins_only_with_a_core_to_spare() -> None:
-    assert core_plan(1, False, True, [0, 1]) == ({}, "2 cores: pinning 2 roles needs 3 (one to spare), not pinned")
+    assert core_plan(1, False, True, [0, 1]) == (None, "2 cores: pinning 2 roles needs 3 (one to spare), not pinned")
     assignment, reason = core_plan(1, True, True, [0, 1, 2, 3])
     assert assignment == {"generator0": [3], "redis": [2], "server": [0, 1]} and reason == "separate cores per role"
     assert core_plan(2, False, True, [4, 5, 6, 7])[0] == {"generator0": [7], "generator1": [6], "server": [4, 5]}

@@ -170,16 +170,17 @@ def plan_and_pin(server_pid: int | None, generator_pids: list[int], redis_pid: i
     return placement
 
 
-def core_plan(generators: int, redis: bool, server: bool, cores: list[int] | None = None) -> tuple[dict[str, list[int]], str]:
+def core_plan(generators: int, redis: bool, server: bool,
+              cores: list[int] | None = None) -> tuple[dict[str, list[int]] | None, str]:
     """The one placement rule, for trials and benches alike: each generator (``generator<i>``) and
     Redis get a core of their own from the top, the server keeps every remaining core, and only
-    when one core is left to spare; otherwise no role is pinned ({} and the reason)."""
+    when one core is left to spare; otherwise no role is pinned (None and the reason)."""
     cores = sorted(available_cores()) if cores is None else sorted(cores)
     if not hasattr(os, "sched_setaffinity"):
-        return {}, "this platform has no sched_setaffinity"
+        return None, "this platform has no sched_setaffinity"
     needed = generators + (1 if redis else 0) + (1 if server else 0)
     if len(cores) < needed + 1:
-        return {}, f"{len(cores)} cores: pinning {needed} roles needs {needed + 1} (one to spare), not pinned"
+        return None, f"{len(cores)} cores: pinning {needed} roles needs {needed + 1} (one to spare), not pinned"
     assignment: dict[str, list[int]] = {}
     free = list(cores)
     for position in range(generators):
@@ -195,7 +196,7 @@ def _pin(server_pid: int | None, generator_pids: list[int], redis_pid: int | Non
     if not enabled:
         return Placement(False, {}, "placement disabled by the trial's settings")
     assignment, reason = core_plan(len(generator_pids), bool(redis_pid), bool(server_pid))
-    if not assignment:
+    if assignment is None:
         return Placement(False, {}, reason)
     pids_by_role: dict[str, list[int]] = {f"generator{position}": [pid] for position, pid in enumerate(generator_pids)}
     if redis_pid:
@@ -222,4 +223,4 @@ def bench_placement(redis: bool = False) -> Placement:
     server inside :meth:`Placement.as_role` so that it inherits the server's cores.
     """
     assignment, reason = core_plan(1, redis, True)
-    return Placement(bool(assignment), assignment, reason)
+    return Placement(assignment is not None, assignment or {}, reason)
