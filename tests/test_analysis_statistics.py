@@ -19,7 +19,7 @@ from poochlab.experiments.analysis.frontier import (
     pareto_optimal,
     sustainable_throughput,
 )
-from poochlab.experiments.analysis.histograms import bucket_values_us
+from poochlab.experiments.analysis.bucket_counts import bucket_values_us
 from poochlab.experiments.analysis.run_analysis import analyze
 from poochlab.experiments.analysis.saved_run import load_run
 

@@ -1,8 +1,8 @@
-"""The batching benchmark's arithmetic: merged histograms, throughput, the issue's checks."""
+"""The batching benchmark's arithmetic: merged histograms, throughput, its two targets."""
 
 from __future__ import annotations
 
-from poochlab.experiments.bench.batching import Point, Slice, issue_checks
+from poochlab.experiments.bench.batching import Point, Slice, target_checks
 
 
 def slice_of(latencies: dict[int, int], seconds: float, errors: int = 0) -> Slice:
@@ -33,14 +33,14 @@ def test_mean_batch_size_weights_slices_by_their_batches():
     assert point.mean_batch_size == 100.0 / 12.0
 
 
-def test_issue_checks_report_both_targets():
+def test_target_checks_report_both_targets():
     points = [
         Point("large", "none", 16, [slice_of({1000: 100}, 1.0)]),
         Point("large", "timeout1ms", 16, [slice_of({1000: 150}, 1.0)]),
         Point("large", "none", 1, [slice_of({1000: 10}, 1.0)]),
         Point("large", "timeout0", 1, [slice_of({1050: 10}, 1.0)]),
     ]
-    lines = issue_checks(points)
+    lines = target_checks(points)
     assert lines[0].startswith("large, 16 clients: throughput timeout1ms / none = 150 / 100 = 1.50x")
     assert lines[0].endswith("NOT met)")
     assert "p50 timeout0 / none = 1.050 / 1.000 ms = 1.05x" in lines[1]

@@ -13,6 +13,7 @@ from poochlab.experiments.bench.echo_servers import main as echo_main
 from poochlab.experiments.bench.server import (
     Results, Row, checks, format_report, gap_split, grpc_request_bytes, start_echo, stop,
 )
+from poochlab.experiments.recording.placement import Placement
 from poochlab.serving.launcher import free_port
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
@@ -84,11 +85,9 @@ def test_rows_show_the_median_of_the_rounds_not_their_mean():
     assert results.rows["compute"].p50_ms == 0.2
 
 
-class _Placement:
-    """Start without pinning (tests do not measure speed)."""
-
-    def start(self, command: list[str], **kwargs: object) -> subprocess.Popen:
-        return subprocess.Popen(command, **kwargs)  # type: ignore[call-overload]
+def _unpinned() -> Placement:
+    """The lab's placement, pinning nothing (tests do not measure speed)."""
+    return Placement(False, {}, "tests do not measure speed")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ def model_base(pooch_exports: dict[str, Path]) -> Path:
 
 
 def test_rest_echo_with_model_call_answers_the_request_bytes(model_base: Path):
-    process, port = start_echo(_Placement(), "httptools+model", model_base)  # type: ignore[arg-type]
+    process, port = start_echo(_unpinned(), "httptools+model", model_base)
     try:
         body = b'{"instances": [{"hashtags": "#corgi", "country": "GB", "followers": 12}]}'
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -113,7 +112,7 @@ def test_rest_echo_with_model_call_answers_the_request_bytes(model_base: Path):
 def test_grpc_echo_with_model_call_answers_the_request_bytes(model_base: Path):
     import grpc
 
-    process, port = start_echo(_Placement(), "grpc-sync+model", model_base)  # type: ignore[arg-type]
+    process, port = start_echo(_unpinned(), "grpc-sync+model", model_base)
     try:
         payload = grpc_request_bytes()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -162,3 +161,9 @@ def test_keeping_cpus_awake_names_the_device_it_cannot_open(tmp_path: Path):
     with pytest.raises(RuntimeError, match="no_such_device"):
         with cpus_kept_awake(tmp_path / "no_such_device"):
             pass
+
+
+def test_the_report_names_each_target_rather_than_where_it_was_asked_for():
+    report = format_report(one_round(**rows_for(lab=0.45, echo=0.1, floor=0.36, compute=0.2)))
+    assert "| target (lab <= 1.15 x (matching echo + model compute)) | lab | limit | met |" in report
+    assert "issue" not in report.lower()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poochlab.experiments.analysis.histograms import bucket_values_us, percentile_us
+from poochlab.experiments.analysis.bucket_counts import bucket_values_us, percentile_us
 
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from poochlab.experiments.analysis.bootstrap import DEFAULT_RESAMPLES, difference_intervals, percentile_intervals
-from poochlab.experiments.analysis.histograms import percentile_us
+from poochlab.experiments.analysis.bucket_counts import percentile_us
 from poochlab.experiments.analysis.run_analysis import RunAnalysis
 
 COMPARED_PERCENTILES = (50.0, 99.0)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from poochlab.experiments.analysis.histograms import decode_counts, percentile_us
+from poochlab.experiments.analysis.bucket_counts import decode_counts, percentile_us
 from poochlab.experiments.records import TrialRecord
 
 NAN = float("nan")

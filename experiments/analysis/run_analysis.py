@@ -19,7 +19,7 @@ from poochlab.experiments.analysis.bootstrap import (
     DEFAULT_RESAMPLES,
     percentile_intervals,
 )
-from poochlab.experiments.analysis.histograms import percentile_us, summary_ms
+from poochlab.experiments.analysis.bucket_counts import percentile_us, summary_ms
 from poochlab.experiments.analysis.saved_run import SavedRun
 from poochlab.experiments.analysis.trial_metrics import (
     DecodedTrial,

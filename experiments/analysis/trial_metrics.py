@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from poochlab.experiments.analysis.histograms import decode_counts, mean_us, percentile_us, summary_ms
+from poochlab.experiments.analysis.bucket_counts import decode_counts, mean_us, percentile_us, summary_ms
 from poochlab.experiments.records import TrialRecord
 
 NAN = float("nan")

@@ -5,14 +5,14 @@ For each variant and batching parameter set (``none`` = no ``--enable_batching``
 Predictor and drives REST predict with ``wrk`` (C, closed loop: each connection waits for its
 answer before sending the next request) at each concurrency. It prints a table of throughput and
 p50/p90/p99 with the mean processed batch size read from the server's own Prometheus metrics,
-then the issue's checks: throughput at 16 clients with ``timeout1ms`` over ``none`` (target
+then its checks: throughput at 16 clients with ``timeout1ms`` over ``none`` (target
 >= 2x) and p50 at 1 client with ``timeout0`` over ``none`` (target <= 1.1x).
 
 Our machines are shared and noisy, so the servers of one variant run side by side and the
 measurements are interleaved: in each round every parameter set gets one slice at each
-concurrency, in a rotated order, and a point merges its slices. wrk hands over its whole latency
-histogram (microseconds, every request), so percentiles are computed from merged counts, never
-averaged. Results, with every slice, go to a JSON file beside the printout.
+concurrency, in a rotated order, and a point merges its slices. wrk (the wrk load driver,
+experiments/drivers/wrk.py) hands over its whole latency histogram (microseconds, every request),
+so percentiles are read from the merged HdrHistogram, never averaged. Results, with every slice, go to a JSON file beside the printout.
 """
 
 from __future__ import annotations
@@ -20,19 +20,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from poochlab.cli import CommandError as BenchError  # one-line user errors
+from poochlab.experiments.drivers.interface import DriverError
+from poochlab.experiments.drivers.wrk import WrkDriver, wrk_installed
 from poochlab.models.pupdate import MODEL_NAME
 
 if TYPE_CHECKING:
@@ -46,26 +45,6 @@ DEFAULT_CONCURRENCY = (1, 4, 16)
 # One pupdate per request, as an app predicting one post at a time would send.
 PREDICT_BODY = {"instances": [{"hashtags": "#corgi #adorable #puppy", "country": "US",
                                "followers": 1234}]}
-
-# wrk prints one JSON line at the end: counts and its whole latency histogram, in microseconds.
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%(body)s]]
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local bins = {}
-  for i = 1, #latency do
-    local value, count = latency(i)
-    bins[#bins + 1] = string.format("[%%d,%%d]", value, count)
-  end
-  io.write(string.format(
-    'POOCHLAB_WRK {"requests": %%d, "duration_us": %%d, "errors": %%d, "latency_us": [%%s]}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    table.concat(bins, ",")))
-end
-"""
-
 
 @dataclass
 class Slice:
@@ -98,21 +77,12 @@ class Point:
         return self.answered / seconds if seconds else 0.0
 
     def percentile_us(self, percent: float) -> int:
-        """From the merged histogram: the smallest latency at or above ``percent`` of requests."""
-        merged: dict[int, int] = {}
-        for piece in self.slices:
-            for value, count in piece.latency_us.items():
-                merged[value] = merged.get(value, 0) + count
-        total = sum(merged.values())
-        if not total:
-            return 0
-        rank = max(1, math.ceil(total * percent / 100))
-        seen = 0
-        for value in sorted(merged):
-            seen += merged[value]
-            if seen >= rank:
-                return value
-        return max(merged)
+        """From the histogram of every slice's requests merged (HdrHistogram's rule); 0 when empty."""
+        from poochlab.experiments.recording.histograms import histogram_of_counts, percentile_us
+
+        merged = histogram_of_counts((value, count) for piece in self.slices for value, count in piece.latency_us.items())
+        value = percentile_us(merged, percent)
+        return 0 if value is None else int(value)
 
     @property
     def mean_batch_size(self) -> float | None:
@@ -167,27 +137,21 @@ def start_server(base_path: Path, batching_file: Path | None, log_path: Path) ->
     return server
 
 
-def run_wrk(url: str, script: Path, concurrency: int, seconds: float) -> dict:
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--timeout", "10s",
-               "-s", str(script), url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    for line in done.stdout.splitlines():
-        if line.startswith("POOCHLAB_WRK "):
-            return json.loads(line.split(" ", 1)[1])
-    raise BenchError(f"wrk printed no result ({' '.join(command)}):\n{done.stdout}\n{done.stderr}")
-
-
-def measure(server: "RunningServer", script: Path, concurrency: int, seconds: int,
+def measure(server: "RunningServer", body: bytes, concurrency: int, seconds: int,
             warmup: int) -> Slice:
     url = f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
-    if warmup > 0:
-        run_wrk(url, script, concurrency, warmup)
-    load = os.getloadavg()[0]
-    before = batch_totals(server.rest_url) or (0.0, 0.0)
-    result = run_wrk(url, script, concurrency, seconds)
+    wrk = WrkDriver(url, body, connections=concurrency, seconds=seconds, timeout_s=10)
+    try:
+        if warmup > 0:
+            replace(wrk, seconds=warmup).run()
+        load = os.getloadavg()[0]
+        before = batch_totals(server.rest_url) or (0.0, 0.0)
+        run = wrk.run()
+    except DriverError as error:
+        raise BenchError(str(error)) from None
     after = batch_totals(server.rest_url) or (0.0, 0.0)
-    return Slice(result["requests"], result["errors"], result["duration_us"],
-                 {int(value): int(count) for value, count in result["latency_us"]},
+    return Slice(run.requests, run.errors, round(run.wall_s * 1e6),
+                 {int(value): int(count) for value, count in run.details["latency_us"]},
                  after[0] - before[0], after[1] - before[1], load)
 
 
@@ -217,7 +181,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str], list[int]]]:
 
 
 def measure_variant(variant: str, sets: list[str], concurrencies: list[int], base: Path,
-                    args: argparse.Namespace, script: Path, logs: Path) -> list[Point]:
+                    args: argparse.Namespace, body: bytes, logs: Path) -> list[Point]:
     """Every set's server up at once; ``args.rounds`` interleaved slices per point."""
     points = {(name, clients): Point(variant, name, clients) for name in sets for clients in concurrencies}
     servers: dict[str, "RunningServer"] = {}
@@ -229,7 +193,7 @@ def measure_variant(variant: str, sets: list[str], concurrencies: list[int], bas
             order = sets[shift:] + sets[:shift]  # no set always goes first (or last)
             for clients in concurrencies:
                 for name in order:
-                    piece = measure(servers[name], script, clients, args.duration, args.warmup)
+                    piece = measure(servers[name], body, clients, args.duration, args.warmup)
                     points[name, clients].slices.append(piece)
                     print(f"  round {round_index + 1} {variant:5} {name:11} c={clients:<3} "
                           f"{(piece.requests - piece.errors) / (piece.duration_us / 1e6):7.0f} req/s "
@@ -255,8 +219,9 @@ def format_table(points: Sequence[Point]) -> str:
     return "\n".join(lines)
 
 
-def issue_checks(points: Sequence[Point]) -> list[str]:
-    """The issue's two targets, as ratios (only those the run measured)."""
+def target_checks(points: Sequence[Point]) -> list[str]:
+    """The two targets (batching's throughput gain at 16 clients, its p50 cost at 1), as ratios
+    (only those the run measured)."""
     def find(variant: str, name: str, clients: int) -> Point | None:
         return next((p for p in points if (p.variant, p.parameter_set, p.concurrency)
                      == (variant, name, clients)), None)
@@ -308,7 +273,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if shutil.which("wrk") is None:
+    if not wrk_installed():
         raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
     if args.rounds < 1 or args.duration < 1:
         raise BenchError("--rounds and --duration must be at least 1")
@@ -321,13 +286,12 @@ def run(args: argparse.Namespace) -> int:
     points: list[Point] = []
     started = dt.datetime.now(dt.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="bench-batching-") as tmp:
-        script = Path(tmp) / "predict.lua"
-        script.write_text(WRK_SCRIPT % {"body": json.dumps(PREDICT_BODY)})
+        body = json.dumps(PREDICT_BODY).encode()
         for variant, sets, concurrencies in groups:
-            points += measure_variant(variant, sets, concurrencies, bases[variant], args, script,
+            points += measure_variant(variant, sets, concurrencies, bases[variant], args, body,
                                       Path(tmp))
     print(format_table(points))
-    checks = issue_checks(points)
+    checks = target_checks(points)
     for line in checks:
         print(line)
     out = args.out or REPO_ROOT / "results" / "bench" / f"batching-{started:%Y%m%dT%H%M%SZ}.json"

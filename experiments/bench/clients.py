@@ -13,10 +13,12 @@ Predictor, in one run:
 
 The Python clients take turns in blocks of 50 calls, and each round also runs wrk, so that a noisy
 neighbour on a shared machine hits them all alike; a figure is the median over rounds of each
-round's p50 (wrk gives only its own percentiles); p90/p99 pool all of a client's samples.
-Server, Redis and the echo server are pinned to one CPU, this process and wrk to another, when
-the machine has two. The issue's checks: lean REST p50 within 1.25x of wrk's (judged on the
-median of the rounds' paired ratios, which the host's drift between rounds cannot bias); a cache
+round's p50 (a round's p50 read from its samples' HdrHistogram, wrk's from its own whole
+histogram); p90/p99 pool all of a client's samples. Server and echo server, Redis, and this
+process with wrk get cores of their own when the machine has a core to spare for each (the
+trials' placement rule, recording/placement.py). The checks: lean REST p50 within 1.25x of wrk's
+(judged on the median of the rounds' paired ratios, which the host's drift between rounds cannot
+bias); a cache
 hit's p50 within 1.5x of a bare GET plus the client's own encode and decode.
 Results are printed and written as JSON (``--out``).
 """
@@ -38,22 +40,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from poochlab.cli import CommandError
+from poochlab.experiments.drivers.interface import DriverError
+from poochlab.experiments.drivers.wrk import WrkDriver
+from poochlab.experiments.recording.histograms import histogram_of, percentile_us
+from poochlab.experiments.recording.placement import bench_placement
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROW = {"hashtags": "#corgi #adorable #puppy", "country": "US", "followers": 1234}
 REST_LIBRARIES = ("requests", "urllib3", "http.client", "geventhttpclient", "httptools")
 ECHO_KIND = "grpc-sync"  # the lab server's own gRPC stack (grpc's thread-pool server), from echo_servers.py
 ECHO_NAME = f"grpc echo ({ECHO_KIND} echo server)"
-WRK_LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
-done = function(summary, latency, requests)
-  io.write(string.format('POOCHLAB_WRK {"requests": %%d, "p50_us": %%d, "p99_us": %%d, "errors": %%d}\\n',
-    summary.requests, latency:percentile(50), latency:percentile(99),
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
-end
-"""
 
 
 @dataclass
@@ -72,16 +68,13 @@ class Series:
         return statistics.median(self.round_p50_us)
 
     def quantile(self, q: float) -> float | None:
-        if not self.samples_us:
-            return None
-        ordered = sorted(self.samples_us)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile_us(histogram_of(self.samples_us), q * 100) if self.samples_us else None
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "p50_us": round(self.p50_us, 1),
                 "p90_us": _round(self.quantile(0.90)),
                 "p99_us": _round(self.quantile(0.99) if self.samples_us else statistics.median(self.round_p99_us)),
-                "client_encode_decode_p50_us": _round(statistics.median(self.client_us) if self.client_us else None),
+                "client_encode_decode_p50_us": _round(_p50(self.client_us) if self.client_us else None),
                 "client_cpu_us_per_call": round(self.cpu_us / len(self.samples_us), 1) if self.samples_us else None,
                 "samples": len(self.samples_us), "round_p50_us": [round(v, 1) for v in self.round_p50_us]}
 
@@ -114,28 +107,21 @@ def interleaved_round(calls: dict[str, Callable[[], Any]], count: int,
     return results
 
 
-def run_wrk(url: str, body: bytes, seconds: float, workdir: Path, cpus: set[int] | None) -> dict[str, Any]:
-    script = workdir / "predict.lua"
-    script.write_text(WRK_LUA % body.decode("utf-8"))
-    command = ["wrk", "-t1", "-c1", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script), url]
-    if cpus:
-        command = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] + command
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    for line in done.stdout.splitlines():
-        if line.startswith("POOCHLAB_WRK "):
-            result = json.loads(line.split(" ", 1)[1])
-            if result["errors"]:
-                raise CommandError(f"wrk saw {result['errors']} errors posting to {url}")
-            return result
-    raise CommandError(f"wrk printed no result ({' '.join(command)}): {done.stderr.strip()[:300]}")
+def _p50(samples_us: list[float]) -> float:
+    return percentile_us(histogram_of(samples_us), 50) or 0.0
 
 
-def placement() -> tuple[set[int] | None, set[int] | None]:
-    """(servers' CPUs, client's CPUs): split the first two CPUs when there are two, else no pinning."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None, None
-    return {cpus[1]}, {cpus[0]}
+def run_wrk(url: str, body: bytes, seconds: float, cpus: set[int] | None) -> dict[str, Any]:
+    """One wrk run at one connection: its request count, p50 and p99 (us); any error is fatal."""
+    try:
+        run = WrkDriver(url, body, connections=1, seconds=seconds, timeout_s=5,
+                        cpus=frozenset(cpus) if cpus else None).run()
+    except DriverError as error:
+        raise CommandError(str(error)) from None
+    if run.errors:
+        raise CommandError(f"wrk saw {run.errors} errors posting to {url}")
+    return {"requests": run.requests, "p50_us": run.percentile_us(50) or 0.0, "p99_us": run.percentile_us(99) or 0.0,
+            "errors": run.errors}
 
 
 def pin(pid: int, cpus: set[int] | None) -> None:
@@ -182,7 +168,8 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
     from poochlab.experiments.sweep.redis_service import RedisServer
     from poochlab.serving.launcher import ServerSpec, free_port, launch
 
-    server_cpus, client_cpus = placement()
+    placement = bench_placement(redis=True)
+    server_cpus, redis_cpus, client_cpus = (placement.cores(role) for role in ("server", "redis", "generator0"))
     spec = ServerSpec(model_name="pooch_predictor", model_base_path=base / "pooch_predictor",
                       log_file=workdir / "server.log")
     redis_server = RedisServer.on_free_port(workdir / "redis")
@@ -195,8 +182,8 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
             pin(server.pid, server_cpus)
             pin(echo.pid, server_cpus)
             redis_server.start()
-            pin(redis_server.pid, server_cpus)  # type: ignore[arg-type]
-            pin(0, client_cpus)
+            pin(redis_server.pid, redis_cpus)  # type: ignore[arg-type]
+            placement.pin_self()
             server.wait_until_available(["pooch_predictor"], timeout_s=180)
             rest = {"rest_url": server.rest_url}
             for library in REST_LIBRARIES:
@@ -228,7 +215,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
             body = encode_request([ROW], "serving_default", "row")
             url = f"{server.rest_url}/v1/models/pooch_predictor:predict"
             for _ in range(rounds):
-                wrk = run_wrk(url, body, wrk_seconds, workdir, client_cpus)
+                wrk = run_wrk(url, body, wrk_seconds, client_cpus)
                 series["wrk (C, 1 connection)"].round_p50_us.append(float(wrk["p50_us"]))
                 series["wrk (C, 1 connection)"].round_p99_us.append(float(wrk["p99_us"]))
                 for name, (samples, answers, cpu_us) in interleaved_round(calls_by_name, calls).items():
@@ -245,11 +232,13 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
         redis_server.stop()
         echo.kill()
         echo.wait(10)
-    return _report(series, base, server_cpus, client_cpus, rounds, calls, wrk_seconds, log_tail)
+        placement.restore()
+    return _report(series, base, (server_cpus or set()) | (redis_cpus or set()), client_cpus, rounds, calls,
+                   wrk_seconds, log_tail)
 
 
 def _record(series: Series, samples: list[float], cpu_us: float) -> None:
-    series.round_p50_us.append(statistics.median(samples))
+    series.round_p50_us.append(_p50(samples))
     series.samples_us.extend(samples)
     series.cpu_us += cpu_us
 
@@ -263,7 +252,7 @@ def _report(series: dict[str, Series], base: Path, server_cpus: set[int] | None,
 
     lean = series[f"rest {LEAN_LIBRARY} row"].p50_us
     hit = series["rest lean + Redis hit"]
-    floor = series["redis-py GET (bare)"].p50_us + statistics.median(hit.client_us)
+    floor = series["redis-py GET (bare)"].p50_us + _p50(hit.client_us)
     versions = {name: metadata.version(name) for name in ("grpcio", "redis", "requests", "urllib3", "geventhttpclient")}
     return {
         "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

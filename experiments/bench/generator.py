@@ -1,8 +1,10 @@
 """``poochlab bench generator``: can the load generator be trusted, and what does it cost?
 
-Measured in one run, each printed and saved as JSON, with the server (echo or lab) pinned to the
-first core and the generator (this process and everything it starts: Locust workers, the bare
-loop, wrk) to the others, all at the lab's raised priority where allowed:
+Measured in one run, each printed and saved as JSON, with the server (echo or lab) and the
+generator (this process and everything it starts: Locust workers, the bare loop, wrk) placed by
+the trials' rule (recording/placement.py: cores of their own when one is left to spare), all at
+the lab's raised priority where allowed. Load goes through the load drivers (experiments/drivers/):
+wrk, the bare gRPC loop and the lab's Locust trial:
 
 1. The open-loop floor per client path (REST lean, gRPC) against the echo server: at each rate
    (600, 1,200, 2,000 req/s and up, until a rate is invalid) the achieved rate, p50, p99, p99
@@ -49,12 +51,6 @@ FLOOR_TARGET = 1.3
 CONCURRENCY1_TARGET = 1.2
 
 
-def _record(name: str) -> Any:
-    from poochlab.experiments.records import TrialRecord
-
-    return TrialRecord(run_id="bench-generator", trial_id=name, config_id=name, repetition=0, factors={}, seed=0)
-
-
 def _result(record: Any) -> dict[str, Any]:
     from poochlab.experiments.recording.histograms import merge_encoded
 
@@ -80,38 +76,33 @@ def _result(record: Any) -> dict[str, Any]:
 
 # -- placement -----------------------------------------------------------------------------------
 class Pinning:
-    """The server on the first core, this process (and so every generator it starts) on the rest;
-    everything at the lab's raised priority where allowed. ``server()`` wraps a server's start:
-    it inherits the server core from this process."""
+    """The server and this process (and so every generator it starts) placed by the trials' rule
+    (``bench_placement``); this process at the lab's raised priority where allowed. ``server()``
+    wraps a server's start: it inherits the server's cores from this process."""
 
     def __init__(self) -> None:
-        from poochlab.experiments.recording.placement import ROLE_NICE, available_cores
+        from poochlab.experiments.recording.placement import ROLE_NICE, bench_placement
 
-        self.original = sorted(available_cores())
-        self.server_cores = {self.original[0]} if len(self.original) > 1 else set(self.original)
-        self.generator_cores = set(self.original[1:]) or set(self.original)
+        self.placement = bench_placement()
         self.previous_nice = os.getpriority(os.PRIO_PROCESS, 0)
         try:
             os.setpriority(os.PRIO_PROCESS, 0, ROLE_NICE)
             self.nice = ROLE_NICE
         except OSError:
             self.nice = self.previous_nice
-        os.sched_setaffinity(0, self.generator_cores)
+        self.placement.pin_self()
 
-    @contextlib.contextmanager
-    def server(self) -> Iterator[None]:
-        os.sched_setaffinity(0, self.server_cores)
-        try:
-            yield
-        finally:
-            os.sched_setaffinity(0, self.generator_cores)
+    def server(self) -> contextlib.AbstractContextManager[None]:
+        return self.placement.as_role("server")
 
     def describe(self) -> str:
-        return (f"server on cores {sorted(self.server_cores)}, generator on {sorted(self.generator_cores)}, "
-                f"nice {self.nice}")
+        cores = (f"server on cores {sorted(self.placement.roles['server'])}, generator on "
+                 f"{sorted(self.placement.roles['generator0'])}" if self.placement.pinned
+                 else f"not pinned ({self.placement.reason})")
+        return f"{cores}, nice {self.nice}"
 
     def restore(self) -> None:
-        os.sched_setaffinity(0, set(self.original))
+        self.placement.restore()
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, self.previous_nice)
 
@@ -163,8 +154,9 @@ def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) ->
     """At 600 req/s against the echo server: the lab's gRPC path (and the old gevent one) next to
     the bare blocking grpcio loop, back to back and paced alike; ``--repeats`` rounds, the order
     rotating, each side's histograms merged over the rounds."""
-    from poochlab.experiments.bench.grpc_loop import run_call_loop
-    from poochlab.experiments.load import LoadSettings, measure_trial
+    from poochlab.experiments.drivers.grpc_loop import GrpcLoopDriver
+    from poochlab.experiments.drivers.locust_trial import LocustTrialDriver
+    from poochlab.experiments.load import LoadSettings
     from poochlab.experiments.recording.histograms import add_encoded, new_histogram
 
     sides = [BARE_BACK_TO_BACK, BARE_PACED, "grpc", "grpc-grpcio"]
@@ -178,15 +170,16 @@ def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) ->
         for side in sides[repeat % len(sides):] + sides[:repeat % len(sides)]:
             histogram = new_histogram()
             if side.startswith("bare"):
-                bare = run_call_loop(echo.grpc_target, args.bare_seconds,
-                                     None if side == BARE_BACK_TO_BACK else FLOOR_RATE_RPS)
-                add_encoded(histogram, bare["histogram"])
-                cpu[side][0] += bare["cpu_s"]
-                cpu[side][1] += bare["requests"]
+                bare = GrpcLoopDriver(echo.grpc_target, args.bare_seconds,
+                                      None if side == BARE_BACK_TO_BACK else FLOOR_RATE_RPS).run()
+                add_encoded(histogram, bare.window.histogram)
+                cpu[side][0] += bare.cpu_s or 0.0
+                cpu[side][1] += bare.requests
             else:
                 with _grpc_sender(side):
-                    record = measure_trial(settings, _client(side, echo), workload, _record(f"{side}-{repeat}"),
-                                           server_pid=echo.pid)
+                    record = LocustTrialDriver(settings, _client(side, echo), workload, f"{side}-{repeat}",
+                                               "bench-generator", echo.pid).run().details["record"]
+                # Every window, stable or not: the comparison is of what was sent.
                 for window in record.windows:
                     add_encoded(histogram, window.histogram)
                 cpu[side][0] += record.resources.get("generator_cpu_s") or 0.0
@@ -211,7 +204,8 @@ def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) ->
 
 def _floor_rates(args: argparse.Namespace, path: str, client: Any, workload: Any, echo: Any,
                  rows: list[dict[str, Any]], stop_at: float | None) -> None:
-    from poochlab.experiments.load import LoadSettings, measure_trial
+    from poochlab.experiments.drivers.locust_trial import LocustTrialDriver
+    from poochlab.experiments.load import LoadSettings
     from poochlab.experiments.load.settings import workers_for
 
     for rate in args.rates:
@@ -221,7 +215,8 @@ def _floor_rates(args: argparse.Namespace, path: str, client: Any, workload: Any
                               mode="open", rate_rps=rate)
         settings = LoadSettings(mode="open", rate_rps=rate, window_s=args.window_s, warmup_s=1.0,
                                 min_windows=3, max_windows=args.max_windows, workers=workers)
-        record = measure_trial(settings, client, workload, _record(f"{path}-open-{rate:g}"), server_pid=echo.pid)
+        record = LocustTrialDriver(settings, client, workload, f"{path}-open-{rate:g}", "bench-generator",
+                                   echo.pid).run().details["record"]
         row = {"path": path, "target_rps": rate, "workers": workers, **_result(record)}
         rows.append(row)
         print(_floor_line(row), flush=True)
@@ -247,7 +242,8 @@ def recording_cost(args: argparse.Namespace, workload: Any, pinning: Pinning) ->
     printed too).
     """
     from poochlab.clients.config import ClientConfig
-    from poochlab.experiments.load import LoadSettings, measure_trial
+    from poochlab.experiments.drivers.locust_trial import LocustTrialDriver
+    from poochlab.experiments.load import LoadSettings
     from poochlab.experiments.load.echo_server import start_echo_server
 
     settings = LoadSettings(mode="closed", users=args.cost_users, window_s=args.window_s, warmup_s=1.0,
@@ -260,8 +256,8 @@ def recording_cost(args: argparse.Namespace, workload: Any, pinning: Pinning) ->
         for repeat in range(args.repeats):
             # Alternate which goes first, so that a drift within a pair favours neither.
             for recording in ((True, False) if repeat % 2 == 0 else (False, True)):
-                record = measure_trial(settings, client, workload, _record(f"cost-{recording}-{repeat}"),
-                                       server_pid=echo.pid, _record_requests=recording)
+                record = LocustTrialDriver(settings, client, workload, f"cost-{recording}-{repeat}",
+                                           "bench-generator", echo.pid, recording).run().details["record"]
                 answered = sum(w.requests for w in record.windows)
                 run = {"throughput_rps": answered / sum(w.duration_s for w in record.windows),
                        "cpu_us_per_request": 1e6 * record.resources["generator_cpu_s"] / max(answered, 1)}
@@ -288,10 +284,12 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
     """The lab's closed loop (1 user) against the leanest client of each protocol, alternated."""
     from poochlab.clients.config import ClientConfig
     from poochlab.clients.rest_predictor import encode_request
-    from poochlab.experiments.bench.batching import WRK_SCRIPT, run_wrk, servable_base, start_server
-    from poochlab.experiments.bench.grpc_loop import run_call_loop
-    from poochlab.experiments.load import LoadSettings, Workload, measure_trial
-    from poochlab.experiments.recording.histograms import add_encoded, decode, new_histogram
+    from poochlab.experiments.bench.batching import servable_base, start_server
+    from poochlab.experiments.drivers.grpc_loop import GrpcLoopDriver
+    from poochlab.experiments.drivers.locust_trial import LocustTrialDriver
+    from poochlab.experiments.drivers.wrk import WrkDriver
+    from poochlab.experiments.load import LoadSettings, Workload
+    from poochlab.experiments.recording.histograms import add_encoded, new_histogram
     from poochlab.models.facts import generate_pupdates
     from poochlab.models.pupdate import MODEL_NAME, SIGNATURE_NAME, prediction_inputs
 
@@ -299,8 +297,6 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
     workload = Workload((pupdate,), zipf_s=1.0, source="one fixed pupdate")  # the same request every time
     body = encode_request([prediction_inputs(pupdate)], SIGNATURE_NAME, "row").decode()
     workdir = Path(tempfile.mkdtemp(prefix="bench-generator-"))
-    script = workdir / "predict.lua"
-    script.write_text(WRK_SCRIPT % {"body": body})
     with pinning.server():
         server = start_server(servable_base(args.servables, "small"), None, workdir / "server.log")
     merged = {key: new_histogram() for key in ("wrk", "lab_rest", "bare_grpc", "bare_lean_grpc", "lab_grpc")}
@@ -311,17 +307,20 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
                                 max_windows=3)
         clients = {"lab_rest": ClientConfig(rest_url=server.rest_url, library="lean"),
                    "lab_grpc": ClientConfig(protocol="grpc", grpc_target=server.grpc_target, library="lean")}
-        run_wrk(url, script, 1, 1)  # warm-up, as the lab's trials and the bare loop have one
+        wrk_driver = WrkDriver(url, body.encode(), connections=1, seconds=args.reference_seconds, timeout_s=10)
+        wrk_driver_warmup = WrkDriver(url, body.encode(), connections=1, seconds=1, timeout_s=10)
+        wrk_driver_warmup.run()  # warm-up, as the lab's trials and the bare loop have one
         for repeat in range(args.repeats):
             run: dict[str, Any] = {}
-            wrk = _wrk_histogram(run_wrk(url, script, 1, args.reference_seconds))
+            wrk = wrk_driver.run().latency()
             merged["wrk"].add(wrk)
-            bare = decode(run_call_loop(server.grpc_target, args.reference_seconds)["histogram"])
+            bare = GrpcLoopDriver(server.grpc_target, args.reference_seconds).run().latency()
             merged["bare_grpc"].add(bare)
-            bare_lean = decode(run_call_loop(server.grpc_target, args.reference_seconds, wire="lean")["histogram"])
+            bare_lean = GrpcLoopDriver(server.grpc_target, args.reference_seconds, wire="lean").run().latency()
             merged["bare_lean_grpc"].add(bare_lean)
             for key, client in clients.items():
-                record = measure_trial(settings, client, workload, _record(f"{key}-{repeat}"), server_pid=server.pid)
+                record = LocustTrialDriver(settings, client, workload, f"{key}-{repeat}", "bench-generator",
+                                           server.pid).run().details["record"]
                 if record.status != "ok":
                     raise CommandError(f"lab closed loop ({key}) failed: {record.failure_reason}")
                 for window in record.result_windows():
@@ -347,18 +346,6 @@ def concurrency_one(args: argparse.Namespace, pinning: Pinning) -> dict[str, Any
                                                ("grpc_lean", "lab_grpc", "bare_lean_grpc"))
               for q in ("p50", "p99")}
     return {"runs": runs, "merged": summary, "ratios": ratios, "body": body}
-
-
-def _wrk_histogram(result: dict[str, Any]) -> Any:
-    """wrk's own latency histogram (``[[us, count], ...]`` from bench batching's script) as hdrh."""
-    from poochlab.experiments.recording.histograms import clamp_us, new_histogram
-
-    if "latency_us" not in result:
-        raise CommandError(f"wrk's result has no latency histogram: {sorted(result)}")
-    histogram = new_histogram()
-    for value, count in result["latency_us"]:
-        histogram.record_value(clamp_us(value), count)
-    return histogram
 
 
 def _ms(value: float | None) -> str:

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from poochlab.experiments.bench.server import DEFAULT_BASE, wrk_script
+from poochlab.experiments.bench.server import DEFAULT_BASE, REST_BODY
+from poochlab.experiments.drivers.wrk import WrkDriver
 
 MODEL = "pooch_predictor"
-_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 @dataclass
@@ -35,24 +33,16 @@ class ReplicaRow:
     replica_cores: list[list[int]]
 
 
-def run_wrk_p99(url: str, script: Path, connections: int, seconds: float) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) from one wrk run with --latency; failed requests are an error."""
-    result = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, timeout=seconds + 60,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk failed: {result.stderr.strip()}")
-    text = result.stdout
-    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+def run_wrk_p99(url: str, connections: int, seconds: float) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from one wrk run (two threads); failed requests are an error."""
+    run = WrkDriver(url, REST_BODY, connections=connections, seconds=seconds, threads=2).run()
+    failed = run.window.errors_by_kind.get("status")
     if failed:
-        raise RuntimeError(f"{failed.group(1)} failed requests at {url}:\n{text}")
-    percentile = {p: re.search(rf"^\s+{p}%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M) for p in (50, 99)}
-    rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
-    if rate is None or None in percentile.values():
-        raise RuntimeError(f"cannot read wrk's output:\n{text}")
-    p50, p99 = (float(m.group(1)) * _WRK_UNITS[m.group(2)] for m in (percentile[50], percentile[99]))
-    return float(rate.group(1)), p50, p99
+        raise RuntimeError(f"{failed} failed requests at {url}")
+    p50, p99 = run.percentile_us(50), run.percentile_us(99)
+    if p50 is None or p99 is None:
+        raise RuntimeError(f"wrk answered no request at {url}")
+    return run.throughput, p50 / 1e3, p99 / 1e3
 
 
 def _spec(workdir: Path, base_path: Path, threads: int) -> Any:
@@ -73,7 +63,6 @@ def measure(base_path: Path, counts: Sequence[int], connections: int, seconds: f
     placements: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         workdir = Path(tmp)
-        script = wrk_script(workdir)
         spec = _spec(workdir, base_path, threads)
         for n in counts:
             with launch_replicas(spec, n, balancer="nginx", pin=pin) as replicas:
@@ -83,8 +72,8 @@ def measure(base_path: Path, counts: Sequence[int], connections: int, seconds: f
                     targets.insert(0, ("direct", replicas.rest_urls[0]))
                 for setup, base_url in targets:
                     url = f"{base_url}/v1/models/{MODEL}:predict"
-                    run_wrk_p99(url, script, connections, warmup)
-                    rate, p50, p99 = run_wrk_p99(url, script, connections, seconds)
+                    run_wrk_p99(url, connections, warmup)
+                    rate, p50, p99 = run_wrk_p99(url, connections, seconds)
                     rows.append(ReplicaRow(setup, n, rate, p50, p99, replicas.placement["replica_cores"]))
                 placements[str(n)] = replicas.placement
     return rows, placements

@@ -8,7 +8,6 @@ a context holding the exact times, the lateness and the client's :class:`CallTim
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from typing import Any, Iterator
@@ -17,38 +16,21 @@ import gevent
 from gevent.queue import Queue
 
 from poochlab.experiments.load.precise_timer import PreciseTimer
+from poochlab.experiments.load.sender_base import SenderBase
 
 REQUEST_TYPE = "predict"
 
 
-class Sender:
+class Sender(SenderBase):
     """Sends requests through one shared predictor and reports each on the ``request`` event."""
 
     def __init__(self, predictor: Any, events: Any, kind: str, workload: Any, *, open_loop: bool,
                  rate_rps: float | None, seed: int, stream_base: int, stream_count: int,
                  start_at: float) -> None:
-        self.predictor = predictor
-        self.events = events
-        self.kind = kind
-        self.workload = workload
-        self.open_loop = open_loop
-        self.rate_rps = rate_rps
-        self.seed = seed
-        self.start_at = start_at
-        self.stopping = False
-        self._streams = itertools.count(stream_base)
-        self.stream_count = stream_count
-        self._in_flight: dict[int, float] = {}
-        self._tokens = itertools.count()
+        super().__init__(predictor, events, kind, workload, open_loop=open_loop, rate_rps=rate_rps, seed=seed,
+                         stream_base=stream_base, stream_count=stream_count, start_at=start_at)
         self._jobs: Queue = Queue()
         self._idle_senders = 0
-        self.sender_greenlets = 0
-
-    def next_stream(self) -> Iterator[list[Any]]:
-        return self.workload.stream(next(self._streams), self.stream_count)
-
-    def in_flight_started_before(self, moment: float) -> int:
-        return sum(1 for start in self._in_flight.values() if start < moment)
 
     def send(self, request: list[Any], scheduled: float | None) -> None:
         """Send one request now and report it; ``scheduled`` is its planned time (open loop)."""

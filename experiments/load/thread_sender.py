@@ -26,7 +26,6 @@ uses OS locks held only around counters and never yields inside them).
 from __future__ import annotations
 
 import ctypes
-import itertools
 import random
 import time
 from collections import deque
@@ -37,6 +36,7 @@ import gevent.event
 from gevent.monkey import get_original
 
 from poochlab.experiments.load.sender import REQUEST_TYPE
+from poochlab.experiments.load.sender_base import SenderBase
 
 # The unpatched primitives: a gevent-patched ``threading`` would make greenlets, not threads.
 _start_thread, _allocate_lock = get_original("_thread", ["start_new_thread", "allocate_lock"])
@@ -63,7 +63,7 @@ class _Slot:
         self.job: tuple[Any, ...] | None = None
 
 
-class ThreadSender:
+class ThreadSender(SenderBase):
     """The :class:`~poochlab.experiments.load.sender.Sender` interface, sending on OS threads.
 
     ``clock`` and ``sleep`` are the thread side's time (tests pass a fake clock to check what
@@ -74,23 +74,12 @@ class ThreadSender:
                  rate_rps: float | None, seed: int, stream_base: int, stream_count: int,
                  start_at: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = _os_sleep) -> None:
-        self.predictor = predictor
-        self.events = events
-        self.kind = kind
-        self.workload = workload
-        self.open_loop = open_loop
-        self.rate_rps = rate_rps
-        self.seed = seed
-        self.start_at = start_at
-        self.stopping = False
-        self.stream_count = stream_count
-        self.sender_greenlets = 0  # the Sender's field; this sender uses threads instead
+        super().__init__(predictor, events, kind, workload, open_loop=open_loop, rate_rps=rate_rps, seed=seed,
+                         stream_base=stream_base, stream_count=stream_count, start_at=start_at)
+        # sender_greenlets stays 0: this sender uses threads instead
         self.sender_threads = 0
         self._clock = clock
         self._sleep = sleep
-        self._streams = itertools.count(stream_base)
-        self._tokens = itertools.count()
-        self._in_flight: dict[int, float] = {}  # token -> start, until its event has fired
         self._answers: deque[tuple[Any, ...]] = deque()
         self._idle: list[_Slot] = []
         self._slots: list[_Slot] = []
@@ -103,12 +92,6 @@ class ThreadSender:
         self._closed = False
         self._watcher = gevent.get_hub().loop.async_()
         self._watcher.start(self._drain)
-
-    def next_stream(self) -> Iterator[list[Any]]:
-        return self.workload.stream(next(self._streams), self.stream_count)
-
-    def in_flight_started_before(self, moment: float) -> int:
-        return sum(1 for start in list(self._in_flight.values()) if start < moment)
 
     # -- closed loop: called by a user's greenlet ----------------------------------------------
     def send(self, request: list[Any], scheduled: float | None) -> None:

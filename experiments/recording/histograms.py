@@ -71,3 +71,31 @@ def summarize(histogram: HdrHistogram) -> dict[str, float]:
         summary[f"p{percentile:g}_us"] = float(histogram.get_value_at_percentile(percentile))
     summary["max_us"] = float(histogram.get_max_value())
     return summary
+
+
+def histogram_of(values_us: Iterable[float]) -> HdrHistogram:
+    """A histogram of latencies given one by one (microseconds), e.g. a bench's own samples."""
+    histogram = new_histogram()
+    for value in values_us:
+        histogram.record_value(clamp_us(value))
+    return histogram
+
+
+def histogram_of_counts(counts: Iterable[tuple[float, int]]) -> HdrHistogram:
+    """A histogram of (latency in us, how many requests took it) pairs, e.g. wrk's own histogram."""
+    histogram = new_histogram()
+    for value, count in counts:
+        if count:
+            histogram.record_value(clamp_us(value), int(count))
+    return histogram
+
+
+def percentile_us(histogram: HdrHistogram, percentile: float) -> float | None:
+    """The value at ``percentile`` (0-100] in microseconds, HdrHistogram's rule; None when empty.
+
+    The lab's one way to read a percentile from requests: every bench and trial goes through
+    here (or through ``summarize``), so a p50 means the same thing in every table.
+    """
+    if histogram.get_total_count() == 0:
+        return None
+    return float(histogram.get_value_at_percentile(percentile))

@@ -7,7 +7,8 @@ generator to one busy core, which measured worse than not pinning, so it is skip
 ``sched_setaffinity`` and ``setpriority`` act on one thread, so every thread of a process
 (``/proc/<pid>/task``) is changed; threads created later inherit from their creator. The previous
 values are kept and restored after the trial. The plan is recorded either way, with the reason
-when something was not done.
+when something was not done. Benches plan by the same rule (``bench_placement``): their servers
+take the server's role, the bench process and its clients the generator's.
 
 Priority: on a shared machine a waking generator waits behind other processes for a CPU and its
 sends go out late (measured: lateness p50 0.35-0.54 ms at nice 0, 0.12 ms at nice -10, same
@@ -30,9 +31,11 @@ generator time-shared (nice only).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def _threads(pid: int) -> list[int]:
@@ -103,6 +106,31 @@ class Placement:
         self.nice_note = f"{self.nice_note}; {note}" if self.nice_note else note
         return changed
 
+    def cores(self, role: str) -> set[int] | None:
+        """The cores of ``role``; None when this placement pins nothing."""
+        return set(self.roles[role]) if self.pinned and role in self.roles else None
+
+    def pin_self(self, role: str = "generator0") -> None:
+        """Run the calling thread, and every process it starts from now on, on ``role``'s cores."""
+        cores = self.cores(role)
+        if cores is not None:
+            self._previous.setdefault(threading.get_native_id(), set(os.sched_getaffinity(0)))
+            os.sched_setaffinity(0, cores)
+
+    @contextlib.contextmanager
+    def as_role(self, role: str, back: str = "generator0") -> Iterator[None]:
+        """Inside: the calling thread runs on ``role``'s cores, so a process started here inherits
+        them (children and their threads inherit the creator's affinity); then back to ``back``'s."""
+        cores = self.cores(role)
+        if cores is None:
+            yield
+            return
+        os.sched_setaffinity(0, cores)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, self.cores(back) or cores)
+
     def restore(self) -> None:
         for tid, (policy, priority) in self._previous_policy.items():
             try:
@@ -142,29 +170,40 @@ def plan_and_pin(server_pid: int | None, generator_pids: list[int], redis_pid: i
     return placement
 
 
-def _pin(server_pid: int | None, generator_pids: list[int], redis_pid: int | None, enabled: bool) -> Placement:
-    cores = sorted(available_cores())
-    if not enabled:
-        return Placement(False, {}, "placement disabled by the trial's settings")
+def core_plan(generators: int, redis: bool, server: bool,
+              cores: list[int] | None = None) -> tuple[dict[str, list[int]] | None, str]:
+    """The one placement rule, for trials and benches alike: each generator (``generator<i>``) and
+    Redis get a core of their own from the top, the server keeps every remaining core, and only
+    when one core is left to spare; otherwise no role is pinned (None and the reason)."""
+    cores = sorted(available_cores()) if cores is None else sorted(cores)
     if not hasattr(os, "sched_setaffinity"):
-        return Placement(False, {}, "this platform has no sched_setaffinity")
-    needed = len(generator_pids) + (1 if redis_pid else 0) + (1 if server_pid else 0)
+        return None, "this platform has no sched_setaffinity"
+    needed = generators + (1 if redis else 0) + (1 if server else 0)
     if len(cores) < needed + 1:
-        return Placement(False, {}, f"{len(cores)} cores: pinning {needed} roles needs {needed + 1} "
-                                    f"(one to spare), not pinned")
+        return None, f"{len(cores)} cores: pinning {needed} roles needs {needed + 1} (one to spare), not pinned"
     assignment: dict[str, list[int]] = {}
     free = list(cores)
-    pids_by_role: dict[str, list[int]] = {}
-    for position, pid in enumerate(generator_pids):
+    for position in range(generators):
         assignment[f"generator{position}"] = [free.pop()]
-        pids_by_role[f"generator{position}"] = [pid]
-    if redis_pid:
+    if redis:
         assignment["redis"] = [free.pop()]
+    if server:
+        assignment["server"] = free  # the server keeps every remaining core
+    return assignment, "separate cores per role"
+
+
+def _pin(server_pid: int | None, generator_pids: list[int], redis_pid: int | None, enabled: bool) -> Placement:
+    if not enabled:
+        return Placement(False, {}, "placement disabled by the trial's settings")
+    assignment, reason = core_plan(len(generator_pids), bool(redis_pid), bool(server_pid))
+    if assignment is None:
+        return Placement(False, {}, reason)
+    pids_by_role: dict[str, list[int]] = {f"generator{position}": [pid] for position, pid in enumerate(generator_pids)}
+    if redis_pid:
         pids_by_role["redis"] = [redis_pid]
     if server_pid:
-        assignment["server"] = free  # the server keeps every remaining core
         pids_by_role["server"] = [server_pid]
-    placement = Placement(True, assignment, "separate cores per role")
+    placement = Placement(True, assignment, reason)
     for role, pids in pids_by_role.items():
         for pid in pids:
             for tid in _threads(pid):
@@ -174,3 +213,14 @@ def _pin(server_pid: int | None, generator_pids: list[int], redis_pid: int | Non
                 except OSError as error:
                     placement.reason += f"; could not pin {role} thread {tid}: {error.strerror}"
     return placement
+
+
+def bench_placement(redis: bool = False) -> Placement:
+    """A bench's plan by the trials' rule: the servers it starts share the ``server`` role, this
+    process and the clients it starts (wrk, the bare loop, Locust workers) are ``generator0``.
+
+    Nothing is pinned yet: the bench calls :meth:`Placement.pin_self` once, then starts each
+    server inside :meth:`Placement.as_role` so that it inherits the server's cores.
+    """
+    assignment, reason = core_plan(1, redis, True)
+    return Placement(assignment is not None, assignment or {}, reason)

@@ -5,9 +5,10 @@ schedule) for ``seconds`` after a warm-up; every latency (``time.monotonic`` aro
 into an HdrHistogram. No decode, no gevent, no threads: the least a Python gRPC client does per request, so the lab's
 gRPC path is judged against it. ``wire``: "grpcio" (a grpcio channel) or "lean" (the lab's own
 HTTP/2 wire, clients/grpc_wire.py, one connection). Run it as
-``python -m poochlab.experiments.bench.grpc_loop <target> <seconds> [<rate> [<wire>]]``; it prints one JSON line
+``python -m poochlab.experiments.drivers.grpc_loop <target> <seconds> [<rate> [<wire>]]``; it prints one JSON line
 (``histogram`` as hdrh text, ``requests``, ``cpu_s``, ``wall_s``). It inherits the caller's CPU
-affinity and priority, so a benchmark pins it like the lab's generator.
+affinity and priority, so a benchmark pins it like the lab's generator. :class:`GrpcLoopDriver`
+is the loop behind the load-driver interface (``interface.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
+
+from poochlab.experiments.drivers.interface import DriverError, LoadRun, one_window
 
 WARMUP_CALLS = 300
 
@@ -88,12 +92,29 @@ def call_loop(target: str, seconds: float, rate_rps: float | None = None,
 def run_call_loop(target: str, seconds: float, rate_rps: float | None = None,
                   wire: str = "grpcio") -> dict[str, Any]:
     """Run the loop in a fresh process (inheriting this one's affinity) and return its result."""
-    command = [sys.executable, "-m", "poochlab.experiments.bench.grpc_loop", target, str(seconds),
+    command = [sys.executable, "-m", "poochlab.experiments.drivers.grpc_loop", target, str(seconds),
                str(rate_rps or 0), wire]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0 or not done.stdout.strip():
-        raise RuntimeError(f"bare {wire} loop against {target} failed:\n{done.stderr[-2000:]}")
+        raise DriverError(f"bare {wire} loop against {target} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class GrpcLoopDriver:
+    """The bare loop against ``target`` for ``seconds``, back to back or paced at ``rate_rps``."""
+
+    target: str
+    seconds: float
+    rate_rps: float | None = None
+    wire: str = "grpcio"
+
+    def run(self) -> LoadRun:
+        from poochlab.experiments.recording.histograms import decode
+
+        result = run_call_loop(self.target, self.seconds, self.rate_rps, self.wire)
+        return LoadRun(one_window(decode(result["histogram"]), int(result["requests"])), float(result["wall_s"]),
+                       float(result["cpu_s"]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Load drivers: the load generator side of a measurement, behind one interface (interface.py)."""

@@ -1,0 +1,38 @@
+"""What every sender in a load-generator worker holds: the fields both the gevent
+:class:`~poochlab.experiments.load.sender.Sender` and the OS-thread
+:class:`~poochlab.experiments.load.thread_sender.ThreadSender` set up alike, and the two
+questions the worker asks of either (the next request stream, the requests still in flight)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+
+class SenderBase:
+    """The shared state of a sender; subclasses add how requests are sent and scheduled."""
+
+    def __init__(self, predictor: Any, events: Any, kind: str, workload: Any, *, open_loop: bool,
+                 rate_rps: float | None, seed: int, stream_base: int, stream_count: int,
+                 start_at: float) -> None:
+        self.predictor = predictor
+        self.events = events
+        self.kind = kind
+        self.workload = workload
+        self.open_loop = open_loop
+        self.rate_rps = rate_rps
+        self.seed = seed
+        self.start_at = start_at
+        self.stopping = False
+        self.stream_count = stream_count
+        self.sender_greenlets = 0
+        self._streams = itertools.count(stream_base)
+        self._tokens = itertools.count()
+        self._in_flight: dict[int, float] = {}  # token -> start, until its event has fired
+
+    def next_stream(self) -> Iterator[list[Any]]:
+        return self.workload.stream(next(self._streams), self.stream_count)
+
+    def in_flight_started_before(self, moment: float) -> int:
+        # A copy: a ThreadSender's threads add and remove entries while this counts.
+        return sum(1 for start in list(self._in_flight.values()) if start < moment)
