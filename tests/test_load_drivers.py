@@ -12,7 +12,7 @@ import pytest
 from poochlab.experiments.drivers.interface import DriverError, LoadRun, one_window
 from poochlab.experiments.drivers.wrk import RESULT_PREFIX, WrkDriver, parse_result, wrk_installed, wrk_script
 from poochlab.experiments.recording.histograms import histogram_of, histogram_of_counts, percentile_us
-from poochlab.experiments.recording.placement import Placement, core_plan
+from poochlab.experiments.recording.placement import Placement, bench_placement, core_plan
 
 
 def _wrk_line(**fields: object) -> str:
@@ -74,10 +74,22 @@ def test_one_percentile_rule_for_samples_and_counts() -> None:
 
 
 def test_trials_rule_pins_only_with_a_core_to_spare() -> None:
-    assert core_plan(1, False, True, [0, 1]) == (None, "2 cores: pinning 2 roles needs 3 (one to spare), not pinned")
+    assert core_plan(1, False, True, [0, 1]) == (None, "2 cores: pinning 2 roles needs 3 (1 to spare), not pinned")
     assignment, reason = core_plan(1, True, True, [0, 1, 2, 3])
     assert assignment == {"generator0": [3], "redis": [2], "server": [0, 1]} and reason == "separate cores per role"
     assert core_plan(2, False, True, [4, 5, 6, 7])[0] == {"generator0": [7], "generator1": [6], "server": [4, 5]}
+
+
+def test_benches_separate_generator_and_server_even_on_two_cores() -> None:
+    # The instrument's benches need the generator and the server it is measured against apart.
+    assert core_plan(1, False, True, [0, 1], spare=0) == ({"generator0": [1], "server": [0]},
+                                                          "separate cores per role")
+    assert core_plan(1, True, True, [0, 1], spare=0) == (None, "2 cores: pinning 3 roles needs 3, not pinned")
+    if len(os.sched_getaffinity(0)) == 2:
+        cores = sorted(os.sched_getaffinity(0))
+        with_redis = bench_placement(redis=True)
+        assert with_redis.pinned and with_redis.roles["redis"] == with_redis.roles["server"] == [cores[0]]
+        assert bench_placement().roles == {"generator0": [cores[1]], "server": [cores[0]]}
 
 
 def test_an_unpinned_bench_placement_leaves_affinity_alone() -> None:
@@ -95,7 +107,7 @@ def test_a_pinned_placement_starts_servers_on_their_cores_and_restores() -> None
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         pytest.skip("two roles on cores of their own need two cores")
-    # A plan as bench_placement makes on a machine with a core to spare (core_plan is tested above).
+    # A plan as bench_placement makes (core_plan is tested above).
     placement = Placement(True, {"server": cores[:-1], "generator0": [cores[-1]]}, "separate cores per role")
     before = os.sched_getaffinity(0)
     seen: dict[str, set[int]] = {}

@@ -89,7 +89,7 @@ def test_placement_pins_and_raises_priority_then_restores() -> None:
         disabled = plan_and_pin(None, [child.pid], None, enabled=False).as_record()
         assert not disabled["pinned"] and "disabled" in disabled["reason"]
         crowded = plan_and_pin(child.pid, [child.pid] * len(os.sched_getaffinity(0)), None)
-        assert not crowded.pinned and "one to spare" in crowded.reason
+        assert not crowded.pinned and "(1 to spare)" in crowded.reason
         crowded.restore()
     finally:
         child.kill()

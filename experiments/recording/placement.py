@@ -3,11 +3,11 @@ enough, and raise their scheduling priority above the machine's other work where
 
 "Enough" means one core more than the roles need (Redis one, each generator worker one, the
 server the rest): on a 2-core machine pinning would halve the server's CPUs and tie the
-generator to one busy core, which measured worse than not pinning, so it is skipped there.
+generator to one busy core, which measured worse than not pinning, so trials skip it there.
 ``sched_setaffinity`` and ``setpriority`` act on one thread, so every thread of a process
 (``/proc/<pid>/task``) is changed; threads created later inherit from their creator. The previous
 values are kept and restored after the trial. The plan is recorded either way, with the reason
-when something was not done. Benches plan by the same rule (``bench_placement``): their servers
+when something was not done. Benches plan by the same rule with no core to spare (``bench_placement``): their servers
 take the server's role, the bench process and its clients the generator's.
 
 Priority: on a shared machine a waking generator waits behind other processes for a CPU and its
@@ -170,17 +170,22 @@ def plan_and_pin(server_pid: int | None, generator_pids: list[int], redis_pid: i
     return placement
 
 
-def core_plan(generators: int, redis: bool, server: bool,
-              cores: list[int] | None = None) -> tuple[dict[str, list[int]] | None, str]:
+def core_plan(generators: int, redis: bool, server: bool, cores: list[int] | None = None,
+              spare: int = 1) -> tuple[dict[str, list[int]] | None, str]:
     """The one placement rule, for trials and benches alike: each generator (``generator<i>``) and
     Redis get a core of their own from the top, the server keeps every remaining core, and only
-    when one core is left to spare; otherwise no role is pinned (None and the reason)."""
+    when ``spare`` cores are left over; otherwise no role is pinned (None and the reason).
+
+    Trials ask for one to spare: the server's throughput is what they measure, and on 2 cores
+    pinning halved it. Benches of the instrument ask for none: there the generator and the
+    server it is measured against must not share a core, so each one's CPU is its own."""
     cores = sorted(available_cores()) if cores is None else sorted(cores)
     if not hasattr(os, "sched_setaffinity"):
         return None, "this platform has no sched_setaffinity"
     needed = generators + (1 if redis else 0) + (1 if server else 0)
-    if len(cores) < needed + 1:
-        return None, f"{len(cores)} cores: pinning {needed} roles needs {needed + 1} (one to spare), not pinned"
+    if len(cores) < needed + spare:
+        return None, (f"{len(cores)} cores: pinning {needed} roles needs {needed + spare}"
+                      + (f" ({spare} to spare)" if spare else "") + ", not pinned")
     assignment: dict[str, list[int]] = {}
     free = list(cores)
     for position in range(generators):
@@ -216,11 +221,17 @@ def _pin(server_pid: int | None, generator_pids: list[int], redis_pid: int | Non
 
 
 def bench_placement(redis: bool = False) -> Placement:
-    """A bench's plan by the trials' rule: the servers it starts share the ``server`` role, this
-    process and the clients it starts (wrk, the bare loop, Locust workers) are ``generator0``.
+    """A bench's plan, by the same rule with no core to spare: the servers it starts share the
+    ``server`` role, this process and the clients it starts (wrk, the bare loop, Locust workers)
+    are ``generator0``; Redis gets a core of its own when there is one, else the server's.
 
     Nothing is pinned yet: the bench calls :meth:`Placement.pin_self` once, then starts each
     server inside :meth:`Placement.as_role` so that it inherits the server's cores.
     """
-    assignment, reason = core_plan(1, redis, True)
+    assignment, reason = core_plan(1, redis, True, spare=0)
+    if assignment is None and redis:
+        assignment, reason = core_plan(1, False, True, spare=0)
+        if assignment is not None:
+            assignment["redis"] = assignment["server"]
+            reason += "; Redis shares the server's cores"
     return Placement(assignment is not None, assignment or {}, reason)
