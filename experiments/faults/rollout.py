@@ -131,6 +131,8 @@ class ModelRollout:
     def clear(self, spec: FaultSpec, clock: Clock) -> dict[str, Any]:
         if not self.rolled_in:
             raise RuntimeError("no version was rolled in (see inject_error): nothing to wait for")
+        new, previous = self.new_version, self.previous_version
+        assert new is not None and previous is not None
         timeout = float(spec.params.get("available_timeout_s", DEFAULT_AVAILABLE_TIMEOUT_S))
         deadline = time.monotonic() + timeout
         available_at = gone_at = None
@@ -139,16 +141,16 @@ class ModelRollout:
             states = self.states()
             polls += 1
             now = clock.now()
-            if available_at is None and all(s.get(self.new_version) == "AVAILABLE" for s in states):
+            if available_at is None and all(s.get(new) == "AVAILABLE" for s in states):
                 available_at = now
-            if available_at is not None and all(s.get(self.previous_version) != "AVAILABLE" for s in states):
+            if available_at is not None and all(s.get(previous) != "AVAILABLE" for s in states):
                 gone_at = now
                 break
-            if any(s.get(self.new_version) == "END" for s in states) and available_at is None:
-                raise RuntimeError(f"version {self.new_version} under {self.base_path} failed to load (state END); "
+            if any(s.get(new) == "END" for s in states) and available_at is None:
+                raise RuntimeError(f"version {new} under {self.base_path} failed to load (state END); "
                                    "see the server log")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"version {self.new_version} under {self.base_path} was not the only AVAILABLE "
+                raise TimeoutError(f"version {new} under {self.base_path} was not the only AVAILABLE "
                                    f"one within {timeout:.0f} s: {states}")
             time.sleep(STATUS_POLL_S)
         return {"available_at_s": available_at, "previous_gone_at_s": gone_at, "cleared_at_s": gone_at,
