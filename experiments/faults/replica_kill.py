@@ -1,11 +1,12 @@
 """One replica of a ReplicaSet killed behind the balancer, restarted by a supervisor (or not).
 
-The balancer's own failover does the routing around it: the lab's nginx config leaves nginx's
-defaults, ``proxy_next_upstream error timeout`` and ``grpc_next_upstream error timeout`` with
-``max_fails=1 fail_timeout=10s`` per server, so a request whose connection to the dead replica
-is refused goes to the next one and the dead one is skipped for 10 s at a time; a request that
-was already sent to it when it died (a POST: Predict, REST or gRPC) is not retried and fails
-(502; gRPC clients see UNAVAILABLE). The record says how many did.
+The balancer's own failover does the routing around it (serving/kinds/nginx_config.py): a
+request whose connection to the dead replica is refused goes to the next replica
+(``proxy_next_upstream`` / ``grpc_next_upstream error timeout``), and the dead one is skipped
+for 10 s at a time (nginx's ``max_fails=1 fail_timeout=10s``). A REST request the replica had
+already taken when it died is resent too (``non_idempotent``: Predict has no side effects); a
+gRPC call cannot be (grpc_pass streams the request body, nothing to resend) and fails with
+UNAVAILABLE. The fault summary's ``errors_by_kind`` says how many did.
 """
 
 from __future__ import annotations

@@ -158,7 +158,8 @@ http {{
             grpc_pass grpc://tfserving_grpc;
             grpc_read_timeout {_UPSTREAM_TIMEOUT};
             grpc_send_timeout {_UPSTREAM_TIMEOUT};
-            grpc_next_upstream error timeout non_idempotent;
+            # grpc_next_upstream stays "error timeout": grpc_pass streams the request body, so
+            # nginx cannot resend a call a dead replica had taken (the client sees UNAVAILABLE).
         }}
     }}
 }}
