@@ -7,6 +7,7 @@ small export's versions from a copy the test owns; the rollouts add versions to 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.request
 from pathlib import Path
@@ -219,3 +220,27 @@ def test_a_sweep_refuses_the_warmup_factor_without_a_rollout(tmp_path) -> None:
     path.write_text('[sweep]\nname = "r"\n[factors]\nrollout_warmup = ["on", "off"]\n[controls]\nusers = 1\n')
     with pytest.raises(SpecError, match="rollout_warmup: sets a model_rollout's warmup"):
         load_spec(path)
+
+
+def test_a_rollout_sweep_serves_a_copy_per_server_start_and_removes_it_when_the_server_stops(tmp_path) -> None:
+    from poochlab.experiments.sweep.server_configs import ServerConfig
+    from poochlab.experiments.sweep.servers import ServerPool
+    from poochlab.experiments.sweep.spec import load_spec
+
+    model_root = tmp_path / "servables"
+    (model_root / "small" / MODEL / "1" / "variables").mkdir(parents=True)
+    (model_root / "small" / MODEL / "1" / "saved_model.pb").write_bytes(b"graph")
+    spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "fault-model-rollout.toml")
+    pool = ServerPool(spec, tmp_path / "run", model_root, manifest=None)  # type: ignore[arg-type]
+    pool.starts = 3
+    server = ServerConfig("small", 1, "off", 0, 1, rollout_warmup="off")
+    served = pool._served_base_path(server)
+    assert served == tmp_path / "run" / "served-models" / f"{server.config_id}-start3" / MODEL
+    assert (served / "1" / "saved_model.pb").read_bytes() == b"graph"
+    (served / "2").mkdir()  # what a rollout leaves
+    pool.stop()
+    assert not (tmp_path / "run" / "served-models" / f"{server.config_id}-start3").exists()
+    assert export_versions(model_root / "small" / MODEL) == ["1"]
+    # Without a model_rollout the export itself is served.
+    plain = ServerPool(dataclasses.replace(spec, faults=()), tmp_path / "run2", model_root, manifest=None)  # type: ignore[arg-type]
+    assert plain._served_base_path(server) == model_root / "small" / MODEL and plain.served_copy is None
