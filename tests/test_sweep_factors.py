@@ -168,7 +168,7 @@ def test_every_factor_sets_a_real_field_of_its_stage_and_every_server_field_has_
     server_fields = {f.field for f in FACTORS.values() if f.side == "server"}
     assert server_fields == {f.name for f in dataclasses.fields(ServerConfig)}
     assert {n for n, f in FACTORS.items() if f.restarts_server} == {
-        "model_variant", "models_served", "batching", "server_threads", "replicas"}
+        "model_variant", "models_served", "batching", "server_threads", "replicas", "rollout_warmup"}
 
 
 def test_roles_come_from_the_runs_manifest_or_the_registry_for_older_runs() -> None:

@@ -23,7 +23,8 @@ Availability is the share of attempts (answered + failed) answered successfully 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from collections import Counter
+from typing import Any, Iterable, Mapping, Sequence
 
 from poochlab.experiments.recording.histograms import decode, merge_encoded
 
@@ -83,14 +84,21 @@ def availability(windows: Iterable[Any], slo_us: float) -> float | None:
     return within / attempts
 
 
-def phase_stats(windows: Sequence[Any], slo_us: float) -> dict[str, Any]:
+def phase_stats(windows: Sequence[Any], slo_us: float,
+                errors_by_window: Mapping[int, Mapping[str, int]] | None = None) -> dict[str, Any]:
     merged = merge_encoded(w.histogram for w in windows)
     answered = sum(w.requests for w in windows)
     errors = sum(w.errors for w in windows)
     share = availability(windows, slo_us)
-    return {"windows": [w.index for w in windows], "answered": answered, "errors": errors,
-            "p99_ms": merged.get_value_at_percentile(99) / 1000 if merged.get_total_count() else None,
-            "availability": share}
+    stats = {"windows": [w.index for w in windows], "answered": answered, "errors": errors,
+             "p99_ms": merged.get_value_at_percentile(99) / 1000 if merged.get_total_count() else None,
+             "availability": share}
+    if errors_by_window is not None:
+        kinds: Counter = Counter()
+        for window in windows:
+            kinds.update(errors_by_window.get(window.index, {}))
+        stats["errors_by_kind"] = dict(kinds)
+    return stats
 
 
 def pre_fault_band(before: Sequence[Any], slo_us: float) -> Band | None:
@@ -102,9 +110,12 @@ def pre_fault_band(before: Sequence[Any], slo_us: float) -> Band | None:
 
 
 def summarize(windows: Sequence[Any], events: Sequence[dict[str, Any]], slo_ms: float,
+              errors_by_window: Mapping[int, Mapping[str, int]] | None = None,
               ) -> tuple[dict[str, Any], set[int], list[dict[str, Any]]]:
     """The trial's fault summary, the indices of its fault windows, and ``events`` each with
-    ``recovered_at_s`` and ``recovery_s`` added (None when it did not recover in the trial)."""
+    ``recovered_at_s`` and ``recovery_s`` added (None when it did not recover in the trial).
+    With ``errors_by_window`` (window index -> error kind -> count) each phase also counts its
+    errors by kind (``errors_by_kind``)."""
     slo_us = slo_ms * 1000
     end_s = max((w.start_s + w.duration_s for w in windows), default=0.0)
     fault_spans = spans(events, end_s)
@@ -146,8 +157,8 @@ def summarize(windows: Sequence[Any], events: Sequence[dict[str, Any]], slo_ms: 
                                            "availability": band.availability - BAND_AVAILABILITY_POINTS / 100,
                                            "rule": f"p99 <= {BAND_P99_FACTOR:g}x the pre-fault p99 and availability "
                                                    f">= the pre-fault one - {BAND_AVAILABILITY_POINTS:g} point"},
-        "before": phase_stats(before, slo_us), "during": phase_stats(during, slo_us),
-        "after": phase_stats(after, slo_us),
+        "before": phase_stats(before, slo_us, errors_by_window), "during": phase_stats(during, slo_us, errors_by_window),
+        "after": phase_stats(after, slo_us, errors_by_window),
         "fault_windows": sorted(marked),
         "recovery_s": max(recoveries) if recoveries and len(recoveries) == len(
             [e for e in annotated if e.get("cleared_at_s") is not None]) else None,

@@ -1,9 +1,10 @@
 """A trial's fault schedule: ``[[faults]]`` tables of a TOML spec, checked when loaded.
 
     [[faults]]
-    kind = "slow_model"      # server_crash | redis_outage | slow_model | network
+    kind = "slow_model"      # server_crash | redis_outage | slow_model | network | model_rollout | replica_kill
     at_s = 10                # seconds after the measurement starts
-    duration_s = 5           # how long it lasts (server_crash: none, it lasts until recovery)
+    duration_s = 5           # how long it lasts (server_crash, model_rollout, replica_kill: none,
+                             # they last until the server or replica is AVAILABLE again)
     delay_ms = 200           # the kind's own settings (see KIND_PARAMS)
 
 Errors name the file and the key (``spec.toml: faults[1].duration_s: ...``).
@@ -20,6 +21,8 @@ SERVER_CRASH = "server_crash"
 REDIS_OUTAGE = "redis_outage"
 SLOW_MODEL = "slow_model"
 NETWORK = "network"
+MODEL_ROLLOUT = "model_rollout"
+REPLICA_KILL = "replica_kill"
 NETWORK_MODES = ("delay", "freeze", "drop")
 
 # Each kind's own keys and their types; a kind's settings are checked again by its injector.
@@ -29,9 +32,11 @@ KIND_PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
     SLOW_MODEL: {"delay_ms": (int, float), "delay_fraction": (int, float), "error_code": (str,),
                  "error_fraction": (int, float), "seed": (int,)},
     NETWORK: {"mode": (str,), "delay_ms": (int, float)},
+    MODEL_ROLLOUT: {"warmup": (bool,), "available_timeout_s": (int, float)},
+    REPLICA_KILL: {"replica": (int,), "restart": (bool,), "recovery_timeout_s": (int, float)},
 }
 # Kinds that last until something recovers on its own, not for a planned duration.
-UNTIL_RECOVERED = frozenset({SERVER_CRASH})
+UNTIL_RECOVERED = frozenset({SERVER_CRASH, MODEL_ROLLOUT, REPLICA_KILL})
 
 
 class ScheduleError(ValueError):
@@ -76,7 +81,7 @@ def parse_faults(tables: object, source: str) -> list[FaultSpec]:
         if kind in UNTIL_RECOVERED:
             if duration not in (0, 0.0):
                 raise ScheduleError(f"{where}.duration_s: a {kind} lasts until the server is AVAILABLE again; "
-                                    "leave duration_s out (recovery_timeout_s bounds the wait)")
+                                    "leave duration_s out (a timeout setting bounds the wait)")
         elif not _number(duration) or duration <= 0:
             raise ScheduleError(f"{where}.duration_s: a {kind} needs a duration in seconds (> 0), got {duration!r}")
         allowed = KIND_PARAMS[kind]
@@ -85,7 +90,7 @@ def parse_faults(tables: object, source: str) -> list[FaultSpec]:
             if key not in allowed:
                 known = ", ".join(allowed) or "none"
                 raise ScheduleError(f"{where}.{key}: not a setting of {kind} (its settings: {known})")
-            if isinstance(value, bool) or not isinstance(value, allowed[key]):
+            if (isinstance(value, bool) and bool not in allowed[key]) or not isinstance(value, allowed[key]):
                 raise ScheduleError(f"{where}.{key}: expected {' or '.join(t.__name__ for t in allowed[key])}, "
                                     f"got {value!r}")
         _check_kind(kind, params, where)
@@ -112,8 +117,12 @@ def _check_kind(kind: str, params: dict[str, Any], where: str) -> None:
             raise ScheduleError(str(error)) from None
         if not plan.enabled:
             raise ScheduleError(f"{where}: a slow_model needs delay_ms > 0 or an error_code")
-    elif kind == SERVER_CRASH and params.get("recovery_timeout_s", 1) <= 0:
+    elif kind in (SERVER_CRASH, REPLICA_KILL) and params.get("recovery_timeout_s", 1) <= 0:
         raise ScheduleError(f"{where}.recovery_timeout_s: must be positive")
+    elif kind == MODEL_ROLLOUT and params.get("available_timeout_s", 1) <= 0:
+        raise ScheduleError(f"{where}.available_timeout_s: must be positive")
+    if kind == REPLICA_KILL and params.get("replica", 0) < 0:
+        raise ScheduleError(f"{where}.replica: a replica index (0 for the first), got {params['replica']}")
 
 
 def load_schedule(path: Path) -> list[FaultSpec]:

@@ -300,8 +300,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
         for w in merged]
     in_faults: set[int] = set()
     if faults is not None:
-        record.fault_summary, in_faults, record.faults = summarize_faults(record.windows, faults.finish(),
-                                                                          faults.slo_ms)
+        record.fault_summary, in_faults, record.faults = summarize_faults(
+            record.windows, faults.finish(), faults.slo_ms, {w.index: w.errors_by_kind for w in merged})
         for window in record.windows:
             window.fault = window.index in in_faults
     steady = [w for w in merged if w.index not in in_faults]

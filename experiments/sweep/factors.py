@@ -170,6 +170,9 @@ FACTORS: dict[str, Factor] = {
                "TensorFlow intra- and inter-op threads of the server (0: the server's default; the "
                "lab's runs each graph on the calling thread)", field="server_threads"),
         Factor("replicas", "server", 1, _integer(1, 8), "server replicas behind a load balancer", field="replicas"),
+        Factor("rollout_warmup", "server", None, _choice("on", "off"),
+               "whether a model_rollout fault's new version carries warm-up records", field="rollout_warmup",
+               how="sets the warmup of the spec's model_rollout faults (sweep/fault_setup.py with_rollout_warmup)"),
         Factor("load_mode", "load", "closed", _choice("closed", "open"),
                "closed loop (users wait for answers) or open loop (Poisson arrivals)", field="mode", role="load"),
         Factor("load_level", "load", None, _choice(*LOAD_LEVELS),

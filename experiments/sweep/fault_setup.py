@@ -14,7 +14,8 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from poochlab.experiments.faults.schedule import NETWORK, REDIS_OUTAGE, SERVER_CRASH, SLOW_MODEL, kinds_in
+from poochlab.experiments.faults.schedule import (
+    MODEL_ROLLOUT, NETWORK, REDIS_OUTAGE, REPLICA_KILL, SERVER_CRASH, SLOW_MODEL, FaultSpec, kinds_in)
 from poochlab.experiments.faults.trial import FAULT_WINDOW_S, FaultTrial
 
 DEFAULT_TIMEOUT_S = 5.0  # ClientConfig.timeout_s
@@ -58,7 +59,7 @@ def fault_settings(settings: Any) -> Any:
 @contextmanager
 def fault_trial(context: Any, factors: dict[str, Any], endpoints: Any) -> Iterator[tuple[Any, FaultTrial | None]]:
     """(endpoints the load must use, the trial's FaultTrial or None without faults)."""
-    schedule = list(context.spec.faults)
+    schedule = with_rollout_warmup(list(context.spec.faults), factors)
     if not schedule:
         yield endpoints, None
         return
@@ -86,9 +87,45 @@ def fault_trial(context: Any, factors: dict[str, Any], endpoints: Any) -> Iterat
             endpoints = dataclasses.replace(endpoints, **(
                 {"grpc_target": address} if grpc else {"rest_url": f"{urlsplit(endpoints.rest_url).scheme}://{address}"}))
             endpoints.notes["fault_proxy"] = f"load sent through the lab's fault proxy {address} -> {host}:{port}"
+        if MODEL_ROLLOUT in kinds:
+            injectors[MODEL_ROLLOUT] = _rollout(context, endpoints, undo)
+        if REPLICA_KILL in kinds:
+            from poochlab.experiments.faults.replica_kill import ReplicaKill
+
+            if not hasattr(context.servers.handle, "replicas"):
+                raise RuntimeError("a replica_kill needs replicas >= 2 behind the balancer")
+            kill = ReplicaKill(context.servers.handle, endpoints.model_names)
+            undo.callback(kill.release)
+            injectors[REPLICA_KILL] = kill
         faults = FaultTrial(schedule, injectors, slo_ms=slo_ms(context.spec, factors))
         undo.callback(faults.finish)  # runs first: clears what is planted while the proxy still exists
         yield endpoints, faults
+
+
+def with_rollout_warmup(schedule: list[FaultSpec], factors: dict[str, Any]) -> list[FaultSpec]:
+    """The schedule with the ``rollout_warmup`` factor (on, off) as each model_rollout's warmup."""
+    if factors.get("rollout_warmup") is None:
+        return schedule
+    warmup = factors["rollout_warmup"] == "on"
+    return [dataclasses.replace(f, params={**f.params, "warmup": warmup}) if f.kind == MODEL_ROLLOUT else f
+            for f in schedule]
+
+
+def _rollout(context: Any, endpoints: Any, undo: ExitStack) -> Any:
+    from poochlab.experiments.faults.rollout import ModelRollout
+
+    pool = context.servers
+    if pool.served_copy is None:
+        raise RuntimeError("a model_rollout needs the server to serve the lab's own copy of the base path "
+                           "(server_kind \"lab\" or \"tfserving\")")
+    handle = pool.handle
+    urls = [r.rest_url for r in handle.replicas] if hasattr(handle, "replicas") else [handle.rest_url]
+    base = pool.served_copy / pool.model_base_path(pool.current.model_variant).name
+    rollout = ModelRollout(base, urls, endpoints.model_names)
+    # The server now serves a version the export does not have: the next trial starts afresh.
+    undo.callback(pool.stop)
+    undo.callback(rollout.discard)
+    return rollout
 
 
 def _supervise(context: Any, endpoints: Any, undo: ExitStack) -> Any:

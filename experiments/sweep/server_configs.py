@@ -30,11 +30,14 @@ class ServerConfig:
     batching: str  # "off" or the name of a batching set
     server_threads: int
     replicas: int
+    # "on"/"off": a model_rollout fault's new version carries warm-up records (None: no rollout).
+    rollout_warmup: str | None = None
 
     @property
     def config_id(self) -> str:
         return (f"{self.model_variant}-m{self.models_served}-b{self.batching}"
-                f"-t{self.server_threads}-r{self.replicas}")
+                f"-t{self.server_threads}-r{self.replicas}"
+                + (f"-w{self.rollout_warmup}" if self.rollout_warmup else ""))
 
     def model_names(self) -> list[str]:
         return [MODEL_NAME] + [f"{MODEL_NAME}_{i}" for i in range(2, self.models_served + 1)]

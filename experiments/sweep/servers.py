@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ class ServerPool:
         self.current: ServerConfig | None = None
         self.handle: Any = None  # RunningServer or ReplicaSet
         self.starts = 0
+        # A sweep with a model_rollout serves a copy of the export it may add versions to
+        # (experiments/faults/rollout.py): the folder holding it, removed when the server stops.
+        self.served_copy: Path | None = None
 
     def model_base_path(self, variant: str) -> Path:
         base = self.model_root / variant / MODEL_NAME
@@ -77,7 +81,7 @@ class ServerPool:
             handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
             return
         files = write_config_files(self.run_dir / "configs" / server.config_id, server,
-                                   self.model_base_path(server.model_variant), self.spec.batching_sets)
+                                   self._served_base_path(server), self.spec.batching_sets)
         threads = server.server_threads or None
         spec = ServerSpec(
             kind=self.spec.server_kind,
@@ -109,6 +113,16 @@ class ServerPool:
             self.manifest.data.setdefault("replica_placement", {})[server.config_id] = placement
             self.manifest.save()
         handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
+
+    def _served_base_path(self, server: ServerConfig) -> Path:
+        base = self.model_base_path(server.model_variant)
+        if not any(f.kind == "model_rollout" for f in self.spec.faults):
+            return base
+        from poochlab.experiments.faults.rollout import served_copy
+
+        self.served_copy = self.run_dir / "served-models" / f"{server.config_id}-start{self.starts}"
+        shutil.rmtree(self.served_copy, ignore_errors=True)  # left by an interrupted run
+        return served_copy(base, self.served_copy / base.name)
 
     def _endpoints(self, server: ServerConfig) -> ServerEndpoints:
         handle = self.handle
@@ -149,3 +163,6 @@ class ServerPool:
                 self.handle.stop()
             finally:
                 self.handle, self.current = None, None
+        if self.served_copy is not None:
+            shutil.rmtree(self.served_copy, ignore_errors=True)
+            self.served_copy = None

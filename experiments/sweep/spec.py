@@ -398,7 +398,8 @@ def _redis_url(where: _Where, value: Any) -> str | None:
 
 
 def _faults(where: _Where, tables: Any, server_kind: str, redis_url: Any) -> tuple:
-    from poochlab.experiments.faults.schedule import REDIS_OUTAGE, SERVER_CRASH, SLOW_MODEL, ScheduleError, parse_faults
+    from poochlab.experiments.faults.schedule import (
+        MODEL_ROLLOUT, REDIS_OUTAGE, REPLICA_KILL, SERVER_CRASH, SLOW_MODEL, ScheduleError, parse_faults)
 
     try:
         schedule = parse_faults(tables, str(where.path))
@@ -410,6 +411,13 @@ def _faults(where: _Where, tables: Any, server_kind: str, redis_url: Any) -> tup
             raise where.fail(key, 'a slow_model is set through the lab server\'s /lab/faults: needs server_kind = "lab"')
         if fault.kind == SERVER_CRASH and server_kind not in ("lab", "tfserving"):
             raise where.fail(key, f'the lab can crash and restart only a server it runs as a process (server_kind '
+                                  f'"lab" or "tfserving"), not {server_kind!r}')
+        if fault.kind == MODEL_ROLLOUT and server_kind not in ("lab", "tfserving"):
+            raise where.fail(key, f'a model_rollout writes a version folder into the base path the server polls; the lab '
+                                  f'can do that only for a server it runs from its own copy (server_kind "lab" or '
+                                  f'"tfserving"), not {server_kind!r}')
+        if fault.kind == REPLICA_KILL and server_kind not in ("lab", "tfserving"):
+            raise where.fail(key, f'the lab can kill and restart only replicas it runs as processes (server_kind '
                                   f'"lab" or "tfserving"), not {server_kind!r}')
         if fault.kind == REDIS_OUTAGE and redis_url is not None:
             raise where.fail(key, "a redis_outage stops the lab's own redis-server; sweep.redis_url names a Redis "
@@ -457,6 +465,18 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
                                       '(or [search]), or use load_mode = "closed" with users')
     if spec.faults and spec.search is not None:
         raise where.fail("faults", "a rate search judges each step by its p99; leave [[faults]] out of a [search] sweep")
+    kinds = {f.kind for f in spec.faults}
+    if "replica_kill" in kinds:
+        counts = spec.factors.get("replicas", [spec.controls.get("replicas") or 1])
+        if min(counts) < 2:
+            raise where.fail("replicas", f"a replica_kill kills one of several replicas: every trial needs replicas >= 2, "
+                                         f"got {min(counts)}")
+        for index, fault in enumerate(spec.faults):
+            if fault.kind == "replica_kill" and fault.params.get("replica", 0) >= min(counts):
+                raise where.fail(f"faults[{index}].replica", f"replica {fault.params['replica']} of {min(counts)} "
+                                                             f"(indexes 0 to {min(counts) - 1})")
+    if "rollout_warmup" in varied_or_held and "model_rollout" not in kinds:
+        raise where.fail("rollout_warmup", "sets a model_rollout's warmup: add a [[faults]] of kind \"model_rollout\"")
     if spec.server_kind == "external":
         server_side = [n for n in spec.factors if FACTORS[n].side == "server"]
         if server_side:

@@ -146,6 +146,9 @@ http {{
             proxy_set_header Host $host;
             proxy_read_timeout {_UPSTREAM_TIMEOUT};
             proxy_send_timeout {_UPSTREAM_TIMEOUT};
+            # A replica that died: try the next one, also for a POST already sent (Predict has no
+            # side effects). nginx's default would answer 502 to that one.
+            proxy_next_upstream error timeout non_idempotent;
         }}
     }}
 
@@ -155,6 +158,8 @@ http {{
             grpc_pass grpc://tfserving_grpc;
             grpc_read_timeout {_UPSTREAM_TIMEOUT};
             grpc_send_timeout {_UPSTREAM_TIMEOUT};
+            # grpc_next_upstream stays "error timeout": grpc_pass streams the request body, so
+            # nginx cannot resend a call a dead replica had taken (the client sees UNAVAILABLE).
         }}
     }}
 }}
