@@ -78,6 +78,8 @@ class ServerPool:
             return
         files = write_config_files(self.run_dir / "configs" / server.config_id, server,
                                    self.model_base_path(server.model_variant), self.spec.batching_sets)
+        if self.spec.ab is not None:  # two variants under one name, labelled (sweep/ab_serving.py)
+            self._write_ab_models(files.models_config)
         threads = server.server_threads or None
         spec = ServerSpec(
             kind=self.spec.server_kind,
@@ -109,6 +111,14 @@ class ServerPool:
             self.manifest.data.setdefault("replica_placement", {})[server.config_id] = placement
             self.manifest.save()
         handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
+
+    def _write_ab_models(self, models_config: Path) -> None:
+        from poochlab.experiments.sweep.ab_serving import ab_models_config_text, link_versions
+
+        ab = self.spec.ab
+        base = link_versions(models_config.parent / "ab_versions" / MODEL_NAME,
+                             self.model_base_path(ab.stable_variant), self.model_base_path(ab.canary_variant))
+        models_config.write_text(ab_models_config_text(MODEL_NAME, base.absolute()))
 
     def _endpoints(self, server: ServerConfig) -> ServerEndpoints:
         handle = self.handle
