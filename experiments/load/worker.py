@@ -116,10 +116,10 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     users, rate = settings.share(spec.index)
     open_loop = settings.mode == "open"
     client = spec.client
-    if client.ab is not None:  # each worker draws its own arms
+    if client.ab is not None:  # each trial and worker draws its own arms (seeded)
         from dataclasses import replace
 
-        client = replace(client, ab=replace(client.ab, seed=client.ab.seed * 1000 + spec.index))
+        client = replace(client, ab=replace(client.ab, seed=(client.ab.seed * 1_000_003 + settings.seed) * 1000 + spec.index))
     predictor = build_predictor(client)
     if spec.prefill:
         spec.workload.prefill(predictor)
