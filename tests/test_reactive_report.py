@@ -98,13 +98,14 @@ def test_the_fault_figure_draws_shaded_faults_and_answer_paths() -> None:
                               _window(1, {2000: 60}, errors=0, fault=True, answer_paths={"fallback": 60},
                                       cache_errors_by_reason={"connection": 3}),
                               _window(2, {1000: 100}, answer_paths={"model": 100})],
-                    faults=[{"kind": "redis_outage", "injected_at_s": 1.0, "cleared_at_s": 2.0}])
+                    faults=[{"kind": "redis_outage", "injected_at_s": 1.0, "cleared_at_s": 2.0, "recovered_at_s": 2.5}])
     figure, caption = plot_faults_over_time([crash])
     top, bottom = figure.axes[:2]
     assert top.get_ylabel() == "p99 latency (ms)" and bottom.get_xlabel() == "time in measurement (s)"
-    assert [t.get_text() for t in top.texts] == ["redis_outage"]
-    shaded = [p for p in top.patches]
-    assert shaded and shaded[0].get_x() == pytest.approx(1.0)
+    assert [t.get_text() for t in top.texts] == ["redis_outage", "recovery"]
+    # The fault from 1.0 to 2.0 s, its recovery from 2.0 to 2.5 s.
+    spans = [(p.get_x(), p.get_width()) for p in top.patches]
+    assert spans == [(pytest.approx(1.0), pytest.approx(1.0)), (pytest.approx(2.0), pytest.approx(0.5))]
     labels = bottom.get_legend_handles_labels()[1]
     assert {"answered: model", "answered: fallback", "cache errors"} <= set(labels)
     assert "redis_outage" in caption

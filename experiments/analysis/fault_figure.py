@@ -51,14 +51,19 @@ def plot_faults_over_time(records: Sequence[Any]) -> tuple[Figure, str]:
         for axis in (top, bottom):
             for event, (start, stop) in zip([e for e in record.faults if e.get("injected_at_s") is not None],
                                              spans(record.faults, end_s)):
-                # A crash lasts until the server recovers: shade to the recovery when known.
-                stop = max(stop, float(event.get("recovered_at_s") or stop))
-                axis.axvspan(start, max(stop, start + 0.05), color="0.6", alpha=0.3, lw=0)
+                axis.axvspan(start, max(stop, start + 0.05), color="0.5", alpha=0.35, lw=0)
+                # From the fault's end to the first window back in the pre-fault band: lighter.
+                recovered = float(event.get("recovered_at_s") or stop)
+                if recovered > stop:
+                    axis.axvspan(stop, recovered, color="0.5", alpha=0.12, lw=0)
                 if axis is top:
                     kind = str(event.get("kind", "fault"))
                     kinds.add(kind)
                     axis.annotate(kind, (start, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
                                   va="top", ha="left", xytext=(2, -2), textcoords="offset points")
+                    if recovered > stop:
+                        axis.annotate("recovery", (stop, 0.93), xycoords=("data", "axes fraction"), fontsize=6,
+                                      va="top", ha="left", xytext=(2, -2), textcoords="offset points", color="0.3")
         p99 = [window_p99_ms(w) for w in windows]
         top.plot([m for m, v in zip(middle, p99) if v is not None], [v for v in p99 if v is not None],
                  "o-", color="C3", markersize=3, label="p99 per window")
@@ -88,6 +93,7 @@ def plot_faults_over_time(records: Sequence[Any]) -> tuple[Figure, str]:
     caption = (f"For {len(trials)} fault trials (first repetition of each configuration first): top, the p99 latency "
                "(ms) of each measurement window against time since the measurement began (s); bottom, the requests "
                "of each window by the path that answered them (model, cache, fallback), failed requests in black and "
-               "cache errors as crosses. Grey bands are the faults (" + ", ".join(sorted(kinds)) + "), from injection "
-               "to clearing or, for a crash, to the server's recovery.")
+               "cache errors (bypasses included) as crosses. Dark grey bands are the faults ("
+               + ", ".join(sorted(kinds)) + "), from injection to clearing (a crash: until the server is AVAILABLE "
+               "again); the light band after one is its recovery, until the first window back in the pre-fault band.")
     return figure, caption

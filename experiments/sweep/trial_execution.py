@@ -51,10 +51,12 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
     # The fallback and its deadline are built from the served export (sweep/fault_setup.py).
     fields.pop("fallback", None)
     fields.pop("timeout_s", None)
-    if fields.pop("cache", "off") == "on":
+    fields.pop("cache", None)  # set by two factors, cache and single_flight: built from both here
+    if factors.get("cache", "off") == "on":
         if context.redis is None:
             raise RuntimeError("cache trial without a Redis server")
-        fields["cache"] = CacheConfig(redis_url=context.redis.url)
+        fields["cache"] = CacheConfig(redis_url=context.redis.url,
+                                      single_flight=factors.get("single_flight", "on") == "on")
     if context.spec.ab is not None:
         fields["ab"] = ab_client(context)
     return ClientConfig(
