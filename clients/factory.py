@@ -60,6 +60,7 @@ def build_ab_split(config: ClientConfig) -> Any:
     label (each with its own transport, cache and supervisor as ``config`` says), the
     ``baseline`` arm answers from the historical average."""
     from dataclasses import replace
+    from pathlib import Path
 
     from poochlab.clients.ab_split import ARM_BASELINE, ARM_CANARY, ARM_STABLE, ABSplit, BaselinePredictor
     from poochlab.models.baseline import HistoricalBaseline
@@ -73,5 +74,5 @@ def build_ab_split(config: ClientConfig) -> Any:
     }
     if ab.baseline_share > 0:
         assert ab.baseline_path is not None
-        arms[ARM_BASELINE] = (ab.baseline_share, BaselinePredictor(HistoricalBaseline.read(ab.baseline_path)))
+        arms[ARM_BASELINE] = (ab.baseline_share, BaselinePredictor(HistoricalBaseline.read(Path(ab.baseline_path))))
     return ABSplit(arms, seed=ab.seed)

@@ -8,7 +8,7 @@ inputs no longer match its known likes, so it is counted as excluded, never scor
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from poochlab.experiments.recording.histograms import encode, merge_encoded
 
@@ -38,7 +38,7 @@ def score_rows(pupdates: Sequence[Any], predicted: Sequence[float]) -> tuple[int
 ARM_SUMS = ("requests", "errors", "scored", "abs_error", "likes", "predicted", "excluded")
 
 
-def arm_summary(counts: dict[str, float], histogram: Any) -> dict[str, Any]:
+def arm_summary(counts: Mapping[str, float], histogram: Any) -> dict[str, Any]:
     """One arm's row: pupdates served and scored, mean known likes, MAE, and its latency
     percentiles from the merged histogram (ms)."""
     scored = int(counts.get("scored", 0))

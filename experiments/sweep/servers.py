@@ -116,6 +116,7 @@ class ServerPool:
         from poochlab.experiments.sweep.ab_serving import ab_models_config_text, link_versions
 
         ab = self.spec.ab
+        assert ab is not None
         base = link_versions(models_config.parent / "ab_versions" / MODEL_NAME,
                              self.model_base_path(ab.stable_variant), self.model_base_path(ab.canary_variant))
         models_config.write_text(ab_models_config_text(MODEL_NAME, base.absolute()))
