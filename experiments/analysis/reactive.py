@@ -33,7 +33,10 @@ def _ok(records: Iterable[Any]) -> list[Any]:
 
 
 def _p99_ms(texts: Iterable[str | None]) -> float | None:
-    merged = merge_encoded([t for t in texts if t])
+    try:
+        merged = merge_encoded([t for t in texts if t])
+    except ValueError:  # a damaged record: the analysis names it; no number from it here
+        return None
     return merged.get_value_at_percentile(99) / 1000 if merged.get_total_count() else None
 
 

@@ -301,7 +301,8 @@ def _reactive_sections(document: ReportDocument, analysis: RunAnalysis, factors:
     """Possible worlds (an A/B test's arms, when the run has one) and the reactive qualities."""
     from poochlab.experiments.analysis.reactive import possible_worlds_table, reactive_qualities
 
-    records = analysis.run.trials
+    kept = set(analysis.trials["trial_id"]) if "trial_id" in analysis.trials else set()
+    records = [r for r in analysis.run.trials if r.trial_id in kept]  # those the analysis could read
     worlds = possible_worlds_table(records, factors)
     if len(worlds):
         document.add(Heading(2, SECTION_WORLDS))
