@@ -25,10 +25,10 @@ def fault_trials(records: Sequence[Any]) -> list[Any]:
     return chosen[:MAX_FAULT_TRIALS]
 
 
-def _label(record: Any) -> str:
-    varied = record.factors
-    keys = [k for k in ("protocol", "cache", "fallback", "single_flight", "replicas") if k in varied]
-    return f"{record.trial_id}: " + ", ".join(f"{k}={varied[k]}" for k in keys)
+def _label(record: Any, trials: Sequence[Any]) -> str:
+    """The trial and the factors in which the drawn trials differ (the others are the same)."""
+    keys = [k for k in record.factors if len({repr(t.factors.get(k)) for t in trials}) > 1]
+    return record.trial_id + (": " + ", ".join(f"{k}={record.factors[k]}" for k in keys) if keys else "")
 
 
 def plot_faults_over_time(records: Sequence[Any]) -> tuple[Figure, str]:
@@ -69,7 +69,7 @@ def plot_faults_over_time(records: Sequence[Any]) -> tuple[Figure, str]:
                  "o-", color="C3", markersize=3, label="p99 per window")
         top.set_ylabel("p99 latency (ms)")
         top.set_ylim(bottom=0)
-        top.set_title(_label(record), fontsize=7)
+        top.set_title(_label(record, trials), fontsize=7)
         top.grid(alpha=0.3)
         bottom_of = [0.0] * len(windows)
         for path, color in PATH_COLORS.items():
