@@ -144,3 +144,28 @@ def test_the_ab_table_is_read_and_bad_values_name_their_key(tmp_path: Path) -> N
         load_spec(_spec(tmp_path, "[ab]\ncanary_share = 0.6\nbaseline_share = 0.5\n"))
     with pytest.raises(SpecError, match="ab.share"):
         load_spec(_spec(tmp_path, "[ab]\ncanary_share = 0.2\nshare = 1\n"))
+
+
+def test_the_server_loads_both_variants_and_each_label_reaches_its_own(tmp_path: Path, pooch_exports: dict[str, Path]) -> None:
+    from poochlab.experiments.sweep.ab_serving import ab_models_config_text, link_versions
+    from poochlab.serving.direct_session import DirectSession
+    from poochlab.serving.model_config import parse_model_config_text
+    from poochlab.serving.model_manager import ModelManager
+    from poochlab.serving.model_threads import ModelThreads
+
+    small = pooch_exports["small"] / "pooch_predictor"
+    large = pooch_exports["large"] / "pooch_predictor"
+    base = link_versions(tmp_path / "pooch_predictor", small, large)
+    threads = ModelThreads(1)
+    manager = ModelManager(lambda compute, name: DirectSession(compute, threads))
+    try:
+        manager.apply_config(parse_model_config_text(ab_models_config_text("pooch_predictor", base), "ab.config"))
+        stable = manager.resolve("pooch_predictor", label="stable")
+        canary = manager.resolve("pooch_predictor", label="canary")
+        assert (stable.version, canary.version) == (1, 2)
+        # Each label loads its variant's latest export, through the link.
+        assert stable.servable.path.resolve().parent == small.resolve()
+        assert canary.servable.path.resolve().parent == large.resolve()
+    finally:
+        manager.close()
+        threads.shutdown()
