@@ -5,9 +5,9 @@ has no trial of that kind:
 
 - responsive: p99 under steady load (trials without faults), and during faults;
 - resilient: availability during faults and the time to recover (fault_summary);
-- elastic: replicas joined / left (scaling timeline entries) and p99 while the planned load
-  changes (windows with ``planned_rate_rps``);
-- message-driven: the share of requests shed and the latency of a refusal.
+- elastic: replicas joined / left (the record's ``timeline`` entries ``replica_joined`` /
+  ``replica_left``) and p99 while the planned load changes (windows' ``planned_rate_rps``);
+- message-driven: the share of requests shed and the latency of a refusal (the record's ``shed``).
 
 The readers look for fields by name and treat a missing one as "not measured", so a run
 recorded before a field existed still reads.
@@ -25,7 +25,6 @@ NOT_MEASURED = "not measured in this run"
 ARM_ORDER = ("stable", "canary", "baseline")
 ARM_MODEL_TYPE = {"stable": "stable version (label stable)", "canary": "canary version (label canary)",
                   "baseline": "historical average (the fallback's model)"}
-SHED_KINDS = ("shed", "http_429", "grpc_RESOURCE_EXHAUSTED")  # how a refused (shed) request is counted
 
 
 def _ok(records: Iterable[Any]) -> list[Any]:
@@ -128,23 +127,25 @@ def resilient(records: Sequence[Any], varied: Sequence[str] = ()) -> str:
     return "; ".join(parts) + "."
 
 
+SCALING_EVENTS = {"replica_joined": "joined", "replica_left": "left"}
+
+
 def _scaling_entries(record: Any) -> list[dict[str, Any]]:
-    """Scaling timeline entries ({"event": "joined" | "left", "at_s", ...}) where a run has them:
-    the record's ``scaling`` field, or ``load["scaling"]``, or fault events of kind replica_*."""
-    entries = getattr(record, "scaling", None) or record.load.get("scaling") or []
-    return [e for e in entries if isinstance(e, dict)]
+    """The trial's replica changes from its ``timeline`` ({"at_s", "event": "replica_joined" |
+    "replica_left", ...}, written by a reactive scaling policy); entries marked ``after_trial``
+    (the pool returned to its minimum once the trial ended) are left out."""
+    entries = getattr(record, "timeline", None) or []
+    return [e for e in entries if isinstance(e, dict) and e.get("event") in SCALING_EVENTS and not e.get("after_trial")]
 
 
 def elastic(records: Sequence[Any], varied: Sequence[str] = ()) -> str:
     parts = []
-    joined = left = 0
+    changes = {"joined": 0, "left": 0}
     for record in _ok(records):
         for entry in _scaling_entries(record):
-            event = str(entry.get("event", entry.get("kind", "")))
-            joined += "join" in event
-            left += "left" in event or "leave" in event
-    if joined or left:
-        parts.append(f"replicas joined {joined} times, left {left} times")
+            changes[SCALING_EVENTS[entry["event"]]] += 1
+    if changes["joined"] or changes["left"]:
+        parts.append(f"replicas joined {changes['joined']} times, left {changes['left']} times")
     changing = []
     for record in _ok(records):
         rates = {getattr(w, "planned_rate_rps", None) for w in record.windows} - {None}
@@ -160,22 +161,28 @@ def elastic(records: Sequence[Any], varied: Sequence[str] = ()) -> str:
 
 
 def message_driven(records: Sequence[Any], varied: Sequence[str] = ()) -> str:
-    shed = attempts = 0
-    refusals: list[str] = []
+    """From each trial's ``shed`` summary ({"requests", "share", "refusal_p50_us",
+    "refusal_p99_us", ...}: requests the server refused at once rather than queue)."""
+    shed = 0
+    attempts = 0.0
+    worst_refusal_us: float | None = None
     for record in _ok(records):
-        shedding = getattr(record, "shedding", None) or {}
-        count = int(shedding.get("shed", 0)) or sum(int(record.errors_by_kind.get(k, 0)) for k in SHED_KINDS)
+        summary = getattr(record, "shed", None) or {}
+        count = int(summary.get("requests", 0))
         if not count:
             continue
-        shed += count  # the share is of the trials that shed: others say nothing about shedding
-        attempts += sum(w.requests + w.errors for w in record.windows)
-        if shedding.get("refusal_histogram"):
-            refusals.append(shedding["refusal_histogram"])
+        shed += count
+        attempts += count / summary["share"] if summary.get("share") else 0.0
+        refusal = summary.get("refusal_p99_us")
+        if refusal is not None:
+            worst_refusal_us = max(worst_refusal_us or 0.0, float(refusal))
     if not shed:
         return NOT_MEASURED + " (no request was shed)."
-    text = f"{shed} of {attempts} requests shed in the trials that shed ({_share(shed / attempts if attempts else None)})"
-    refusal = _p99_ms(refusals)
-    return text + (f", refusal p99 {_ms(refusal)}" if refusal is not None else ", refusal latency not recorded") + "."
+    text = (f"{shed} requests shed, {_share(shed / attempts if attempts else None)} of the attempts of the "
+            "trials that shed")
+    # Each trial's refusal p99 comes from its own merged histogram; the worst is stated, never an average.
+    return text + (f"; refusal p99 up to {_ms(worst_refusal_us / 1000)} (worst trial)" if worst_refusal_us is not None
+                   else "; refusal latency not recorded") + "."
 
 
 QUALITIES = (("Responsive", responsive), ("Resilient", resilient), ("Elastic", elastic),
