@@ -6,7 +6,7 @@ from a :class:`ClientConfig` with :func:`build_predictor`. Importing this packag
 HTTP libraries, gRPC, Redis and TensorFlow's protos load only when a predictor is built.
 """
 
-from poochlab.clients.config import CacheConfig, ClientConfig, FallbackConfig
+from poochlab.clients.config import ABConfig, CacheConfig, ClientConfig, FallbackConfig
 from poochlab.clients.factory import build_predictor, build_transport
 from poochlab.clients.prediction import (
     PATH_CACHE,
@@ -20,6 +20,6 @@ from poochlab.clients.prediction import (
 )
 
 __all__ = [
-    "CacheConfig", "ClientConfig", "FallbackConfig", "build_predictor", "build_transport", "CallTiming",
+    "ABConfig", "CacheConfig", "ClientConfig", "FallbackConfig", "build_predictor", "build_transport", "CallTiming",
     "Prediction", "PredictionError", "Predictor", "PATH_CACHE", "PATH_FALLBACK", "PATH_MIXED", "PATH_MODEL",
 ]

@@ -78,6 +78,25 @@ class FallbackConfig:
 
 
 @dataclass(frozen=True)
+class ABConfig:
+    """An online A/B test (clients/ab_split.py): ``canary_share`` of the requests go to the
+    version labelled ``canary``, ``baseline_share`` to the historical-average model read from
+    ``baseline_path``, the rest to the version labelled ``stable``. ``seed`` draws the arms."""
+
+    canary_share: float
+    baseline_share: float = 0.0
+    baseline_path: Path | str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.canary_share <= 1.0, f"ab.canary_share must be within [0, 1] (got {self.canary_share})")
+        _require(0.0 <= self.baseline_share <= 1.0 - self.canary_share,
+                 f"ab.baseline_share must be within [0, 1 - canary_share] (got {self.baseline_share})")
+        _require(self.baseline_share == 0 or self.baseline_path is not None,
+                 "ab.baseline_path is needed when ab.baseline_share > 0")
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     """Everything that decides how a prediction request is made.
 
@@ -106,6 +125,7 @@ class ClientConfig:
     rotate_models: tuple[str, ...] = ()
     cache: CacheConfig | None = None
     fallback: FallbackConfig | None = None
+    ab: ABConfig | None = None  # an A/B test between version labels (clients/ab_split.py)
 
     def __post_init__(self) -> None:
         _require(self.protocol in PROTOCOLS, f"protocol must be one of {PROTOCOLS} (got {self.protocol!r})")
@@ -126,6 +146,8 @@ class ClientConfig:
         _require(self.timeout_s > 0, f"timeout_s must be positive (got {self.timeout_s})")
         _require(isinstance(self.retries, int) and self.retries >= 0,
                  f"retries must be a non-negative integer (got {self.retries!r})")
+        _require(self.ab is None or (self.version is None and self.version_label is None and not self.rotate_models),
+                 "an A/B test pins each arm's version label itself: give no version, version_label or rotate_models")
         for name in ("grpc_max_send_bytes", "grpc_max_receive_bytes"):
             value = getattr(self, name)
             _require(value is None or (isinstance(value, int) and value > 0),

@@ -20,7 +20,10 @@ def build_transport(config: ClientConfig) -> Any:
 
 def build_predictor(config: ClientConfig) -> Any:
     """The predictor ``config`` describes (see :func:`build_model_predictor`); with
-    ``rotate_models``, one per model name, taking requests in turn."""
+    ``rotate_models``, one per model name, taking requests in turn; with ``ab``, one per arm
+    (clients/ab_split.py)."""
+    if config.ab is not None:
+        return build_ab_split(config)
     if config.rotate_models:
         from dataclasses import replace
 
@@ -50,3 +53,26 @@ def build_model_predictor(config: ClientConfig) -> Any:
 
         predictor = SupervisedPredictor(predictor, config.fallback)
     return predictor
+
+
+def build_ab_split(config: ClientConfig) -> Any:
+    """The A/B test ``config.ab`` describes: the ``stable`` and ``canary`` arms pin their version
+    label (each with its own transport, cache and supervisor as ``config`` says), the
+    ``baseline`` arm answers from the historical average."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from poochlab.clients.ab_split import ARM_BASELINE, ARM_CANARY, ARM_STABLE, ABSplit, BaselinePredictor
+    from poochlab.models.baseline import HistoricalBaseline
+
+    ab = config.ab
+    assert ab is not None
+    arms: dict[str, tuple[float, Any]] = {
+        ARM_STABLE: (1.0 - ab.canary_share - ab.baseline_share,
+                     build_model_predictor(replace(config, ab=None, version_label=ARM_STABLE))),
+        ARM_CANARY: (ab.canary_share, build_model_predictor(replace(config, ab=None, version_label=ARM_CANARY))),
+    }
+    if ab.baseline_share > 0:
+        assert ab.baseline_path is not None
+        arms[ARM_BASELINE] = (ab.baseline_share, BaselinePredictor(HistoricalBaseline.read(Path(ab.baseline_path))))
+    return ABSplit(arms, seed=ab.seed)

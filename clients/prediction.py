@@ -95,7 +95,7 @@ class Prediction:
     ``model_version`` is the version that answered the model rows when known (gRPC echoes it;
     over REST it is the version the cache resolved, else None). ``fallback_reason`` says why
     the supervisor answered rows from the historical baseline ("timeout", "breaker_open",
-    "out_of_bounds", ...).
+    "out_of_bounds", ...). ``arm`` names the A/B test's arm that answered (clients/ab_split.py).
     """
 
     likes: list[float]
@@ -103,6 +103,7 @@ class Prediction:
     timing: CallTiming
     model_version: int | None = None
     fallback_reason: str | None = None
+    arm: str | None = None
 
     @property
     def path(self) -> str:

@@ -43,6 +43,12 @@ class Window:
     # A scheduled fault touched this window (or it came before the recovery): left out of the
     # steady-state result and the stability rule (experiments/faults/phases.py).
     fault: bool = False
+    # Answers by path (model / cache / fallback / mixed), and what the cache counted in this
+    # window: {"hits", "misses"} and errors by reason; empty without a cache. Over windows
+    # they show a fault's effect on the answer paths.
+    answer_paths: dict[str, int] = field(default_factory=dict)
+    cache_counts: dict[str, int] = field(default_factory=dict)
+    cache_errors_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 # What kind of problem made a trial invalid. Validity judges the instrument, not the server:
@@ -138,6 +144,11 @@ class TrialRecord:
     # Before / during / after (p99_ms, availability, answered, errors, windows), the pre-fault
     # band, fault_windows and recovery_s (experiments/faults/phases.py); {} without faults.
     fault_summary: dict[str, Any] = field(default_factory=dict)
+    # An A/B test ([ab] in the spec): per arm ("stable", "canary", "baseline") over the result
+    # windows: requests, errors, latency histogram (hdrh text, us) with p50_ms / p99_ms from it,
+    # pupdates_scored / pupdates_excluded, mean_likes, mean_predicted, mae
+    # (experiments/recording/arms.py); {} without an A/B test.
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def result_windows(self) -> list[Window]:
         """The windows merged into the result: the stable ones, or every window when none was

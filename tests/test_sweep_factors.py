@@ -218,3 +218,18 @@ def test_the_fallback_and_its_deadline_reach_each_trials_client(tmp_path: Path) 
     assert clients["off"].fallback is None and clients["off"].timeout_s == 0.25
     assert clients["on"].fallback.deadline_s == 0.25
     assert clients["on"].fallback.baseline_path == str(export / "historical_baseline.json")
+
+
+def test_single_flight_is_one_registry_entry_and_reaches_the_cache_of_each_trials_client(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, '[factors]\nsingle_flight = ["off", "on"]\n[controls]\ncache = "on"\n')
+    context = context_for(spec, tmp_path)
+    clients = {t.factors["single_flight"]: client_config(context, t.factors, "http://h:1", "h:2")
+               for t in plan_trials(spec)}
+    assert clients["off"].cache == CacheConfig(redis_url=REDIS_URL, single_flight=False)
+    assert clients["on"].cache == CacheConfig(redis_url=REDIS_URL, single_flight=True)
+    assert len({t.server for t in plan_trials(spec)}) == 1  # a client factor: one server for both
+    without_cache = spec_from(tmp_path, '[factors]\nsingle_flight = ["off"]\n')
+    assert client_config(context_for(without_cache, tmp_path), only_trial(without_cache).factors,
+                         "http://h:1", "h:2").cache is None
+    with pytest.raises(SpecError, match=r"factors\.single_flight: got"):
+        spec_from(tmp_path, '[factors]\nsingle_flight = ["maybe"]\n')

@@ -72,6 +72,16 @@ def build_report(run_folder: Path | str, p99_budget_ms: float | None = None,
         plot_files += [plots_dir / f"{name}.png", plots_dir / f"{name}.svg"]
         blocks.append(FigureBlock(name, title, caption, png, f"plots/{name}.png", f"plots/{name}.svg"))
 
+    if any(record.faults for record in run.trials):  # the fault figure reads the records' windows
+        from poochlab.experiments.analysis.fault_figure import plot_faults_over_time
+
+        figure, caption = plot_faults_over_time(run.trials)
+        png = figure_png(figure)
+        (plots_dir / "faults_over_time.png").write_bytes(png)
+        (plots_dir / "faults_over_time.svg").write_bytes(figure_svg(figure))
+        plot_files += [plots_dir / "faults_over_time.png", plots_dir / "faults_over_time.svg"]
+        blocks.append(FigureBlock("faults_over_time", "Faults over time: p99 and answer paths", caption, png,
+                                  "plots/faults_over_time.png", "plots/faults_over_time.svg"))
     document = build_document(analysis, budget, transfers, blocks)
     markdown, html, notebook = run.path / "report.md", run.path / "report.html", run.path / "report.ipynb"
     write_atomically(markdown, to_markdown(document))

@@ -217,6 +217,8 @@ SECTION_FINDINGS = "Findings"
 SECTION_FIGURES = "Figures"
 SECTION_TABLES = "Tables"
 SECTION_VALIDITY = "Validity"
+SECTION_WORLDS = "Possible worlds: the A/B test"
+SECTION_REACTIVE = "Reactive qualities"
 SECTION_THREATS = "Threats to validity"
 SECTION_APPENDIX = "Appendix: setup and provenance"
 
@@ -282,6 +284,8 @@ def build_document(
     document.add(Heading(3, "Best configuration under the p99 budget"))
     _budget_section(document, analysis, budget, transfers)
 
+    _reactive_sections(document, analysis, factors)
+
     document.add(Heading(2, SECTION_VALIDITY))
     _validity_section(document, analysis, factors)
 
@@ -291,6 +295,30 @@ def build_document(
     document.add(Heading(2, SECTION_APPENDIX))
     _appendix(document, analysis)
     return document
+
+
+def _reactive_sections(document: ReportDocument, analysis: RunAnalysis, factors: list[str]) -> None:
+    """Possible worlds (an A/B test's arms, when the run has one) and the reactive qualities."""
+    from poochlab.experiments.analysis.reactive import possible_worlds_table, reactive_qualities
+
+    kept = set(analysis.trials["trial_id"]) if "trial_id" in analysis.trials else set()
+    records = [r for r in analysis.run.trials if r.trial_id in kept]  # those the analysis could read
+    worlds = possible_worlds_table(records, factors)
+    if len(worlds):
+        document.add(Heading(2, SECTION_WORLDS))
+        excluded = int(worlds["excluded (altered)"].sum())
+        document.add(Paragraph(
+            "An online A/B test: each request went to one arm (the stable or canary version, pinned by version "
+            "label, or the historical average), drawn with a seeded generator. Per model type, over the valid "
+            "trials' result windows: pupdates answered and scored against their known likes, the mean known likes "
+            "per pupdate, the mean absolute error of the predicted likes (MAE), and latency from the arm's merged "
+            f"histograms. {excluded} answered pupdates were excluded from the error: the workload had altered them "
+            "(an extra hashtag to keep cache keys unique), so their known likes no longer match their inputs."))
+        document.add(Table(worlds.drop(columns=["arm"])))
+    document.add(Heading(2, SECTION_REACTIVE))
+    document.add(Paragraph("The four qualities of a reactive system, each with this run's numbers (or \"not "
+                           "measured in this run\" when the run has no trial that measures it)."))
+    document.add(Bullets(reactive_qualities(records, factors)))
 
 
 def _validity_section(document: ReportDocument, analysis: RunAnalysis, factors: list[str]) -> None:

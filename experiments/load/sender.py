@@ -53,7 +53,7 @@ class Sender(SenderBase):
             request_type=REQUEST_TYPE, name=self.kind, response_time=(end - start) * 1000.0,
             response_length=len(request), exception=exception,
             context={"start": start, "end": end, "lateness_s": None if scheduled is None else sent - scheduled,
-                     "prediction": prediction},
+                     "prediction": prediction, "request": request},
         )
 
     # -- open loop -------------------------------------------------------------------------

@@ -173,7 +173,7 @@ class ThreadSender(SenderBase):
         if then is not None:
             then()
         lateness = None if scheduled is None else sent - scheduled
-        self._answers.append((token, start, end, lateness, prediction, exception, len(request), done))
+        self._answers.append((token, start, end, lateness, prediction, exception, request, done))
         # Every time: threads append side by side, so none can tell whether the hub was woken
         # for its answer; libev writes to its wake-up pipe only when no wake is pending yet.
         if not self._closed:  # a call cancelled by the channel's close answers after close()
@@ -185,10 +185,11 @@ class ThreadSender(SenderBase):
         fire = self.events.request.fire
         answers = self._answers
         while answers:
-            token, start, end, lateness, prediction, exception, length, done = answers.popleft()
+            token, start, end, lateness, prediction, exception, request, done = answers.popleft()
             fire(request_type=REQUEST_TYPE, name=self.kind, response_time=(end - start) * 1000.0,
-                 response_length=length, exception=exception,
-                 context={"start": start, "end": end, "lateness_s": lateness, "prediction": prediction})
+                 response_length=len(request), exception=exception,
+                 context={"start": start, "end": end, "lateness_s": lateness, "prediction": prediction,
+                          "request": request})
             del self._in_flight[token]
             if done is not None:
                 done.set()

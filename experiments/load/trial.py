@@ -28,6 +28,7 @@ from poochlab.experiments.load.settings import LoadSettings
 from poochlab.experiments.load.worker_spec import SENDS_ON_GREENLETS, SENDS_ON_THREADS, WorkerSpec, sends_on_threads
 from poochlab.experiments.load.workload import Workload
 from poochlab.experiments.recording import health as health_rules
+from poochlab.experiments.recording.arms import merged_arms
 from poochlab.experiments.recording.health import CpuTimes, steal_percent
 from poochlab.experiments.recording.histograms import decode, merge_encoded
 from poochlab.experiments.recording.merge import merge_window_data, merged_histogram_text
@@ -296,7 +297,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.windows = [
         Window(index=w.index, start_s=w.index * settings.window_s, duration_s=settings.window_s,
                requests=w.requests, errors=sum(w.errors_by_kind.values()), histogram=w.histogram,
-               corrected_histogram=w.corrected_histogram)
+               corrected_histogram=w.corrected_histogram, answer_paths=dict(w.answer_paths),
+               cache_counts=dict(w.cache_counts), cache_errors_by_reason=dict(w.cache_errors_by_reason))
         for w in merged]
     in_faults: set[int] = set()
     if faults is not None:
@@ -332,6 +334,7 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.errors_by_kind = dict(errors)
     record.outstanding_at_end = outstanding
     record.answer_paths = dict(paths)
+    record.arms = merged_arms(result)  # an A/B test's arms (recording/arms.py); {} otherwise
     answered = sum(w.requests for w in result)
     record.client_timing_us = {k: v / answered for k, v in sums.items()} if answered else {}
     record.lateness_histogram = merged_histogram_text(w.lateness_histogram for w in result)

@@ -109,12 +109,18 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     from poochlab.experiments.load.sender import Sender
     from poochlab.experiments.load.thread_sender import ThreadSender
     from poochlab.experiments.load.users import user_class_for
+    from poochlab.experiments.recording.arms import score_rows
     from poochlab.experiments.recording.windows import WindowRecorder
 
     settings = spec.settings
     users, rate = settings.share(spec.index)
     open_loop = settings.mode == "open"
-    predictor = build_predictor(spec.client)
+    client = spec.client
+    if client.ab is not None:  # each trial and worker draws its own arms (seeded)
+        from dataclasses import replace
+
+        client = replace(client, ab=replace(client.ab, seed=(client.ab.seed * 1_000_003 + settings.seed) * 1000 + spec.index))
+    predictor = build_predictor(client)
     if spec.prefill:
         spec.workload.prefill(predictor)
     user_class = user_class_for(spec.client, settings.pacing)
@@ -141,17 +147,23 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
                     stream_count=stream_count, start_at=start_at)
     user_class.sender = sender
     expected = int(settings.pacing * 1e6) if settings.pacing > 0 else None
-    recorder = WindowRecorder(measure_start, settings.window_s, open_loop=open_loop, expected_interval_us=expected)
+    recorder = WindowRecorder(measure_start, settings.window_s, open_loop=open_loop, expected_interval_us=expected,
+                              cache_probe=(lambda: _cache_counts(predictor.stats())) if spec.client.cache else None)
 
     def on_request(context: dict[str, Any], exception: BaseException | None, **_: Any) -> None:
         # Runs once per request on the generator's loop: positional arguments, no lookups twice.
         prediction = context["prediction"]
         if prediction is None:
             kind = None if exception is None else error_kind(exception)
-            recorder.record(context["start"], context["end"], kind, context["lateness_s"])
-        else:
+            recorder.record(context["start"], context["end"], kind, context["lateness_s"],
+                            arm=getattr(exception, "arm", None))
+        elif prediction.arm is None:
             recorder.record(context["start"], context["end"], None, context["lateness_s"],
                             prediction.timing, prediction.path)
+        else:  # an A/B test: latency and quality per arm
+            recorder.record(context["start"], context["end"], None, context["lateness_s"],
+                            prediction.timing, prediction.path, prediction.arm,
+                            score_rows(context.get("request") or (), prediction.likes))
 
     def count_only(context: dict[str, Any], **_: Any) -> None:
         recorder.count(context["start"], context["end"])
@@ -185,6 +197,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         if warm.get_total_count() >= 10:
             recorder.expected_interval_us = int(warm.get_value_at_percentile(50))
     cache_before = _cache_counts(predictor.stats())
+    recorder.start_cache_counts()
 
     last_index = None
     window = 0

@@ -19,10 +19,19 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
     errors: Counter = Counter()
     sums: Counter = Counter()
     paths: Counter = Counter()
+    cache: Counter = Counter()
+    cache_errors: Counter = Counter()
+    arm_sums: dict[str, Counter] = {}
     for part in parts:
         errors.update(part.errors_by_kind)
         sums.update(part.client_timing_sums_us)
         paths.update(part.answer_paths)
+        cache.update(part.cache_counts)
+        cache_errors.update(part.cache_errors_by_reason)
+        for arm, counts in part.arms.items():
+            arm_sums.setdefault(arm, Counter()).update({k: v for k, v in counts.items() if k != "histogram"})
+    arms = {arm: {**dict(counts), "histogram": encode(merge_encoded(
+        [part.arms[arm]["histogram"] for part in parts if arm in part.arms]))} for arm, counts in arm_sums.items()}
 
     def merged(name: str) -> str | None:
         texts = [getattr(part, name) for part in parts]
@@ -44,6 +53,9 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         loop_lag_histogram=merged("loop_lag_histogram"),
         slowest=sorted((entry for part in parts for entry in part.slowest), reverse=True),
         slowest_complete_above_us=max(part.slowest_complete_above_us for part in parts),
+        cache_counts=dict(cache),
+        cache_errors_by_reason=dict(cache_errors),
+        arms=arms,
     )
 
 

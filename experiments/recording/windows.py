@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from poochlab.experiments.records import HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES
 from poochlab.experiments.recording.histograms import encode, new_histogram
@@ -65,6 +65,35 @@ class WindowData:
     # latency above which the list holds every answer (0: it holds all of them)
     slowest: list[tuple[int, float]] = field(default_factory=list)
     slowest_complete_above_us: int = 0
+    # What the cache counted while this window was open: {"hits", "misses"}, and errors by
+    # reason ("connection", "timeout", "garbage", ...); empty without a cache.
+    cache_counts: dict[str, int] = field(default_factory=dict)
+    cache_errors_by_reason: dict[str, int] = field(default_factory=dict)
+    # A/B test: per arm {"histogram" (hdrh text), "requests", "errors", and the quality sums
+    # of recording/arms.py: "scored", "abs_error", "likes", "predicted", "excluded"}.
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _put_arm(window: _OpenWindow, arm: str, start: float, end: float, error_kind: str | None,
+             quality: tuple[int, float, float, float, int] | None) -> None:
+    counts = window.arm_counts.get(arm)
+    if counts is None:
+        counts = window.arm_counts[arm] = {"requests": 0, "errors": 0, "scored": 0, "abs_error": 0.0,
+                                           "likes": 0.0, "predicted": 0.0, "excluded": 0}
+    if error_kind is not None:
+        counts["errors"] += 1
+        return
+    counts["requests"] += 1
+    latency = window.arm_latency.setdefault(arm, {})
+    value = bucket_us(end - start)
+    latency[value] = latency.get(value, 0) + 1
+    if quality is not None:
+        scored, abs_error, likes, predicted, excluded = quality
+        counts["scored"] += scored
+        counts["abs_error"] += abs_error
+        counts["likes"] += likes
+        counts["predicted"] += predicted
+        counts["excluded"] += excluded
 
 
 def counts_histogram(counts: dict[int, int], expected_interval_us: int | None = None) -> Any:
@@ -99,6 +128,8 @@ class _OpenWindow:
     paths: dict[str, int] = field(default_factory=dict)
     loop_lag: dict[int, int] = field(default_factory=dict)
     slowest: list[tuple[int, float]] = field(default_factory=list)  # a min-heap of SLOWEST_KEPT
+    arm_latency: dict[str, dict[int, int]] = field(default_factory=dict)
+    arm_counts: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def close(self, corrected: bool, open_loop: bool, expected_interval_us: int | None) -> WindowData:
         return WindowData(
@@ -116,6 +147,8 @@ class _OpenWindow:
             loop_lag_histogram=histogram_text(self.loop_lag) if self.loop_lag else None,
             slowest=sorted(self.slowest, reverse=True),
             slowest_complete_above_us=self.slowest[0][0] if len(self.slowest) >= SLOWEST_KEPT else 0,
+            arms={arm: {**counts, "histogram": histogram_text(self.arm_latency.get(arm, {}))}
+                  for arm, counts in self.arm_counts.items()},
         )
 
 
@@ -129,7 +162,8 @@ class WindowRecorder:
     """
 
     def __init__(self, measure_start: float, window_s: float, *, open_loop: bool,
-                 expected_interval_us: int | None = None) -> None:
+                 expected_interval_us: int | None = None,
+                 cache_probe: Callable[[], dict[str, Any]] | None = None) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be positive (got {window_s})")
         self.measure_start = measure_start
@@ -147,6 +181,10 @@ class WindowRecorder:
         self._tail = _OpenWindow(index=-1)
         self._last_index: int | None = None
         self._crossers: dict[int, list[tuple[float, float, tuple]]] = {}
+        # The cache's running counts ({"hits", "misses", "errors_by_reason"}), read when a window
+        # closes: the difference to the last reading is that window's (see _cache_window).
+        self.cache_probe = cache_probe
+        self._cache_seen: dict[str, Any] | None = None
 
     @property
     def warmup_latency(self) -> Any:
@@ -159,7 +197,8 @@ class WindowRecorder:
         return self.measure_start + (index + 1) * self.window_s
 
     def record(self, start: float, end: float, error_kind: str | None = None,
-               lateness_s: float | None = None, timing: Any = None, path: str | None = None) -> None:
+               lateness_s: float | None = None, timing: Any = None, path: str | None = None,
+               arm: str | None = None, quality: tuple[int, float, float, float, int] | None = None) -> None:
         """One finished request: ``start`` is its scheduled (open loop) or actual send time.
 
         Called for every request on the generator's own loop: plain dict counting only, the
@@ -169,7 +208,7 @@ class WindowRecorder:
                 value = bucket_us(end - start)
                 self._warmup_counts[value] = self._warmup_counts.get(value, 0) + 1
             return
-        details = (error_kind, lateness_s, timing, path)
+        details = (error_kind, lateness_s, timing, path, arm, quality)
         if self._last_index is not None:
             if start < self.window_end(self._last_index):
                 self._put(self._tail, start, end, details)
@@ -202,7 +241,9 @@ class WindowRecorder:
 
     @staticmethod
     def _put(window: _OpenWindow, start: float, end: float, details: tuple) -> None:
-        error_kind, lateness_s, timing, path = details
+        error_kind, lateness_s, timing, path, arm, quality = details
+        if arm is not None:
+            _put_arm(window, arm, start, end, error_kind, quality)
         if error_kind is not None:
             window.errors[error_kind] = window.errors.get(error_kind, 0) + 1
         else:
@@ -245,11 +286,31 @@ class WindowRecorder:
             return
         while now >= self._current_end:
             window = self._current
-            self._closed.append(window.close(self.correct, self.open_loop, self._interval(window)))
+            closed = window.close(self.correct, self.open_loop, self._interval(window))
+            self._cache_window(closed)
+            self._closed.append(closed)
             self._current = _OpenWindow(index=window.index + 1)
             self._current_end = self.window_end(self._current.index)
         for index in [i for i in self._crossers if i < self._current.index - 3]:
             del self._crossers[index]  # the trial never ends that far back
+
+    def _cache_window(self, closed: WindowData) -> None:
+        # Counted when the window closes, so a window holds what the cache counted while it was
+        # open (give or take the request in progress when it closed).
+        if self.cache_probe is None:
+            return
+        now = self.cache_probe()
+        before = self._cache_seen or {"hits": 0, "misses": 0, "errors_by_reason": {}}
+        self._cache_seen = now
+        closed.cache_counts = {k: int(now.get(k, 0) - before.get(k, 0)) for k in ("hits", "misses")}
+        reasons = before.get("errors_by_reason", {})
+        closed.cache_errors_by_reason = {r: int(n - reasons.get(r, 0)) for r, n in now.get("errors_by_reason", {}).items()
+                                         if n - reasons.get(r, 0)}
+
+    def start_cache_counts(self) -> None:
+        """Read the cache's counts at the measurement's start (warm-up and prefill are left out)."""
+        if self.cache_probe is not None:
+            self._cache_seen = self.cache_probe()
 
     def take_closed(self) -> list[WindowData]:
         """Windows closed since the last call, oldest first."""

@@ -146,6 +146,10 @@ FACTORS: dict[str, Factor] = {
                field="instances", role="transfer"),
         Factor("cache", "client", "off", _choice("off", "on"), "Redis cache-aside in front of the model",
                field="cache", how="'on' sets a CacheConfig on the run's Redis, 'off' none"),
+        Factor("single_flight", "client", "on", _choice("off", "on"),
+               "with the cache on: concurrent identical misses in one process share one model call",
+               field="cache", how="sets CacheConfig.single_flight of the cache the 'cache' factor builds "
+                                  "(sweep/trial_execution.py client_config); no effect with the cache off"),
         Factor("fallback", "client", "off", _choice("off", "on"),
                "the supervised fallback: deadline, circuit breaker, historical baseline", field="fallback",
                how="'on' sets a FallbackConfig with the served export's historical_baseline.json "

@@ -82,6 +82,8 @@ class ServerPool:
             return
         files = write_config_files(self.run_dir / "configs" / server.config_id, server,
                                    self._served_base_path(server), self.spec.batching_sets)
+        if self.spec.ab is not None:  # two variants under one name, labelled (sweep/ab_serving.py)
+            self._write_ab_models(files.models_config)
         threads = server.server_threads or None
         spec = ServerSpec(
             kind=self.spec.server_kind,
@@ -123,6 +125,15 @@ class ServerPool:
         self.served_copy = self.run_dir / "served-models" / f"{server.config_id}-start{self.starts}"
         shutil.rmtree(self.served_copy, ignore_errors=True)  # left by an interrupted run
         return served_copy(base, self.served_copy / base.name)
+
+    def _write_ab_models(self, models_config: Path) -> None:
+        from poochlab.experiments.sweep.ab_serving import ab_models_config_text, link_versions
+
+        ab = self.spec.ab
+        assert ab is not None
+        base = link_versions(models_config.parent / "ab_versions" / MODEL_NAME,
+                             self.model_base_path(ab.stable_variant), self.model_base_path(ab.canary_variant))
+        models_config.write_text(ab_models_config_text(MODEL_NAME, base.absolute()))
 
     def _endpoints(self, server: ServerConfig) -> ServerEndpoints:
         handle = self.handle

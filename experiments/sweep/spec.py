@@ -98,6 +98,19 @@ class RateSearch:
 
 
 @dataclass(frozen=True)
+class ABSpec:
+    """``[ab]``: the server serves ``stable_variant`` as version 1 (label ``stable``) and
+    ``canary_variant`` as version 2 (label ``canary``) under one model name; the client sends
+    ``canary_share`` of the requests to the canary, ``baseline_share`` to the historical
+    average, the rest to the stable version."""
+
+    canary_share: float
+    baseline_share: float = 0.0
+    stable_variant: str = "small"
+    canary_variant: str = "large"
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     path: Path
     name: str
@@ -119,6 +132,7 @@ class SweepSpec:
     redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
     faults: tuple = ()  # FaultSpec each: planted in every trial (experiments/faults/schedule.py)
     load_workers: int | str = "auto"  # generator processes per trial, or "auto"
+    ab: "ABSpec | None" = None  # an online A/B test between two served versions ([ab])
 
     def needs_calibration(self) -> bool:
         return "load_level" in self.factors or self.controls.get("load_level") is not None
@@ -135,6 +149,7 @@ class SweepSpec:
             **({"faults": [vars(f) | {"params": dict(f.params)} for f in self.faults]} if self.faults else {}),
             "search": vars(self.search) if self.search else None,
             "load_workers": self.load_workers,
+            **({"ab": vars(self.ab)} if self.ab else {}),
         }
 
 
@@ -152,7 +167,7 @@ def load_spec(path: Path | str) -> SweepSpec:
 def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     where = _Where(path)
     where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile",
-                                  "external", "search", "faults"))
+                                  "external", "search", "faults", "ab"))
     sweep = data.get("sweep", {})
     where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
                                      "profile", "server_kind", "p99_budget_ms", "redis_url"))
@@ -190,6 +205,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         redis_url=_redis_url(where, sweep.get("redis_url")),
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
         load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
+        ab=_ab(where, data.get("ab")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
@@ -425,6 +441,19 @@ def _faults(where: _Where, tables: Any, server_kind: str, redis_url: Any) -> tup
     return tuple(schedule)
 
 
+def _ab(where: _Where, table: dict[str, Any] | None) -> ABSpec | None:
+    if table is None:
+        return None
+    where.only_keys("ab", table, ("canary_share", "baseline_share", "stable_variant", "canary_variant"))
+    if "canary_share" not in table:
+        raise where.fail("ab.canary_share", "missing: the share of requests the canary version answers")
+    canary = where.number("ab.canary_share", table["canary_share"], 0.0, 1.0)
+    baseline = where.number("ab.baseline_share", table.get("baseline_share", 0.0), 0.0, 1.0 - canary)
+    stable_variant = where.choice("ab.stable_variant", table.get("stable_variant", "small"), ("small", "large"))
+    canary_variant = where.choice("ab.canary_variant", table.get("canary_variant", "large"), ("small", "large"))
+    return ABSpec(canary, baseline, stable_variant, canary_variant)
+
+
 def _search(where: _Where, table: dict[str, Any] | None) -> RateSearch | None:
     if table is None:
         return None
@@ -477,6 +506,14 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
                                                              f"(indexes 0 to {min(counts) - 1})")
     if "rollout_warmup" in varied_or_held and "model_rollout" not in kinds:
         raise where.fail("rollout_warmup", "sets a model_rollout's warmup: add a [[faults]] of kind \"model_rollout\"")
+    if spec.ab is not None:
+        given = [n for n in ("model_variant", "models_served") if n in spec.factors]
+        if given:
+            raise where.fail("ab", f"an A/B test serves [ab]'s two variants under one name; do not vary {', '.join(given)}")
+        if spec.server_kind == "external":
+            raise where.fail("ab", "an A/B test writes its own model config: needs a server the lab starts")
+        if (spec.controls.get("models_served") or 1) != 1:
+            raise where.fail("ab", "an A/B test serves one model name: models_served must be 1")
     if spec.server_kind == "external":
         server_side = [n for n in spec.factors if FACTORS[n].side == "server"]
         if server_side:

@@ -51,16 +51,33 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
     # The fallback and its deadline are built from the served export (sweep/fault_setup.py).
     fields.pop("fallback", None)
     fields.pop("timeout_s", None)
-    if fields.pop("cache", "off") == "on":
+    fields.pop("cache", None)  # set by two factors, cache and single_flight: built from both here
+    if factors.get("cache", "off") == "on":
         if context.redis is None:
             raise RuntimeError("cache trial without a Redis server")
-        fields["cache"] = CacheConfig(redis_url=context.redis.url)
+        fields["cache"] = CacheConfig(redis_url=context.redis.url,
+                                      single_flight=factors.get("single_flight", "on") == "on")
+    if context.spec.ab is not None:
+        fields["ab"] = ab_client(context)
     return ClientConfig(
         rest_url=rest_url, grpc_target=grpc_target, **fields,
         **reactive_client(context, factors),  # fallback and deadline_ms (sweep/fault_setup.py)
         # Several models served at once share the load equally.
         **({"model_name": model_names[0], "rotate_models": tuple(model_names[1:])} if model_names else {}),
     )
+
+
+def ab_client(context: RunContext) -> Any:
+    """The client side of ``[ab]``: the arms' shares, and the stable export's historical
+    average for the baseline arm."""
+    from poochlab.clients import ABConfig
+    from poochlab.experiments.sweep.ab_serving import latest_version_dir
+
+    ab = context.spec.ab
+    assert ab is not None
+    latest = latest_version_dir(context.servers.model_base_path(ab.stable_variant))
+    return ABConfig(canary_share=ab.canary_share, baseline_share=ab.baseline_share,
+                    baseline_path=str(latest / "assets.extra" / "historical_baseline.json"), seed=context.spec.seed)
 
 
 def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
