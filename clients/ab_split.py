@@ -15,9 +15,9 @@ import time
 from bisect import bisect_right
 from typing import Any, Sequence
 
-from poochlab.clients.inputs import validated_rows
+from poochlab.clients.pupdate_rows import validated_rows
 from poochlab.clients.prediction import PATH_FALLBACK, CallTiming, Prediction, PredictionError, PupdateLike
-from poochlab.clients.supervisor import baseline_likes
+from poochlab.clients.supervised_fallback import baseline_likes
 from poochlab.models.baseline import HistoricalBaseline
 from poochlab.models.pupdate import INPUT_HASHTAGS
 
