@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from poochlab.experiments.recording.histograms import new_histogram
@@ -265,3 +266,24 @@ def test_only_the_last_windows_are_judged() -> None:
     verdict = judge(windows)
     assert verdict.windows == [1, 2, 3]
     assert verdict.stable
+
+
+def test_what_a_p99_rests_on_counts_one_stall_once() -> None:
+    from poochlab.experiments.analysis.report_document import _tail_support
+    from poochlab.experiments.recording.stability import p99_support
+
+    def window(index: int, slow_arrivals: list[float]) -> WindowSummary:
+        histogram = new_histogram()
+        histogram.record_value(1000, 990)
+        histogram.record_value(50_000, 10)
+        slowest = [(50_000, t) for t in slow_arrivals] + [(1000, index + 0.5)] * 990
+        return WindowSummary(index, 1000, 1.0, histogram, sorted(slowest, reverse=True), 0)
+
+    spread = window(0, [0.05 + 0.1 * k for k in range(10)])  # ten slow answers 100 ms apart
+    stall = window(1, [1.5 + 0.0001 * k for k in range(10)])  # ten released by one stall
+    support = p99_support([spread, stall])
+    assert support["requests_above"] == 20 and support["events"] == 11
+    untimed = p99_support([WindowSummary(0, 1000, 1.0, spread.histogram)])
+    assert untimed["requests_above"] == 10 and untimed["events"] is None
+    assert _tail_support(pd.Series({"p99_tail_requests": 40.0, "p99_tail_events": 3.0})) == "40 (3 events)"
+    assert _tail_support(pd.Series({"p99_tail_requests": 40.0, "p99_tail_events": float("nan")})) == "40"

@@ -123,6 +123,17 @@ def _hit_ratio(row: pd.Series) -> str:
     return format_number(achieved)
 
 
+def _tail_support(row: pd.Series) -> str:
+    """Requests above the p99, and the tail events they form when the run counted them."""
+    requests = row.get("p99_tail_requests")
+    if requests is None or requests != requests:
+        return "–"
+    events = row.get("p99_tail_events")
+    if events is None or events != events:
+        return format_number(int(requests))
+    return f"{format_number(int(requests))} ({_count(int(events), 'event')})"
+
+
 def _corrected(row: pd.Series) -> str:
     value = row.get("p99_corrected_ms", math.nan)
     if isinstance(value, float) and math.isnan(value):
@@ -154,7 +165,7 @@ def results_table(configs: pd.DataFrame, factors: list[str] | None = None) -> tu
             "p99 ms [95% CI]": _with_ci(row["p99_ms"], row["p99_ci_low_ms"], row["p99_ci_high_ms"]),
             # Closed loop only: p99 with HdrHistogram's correction for coordinated omission.
             "p99 corrected ms": _corrected(row),
-            "requests above p99": format_number(int(row["p99_tail_requests"])) if "p99_tail_requests" in row and row["p99_tail_requests"] == row["p99_tail_requests"] else "–",
+            "requests above p99": _tail_support(row),
             "p99.9 ms": format_number(row["p99.9_ms"]),
             "max ms": format_number(row["max_ms"]),
             "throughput req/s": format_number(row["throughput_rps"]),
@@ -277,7 +288,10 @@ def build_document(
                            "percentiles averaged); 95% intervals from a block bootstrap over windows within "
                            "repetitions and over repetitions. Sorted by p99. \"requests above p99\" is how many "
                            "requests the p99 rests on (n × 1%): a p99 over a dozen requests is imprecise whatever "
-                           "its interval. Full tables: `tables/configs.csv`, `tables/trials.csv`."))
+                           "its interval. In brackets, the tail events they form (slow answers that arrived within "
+                           "a few ms of each other, as one stall releases them, count once): a p99 resting on a "
+                           "handful of events is set by whether a stall happened to fall in the measurement. "
+                           "Full tables: `tables/configs.csv`, `tables/trials.csv`."))
     _table_with_common(document, analysis.configs, factors)
     if analysis.notes:
         document.add(Paragraph("Notes on this run's data:"), Bullets(analysis.notes))

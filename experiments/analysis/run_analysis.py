@@ -294,6 +294,9 @@ def _config_row(
     row["windows"] = int(sum(len(b) for b in blocks))
     row["requests"] = int(good["requests"].sum())
     row["p99_tail_requests"] = tail_count(int(merged.sum()), 99.0)
+    events = good["p99_tail_events"] if "p99_tail_events" in good else None
+    # summed over the valid trials, each counted above its own p99 (unknown for older runs)
+    row["p99_tail_events"] = float(events.sum()) if events is not None and len(events) and events.notna().all() else float("nan")
     p50, p99 = percentile_intervals(blocks, (50.0, 99.0), config_seed(base_seed, config_id), resamples)
     row.update(
         p50_ci_low_ms=p50.low / 1000.0, p50_ci_high_ms=p50.high / 1000.0,

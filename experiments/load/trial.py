@@ -37,6 +37,7 @@ from poochlab.experiments.recording.prometheus import histogram_deltas, scrape
 from poochlab.experiments.recording.resources import ResourceMonitor
 from poochlab.experiments.recording.stability import STABLE_WINDOWS, WindowSummary, is_stable
 from poochlab.experiments.recording.stability import judge as judge_stability
+from poochlab.experiments.recording.stability import p99_support
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
 from poochlab.experiments.recording.windows import WindowData
 from poochlab.experiments.records import TrialRecord, Validity, Window
@@ -311,6 +312,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.stable = len(steady) >= settings.min_windows and verdict.stable
     result = [w for w in steady if w.index in verdict.windows] if record.stable else steady
     record.stable_windows = [w.index for w in result]
+    kept = set(record.stable_windows)
+    record.load["p99_support"] = p99_support([s for s in collected.summaries if s.index in kept])
     record.load["stability"] = (
         verdict.reason if record.stable
         else f"{verdict.reason}; after {len(merged)} windows of {settings.window_s:g} s (limit {settings.max_windows})")

@@ -202,6 +202,25 @@ def tail_events(window: WindowSummary, threshold_us: float, above: int, gap_s: f
     return events
 
 
+def event_gap_s(answers: int, duration_s: float) -> float:
+    """How close slow answers must arrive to count as one event, at ``answers`` in ``duration_s``."""
+    if answers <= 0 or duration_s <= 0:
+        return STALL_GAP_S
+    return min(STALL_GAP_S, max(MIN_EVENT_GAP_S, TAIL_EVENT_GAPS * duration_s / answers))
+
+
+def p99_support(windows: Sequence[WindowSummary]) -> dict[str, float | int | None]:
+    """What the pooled p99 of ``windows`` rests on: the requests above it and the tail events they
+    form (None when the windows did not keep their slowest answers' arrival times)."""
+    if not windows or sum(w.requests for w in windows) == 0:
+        return {"threshold_us": 0.0, "requests_above": 0, "events": None}
+    threshold, above, totals = tail_counts([w.histogram for w in windows])
+    timed = all(w.slowest is not None for w in windows)
+    gap_s = event_gap_s(sum(totals), sum(w.duration_s for w in windows))
+    events = sum(tail_events(w, threshold, a, gap_s) for w, a in zip(windows, above)) if timed else None
+    return {"threshold_us": threshold, "requests_above": sum(above), "events": events}
+
+
 def _throughput(last: Sequence[WindowSummary], alpha: float) -> tuple[float, float, float, bool]:
     """(spread, dispersion chi-square, p-value, differs)."""
     rates = [w.throughput_rps for w in last]
@@ -243,10 +262,7 @@ def judge(windows: Sequence[WindowSummary], count: int = STABLE_WINDOWS, tail_al
                        f"p={t_p:.2g} < {throughput_alpha:g})", spread)
 
     threshold, above, totals = tail_counts([w.histogram for w in last])
-    answers_per_s = sum(totals) / sum(w.duration_s for w in last)
-    gap_s = STALL_GAP_S
-    if answers_per_s > 0:
-        gap_s = min(STALL_GAP_S, max(MIN_EVENT_GAP_S, TAIL_EVENT_GAPS / answers_per_s))
+    gap_s = event_gap_s(sum(totals), sum(w.duration_s for w in last))
     events = [tail_events(w, threshold, a, gap_s) for w, a in zip(last, above)]
     declustered = any(w.slowest is not None for w in last)
     unit = "tail events" if declustered else "tail counts"
