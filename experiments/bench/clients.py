@@ -180,7 +180,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.echo_servers import GRPC_METHOD as ECHO_METHOD
     from poochlab.experiments.sweep.redis_service import RedisServer
-    from poochlab.serving.launcher import ServerSpec, free_port, launch
+    from poochlab.processes.servers.launcher import ServerSpec, free_port, launch
 
     server_cpus, client_cpus = placement()
     spec = ServerSpec(model_name="pooch_predictor", model_base_path=base / "pooch_predictor",

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from poochlab.serving.launcher import RunningServer, launch_command
+from poochlab.processes.servers.launcher import RunningServer, launch_command
 
 
 @dataclass(frozen=True)

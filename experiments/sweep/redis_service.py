@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from poochlab.serving.launcher import free_port
+from poochlab.processes.servers.launcher import free_port
 
 REDIS_URL_ENV = "POOCHLAB_REDIS_URL"
 

@@ -66,7 +66,7 @@ class ServerPool:
         return self._endpoints(server)
 
     def _start(self, server: ServerConfig) -> None:
-        from poochlab.serving.launcher import ServerSpec, launch
+        from poochlab.processes.servers.launcher import ServerSpec, launch
 
         self.starts += 1
         if self.spec.server_kind == "external":
@@ -91,7 +91,7 @@ class ServerPool:
             extra_flags=_fault_flags(self.spec),
         )
         if server.replicas > 1:
-            from poochlab.serving.kinds.replicas import launch_replicas
+            from poochlab.processes.servers.replicas import launch_replicas
 
             handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=True)
             servers = list(handle.replicas)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from poochlab.serving.kinds.nginx_config import Backend, BalancerConfig, render_nginx_config
-from poochlab.serving.launcher import free_port
+from poochlab.processes.servers.nginx_config import Backend, BalancerConfig, render_nginx_config
+from poochlab.processes.servers.launcher import free_port
 
 _DEBIAN_NGINX = "/usr/sbin/nginx"  # root's PATH has /usr/sbin, a user's often does not
 

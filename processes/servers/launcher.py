@@ -183,10 +183,10 @@ def _client_host(host: str) -> str:
 def launch(spec: ServerSpec) -> RunningServer:
     """Start the server of ``spec`` (ports 0 become free ports); does not wait for models.
 
-    Kinds other than the lab's (tfserving, docker, external) live in ``poochlab.serving.kinds``.
+    Kinds other than the lab's (tfserving, docker, external) live in ``poochlab.processes.servers``.
     """
     if spec.kind != LAB:
-        from poochlab.serving.kinds.registry import launch_kind
+        from poochlab.processes.servers.registry import launch_kind
 
         return launch_kind(spec)
     return launch_command(spec, lambda rest_port, grpc_port: server_command(spec, rest_port, grpc_port))

@@ -6,7 +6,7 @@
         manifest["placement"] = replicas.placement
 
 balancer="nginx": Debian's nginx on 127.0.0.1 round-robins REST (HTTP/1.1 keep-alive) and gRPC
-(HTTP/2) over the replicas (serving/kinds/balancer.py). balancer="client": no proxy; gRPC uses
+(HTTP/2) over the replicas (processes/servers/balancer.py). balancer="client": no proxy; gRPC uses
 grpcio's own round_robin policy over all replica addresses (`grpc_target` plus
 `grpc_channel_options`), and REST clients rotate over `rest_urls`.
 
@@ -23,9 +23,9 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from poochlab.serving.kinds.balancer import RunningBalancer, start_balancer
-from poochlab.serving.kinds.nginx_config import Backend
-from poochlab.serving.launcher import LAB, RunningServer, ServerSpec, launch_command, server_command
+from poochlab.processes.servers.balancer import RunningBalancer, start_balancer
+from poochlab.processes.servers.nginx_config import Backend
+from poochlab.processes.servers.launcher import LAB, RunningServer, ServerSpec, launch_command, server_command
 
 BALANCERS = ("nginx", "client")
 
@@ -116,8 +116,8 @@ def _command_for(spec: ServerSpec, allow_lab_standin: bool) -> tuple[Callable[[i
     if spec.kind == LAB:
         return (lambda rest_port, grpc_port: server_command(spec, rest_port, grpc_port)), None
     if spec.kind == "tfserving":
-        from poochlab.serving.kinds.identify import require_tfserving
-        from poochlab.serving.kinds.tfserving import tfserving_binary, tfserving_command_for
+        from poochlab.processes.servers.identify import require_tfserving
+        from poochlab.processes.servers.tfserving import tfserving_binary, tfserving_command_for
 
         identity = require_tfserving(tfserving_binary(), allow_lab_standin=allow_lab_standin)
         return tfserving_command_for(spec, identity), identity.manifest()
