@@ -141,7 +141,9 @@ def test_a_container_whose_server_the_lab_cannot_see_is_recorded_as_not_measured
     from poochlab.processes.servers.docker_run import RunningContainer
 
     # A stopped `docker run` client: its pid must never stand in for the server's.
-    client = __import__("subprocess").Popen(["true"])
+    from poochlab.processes.lifecycle import ManagedProcess
+
+    client = ManagedProcess(["true"]).start()
     client.wait()
     server = RunningContainer(spec=ServerSpec(kind="docker"), command=["docker", "run"], rest_port=1,
                               grpc_port=2, log_path=tmp_path / "log", process=client,

@@ -243,6 +243,9 @@ class RunningContainer(IdentifiedServer):
                     "figures are not the server's, so none are recorded")
         return f"pid {pid}: {SERVER_PROCESS} in container {self.container} (found with `docker inspect`)"
 
+    def resource_note(self) -> str:
+        return self.resource_source()
+
 
 def launch_docker(spec: "ServerSpec", *, image: str = TFSERVING_IMAGE, cpuset: str | None = None,
                   pull_timeout_s: float = PULL_TIMEOUT_S) -> RunningContainer:

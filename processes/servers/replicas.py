@@ -51,6 +51,8 @@ class ReplicaSet:
     placement: dict[str, Any]
     _stopped: bool = field(default=False, repr=False)
 
+    kind: str = field(default="replicas", init=False)
+
     @property
     def rest_urls(self) -> list[str]:
         return [r.rest_url for r in self.replicas]
@@ -75,6 +77,30 @@ class ReplicaSet:
     @property
     def pids(self) -> list[int]:
         return [r.pid for r in self.replicas if r.pid is not None]
+
+    @property
+    def pid(self) -> int | None:
+        """The first replica's (resources are recorded for it alone: see resource_note)."""
+        return self.pids[0] if self.pids else None
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {"rest": self.rest_url, "grpc": self.grpc_target}
+
+    @property
+    def alive(self) -> bool:
+        """Every replica (and the balancer, if any) still runs."""
+        return all(r.alive for r in self.replicas) and (self.balancer is None or self.balancer.alive)
+
+    @property
+    def behind_balancer(self) -> bool:
+        return True
+
+    def launches(self) -> list[tuple[list[str], dict[str, object] | None]]:
+        return [launch for replica in self.replicas for launch in replica.launches()]
+
+    def resource_note(self) -> str:
+        return f"pid {self.pid}: the first of {len(self.replicas)} replicas only"
 
     def wait_until_available(self, model_names: Sequence[str], timeout_s: float = 120.0) -> None:
         """Every replica's models AVAILABLE (the launcher's check, with its log tail on failure)."""
