@@ -158,6 +158,8 @@ class ManagedProcess:
             time.sleep(poll_s)
 
     def _start_error(self, headline: str, code: int | None) -> ProcessStartError:
+        if code is not None and self._reader is not None:
+            self._reader.join(1.0)  # its last words are in the pipe until the reader sees EOF
         tail = self.log_tail()
         return ProcessStartError(f"{headline}; command: {' '.join(self.argv)}\n"
                                  f"log tail ({self.log_source}):\n{tail}", returncode=code, log_tail=tail)
