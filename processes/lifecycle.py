@@ -147,7 +147,9 @@ class ManagedProcess:
         while True:
             code = popen.poll()
             if code is not None:
-                raise self._start_error(f"{self.name} exited with code {code} before it was {what}", code)
+                error = self._start_error(f"{self.name} exited with code {code} before it was {what}", code)
+                self.stop()  # already gone: reaps it, closes its log
+                raise error
             if probe():
                 return
             if time.monotonic() > deadline:

@@ -34,8 +34,7 @@ def test_the_readiness_probe_returns_once_the_child_is_ready_and_stop_sends_sigt
     child = ManagedProcess(python("import pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text('up'); "
                                   "time.sleep(600)", str(ready)), name="child",
                            endpoints={"rest": "http://127.0.0.1:1"})
-    with child:
-        child.wait_ready(ready.exists, STATE_LIMIT_S, what="writing its ready file")
+    with child.start(ready.exists, timeout_s=STATE_LIMIT_S, what="writing its ready file"):
         assert child.alive and child.returncode is None and child.pid is not None
         assert child.endpoints == {"rest": "http://127.0.0.1:1"}
     assert not child.alive
