@@ -95,6 +95,7 @@ class ManagedProcess:
         self._popen: subprocess.Popen | None = None
         self._log_handle: IO[bytes] | None = None
         self._captured: collections.deque[str] = collections.deque(maxlen=_CAPTURED_LINES)
+        self._captured_lock = threading.Lock()  # copying a deque while the reader appends can fail
         self._reader: threading.Thread | None = None
 
     # -- start --------------------------------------------------------------------------------
@@ -135,7 +136,8 @@ class ManagedProcess:
             return
         with pipe:
             for line in pipe:
-                self._captured.append(line.decode(errors="replace").rstrip("\n"))
+                with self._captured_lock:
+                    self._captured.append(line.decode(errors="replace").rstrip("\n"))
 
     def wait_ready(self, probe: Probe, timeout_s: float, *, what: str = "ready", stop_on_timeout: bool = True,
                    poll_s: float = _POLL_S) -> None:
@@ -212,7 +214,8 @@ class ManagedProcess:
 
     def output_lines(self) -> list[str]:
         """The captured lines kept so far (capture=True), oldest first."""
-        return list(self._captured)
+        with self._captured_lock:
+            return list(self._captured)
 
     def log_tail(self, lines: int = TAIL_LINES) -> str:
         """The last ``lines`` lines of the process's output (or of its log file)."""
@@ -225,7 +228,7 @@ class ManagedProcess:
                 return "(no log)"
             return "\n".join(text.splitlines()[-lines:])
         if self.capture:
-            return "\n".join(list(self._captured)[-lines:])
+            return "\n".join(self.output_lines()[-lines:])
         return "(output discarded)"
 
     # -- stop ---------------------------------------------------------------------------------
