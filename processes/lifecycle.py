@@ -73,7 +73,8 @@ class ManagedProcess:
 
     argv/env/cwd/pass_fds: as for subprocess.Popen (env None: this process's environment).
     log_path: append stdout and stderr (only stderr with ``log_stdout=False``) to this file.
-    capture: without a log_path, keep the last lines of stdout+stderr in memory instead.
+    capture: without a log_path, keep the last lines of stdout+stderr (only stderr with
+        ``log_stdout=False``) in memory instead.
     endpoints: addresses the process serves, by name ("rest", "grpc", "redis", ...).
     grace_s: how long stop() waits after SIGTERM before SIGKILL.
     """
@@ -112,7 +113,7 @@ class ManagedProcess:
             stderr = self._log_handle
             stdout = self._log_handle if self.log_stdout else subprocess.DEVNULL
         elif self.capture:
-            stdout = subprocess.PIPE
+            stdout = subprocess.PIPE if self.log_stdout else subprocess.DEVNULL
             stderr = subprocess.STDOUT if self.log_stdout else subprocess.PIPE
         try:
             self._popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
@@ -122,8 +123,6 @@ class ManagedProcess:
             raise
         if self.capture:
             pipe = self._popen.stdout if self.log_stdout else self._popen.stderr
-            if not self.log_stdout and self._popen.stdout is not None:
-                self._popen.stdout.close()
             self._reader = threading.Thread(target=self._read_output, args=(pipe,), daemon=True,
                                             name=f"{self.name}-output")
             self._reader.start()

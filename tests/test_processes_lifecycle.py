@@ -125,3 +125,13 @@ def test_every_server_kind_handle_satisfies_the_server_handle_protocol(tmp_path:
     assert external.alive and external.pid is None and not external.behind_balancer
     assert replicas.kind == "replicas" and replicas.behind_balancer
     assert replicas.endpoints == {"rest": "http://127.0.0.1:8501", "grpc": "ipv4:127.0.0.1:8500"}
+
+
+def test_with_log_stdout_off_only_stderr_reaches_the_tail(tmp_path: Path) -> None:
+    code = "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"
+    captured = ManagedProcess(python(code), capture=True, log_stdout=False).start()
+    logged = ManagedProcess(python(code), log_path=tmp_path / "stderr.log", log_stdout=False).start()
+    for child in (captured, logged):
+        assert child.wait() == 0  # stdout went to /dev/null, not a closed pipe
+        child.stop()
+        assert child.log_tail() == "to stderr"
