@@ -9,7 +9,7 @@ BIN=${BIN:-.venv/bin}
 $BIN/ruff check .
 tree=build/typecheck/poochlab
 rm -rf build/typecheck && mkdir -p "$tree"
-for stage in clients experiments models serving; do ln -s "../../../$stage" "$tree/$stage"; done
+for stage in clients experiments models processes serving; do ln -s "../../../$stage" "$tree/$stage"; done
 for f in poochlab/*.py; do ln -s "../../../$f" "$tree/$(basename "$f")"; done
 MYPYPATH=build/typecheck $BIN/mypy --explicit-package-bases \
     $(find -L "$tree" -name '*.py' -not -path '*/servables/*' -not -path '*/data/*' | sort) \

@@ -14,7 +14,7 @@ from poochlab.experiments.bench.server import (
     Results, Row, checks, format_report, gap_split, grpc_request_bytes, start_echo, stop,
 )
 from poochlab.experiments.recording.placement import Placement
-from poochlab.serving.launcher import free_port
+from poochlab.processes.servers.launcher import free_port
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

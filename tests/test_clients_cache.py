@@ -184,7 +184,7 @@ def test_keys_switch_when_the_server_loads_a_new_version(pooch_exports, redis_ur
     """A server of our own (the shared one must not change models): version 1, then 2 appears."""
     import shutil
 
-    from poochlab.serving.launcher import ServerSpec, launch
+    from poochlab.processes.servers.launcher import ServerSpec, launch
 
     source = pooch_exports["small"] / "pooch_predictor"
     newest = max((p for p in source.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))

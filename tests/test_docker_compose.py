@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from poochlab.serving.kinds.nginx_config import COMPOSE_NGINX_VERSION
+from poochlab.processes.servers.nginx_config import COMPOSE_NGINX_VERSION
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from poochlab.serving.launcher import free_port
+from poochlab.processes.servers.launcher import free_port
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

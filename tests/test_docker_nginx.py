@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from poochlab.serving.kinds.balancer import find_nginx, nginx_version
-from poochlab.serving.kinds.nginx_config import (
+from poochlab.processes.servers.balancer import find_nginx, nginx_version
+from poochlab.processes.servers.nginx_config import (
     DOCKER_DNS,
     Backend,
     BalancerConfig,
@@ -52,7 +52,7 @@ def _for_local_nginx(config: BalancerConfig, prefix: Path) -> BalancerConfig:
 
 
 def test_committed_compose_config_is_the_rendered_one() -> None:
-    # Regenerate with: python -m poochlab.serving.kinds.nginx_config --compose > docker/nginx/nginx.conf
+    # Regenerate with: python -m poochlab.processes.servers.nginx_config --compose > docker/nginx/nginx.conf
     assert COMMITTED.read_text() == render_nginx_config(compose_balancer_config())
 
 

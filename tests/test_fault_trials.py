@@ -62,7 +62,7 @@ def test_a_redis_outage_trial_records_the_outage_fails_nothing_and_stays_valid(
 @pytest.fixture(scope="module")
 def crash_server(tmp_path_factory, pooch_exports) -> Iterator[object]:
     """A server of this module's own: the crash test kills it (the shared one must not die)."""
-    from poochlab.serving.launcher import ServerSpec, launch
+    from poochlab.processes.servers.launcher import ServerSpec, launch
 
     workdir = tmp_path_factory.mktemp("crash_server")
     config = write_models_config(workdir / "models.config", {"pooch_predictor": pooch_exports["small"] / "pooch_predictor"})

@@ -158,8 +158,8 @@ def test_a_redis_outage_fails_no_cached_prediction(lab_server, redis_server, red
 
 @pytest.mark.parametrize("kind", ["tfserving", "docker"])
 def test_tf_serving_launchers_refuse_the_lab_fault_flags(tmp_path: Path, kind: str) -> None:
-    from poochlab.serving.kinds.registry import launch_kind
-    from poochlab.serving.launcher import ServerSpec
+    from poochlab.processes.servers.registry import launch_kind
+    from poochlab.processes.servers.launcher import ServerSpec
 
     spec = ServerSpec(kind=kind, model_name="m", model_base_path=tmp_path,
                       extra_flags=("--lab_fault_delay_ms=100", "--lab_fault_admin=true"))

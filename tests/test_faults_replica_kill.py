@@ -22,8 +22,8 @@ OK_COUNT = re.compile(r':tensorflow:serving:request_count\{model_name="half_plus
 
 @pytest.fixture(scope="module")
 def replica_set(tmp_path_factory, half_plus_two_base):
-    from poochlab.serving.kinds.replicas import launch_replicas
-    from poochlab.serving.launcher import ServerSpec
+    from poochlab.processes.servers.replicas import launch_replicas
+    from poochlab.processes.servers.launcher import ServerSpec
 
     workdir = tmp_path_factory.mktemp("replica_kill")
     config = write_models_config(workdir / "models.config", {MODEL: half_plus_two_base / MODEL})

@@ -33,7 +33,7 @@ def export_base(pooch_exports) -> Path:
 def rollout_server(tmp_path_factory, export_base):
     """A lab server on a served copy of the small export (polling every second, the default)."""
     from poochlab.experiments.faults.rollout import served_copy
-    from poochlab.serving.launcher import ServerSpec, launch
+    from poochlab.processes.servers.launcher import ServerSpec, launch
 
     workdir = tmp_path_factory.mktemp("rollout_server")
     base = served_copy(export_base, workdir / "served" / MODEL)

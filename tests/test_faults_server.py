@@ -27,7 +27,7 @@ CORGI = {"hashtags": "#corgi", "country": "GB", "followers": 1200}
 
 @pytest.fixture(scope="module")
 def faulty_server(tmp_path_factory, pooch_exports, half_plus_two_base):
-    from poochlab.serving.launcher import ServerSpec, launch
+    from poochlab.processes.servers.launcher import ServerSpec, launch
 
     workdir = tmp_path_factory.mktemp("faulty_server")
     config = write_models_config(workdir / "models.config", {

@@ -21,7 +21,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from poochlab.experiments.load.echo_server import EchoServer, start_echo_server
-from poochlab.serving.launcher import free_port
+from poochlab.processes.servers.launcher import free_port
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from poochlab.serving.kinds.docker_run import TFSERVING_IMAGE, container_models_config, docker_command_for
-from poochlab.serving.launcher import ServerSpec, launch
+from poochlab.processes.servers.docker_run import TFSERVING_IMAGE, container_models_config, docker_command_for
+from poochlab.processes.servers.launcher import ServerSpec, launch
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 
@@ -118,7 +118,7 @@ def test_the_server_pid_is_the_named_process_under_the_containers_init() -> None
     import subprocess
     import sys
 
-    from poochlab.serving.kinds.docker_run import server_pid_under
+    from poochlab.processes.servers.docker_run import server_pid_under
 
     # A real process tree shaped like `docker run --init`: an init whose child is the server.
     # The init prints its child's pid once the child exists (no waiting on timing).
@@ -138,10 +138,12 @@ def test_the_server_pid_is_the_named_process_under_the_containers_init() -> None
 
 
 def test_a_container_whose_server_the_lab_cannot_see_is_recorded_as_not_measured(tmp_path: Path) -> None:
-    from poochlab.serving.kinds.docker_run import RunningContainer
+    from poochlab.processes.servers.docker_run import RunningContainer
 
     # A stopped `docker run` client: its pid must never stand in for the server's.
-    client = __import__("subprocess").Popen(["true"])
+    from poochlab.processes.lifecycle import ManagedProcess
+
+    client = ManagedProcess(["true"]).start()
     client.wait()
     server = RunningContainer(spec=ServerSpec(kind="docker"), command=["docker", "run"], rest_port=1,
                               grpc_port=2, log_path=tmp_path / "log", process=client,
@@ -169,7 +171,7 @@ def _recording_docker(tmp_path: Path, has_image: bool) -> tuple[str, Path]:
     (False, ["image inspect tensorflow/serving:2.21.0", "pull tensorflow/serving:2.21.0"]),
 ])
 def test_the_image_is_pulled_before_the_server_starts_only_when_missing(tmp_path: Path, has_image, expected) -> None:
-    from poochlab.serving.kinds.docker_run import ensure_image
+    from poochlab.processes.servers.docker_run import ensure_image
 
     docker, calls = _recording_docker(tmp_path, has_image)
     assert ensure_image(docker, TFSERVING_IMAGE) is (not has_image)
@@ -177,7 +179,7 @@ def test_the_image_is_pulled_before_the_server_starts_only_when_missing(tmp_path
 
 
 def test_a_failed_pull_is_a_clear_error(tmp_path: Path) -> None:
-    from poochlab.serving.kinds.docker_run import ensure_image
+    from poochlab.processes.servers.docker_run import ensure_image
 
     script = tmp_path / "docker"
     script.write_text("#!/bin/sh\nexit 1\n")

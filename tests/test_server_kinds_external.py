@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from poochlab.serving.launcher import ServerSpec, ServerStartError, free_port, launch
+from poochlab.processes.servers.launcher import ServerSpec, ServerStartError, free_port, launch
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

@@ -16,8 +16,8 @@ from typing import Iterator
 import pytest
 
 from fixtures.lab_server import PROMETHEUS_PATH, write_models_config
-from poochlab.serving.kinds.replicas import ReplicaSet, launch_replicas, replica_cores
-from poochlab.serving.launcher import ServerSpec
+from poochlab.processes.servers.replicas import ReplicaSet, launch_replicas, replica_cores
+from poochlab.processes.servers.launcher import ServerSpec
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

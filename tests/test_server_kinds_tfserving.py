@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from fixtures.lab_server import write_models_config
-from poochlab.serving.kinds.identify import NotTFServingError, identify_model_server, require_tfserving
-from poochlab.serving.kinds.tfserving import launch_tfserving
-from poochlab.serving.launcher import ServerSpec, launch, tf_serving_flags
+from poochlab.processes.servers.identify import NotTFServingError, identify_model_server, require_tfserving
+from poochlab.processes.servers.tfserving import launch_tfserving
+from poochlab.processes.servers.launcher import ServerSpec, launch, tf_serving_flags
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

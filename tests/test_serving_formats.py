@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from poochlab.serving.json_format import error_body, format_float, write_json
-from poochlab.serving.launcher import ServerSpec, server_command, tf_serving_flags
+from poochlab.processes.servers.launcher import ServerSpec, server_command, tf_serving_flags
 from poochlab.serving.metrics import ServerMetrics, parse_monitoring_config
 
 

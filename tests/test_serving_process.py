@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from poochlab.serving.launcher import ServerSpec, ServerStartError, launch
+from poochlab.processes.servers.launcher import ServerSpec, ServerStartError, launch
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

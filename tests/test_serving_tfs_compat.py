@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import pytest
 
-from poochlab.serving.launcher import ServerSpec, launch
+from poochlab.processes.servers.launcher import ServerSpec, launch
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 

@@ -9,7 +9,7 @@ import redis
 
 from poochlab.experiments.sweep.redis_service import ExistingRedis, RedisServer, sweep_redis
 from poochlab.experiments.sweep.spec import SpecError, load_spec
-from poochlab.serving.launcher import free_port
+from poochlab.processes.servers.launcher import free_port
 
 SPEC = """
 [sweep]

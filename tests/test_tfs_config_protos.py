@@ -89,7 +89,7 @@ def test_monitoring_configs_parse_with_tf_servings_message(tfs_protos, text):
 def test_models_configs_parse_with_tf_servings_model_server_config(tmp_path):
     from tensorflow_serving.config import model_server_config_pb2
 
-    from poochlab.serving.kinds.docker_run import container_models_config
+    from poochlab.processes.servers.docker_run import container_models_config
 
     texts = [models_config_text(["pooch_predictor", "pooch_predictor_2"], Path("/srv/models/small/pooch_predictor")),
              (ROOT / "docker" / "tfserving" / "models.config").read_text()]

@@ -35,7 +35,7 @@ from poochlab.experiments.drivers.wrk import WrkDriver, wrk_installed
 from poochlab.models.pupdate import MODEL_NAME
 
 if TYPE_CHECKING:
-    from poochlab.serving.launcher import RunningServer
+    from poochlab.processes.servers.launcher import RunningServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "serving_configs"
@@ -122,7 +122,7 @@ def batch_totals(rest_url: str) -> tuple[float, float] | None:
 
 def start_server(base_path: Path, batching_file: Path | None, log_path: Path) -> "RunningServer":
     """The lab's server with the one model at ``base_path``, AVAILABLE when this returns."""
-    from poochlab.serving.launcher import ServerSpec, ServerStartError, launch
+    from poochlab.processes.servers.launcher import ServerSpec, ServerStartError, launch
 
     server = launch(ServerSpec(
         model_name=MODEL_NAME, model_base_path=base_path / MODEL_NAME,

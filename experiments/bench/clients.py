@@ -166,7 +166,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.echo_servers import GRPC_METHOD as ECHO_METHOD
     from poochlab.experiments.sweep.redis_service import RedisServer
-    from poochlab.serving.launcher import ServerSpec, free_port, launch
+    from poochlab.processes.servers.launcher import ServerSpec, free_port, launch
 
     placement = bench_placement(redis=True)
     server_cpus, redis_cpus, client_cpus = (placement.cores(role) for role in ("server", "redis", "generator0"))

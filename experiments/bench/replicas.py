@@ -1,7 +1,7 @@
 """``poochlab bench replicas``: throughput and p99 with 1, 2 and 4 lab-server replicas behind nginx.
 
 Each configuration serves the Pooch Predictor (small) with the lab's server, N replicas on this
-machine behind Debian's nginx (serving/kinds/replicas.py), and is driven by ``wrk`` (C, REST,
+machine behind Debian's nginx (processes/servers/replicas.py), and is driven by ``wrk`` (C, REST,
 a fixed number of keep-alive connections) for a few seconds after a warm-up. A first row drives
 one replica directly, without nginx, so the balancer's own cost shows. The placement (cores per
 replica) is printed with the numbers: on a machine with fewer cores than replicas, replicas
@@ -46,7 +46,7 @@ def run_wrk_p99(url: str, connections: int, seconds: float) -> tuple[float, floa
 
 
 def _spec(workdir: Path, base_path: Path, threads: int) -> Any:
-    from poochlab.serving.launcher import ServerSpec
+    from poochlab.processes.servers.launcher import ServerSpec
 
     config = workdir / "models.config"
     config.write_text(f"model_config_list {{\n  config {{\n    name: '{MODEL}'\n    base_path: '{base_path}'\n"
@@ -57,7 +57,7 @@ def _spec(workdir: Path, base_path: Path, threads: int) -> Any:
 
 def measure(base_path: Path, counts: Sequence[int], connections: int, seconds: float, warmup: float,
             pin: bool, threads: int) -> tuple[list[ReplicaRow], dict[str, Any]]:
-    from poochlab.serving.kinds.replicas import launch_replicas
+    from poochlab.processes.servers.replicas import launch_replicas
 
     rows: list[ReplicaRow] = []
     placements: dict[str, Any] = {}

@@ -131,7 +131,7 @@ def measure_grpc(name: str, pid: int, target: str, payload: bytes, calls: int, s
 # ---- (b) echo servers and (c) the lab server -------------------------------------------
 
 def start_echo(placement: Placement, kind: str, base_path: Path) -> tuple[subprocess.Popen, int]:
-    from poochlab.serving.launcher import free_port
+    from poochlab.processes.servers.launcher import free_port
 
     port = free_port()
     command = [sys.executable, "-m", "poochlab.experiments.bench.echo_servers", kind, str(port)]
@@ -169,7 +169,7 @@ def _echo_name(kind: str) -> str:
 
 def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> Results:
     """All servers start once; each round measures every one of them in turn (drift hits all)."""
-    from poochlab.serving.launcher import ServerSpec, launch
+    from poochlab.processes.servers.launcher import ServerSpec, launch
 
     placement = bench_placement()
     placement.pin_self()

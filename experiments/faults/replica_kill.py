@@ -1,6 +1,6 @@
 """One replica of a ReplicaSet killed behind the balancer, restarted by a supervisor (or not).
 
-The balancer's own failover does the routing around it (serving/kinds/nginx_config.py): a
+The balancer's own failover does the routing around it (processes/servers/nginx_config.py): a
 request whose connection to the dead replica is refused goes to the next replica
 (``proxy_next_upstream`` / ``grpc_next_upstream error timeout``), and the dead one is skipped
 for 10 s at a time (nginx's ``max_fails=1 fail_timeout=10s``). A REST request the replica had

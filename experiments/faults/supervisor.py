@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from poochlab.serving.launcher import RunningServer, launch_command
+from poochlab.processes.servers.launcher import RunningServer, launch_command
 
 
 @dataclass(frozen=True)
@@ -69,15 +69,15 @@ class ServerSupervisor:
                 if self._stopping:
                     return
             old = self.server
-            if old._log_handle is not None:
-                old._log_handle.close()  # type: ignore[attr-defined]
+            if old.process is not None:
+                old.process.stop()  # already gone: reaps it and closes its log
             restarted_at = time.monotonic()
             available_at, error = None, None
             try:
                 spec = dataclasses.replace(old.spec, rest_port=old.rest_port, grpc_port=old.grpc_port,
                                            log_file=old.log_path)
                 fresh = launch_command(spec, lambda rest_port, grpc_port: list(old.command))
-                self.server = dataclasses.replace(old, process=fresh.process, _log_handle=fresh._log_handle)
+                self.server = dataclasses.replace(old, process=fresh.process)
                 if self.on_restart is not None:
                     self.on_restart(self.server)
                 self.server.wait_until_available(self.model_names, timeout_s=self.ready_timeout_s)

@@ -27,11 +27,12 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from poochlab.processes.lifecycle import ManagedProcess, ProcessStartError
 
 ECHO_LIKES = 42.0
 ECHO_VERSION = 1
@@ -357,14 +358,16 @@ async def serve(rest_port: int, grpc_port: int | None, stall: Stall) -> None:
 class EchoServer:
     """A running echo server subprocess; ``stop()`` (or leaving the ``with``) ends it."""
 
-    process: subprocess.Popen
+    process: ManagedProcess
     rest_port: int
     grpc_port: int | None
     stall: Stall = field(default_factory=Stall)
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        pid = self.process.pid
+        assert pid is not None  # started before an EchoServer is made
+        return pid
 
     @property
     def rest_url(self) -> str:
@@ -377,19 +380,26 @@ class EchoServer:
         return f"127.0.0.1:{self.grpc_port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        self.process.stop()
 
     def __enter__(self) -> "EchoServer":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _bound_ports(process: ManagedProcess) -> dict[str, Any] | None:
+    """The JSON line the server prints once it listens (None: not yet)."""
+    for line in process.output_lines():
+        if line.startswith("{"):
+            try:
+                bound = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(bound, dict) and "rest_port" in bound:
+                return bound
+    return None
 
 
 def start_echo_server(*, grpc: bool = True, stall: Stall | None = None, timeout_s: float = 30.0) -> EchoServer:
@@ -399,14 +409,17 @@ def start_echo_server(*, grpc: bool = True, stall: Stall | None = None, timeout_
                "--stall-ms", str(stall.ms), "--stall-every-s", str(stall.every_s)]
     if grpc:
         command += ["--grpc-port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout_s
-    line = process.stdout.readline() if process.stdout else ""
-    if not line or time.monotonic() > deadline:
-        process.kill()
-        error = process.stderr.read() if process.stderr else ""
-        raise RuntimeError(f"echo server did not start: {error.strip()[-500:]}")
-    bound = json.loads(line)
+    process = ManagedProcess(command, name="echo server", capture=True, grace_s=5.0).start()
+    try:
+        process.wait_ready(lambda: _bound_ports(process) is not None, timeout_s, what="listening")
+    except ProcessStartError as error:
+        process.stop()
+        raise RuntimeError(f"echo server did not start: {error.log_tail.strip()[-500:]}") from None
+    bound = _bound_ports(process)
+    assert bound is not None
+    process.endpoints["rest"] = f"http://127.0.0.1:{bound['rest_port']}"
+    if bound["grpc_port"] is not None:
+        process.endpoints["grpc"] = f"127.0.0.1:{bound['grpc_port']}"
     return EchoServer(process, bound["rest_port"], bound["grpc_port"], stall)
 
 

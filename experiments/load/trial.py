@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pickle
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Callable
 
 from poochlab.experiments.faults.phases import summarize as summarize_faults
@@ -41,6 +41,7 @@ from poochlab.experiments.recording.stability import p99_support
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
 from poochlab.experiments.recording.windows import WindowData
 from poochlab.experiments.records import TrialRecord, Validity, Window
+from poochlab.processes.lifecycle import ManagedProcess
 
 READY_TIMEOUT_S = 180.0  # a gRPC worker imports TensorFlow (~7 s alone, more on a busy box)
 START_DELAY_S = 0.2  # between 'go' and the first request, so every worker starts together
@@ -53,7 +54,7 @@ class TrialError(RuntimeError):
 @dataclass
 class _Worker:
     index: int
-    process: subprocess.Popen
+    process: ManagedProcess
     conn: Connection
     stderr_path: str
     pid: int = 0
@@ -71,10 +72,11 @@ def _start_worker(spec: Any) -> _Worker:
     ours, theirs = socket.socketpair()
     ours.setblocking(True)
     stderr = tempfile.NamedTemporaryFile(prefix=f"poochlab-worker{spec.index}-", suffix=".log", delete=False)
-    process = subprocess.Popen(
+    process = ManagedProcess(
         [sys.executable, "-m", "poochlab.experiments.load.worker", str(theirs.fileno()),
          SENDS_ON_THREADS if sends_on_threads(spec.client) else SENDS_ON_GREENLETS],
-        pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
+        name=f"load generator worker {spec.index}", pass_fds=[theirs.fileno()], log_path=Path(stderr.name),
+        log_stdout=False, env=os.environ.copy()).start()
     theirs.close()
     stderr.close()
     conn = Connection(ours.detach())
@@ -170,12 +172,7 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
         if faults is not None:
             faults.finish()  # never leave a fault planted (Redis down, a slow model)
         for worker in workers:
-            if worker.process.poll() is None:
-                try:
-                    worker.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    worker.process.kill()
-                    worker.process.wait(5)
+            worker.process.stop(10, sigterm=False)  # told to stop over its connection; SIGKILL if it hangs
             worker.conn.close()
             os.unlink(worker.stderr_path)
         if placement is not None:

@@ -91,8 +91,9 @@ def fault_trial(context: Any, factors: dict[str, Any], endpoints: Any) -> Iterat
             injectors[MODEL_ROLLOUT] = _rollout(context, endpoints, undo)
         if REPLICA_KILL in kinds:
             from poochlab.experiments.faults.replica_kill import ReplicaKill
+            from poochlab.processes.servers.replicas import ReplicaSet
 
-            if not hasattr(context.servers.handle, "replicas"):
+            if not isinstance(context.servers.handle, ReplicaSet):
                 raise RuntimeError("a replica_kill needs replicas >= 2 behind the balancer")
             kill = ReplicaKill(context.servers.handle, endpoints.model_names)
             undo.callback(kill.release)
@@ -118,8 +119,10 @@ def _rollout(context: Any, endpoints: Any, undo: ExitStack) -> Any:
     if pool.served_copy is None:
         raise RuntimeError("a model_rollout needs the server to serve the lab's own copy of the base path "
                            "(server_kind \"lab\" or \"tfserving\")")
+    from poochlab.processes.servers.replicas import ReplicaSet
+
     handle = pool.handle
-    urls = [r.rest_url for r in handle.replicas] if hasattr(handle, "replicas") else [handle.rest_url]
+    urls = [r.rest_url for r in handle.replicas] if isinstance(handle, ReplicaSet) else [handle.rest_url]
     base = pool.served_copy / pool.model_base_path(pool.current.model_variant).name
     rollout = ModelRollout(base, urls, endpoints.model_names)
     # The server now serves a version the export does not have: the next trial starts afresh.

@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from poochlab.serving.launcher import free_port
+from poochlab.processes.lifecycle import ManagedProcess, ProcessStartError, free_port
 
 REDIS_URL_ENV = "POOCHLAB_REDIS_URL"
 
@@ -29,7 +28,7 @@ class RedisServer:
 
     port: int
     workdir: Path
-    process: subprocess.Popen | None = None
+    process: ManagedProcess | None = None
 
     @classmethod
     def on_free_port(cls, workdir: Path) -> "RedisServer":
@@ -41,11 +40,20 @@ class RedisServer:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.running else None
+        return self.process.pid if self.process is not None and self.running else None
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.alive
+
+    def answers_ping(self) -> bool:
+        """Whether it answers PING (its readiness probe)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def start(self, timeout_s: float = 10.0) -> None:
         binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
@@ -54,30 +62,27 @@ class RedisServer:
                                "(Debian: apt-get install redis-server)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         # No snapshots, no append-only file: a cache experiment starts from what the lab puts in.
-        self.process = subprocess.Popen(
+        # Its output is kept in memory, so a failed start can say why.
+        self.process = ManagedProcess(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with code {self.process.returncode} on port {self.port}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout_s:.0f} s")
+            name="redis-server", capture=True, endpoints={"redis": self.url},
+        ).start()
+        try:
+            self.process.wait_ready(self.answers_ping, timeout_s, what=f"answering PING on port {self.port}")
+        except ProcessStartError as error:
+            self.process = None
+            if error.returncode is not None:
+                raise RuntimeError(f"redis-server exited with code {error.returncode} on port {self.port}:\n"
+                                   f"{error.log_tail}") from None
+            raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout_s:.0f} s:\n"
+                               f"{error.log_tail}") from None
 
     def stop(self) -> None:
-        if self.running:
-            assert self.process is not None
+        # SIGKILL, no grace: a Redis going down is a fault the cache trials inject, and nothing
+        # of it is worth saving.
+        if self.process is not None:
             self.process.kill()
-            self.process.wait(10)
         self.process = None
 
     def flush(self) -> None:

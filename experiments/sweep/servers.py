@@ -5,12 +5,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from poochlab.experiments.sweep.manifest import Manifest
 from poochlab.experiments.sweep.server_configs import MONITORING_PATH, ServerConfig, write_config_files
 from poochlab.experiments.sweep.spec import SweepSpec
 from poochlab.models.pupdate import MODEL_NAME
+
+if TYPE_CHECKING:
+    from poochlab.processes.servers.handle import ServerHandle
 
 READY_TIMEOUT_S = 180.0
 
@@ -49,7 +52,7 @@ class ServerPool:
         self.model_root = model_root
         self.manifest = manifest
         self.current: ServerConfig | None = None
-        self.handle: Any = None  # RunningServer or ReplicaSet
+        self.handle: ServerHandle | None = None
         self.starts = 0
         # A sweep with a model_rollout serves a copy of the export it may add versions to
         # (experiments/faults/rollout.py): the folder holding it, removed when the server stops.
@@ -70,15 +73,15 @@ class ServerPool:
         return self._endpoints(server)
 
     def _start(self, server: ServerConfig) -> None:
-        from poochlab.serving.launcher import ServerSpec, launch
+        from poochlab.processes.servers.launcher import ServerSpec, launch
 
         self.starts += 1
         if self.spec.server_kind == "external":
             # Someone else's server: nothing to configure, start or stop; only readiness.
             external = {k: v for k, v in (self.spec.external or {}).items() if k != "behind_balancer"}
-            handle = launch(ServerSpec(kind="external", **external))
-            self.handle, self.current = handle, server
-            handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
+            external_server = launch(ServerSpec(kind="external", **external))
+            self.handle, self.current = external_server, server
+            external_server.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
             return
         files = write_config_files(self.run_dir / "configs" / server.config_id, server,
                                    self._served_base_path(server), self.spec.batching_sets)
@@ -96,23 +99,19 @@ class ServerPool:
             log_file=self.run_dir / "logs" / f"{server.config_id}-start{self.starts}.log",
             extra_flags=_fault_flags(self.spec),
         )
+        handle: ServerHandle
         if server.replicas > 1:
-            from poochlab.serving.kinds.replicas import launch_replicas
+            from poochlab.processes.servers.replicas import launch_replicas
 
             handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=True)
-            servers = list(handle.replicas)
-            placement = handle.placement
         else:
             handle = launch(spec)
-            servers = [handle]
-            placement = None
         self.handle, self.current = handle, server
-        for running in servers:
+        for command, binary in handle.launches():
             # tfserving/docker kinds say which binary or image really ran (never the lab's as TF Serving).
-            self.manifest.add_server_command(server.config_id, self.spec.server_kind, list(running.command),
-                                             binary=getattr(running, "binary", None))
-        if placement is not None:
-            self.manifest.data.setdefault("replica_placement", {})[server.config_id] = placement
+            self.manifest.add_server_command(server.config_id, self.spec.server_kind, command, binary=binary)
+        if handle.placement is not None:
+            self.manifest.data.setdefault("replica_placement", {})[server.config_id] = handle.placement
             self.manifest.save()
         handle.wait_until_available(server.model_names(), timeout_s=READY_TIMEOUT_S)
 
@@ -137,30 +136,18 @@ class ServerPool:
 
     def _endpoints(self, server: ServerConfig) -> ServerEndpoints:
         handle = self.handle
+        assert handle is not None
         metrics_url: str | None = handle.rest_url + MONITORING_PATH
-        notes: dict[str, str] = {}
-        if hasattr(handle, "replicas"):  # several servers behind nginx
-            pid = handle.pids[0] if handle.pids else None
-            notes["server_resources"] = f"pid {pid}: the first of {len(handle.replicas)} replicas only"
+        # A container's note names the server inside it, never the `docker run` client.
+        notes: dict[str, str] = {"server_resources": handle.resource_note()}
+        # An external server's spec says whether it stands behind a balancer; the lab cannot see it.
+        if handle.behind_balancer or (handle.kind == "external" and (self.spec.external or {}).get("behind_balancer")):
             metrics_url, notes["server_metrics"] = None, BEHIND_BALANCER
-        elif self.spec.server_kind == "external":
-            pid = None
-            notes["server_resources"] = "not measured: a server someone else runs"
-            if (self.spec.external or {}).get("behind_balancer"):
-                metrics_url, notes["server_metrics"] = None, BEHIND_BALANCER
-        elif hasattr(handle, "resource_source"):  # a container: the server, never the docker client
-            pid = handle.pid
-            notes["server_resources"] = handle.resource_source()
-        else:
-            pid = handle.pid
-            notes["server_resources"] = f"pid {pid}: the server process"
-        return ServerEndpoints(handle.rest_url, handle.grpc_target, pid, metrics_url, server.model_names(), notes)
+        return ServerEndpoints(handle.rest_url, handle.grpc_target, handle.pid, metrics_url, server.model_names(),
+                               notes)
 
     def _alive(self) -> bool:
-        if self.handle is None:
-            return False
-        processes = [r.process for r in getattr(self.handle, "replicas", [self.handle])]
-        return all(p is None or p.poll() is None for p in processes)
+        return self.handle is not None and self.handle.alive
 
     def log_tail_if_dead(self) -> str | None:
         """The server's last log lines when it died during a trial (None while it is fine)."""

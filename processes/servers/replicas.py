@@ -6,7 +6,7 @@
         manifest["placement"] = replicas.placement
 
 balancer="nginx": Debian's nginx on 127.0.0.1 round-robins REST (HTTP/1.1 keep-alive) and gRPC
-(HTTP/2) over the replicas (serving/kinds/balancer.py). balancer="client": no proxy; gRPC uses
+(HTTP/2) over the replicas (processes/servers/balancer.py). balancer="client": no proxy; gRPC uses
 grpcio's own round_robin policy over all replica addresses (`grpc_target` plus
 `grpc_channel_options`), and REST clients rotate over `rest_urls`.
 
@@ -23,9 +23,9 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from poochlab.serving.kinds.balancer import RunningBalancer, start_balancer
-from poochlab.serving.kinds.nginx_config import Backend
-from poochlab.serving.launcher import LAB, RunningServer, ServerSpec, launch_command, server_command
+from poochlab.processes.servers.balancer import RunningBalancer, start_balancer
+from poochlab.processes.servers.nginx_config import Backend
+from poochlab.processes.servers.launcher import LAB, RunningServer, ServerSpec, launch_command, server_command
 
 BALANCERS = ("nginx", "client")
 
@@ -51,6 +51,8 @@ class ReplicaSet:
     placement: dict[str, Any]
     _stopped: bool = field(default=False, repr=False)
 
+    kind: str = field(default="replicas", init=False)
+
     @property
     def rest_urls(self) -> list[str]:
         return [r.rest_url for r in self.replicas]
@@ -75,6 +77,30 @@ class ReplicaSet:
     @property
     def pids(self) -> list[int]:
         return [r.pid for r in self.replicas if r.pid is not None]
+
+    @property
+    def pid(self) -> int | None:
+        """The first replica's (resources are recorded for it alone: see resource_note)."""
+        return self.pids[0] if self.pids else None
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {"rest": self.rest_url, "grpc": self.grpc_target}
+
+    @property
+    def alive(self) -> bool:
+        """Every replica (and the balancer, if any) still runs."""
+        return all(r.alive for r in self.replicas) and (self.balancer is None or self.balancer.alive)
+
+    @property
+    def behind_balancer(self) -> bool:
+        return True
+
+    def launches(self) -> list[tuple[list[str], dict[str, object] | None]]:
+        return [launch for replica in self.replicas for launch in replica.launches()]
+
+    def resource_note(self) -> str:
+        return f"pid {self.pid}: the first of {len(self.replicas)} replicas only"
 
     def wait_until_available(self, model_names: Sequence[str], timeout_s: float = 120.0) -> None:
         """Every replica's models AVAILABLE (the launcher's check, with its log tail on failure)."""
@@ -116,8 +142,8 @@ def _command_for(spec: ServerSpec, allow_lab_standin: bool) -> tuple[Callable[[i
     if spec.kind == LAB:
         return (lambda rest_port, grpc_port: server_command(spec, rest_port, grpc_port)), None
     if spec.kind == "tfserving":
-        from poochlab.serving.kinds.identify import require_tfserving
-        from poochlab.serving.kinds.tfserving import tfserving_binary, tfserving_command_for
+        from poochlab.processes.servers.identify import require_tfserving
+        from poochlab.processes.servers.tfserving import tfserving_binary, tfserving_command_for
 
         identity = require_tfserving(tfserving_binary(), allow_lab_standin=allow_lab_standin)
         return tfserving_command_for(spec, identity), identity.manifest()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from poochlab.serving.launcher import RunningServer, ServerSpec
+from poochlab.processes.servers.launcher import RunningServer, ServerSpec
 
 KINDS = ("lab", "tfserving", "docker", "external")
 
@@ -10,19 +10,19 @@ KINDS = ("lab", "tfserving", "docker", "external")
 def launch_kind(spec: ServerSpec) -> RunningServer:
     """Start `spec.kind`'s server (or, for "external", connect to it); does not wait for models."""
     if spec.kind == "tfserving":
-        from poochlab.serving.kinds.tfserving import launch_tfserving
+        from poochlab.processes.servers.tfserving import launch_tfserving
 
         return launch_tfserving(spec)
     if spec.kind == "docker":
-        from poochlab.serving.kinds.docker_run import launch_docker
+        from poochlab.processes.servers.docker_run import launch_docker
 
         return launch_docker(spec)
     if spec.kind == "external":
-        from poochlab.serving.kinds.external import connect_external
+        from poochlab.processes.servers.external import connect_external
 
         return connect_external(spec)
     if spec.kind == "lab":
-        from poochlab.serving.launcher import launch
+        from poochlab.processes.servers.launcher import launch
 
         return launch(spec)
     raise ValueError(f"unknown server kind {spec.kind!r}; known kinds: {', '.join(KINDS)}")

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from poochlab.serving.kinds.nginx_config import TFSERVING_GRPC_PORT, TFSERVING_REST_PORT
-from poochlab.serving.kinds.tfserving import IdentifiedServer, refuse_lab_flags
+from poochlab.processes.servers.nginx_config import TFSERVING_GRPC_PORT, TFSERVING_REST_PORT
+from poochlab.processes.servers.tfserving import IdentifiedServer, refuse_lab_flags
 
 if TYPE_CHECKING:
-    from poochlab.serving.launcher import ServerSpec
+    from poochlab.processes.servers.launcher import ServerSpec
 
 # Same pin as docker/compose.yaml (a test keeps the two equal).
 TFSERVING_IMAGE = "tensorflow/serving:2.21.0"
@@ -138,7 +138,7 @@ def docker_command_for(
 
     from google.protobuf import text_format
 
-    from poochlab.serving.launcher import tf_serving_flags
+    from poochlab.processes.servers.launcher import tf_serving_flags
     from poochlab.serving.model_config import single_model_config
 
     refuse_lab_flags(spec, DOCKER)
@@ -243,6 +243,9 @@ class RunningContainer(IdentifiedServer):
                     "figures are not the server's, so none are recorded")
         return f"pid {pid}: {SERVER_PROCESS} in container {self.container} (found with `docker inspect`)"
 
+    def resource_note(self) -> str:
+        return self.resource_source()
+
 
 def launch_docker(spec: "ServerSpec", *, image: str = TFSERVING_IMAGE, cpuset: str | None = None,
                   pull_timeout_s: float = PULL_TIMEOUT_S) -> RunningContainer:
@@ -254,7 +257,7 @@ def launch_docker(spec: "ServerSpec", *, image: str = TFSERVING_IMAGE, cpuset: s
     """
     import tempfile
 
-    from poochlab.serving.launcher import RunningServer, launch_command
+    from poochlab.processes.servers.launcher import RunningServer, launch_command
 
     refuse_lab_flags(spec, DOCKER)  # before looking for docker: the spec itself is wrong
     docker = shutil.which("docker")

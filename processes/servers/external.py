@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from poochlab.serving.launcher import RunningServer, ServerSpec
+from poochlab.processes.servers.launcher import RunningServer, ServerSpec
 
 EXTERNAL = "external"
 

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from poochlab.processes.lifecycle import ManagedProcess, ProcessStartError, free_port, poll_until
 
 LAB = "lab"
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(ProcessStartError):
     """The server exited or never made its models AVAILABLE; the message holds its log tail."""
 
 
@@ -54,12 +52,6 @@ class ServerSpec:
     file_system_poll_wait_seconds: int | None = None
     extra_flags: tuple[str, ...] = ()
     log_file: Path | None = None  # None: a temporary file
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def tf_serving_flags(spec: ServerSpec, rest_port: int, grpc_port: int) -> list[str]:
@@ -104,12 +96,20 @@ class RunningServer:
     rest_port: int
     grpc_port: int
     log_path: Path
-    process: subprocess.Popen | None  # None: a server someone else runs (kind "external")
-    _log_handle: object = field(default=None, repr=False)
+    process: ManagedProcess | None  # None: a server someone else runs (kind "external")
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        """Whether its process runs (a server someone else runs counts as alive)."""
+        return self.process is None or self.process.alive
 
     @property
     def rest_url(self) -> str:
@@ -119,12 +119,32 @@ class RunningServer:
     def grpc_target(self) -> str:
         return f"{_client_host(self.spec.host)}:{self.grpc_port}"
 
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {"rest": self.rest_url, "grpc": self.grpc_target}
+
+    @property
+    def behind_balancer(self) -> bool:
+        return False
+
+    @property
+    def placement(self) -> dict[str, Any] | None:
+        return None
+
+    def launches(self) -> list[tuple[list[str], dict[str, object] | None]]:
+        """Each server process's command line and the binary it ran (None: the lab's own)."""
+        return [(list(self.command), getattr(self, "binary", None))]
+
+    def resource_note(self) -> str:
+        """What the lab's CPU and memory figures for this server come from."""
+        if self.process is None:
+            return "not measured: a server someone else runs"
+        return f"pid {self.pid}: the server process"
+
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        if self.process is not None:
+            return self.process.log_tail(lines)
+        return "(no log)"
 
     def model_available(self, model_name: str) -> bool:
         """Whether GET /v1/models/<m> reports a version AVAILABLE."""
@@ -137,37 +157,37 @@ class RunningServer:
 
     def wait_until_available(self, model_names: Sequence[str], timeout_s: float = 120.0) -> None:
         """Block until every model is AVAILABLE; ServerStartError (with the log tail) otherwise."""
-        deadline = time.monotonic() + timeout_s
         waiting = list(model_names)
-        while waiting:
-            if self.process is not None and self.process.poll() is not None:
-                raise ServerStartError(
-                    f"server exited with code {self.process.returncode} before {', '.join(waiting)} "
-                    f"became AVAILABLE; command: {' '.join(self.command)}\nlog tail ({self.log_path}):\n{self.log_tail()}")
-            waiting = [m for m in waiting if not self.model_available(m)]
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"{', '.join(waiting)} not AVAILABLE after {timeout_s:.0f} s at {self.rest_url}; "
-                    f"command: {' '.join(self.command)}\nlog tail ({self.log_path}):\n{self.log_tail()}")
-            time.sleep(0.2)
+
+        def all_available() -> bool:
+            waiting[:] = [m for m in waiting if not self.model_available(m)]
+            return not waiting
+
+        if self.process is None:
+            if not poll_until(all_available, timeout_s, 0.2):
+                raise ServerStartError(self._not_available(waiting, timeout_s, "(no log)"))
+            return
+        try:
+            self.process.wait_ready(all_available, timeout_s, what=f"{', '.join(waiting)} AVAILABLE",
+                                    stop_on_timeout=False, poll_s=0.2)
+        except ProcessStartError as error:
+            if error.returncode is None:
+                raise ServerStartError(self._not_available(waiting, timeout_s, error.log_tail),
+                                       log_tail=error.log_tail) from None
+            raise ServerStartError(
+                f"server exited with code {error.returncode} before {', '.join(waiting)} "
+                f"became AVAILABLE; command: {' '.join(self.command)}\nlog tail ({self.log_path}):\n{error.log_tail}",
+                returncode=error.returncode, log_tail=error.log_tail) from None
+
+    def _not_available(self, waiting: list[str], timeout_s: float, tail: str) -> str:
+        return (f"{', '.join(waiting)} not AVAILABLE after {timeout_s:.0f} s at {self.rest_url}; "
+                f"command: {' '.join(self.command)}\nlog tail ({self.log_path}):\n{tail}")
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
-            self._log_handle = None
-        return self.process.returncode
+        return self.process.stop(timeout_s)
 
     def __enter__(self) -> "RunningServer":
         return self
@@ -183,10 +203,10 @@ def _client_host(host: str) -> str:
 def launch(spec: ServerSpec) -> RunningServer:
     """Start the server of ``spec`` (ports 0 become free ports); does not wait for models.
 
-    Kinds other than the lab's (tfserving, docker, external) live in ``poochlab.serving.kinds``.
+    Kinds other than the lab's (tfserving, docker, external) live beside this module.
     """
     if spec.kind != LAB:
-        from poochlab.serving.kinds.registry import launch_kind
+        from poochlab.processes.servers.registry import launch_kind
 
         return launch_kind(spec)
     return launch_command(spec, lambda rest_port, grpc_port: server_command(spec, rest_port, grpc_port))
@@ -202,8 +222,9 @@ def launch_command(spec: ServerSpec, command_for: Callable[[int, int], list[str]
         grpc_port = free_port()
     command = command_for(rest_port, grpc_port)
     log_path = spec.log_file or Path(tempfile.mkstemp(prefix="lab-server-", suffix=".log")[1])
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(log_path, "ab")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"))
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    return RunningServer(spec, command, rest_port, grpc_port, log_path, process, handle)
+    server = RunningServer(spec, command, rest_port, grpc_port, log_path, None)
+    process = ManagedProcess(command, name="server", env=env, log_path=log_path, grace_s=15.0,
+                             endpoints=server.endpoints)
+    server.process = process.start()
+    return server

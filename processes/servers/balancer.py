@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from poochlab.serving.kinds.nginx_config import Backend, BalancerConfig, render_nginx_config
-from poochlab.serving.launcher import free_port
+from poochlab.processes.lifecycle import ManagedProcess, ProcessStartError, accepts_connections, free_port
+from poochlab.processes.servers.nginx_config import Backend, BalancerConfig, render_nginx_config
 
 _DEBIAN_NGINX = "/usr/sbin/nginx"  # root's PATH has /usr/sbin, a user's often does not
 
@@ -41,19 +38,11 @@ def nginx_version(binary: str) -> tuple[int, int, int]:
     return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
 
 
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @dataclass
 class RunningBalancer:
     """An nginx process balancing REST and gRPC over `backends`."""
 
-    process: subprocess.Popen
+    process: ManagedProcess
     workdir: Path
     rest_port: int
     grpc_port: int
@@ -69,20 +58,16 @@ class RunningBalancer:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def alive(self) -> bool:
+        return self.process.alive
+
     def log_tail(self, lines: int = 20) -> str:
-        log = self.workdir / "error.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self.process.log_tail(lines)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop nginx (fast shutdown) and remove its temporary prefix."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.process.stop(timeout)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -119,18 +104,20 @@ def start_balancer(
     config_path.write_text(render_nginx_config(config))
     # World-readable prefix: when started as root, nginx's workers run as an unprivileged user.
     workdir.chmod(0o755)
-    process = subprocess.Popen(
+    # nginx writes its own error log there; its stderr (before it opens the log) goes there too.
+    process = ManagedProcess(
         [binary, "-p", str(workdir), "-c", str(config_path), "-e", str(workdir / "error.log"),
          "-g", "daemon off;"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+        name=f"nginx ({binary})", log_path=workdir / "error.log",
+        endpoints={"rest": f"http://127.0.0.1:{rest_port}", "grpc": f"127.0.0.1:{grpc_port}"},
+    ).start()
     balancer = RunningBalancer(process, workdir, rest_port, grpc_port, tuple(backends), config_path, tmp)
-    deadline = time.monotonic() + timeout
-    while not (_accepts(rest_port) and _accepts(grpc_port)):
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = balancer.log_tail()
-            balancer.stop()
-            state = f"exited with {process.returncode}" if process.poll() is not None else f"not listening after {timeout:.0f} s"
-            raise RuntimeError(f"nginx ({binary}) {state}; error log:\n{tail}")
-        time.sleep(0.05)
+    try:
+        process.wait_ready(lambda: accepts_connections(rest_port) and accepts_connections(grpc_port), timeout,
+                           what=f"listening on ports {rest_port} and {grpc_port}", stop_on_timeout=False)
+    except ProcessStartError as error:
+        balancer.stop()
+        state = f"exited with {error.returncode}" if error.returncode is not None \
+            else f"not listening after {timeout:.0f} s"
+        raise RuntimeError(f"nginx ({binary}) {state}; error log:\n{error.log_tail}") from None
     return balancer

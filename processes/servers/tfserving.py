@@ -11,8 +11,8 @@ import dataclasses
 import os
 from typing import Callable
 
-from poochlab.serving.kinds.identify import DEFAULT_BINARY, ModelServerBinary, require_tfserving
-from poochlab.serving.launcher import RunningServer, ServerSpec, launch_command, tf_serving_flags
+from poochlab.processes.servers.identify import DEFAULT_BINARY, ModelServerBinary, require_tfserving
+from poochlab.processes.servers.launcher import RunningServer, ServerSpec, launch_command, tf_serving_flags
 
 TFSERVING = "tfserving"
 BINARY_ENV = "POOCHLAB_TFSERVING_BINARY"
