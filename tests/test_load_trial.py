@@ -128,6 +128,23 @@ def test_grpc_user_makes_its_channel_after_gevent_init(echo: EchoServer, workloa
     assert record.windows[0].requests > 0
 
 
+def test_a_closed_loop_on_the_lean_grpc_client_sends_from_its_users_greenlets(
+        echo: EchoServer, workload: Workload, monkeypatch: pytest.MonkeyPatch) -> None:
+    from poochlab.experiments.load.worker_spec import sends_on_threads
+
+    monkeypatch.delenv("POOCHLAB_GRPC_SENDER", raising=False)
+    lean = ClientConfig(protocol="grpc", library="lean", grpc_target=echo.grpc_target)
+    grpcio = ClientConfig(protocol="grpc", library="grpcio", grpc_target=echo.grpc_target)
+    assert not sends_on_threads(lean, closed_loop=True) and sends_on_threads(lean, closed_loop=False)
+    assert sends_on_threads(grpcio, closed_loop=True) and not sends_on_threads(ClientConfig(rest_url=echo.rest_url))
+    settings = LoadSettings(mode="closed", users=2, window_s=0.5, warmup_s=0.2, min_windows=1, max_windows=1)
+    record = measure_trial(settings, lean, workload, _record("grpc-lean-closed"))
+    assert record.status == "ok", record.failure_reason
+    assert record.errors_by_kind == {} and record.windows[0].requests > 0
+    monkeypatch.setenv("POOCHLAB_GRPC_SENDER", "threads")  # the comparison's way: on threads again
+    assert sends_on_threads(lean, closed_loop=True)
+
+
 def test_a_trial_measures_on_past_windows_the_generator_sent_late_in(
         echo: EchoServer, workload: Workload, monkeypatch: pytest.MonkeyPatch) -> None:
     # The generator's hub blocks 40 ms every 200 ms for the first 1.5 s of measurement: windows 0

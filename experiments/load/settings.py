@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 MODES = ("closed", "open")
 AUTO_WORKERS = "auto"
-# "gevent" sends plain gRPC the old way (grpcio under gevent), for `poochlab bench generator`'s
-# comparison; unset or "threads": on OS threads (load/thread_sender.py).
+# How gRPC is sent (load/worker_spec.py sends_on_threads): unset, on OS threads
+# (load/thread_sender.py) except a closed loop on the lean client, on its users' greenlets;
+# "threads" always on threads; "gevent" the old way (grpcio under gevent). The last two are for
+# `poochlab bench generator`'s comparisons.
 GRPC_SENDER_ENV = "POOCHLAB_GRPC_SENDER"
 # Open-loop rate one generator process sends validly (requests/s), per client path, measured
 # with `poochlab bench generator` on our 2-core machines (generator and echo server on their own

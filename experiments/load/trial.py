@@ -74,7 +74,7 @@ def _start_worker(spec: Any) -> _Worker:
     stderr = tempfile.NamedTemporaryFile(prefix=f"poochlab-worker{spec.index}-", suffix=".log", delete=False)
     process = ManagedProcess(
         [sys.executable, "-m", "poochlab.experiments.load.worker", str(theirs.fileno()),
-         SENDS_ON_THREADS if sends_on_threads(spec.client) else SENDS_ON_GREENLETS],
+         SENDS_ON_THREADS if sends_on_threads(spec.client, spec.settings.mode == "closed") else SENDS_ON_GREENLETS],
         name=f"load generator worker {spec.index}", pass_fds=[theirs.fileno()], log_path=Path(stderr.name),
         log_stdout=False, env=os.environ.copy()).start()
     theirs.close()

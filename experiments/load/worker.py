@@ -90,14 +90,14 @@ CLOSED_LOOP_SWITCH_INTERVAL_S = 0.0005
 
 
 def run(conn: Connection, spec: WorkerSpec) -> None:
-    threaded = sends_on_threads(spec.client)
+    threaded = sends_on_threads(spec.client, spec.settings.mode == "closed")
     if threaded and spec.settings.mode == "closed":
         # A thread back from its call waits for the GIL while the hub closes a window (several
         # ms of Python), by default up to 5 ms: a closed loop's p99 showed it. Measured at
         # concurrency 1, 0.5 ms brought p50 and p99 nearer the bare loop's; in an open loop it
         # cost ~10% more CPU per request, so there the default stays.
         sys.setswitchinterval(CLOSED_LOOP_SWITCH_INTERVAL_S)
-    if spec.client.protocol == "grpc" and not threaded:
+    if spec.client.protocol == "grpc" and spec.client.resolved_library == "grpcio" and not threaded:
         import grpc.experimental.gevent as grpc_gevent
 
         grpc_gevent.init_gevent()
@@ -241,9 +241,10 @@ def main(argv: list[str]) -> int:
     conn = Connection(int(argv[0]))
     try:
         spec = pickle.loads(conn.recv_bytes())
-        if sends_on_threads(spec.client) != (argv[1:2] == [THREADS_ARGUMENT]):
+        threaded = sends_on_threads(spec.client, spec.settings.mode == "closed")
+        if threaded != (argv[1:2] == [THREADS_ARGUMENT]):
             raise RuntimeError(f"worker {spec.index}: started as {argv[1:2]} but its client sends "
-                               f"{'on threads' if sends_on_threads(spec.client) else 'on greenlets'}")
+                               f"{'on threads' if threaded else 'on greenlets'}")
         run(conn, spec)
     except BaseException:
         try:

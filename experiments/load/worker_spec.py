@@ -31,10 +31,18 @@ SENDS_ON_THREADS = "threads"
 SENDS_ON_GREENLETS = "greenlets"
 
 
-def sends_on_threads(client: Any) -> bool:
-    """gRPC, with or without its Redis cache, goes out on OS threads (thread_sender.py); the
-    supervised predictor (deadline threads, breaker) keeps the gevent path."""
+def sends_on_threads(client: Any, closed_loop: bool = False) -> bool:
+    """gRPC, with or without its Redis cache, goes out on OS threads (thread_sender.py), except a
+    closed loop on the lean client: its users' greenlets call it on gevent's sockets, with no
+    hand-off to a thread and back on each call (what a concurrency-1 comparison with a bare loop
+    measures). The supervised predictor (deadline threads, breaker) keeps the gevent path.
+    ``POOCHLAB_GRPC_SENDER``: "threads" always sends gRPC on threads, "gevent" on grpcio's gevent
+    integration (both for ``poochlab bench generator``'s comparisons)."""
     from poochlab.experiments.load.settings import GRPC_SENDER_ENV
 
-    plain = client.protocol == "grpc" and client.fallback is None
-    return plain and os.environ.get(GRPC_SENDER_ENV, "threads") != "gevent"
+    if client.protocol != "grpc" or client.fallback is not None:
+        return False
+    setting = os.environ.get(GRPC_SENDER_ENV, "auto")
+    if setting in ("threads", "gevent"):
+        return setting == "threads"
+    return not (closed_loop and client.resolved_library == "lean")
