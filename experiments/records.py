@@ -43,6 +43,8 @@ class Window:
     # A scheduled fault touched this window (or it came before the recovery): left out of the
     # steady-state result and the stability rule (experiments/faults/phases.py).
     fault: bool = False
+    # Open loop: the arrivals per second planned for this window (a rate schedule's mean over it).
+    planned_rate_rps: float | None = None
 
 
 # What kind of problem made a trial invalid. Validity judges the instrument, not the server:

@@ -9,7 +9,6 @@ a context holding the exact times, the lateness and the client's :class:`CallTim
 from __future__ import annotations
 
 import itertools
-import random
 import time
 from typing import Any, Iterator
 
@@ -17,6 +16,7 @@ import gevent
 from gevent.queue import Queue
 
 from poochlab.experiments.load.precise_timer import PreciseTimer
+from poochlab.experiments.load.rate_schedule import Arrivals, constant
 
 REQUEST_TYPE = "predict"
 
@@ -26,7 +26,7 @@ class Sender:
 
     def __init__(self, predictor: Any, events: Any, kind: str, workload: Any, *, open_loop: bool,
                  rate_rps: float | None, seed: int, stream_base: int, stream_count: int,
-                 start_at: float) -> None:
+                 start_at: float, arrivals: Arrivals | None = None) -> None:
         self.predictor = predictor
         self.events = events
         self.kind = kind
@@ -35,6 +35,8 @@ class Sender:
         self.rate_rps = rate_rps
         self.seed = seed
         self.start_at = start_at
+        # Open loop: the send times (a rate schedule's, else Poisson at rate_rps from start_at).
+        self.arrivals = arrivals
         self.stopping = False
         self._streams = itertools.count(stream_base)
         self.stream_count = stream_count
@@ -76,15 +78,15 @@ class Sender:
 
     # -- open loop -------------------------------------------------------------------------
     def run_open_loop(self, requests: Iterator[list[Any]]) -> None:
-        """Poisson arrivals at ``rate_rps`` from ``start_at`` until stopped (one per worker)."""
-        rng = random.Random(self.seed)
+        """Poisson arrivals (``arrivals``, else at ``rate_rps``) from ``start_at`` until stopped
+        (one per worker)."""
+        arrivals = self.arrivals or Arrivals(constant(self.rate_rps or 0.0), seed=self.seed, start_at=self.start_at)
         timer = PreciseTimer()
         for _ in range(4):
             self._spawn_sender()
-        scheduled = self.start_at
         try:
             while not self.stopping:
-                scheduled += rng.expovariate(self.rate_rps)
+                scheduled = arrivals.next()
                 timer.wait_until(scheduled)
                 if self.stopping:
                     break

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from poochlab.experiments.load.rate_schedule import RateSchedule
+
 MODES = ("closed", "open")
 AUTO_WORKERS = "auto"
 # "gevent" sends plain gRPC the old way (grpcio under gevent), for `poochlab bench generator`'s
@@ -71,8 +73,13 @@ class LoadSettings:
     pacing: float = 0.0
     pin_cpus: bool = True
     drain_s: float = 2.0
+    # Open loop: a rate that changes within the trial (load/rate_schedule.py), 0 s at the
+    # measurement start; ``rate_rps`` is then its peak (what the path must be able to send).
+    rate_schedule: RateSchedule | None = None
 
     def __post_init__(self) -> None:
+        if self.rate_schedule is not None and self.rate_rps is None:
+            object.__setattr__(self, "rate_rps", self.rate_schedule.peak_rps)
         def require(condition: bool, message: str) -> None:
             if not condition:
                 raise ValueError(f"load settings: {message}")
@@ -92,16 +99,32 @@ class LoadSettings:
         require(isinstance(self.workers, int) and self.workers >= 1, f"workers must be at least 1 (got {self.workers!r})")
         require(self.pacing >= 0, f"pacing must not be negative (got {self.pacing})")
         require(self.drain_s >= 0, f"drain_s must not be negative (got {self.drain_s})")
+        if self.rate_schedule is not None:
+            require(self.mode == "open", "a rate_schedule needs an open loop")
+            require(self.rate_rps == self.rate_schedule.peak_rps,
+                    f"rate_rps ({self.rate_rps}) must be the rate_schedule's peak ({self.rate_schedule.peak_rps})")
 
     def as_record(self) -> dict[str, Any]:
         """What TrialRecord.load holds (only the fields that apply to the mode)."""
         data = asdict(self)
+        if self.rate_schedule is None:
+            data.pop("rate_schedule")
+        else:
+            data["rate_schedule"] = self.rate_schedule.as_record()
         if self.mode == "open":
             data.pop("users")
             data.pop("pacing")
         else:
             data.pop("rate_rps")
         return data
+
+    def planned_rate_rps(self, start_s: float, end_s: float) -> float | None:
+        """The mean planned arrival rate over [start_s, end_s) of the measurement (open loop)."""
+        if self.mode != "open":
+            return None
+        if self.rate_schedule is None:
+            return self.rate_rps
+        return self.rate_schedule.planned_rps(start_s, end_s)
 
     def share(self, worker: int) -> tuple[int, float | None]:
         """(users, rate) that worker ``worker`` of ``workers`` applies."""

@@ -226,6 +226,8 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
                 progress({"window": next_index, "throughput_rps": summary.throughput_rps,
                           "p99_us": summary.p99_us, "errors": errors, "stable": stable,
                           "problem": _window_problem(settings, merged, summary, errors)})
+            if settings.rate_schedule is not None:  # the load changes on purpose: measure every window
+                stable = False
             if faults is not None:  # a fault trial ends once its faults are over, never at stability
                 stable = False
                 limit = max(limit, time.monotonic() + 2 * settings.window_s + 30.0)
@@ -268,8 +270,9 @@ def _window_problem(settings: LoadSettings, merged: WindowData, summary: WindowS
     attempts = merged.requests + errors
     if attempts and errors / attempts > health_rules.MAX_ERROR_FRACTION:
         problems.append(f"{100 * errors / attempts:.0f}% errors")
-    if settings.mode == "open" and settings.rate_rps and summary.throughput_rps < 0.9 * settings.rate_rps:
-        problems.append(f"answering {summary.throughput_rps:.0f} of {settings.rate_rps:.0f} req/s")
+    planned = settings.planned_rate_rps(merged.index * settings.window_s, (merged.index + 1) * settings.window_s)
+    if planned and summary.throughput_rps < 0.9 * planned:
+        problems.append(f"answering {summary.throughput_rps:.0f} of {planned:.0f} req/s")
     return "; ".join(problems) or None
 
 
@@ -295,7 +298,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.windows = [
         Window(index=w.index, start_s=w.index * settings.window_s, duration_s=settings.window_s,
                requests=w.requests, errors=sum(w.errors_by_kind.values()), histogram=w.histogram,
-               corrected_histogram=w.corrected_histogram)
+               corrected_histogram=w.corrected_histogram,
+               planned_rate_rps=settings.planned_rate_rps(w.index * settings.window_s, (w.index + 1) * settings.window_s))
         for w in merged]
     in_faults: set[int] = set()
     if faults is not None:
@@ -404,7 +408,10 @@ def _judge(record: TrialRecord, settings: LoadSettings, generator: dict[str, Any
                              for e in record.faults))
     evidence = TrialEvidence(
         mode=settings.mode, answered=answered, errors_by_kind=record.errors_by_kind, measured_s=measured_s,
-        generator=generator, p99_us=p99, planned_rate_rps=settings.rate_rps if settings.mode == "open" else None,
+        generator=generator, p99_us=p99,
+        planned_rate_rps=settings.planned_rate_rps(0.0, measured_s) if settings.mode == "open" and measured_s > 0 else None,
+        window_rates=tuple((w.index, w.planned_rate_rps, w.requests / w.duration_s) for w in record.windows
+                           if w.planned_rate_rps and not w.fault) if settings.rate_schedule is not None else (),
         corrected_p99_us=float(corrected.get_value_at_percentile(99)) if corrected.get_total_count() else None,
         cache=record.cache, planned_hit_ratio=planned_hit_ratio if record.cache is not None else None,
         stability_note=None if record.stable else record.load.get("stability"), **outside)

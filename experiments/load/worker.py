@@ -106,6 +106,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     from poochlab.clients.factory import build_predictor
     from poochlab.clients.prediction import error_kind
     from poochlab.experiments.load.precise_timer import PreciseTimer
+    from poochlab.experiments.load.rate_schedule import Arrivals
     from poochlab.experiments.load.sender import Sender
     from poochlab.experiments.load.thread_sender import ThreadSender
     from poochlab.experiments.load.users import user_class_for
@@ -136,9 +137,13 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         raise RuntimeError(f"worker {spec.index}: expected 'go', got {message[0]!r}")
     _, start_at, measure_start = message
     sender_class = ThreadSender if threaded else Sender
+    seed = settings.seed * 1000 + spec.index
+    # A rate schedule: this worker's share of it, its 0 s at the measurement start.
+    arrivals = None if settings.rate_schedule is None else Arrivals(
+        settings.rate_schedule.scaled(1 / settings.workers), seed=seed, start_at=start_at, origin=measure_start)
     sender = sender_class(predictor, env.events, user_class.client_kind, spec.workload, open_loop=open_loop,
-                    rate_rps=rate, seed=settings.seed * 1000 + spec.index, stream_base=stream_base,
-                    stream_count=stream_count, start_at=start_at)
+                    rate_rps=rate, seed=seed, stream_base=stream_base,
+                    stream_count=stream_count, start_at=start_at, arrivals=arrivals)
     user_class.sender = sender
     expected = int(settings.pacing * 1e6) if settings.pacing > 0 else None
     recorder = WindowRecorder(measure_start, settings.window_s, open_loop=open_loop, expected_interval_us=expected)

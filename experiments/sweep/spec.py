@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from poochlab.experiments.load.rate_schedule import RateSchedule, RateScheduleError, parse_schedule
 from poochlab.experiments.load.settings import AUTO_WORKERS
 from poochlab.experiments.sweep.factors import FACTORS, LOAD_LEVELS, allowed_factor_names
 
@@ -118,6 +119,7 @@ class SweepSpec:
     search: "RateSearch | None" = None
     redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
     faults: tuple = ()  # FaultSpec each: planted in every trial (experiments/faults/schedule.py)
+    rate_schedule: RateSchedule | None = None  # [load] rate_schedule: every open-loop trial's arrivals
     load_workers: int | str = "auto"  # generator processes per trial, or "auto"
 
     def needs_calibration(self) -> bool:
@@ -135,6 +137,7 @@ class SweepSpec:
             **({"faults": [vars(f) | {"params": dict(f.params)} for f in self.faults]} if self.faults else {}),
             "search": vars(self.search) if self.search else None,
             "load_workers": self.load_workers,
+            **({"rate_schedule": self.rate_schedule.as_record()} if self.rate_schedule else {}),
         }
 
 
@@ -175,7 +178,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     factors = _factors(where, data.get("factors", {}), batching_sets, data.get("batching_grid"))
     controls = _controls(where, data.get("controls", {}), factors, batching_sets)
     load = data.get("load", {})
-    where.only_keys("load", load, ("levels", "reference", "workers"))
+    where.only_keys("load", load, ("levels", "reference", "workers", "rate_schedule"))
     levels = dict(DEFAULT_LOAD_LEVELS)
     for level, fraction in load.get("levels", {}).items():
         where.choice("load.levels", level, LOAD_LEVELS)
@@ -190,11 +193,21 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         redis_url=_redis_url(where, sweep.get("redis_url")),
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
         load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
+        rate_schedule=_rate_schedule(where, load.get("rate_schedule")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
     _check_combinations(where, spec)
     return spec
+
+
+def _rate_schedule(where: "_Where", entries: Any) -> RateSchedule | None:
+    if entries is None:
+        return None
+    try:
+        return parse_schedule(entries, f"{where.path}: load.rate_schedule")
+    except RateScheduleError as error:
+        raise SpecError(str(error)) from None
 
 
 def _load_workers(where: "_Where", value: Any) -> int | str:
@@ -434,7 +447,7 @@ def _search(where: _Where, table: dict[str, Any] | None) -> RateSearch | None:
 
 def _check_combinations(where: _Where, spec: SweepSpec) -> None:
     varied_or_held = {**{k: v for k, v in spec.controls.items() if v is not None}, **spec.factors}
-    intensity = [name for name in ("load_level", "users", "rate_rps") if name in varied_or_held]
+    intensity: list[str] = [name for name in ("load_level", "users", "rate_rps") if name in varied_or_held]
     modes = spec.factors.get("load_mode", [spec.controls.get("load_mode")])
     if spec.search is not None:
         if spec.p99_budget_ms is None:
@@ -443,6 +456,13 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
             raise where.fail("search", f"the search sets the rate itself; remove {', '.join(intensity)}")
         if "closed" in modes:
             raise where.fail("search", 'a rate search is an open loop: set load_mode = "open"')
+    if spec.rate_schedule is not None:
+        if intensity or spec.search is not None:
+            raise where.fail("load.rate_schedule", f"the schedule sets the rate itself; remove "
+                                                   f"{', '.join(intensity) or '[search]'}")
+        if "closed" in modes:
+            raise where.fail("load.rate_schedule", 'a rate schedule is an open loop: set load_mode = "open"')
+        intensity = ["rate_schedule"]
     if len(intensity) > 1:
         raise where.fail("factors", f"give one of load_level, users, rate_rps; this spec gives {', '.join(intensity)}")
     if "rate_rps" in varied_or_held and "closed" in modes:
@@ -451,7 +471,8 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
         raise where.fail("load_level", "load levels are arrival rates: they need load_mode = \"open\"")
     if "users" in varied_or_held and "open" in modes:
         raise where.fail("users", "users set a closed loop: they need load_mode = \"closed\"")
-    if "open" in modes and spec.search is None and not {"rate_rps", "load_level"} & set(varied_or_held):
+    if ("open" in modes and spec.search is None and spec.rate_schedule is None
+            and not {"rate_rps", "load_level"} & set(varied_or_held)):
         # An open loop is set by its arrival rate; without one the lab would run something else.
         raise where.fail("load_mode", 'an open loop needs an arrival rate: give rate_rps or load_level '
                                       '(or [search]), or use load_mode = "closed" with users')

@@ -78,7 +78,7 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     from poochlab.experiments.load.settings import workers_for
 
     profile = context.spec.profile
-    base = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
+    base: dict[str, Any] = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
                 seed=seed)
     path = dict(protocol=factors.get("protocol", "rest"), library=factors.get("client_library"))
     rate = None
@@ -86,12 +86,15 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
         rate = context.calibration.rate_for(factors["load_level"])
     elif "rate_rps" in factors:
         rate = float(factors["rate_rps"])
+    elif context.spec.rate_schedule is not None:
+        rate = context.spec.rate_schedule.peak_rps
     mode = factors.get("load_mode") or ("open" if rate is not None else "closed")
     if mode == "open":
         if rate is None:
             raise ValueError(f"an open loop needs an arrival rate (load_level or rate_rps); factors: {factors}")
         workers = workers_for(context.spec.load_workers, mode="open", rate_rps=rate, **path)
-        return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), workers=workers, **base)
+        return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), workers=workers,
+                            rate_schedule=context.spec.rate_schedule, **base)
     if rate is not None:
         raise ValueError(f"a closed loop is set by users, not an arrival rate; factors: {factors}")
     users = factors.get("users", 1)
@@ -153,6 +156,8 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
         name = sender_path(trial.factors)
         paths.setdefault(name, trial.factors)
         rate = float(trial.factors.get("rate_rps") or 0.0)
+        if spec.rate_schedule is not None and trial.factors.get("load_mode", "open") == "open":
+            rate = max(rate, spec.rate_schedule.peak_rps)  # the path must send the schedule's peak
         if "load_level" in trial.factors and servers:
             rate = max(rate, levels[trial.factors["load_level"]] * min(c.capacity_rps for c in servers.values()))
         targets[name] = max(targets.get(name, 0.0), rate)
@@ -230,6 +235,8 @@ def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibra
             rates.append(float(trial.factors["rate_rps"]))
         if "load_level" in trial.factors:
             rates.append(calibration.rate_for(trial.factors["load_level"]))
+        if context.spec.rate_schedule is not None:
+            rates.append(context.spec.rate_schedule.peak_rps)
         for rate in rates:
             if rate > limit:
                 problems.append(f"{rate:.0f} req/s on path {sender_path(trial.factors)} "
