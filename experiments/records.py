@@ -140,6 +140,12 @@ class TrialRecord:
     # Before / during / after (p99_ms, availability, answered, errors, windows), the pre-fault
     # band, fault_windows and recovery_s (experiments/faults/phases.py); {} without faults.
     fault_summary: dict[str, Any] = field(default_factory=dict)
+    # Requests the server refused at once rather than queue (503 / UNAVAILABLE: --lab_max_queue,
+    # a full batching queue): requests, share of attempts, and refusal vs answer latency p50/p99 (us).
+    shed: dict[str, Any] = field(default_factory=dict)
+    # Events during the trial, e.g. {"at_s", "event": "replica_added" | "replica_removed", ...}
+    # from a reactive scaling policy; seconds since the measurement start.
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
     def result_windows(self) -> list[Window]:
         """The windows merged into the result: the stable ones, or every window when none was

@@ -37,7 +37,7 @@ from poochlab.experiments.recording.resources import ResourceMonitor
 from poochlab.experiments.recording.stability import STABLE_WINDOWS, WindowSummary, is_stable
 from poochlab.experiments.recording.stability import judge as judge_stability
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
-from poochlab.experiments.recording.windows import WindowData
+from poochlab.experiments.recording.windows import SHED_KINDS, WindowData
 from poochlab.experiments.records import TrialRecord, Validity, Window
 
 READY_TIMEOUT_S = 180.0  # a gRPC worker imports TensorFlow (~7 s alone, more on a busy box)
@@ -223,8 +223,10 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
                 collected.late_windows[next_index] = late
             if progress is not None:
                 errors = sum(merged.errors_by_kind.values())
+                queue = decode(merged.server_queue_histogram) if merged.server_queue_histogram else None
                 progress({"window": next_index, "throughput_rps": summary.throughput_rps,
                           "p99_us": summary.p99_us, "errors": errors, "stable": stable,
+                          "server_queue_p99_us": float(queue.get_value_at_percentile(99)) if queue else None,
                           "problem": _window_problem(settings, merged, summary, errors)})
             if settings.rate_schedule is not None:  # the load changes on purpose: measure every window
                 stable = False
@@ -371,8 +373,27 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                          lateness_p99_us=float(lateness.get_value_at_percentile(99)),
                          late_send_fraction=late / total if total else 0.0)
     record.generator = generator
+    record.shed = _shed_summary(merged)
     _judge(record, settings, generator, p99, result, float(resources.get("measured_s") or 0.0),
            planned_hit_ratio, [w for w in merged if w.index in in_faults] if faults is not None else None)
+
+
+def _shed_summary(windows: list[WindowData]) -> dict[str, Any]:
+    """Refusals (SHED_KINDS) over every window: how many, their share of attempts, and how fast
+    they came back next to the answers (p50/p99 from merged histograms, microseconds)."""
+    refused = sum(n for w in windows for kind, n in w.errors_by_kind.items() if kind in SHED_KINDS)
+    if not refused:
+        return {}
+    attempts = sum(w.requests + sum(w.errors_by_kind.values()) for w in windows)
+    refusals = merge_encoded(w.refusal_histogram for w in windows)
+    answers = merge_encoded(w.histogram for w in windows)
+    summary: dict[str, Any] = {"requests": refused, "share": refused / attempts if attempts else 0.0,
+                               "refusal_p50_us": float(refusals.get_value_at_percentile(50)),
+                               "refusal_p99_us": float(refusals.get_value_at_percentile(99))}
+    if answers.get_total_count():
+        summary.update(answer_p50_us=float(answers.get_value_at_percentile(50)),
+                       answer_p99_us=float(answers.get_value_at_percentile(99)))
+    return summary
 
 
 def _merged_cache(caches: list[dict[str, Any]]) -> dict[str, Any]:

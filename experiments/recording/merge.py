@@ -42,6 +42,7 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         client_timing_sums_us={k: float(v) for k, v in sums.items()},
         answer_paths=dict(paths),
         loop_lag_histogram=merged("loop_lag_histogram"),
+        refusal_histogram=merged("refusal_histogram"),
     )
 
 

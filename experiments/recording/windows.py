@@ -38,6 +38,11 @@ def bucket_us(seconds: float) -> int:
     return (value >> shift) << shift
 
 
+# The answers of a server that refuses rather than queues (--lab_max_queue, a full batching
+# queue): their latencies are kept apart, to compare how fast refusals come back with answers.
+SHED_KINDS = frozenset({"http_503", "grpc_UNAVAILABLE"})
+
+
 @dataclass
 class WindowData:
     """One closed window of one worker, ready to be sent to the merging process."""
@@ -54,6 +59,8 @@ class WindowData:
     answer_paths: dict[str, int]
     # how late the generator's 10 ms loop-lag timer fired in this window (us)
     loop_lag_histogram: str | None = None
+    # how fast refusals came back (SHED_KINDS: a full queue answers at once), us
+    refusal_histogram: str | None = None
 
 
 def counts_histogram(counts: dict[int, int], expected_interval_us: int | None = None) -> Any:
@@ -87,6 +94,7 @@ class _OpenWindow:
     decode_us: float = 0.0
     paths: dict[str, int] = field(default_factory=dict)
     loop_lag: dict[int, int] = field(default_factory=dict)
+    refused: dict[int, int] = field(default_factory=dict)
 
     def close(self, corrected: bool, open_loop: bool, expected_interval_us: int | None) -> WindowData:
         return WindowData(
@@ -102,6 +110,7 @@ class _OpenWindow:
                                    "decode_us": self.decode_us} if self.requests else {},
             answer_paths=dict(self.paths),
             loop_lag_histogram=histogram_text(self.loop_lag) if self.loop_lag else None,
+            refusal_histogram=histogram_text(self.refused) if self.refused else None,
         )
 
 
@@ -191,6 +200,9 @@ class WindowRecorder:
         error_kind, lateness_s, timing, path = details
         if error_kind is not None:
             window.errors[error_kind] = window.errors.get(error_kind, 0) + 1
+            if error_kind in SHED_KINDS:
+                value = bucket_us(end - start)
+                window.refused[value] = window.refused.get(value, 0) + 1
         else:
             window.requests += 1
             value = bucket_us(end - start)

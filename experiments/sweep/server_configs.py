@@ -30,11 +30,16 @@ class ServerConfig:
     batching: str  # "off" or the name of a batching set
     server_threads: int
     replicas: int
+    max_queue: int = 0  # --lab_max_queue (0: unbounded)
+    scaling: str = "fixed"  # "reactive": replicas is the minimum, a policy adds more (sweep/scaling.py)
 
     @property
     def config_id(self) -> str:
+        # The newer factors only when set, so runs saved before them keep their ids.
         return (f"{self.model_variant}-m{self.models_served}-b{self.batching}"
-                f"-t{self.server_threads}-r{self.replicas}")
+                f"-t{self.server_threads}-r{self.replicas}"
+                + (f"-q{self.max_queue}" if self.max_queue else "")
+                + (f"-s{self.scaling}" if self.scaling != "fixed" else ""))
 
     def model_names(self) -> list[str]:
         return [MODEL_NAME] + [f"{MODEL_NAME}_{i}" for i in range(2, self.models_served + 1)]

@@ -48,6 +48,7 @@ class ServerPool:
         self.model_root = model_root
         self.manifest = manifest
         self.current: ServerConfig | None = None
+        self.spec_for_replicas: Any = None  # the ServerSpec replicas were started from (reactive scaling)
         self.handle: Any = None  # RunningServer or ReplicaSet
         self.starts = 0
 
@@ -88,12 +89,14 @@ class ServerPool:
             tensorflow_intra_op_parallelism=threads,
             tensorflow_inter_op_parallelism=threads,
             log_file=self.run_dir / "logs" / f"{server.config_id}-start{self.starts}.log",
-            extra_flags=_fault_flags(self.spec),
+            extra_flags=_fault_flags(self.spec) + ((f"--lab_max_queue={server.max_queue}",) if server.max_queue else ()),
         )
-        if server.replicas > 1:
+        if server.replicas > 1 or server.scaling == "reactive":
             from poochlab.serving.kinds.replicas import launch_replicas
 
-            handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=True)
+            # Reactive: replicas come and go, so none is pinned (a new one would find no core free).
+            handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=server.scaling != "reactive")
+            self.spec_for_replicas = spec
             servers = list(handle.replicas)
             placement = handle.placement
         else:

@@ -34,6 +34,7 @@ from typing import Any
 from poochlab.experiments.load.rate_schedule import RateSchedule, RateScheduleError, parse_schedule
 from poochlab.experiments.load.settings import AUTO_WORKERS
 from poochlab.experiments.sweep.factors import FACTORS, LOAD_LEVELS, allowed_factor_names
+from poochlab.experiments.sweep.scaling import ScalingSettings
 
 DESIGNS = ("full_factorial", "random")
 SERVER_KINDS = ("lab", "tfserving", "docker", "external")
@@ -120,6 +121,7 @@ class SweepSpec:
     redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
     faults: tuple = ()  # FaultSpec each: planted in every trial (experiments/faults/schedule.py)
     rate_schedule: RateSchedule | None = None  # [load] rate_schedule: every open-loop trial's arrivals
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)  # [scaling]: the reactive policy
     load_workers: int | str = "auto"  # generator processes per trial, or "auto"
 
     def needs_calibration(self) -> bool:
@@ -138,6 +140,7 @@ class SweepSpec:
             "search": vars(self.search) if self.search else None,
             "load_workers": self.load_workers,
             **({"rate_schedule": self.rate_schedule.as_record()} if self.rate_schedule else {}),
+            "scaling": vars(self.scaling),
         }
 
 
@@ -155,7 +158,7 @@ def load_spec(path: Path | str) -> SweepSpec:
 def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     where = _Where(path)
     where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile",
-                                  "external", "search", "faults"))
+                                  "external", "search", "faults", "scaling"))
     sweep = data.get("sweep", {})
     where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
                                      "profile", "server_kind", "p99_budget_ms", "redis_url"))
@@ -194,6 +197,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
         load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
         rate_schedule=_rate_schedule(where, load.get("rate_schedule")),
+        scaling=_scaling(where, data.get("scaling")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
@@ -208,6 +212,25 @@ def _rate_schedule(where: "_Where", entries: Any) -> RateSchedule | None:
         return parse_schedule(entries, f"{where.path}: load.rate_schedule")
     except RateScheduleError as error:
         raise SpecError(str(error)) from None
+
+
+def _scaling(where: "_Where", table: Any) -> ScalingSettings:
+    if table is None:
+        return ScalingSettings()
+    keys = ("max_replicas", "p99_up_ms", "p99_down_ms", "queue_up_ms", "down_windows", "cooldown_s")
+    where.only_keys("scaling", table, keys)
+    values: dict[str, Any] = {}
+    for key in keys:
+        if key not in table:
+            continue
+        if key in ("max_replicas", "down_windows"):
+            values[key] = where.integer(f"scaling.{key}", table[key], 1, 8 if key == "max_replicas" else 100)
+        else:
+            values[key] = where.number(f"scaling.{key}", table[key], 0.0, 600_000.0)
+    try:
+        return ScalingSettings(**values)
+    except ValueError as error:
+        raise where.fail("scaling", str(error)) from None
 
 
 def _load_workers(where: "_Where", value: Any) -> int | str:
@@ -478,6 +501,19 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
                                       '(or [search]), or use load_mode = "closed" with users')
     if spec.faults and spec.search is not None:
         raise where.fail("faults", "a rate search judges each step by its p99; leave [[faults]] out of a [search] sweep")
+    scaling = spec.factors.get("scaling", [spec.controls.get("scaling")])
+    if "reactive" in scaling:
+        if spec.server_kind != "lab":
+            raise where.fail("scaling", f"reactive scaling starts lab-server replicas; server_kind = \"{spec.server_kind}\"")
+        low = max(spec.factors.get("replicas", [spec.controls.get("replicas") or 1]))
+        if spec.scaling.max_replicas <= low:
+            raise where.fail("scaling.max_replicas", f"{spec.scaling.max_replicas} leaves no room above replicas = {low}")
+        if spec.faults:
+            raise where.fail("scaling", "reactive scaling and [[faults]] in one trial would change the server "
+                                        "under each other; run them apart")
+    if spec.server_kind != "lab" and any(v for v in spec.factors.get("max_queue", [spec.controls.get("max_queue")])):
+        raise where.fail("max_queue", f"load shedding is the lab server's --lab_max_queue; server_kind = "
+                                      f"\"{spec.server_kind}\" has no such flag (use 0)")
     if spec.server_kind == "external":
         server_side = [n for n in spec.factors if FACTORS[n].side == "server"]
         if server_side:

@@ -301,8 +301,13 @@ def measure(context: RunContext, trial: Trial,
             settings = fault_settings(settings)
         client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target,
                                endpoints.model_names)
+        scaler = _reactive_scaler(context, trial, endpoints)
         measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
-                      metrics_url=endpoints.metrics_url, redis_pid=redis_pid, progress=progress, faults=faults)
+                      metrics_url=endpoints.metrics_url, redis_pid=redis_pid,
+                      progress=progress if scaler is None else scaler.progress(settings.window_s, progress),
+                      faults=faults)
+        if scaler is not None:
+            record.timeline.extend(scaler.back_to_minimum())
     floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
         record.load["generator_floor"] = floor["record"]
@@ -313,6 +318,16 @@ def measure(context: RunContext, trial: Trial,
     if endpoints.metrics_url is None and "server_metrics" in endpoints.notes:
         record.server_metrics["unavailable"] = endpoints.notes["server_metrics"]
     return record
+
+
+def _reactive_scaler(context: RunContext, trial: Trial, endpoints: Any) -> Any:
+    """A ReactiveScaler over the trial's replicas when its scaling factor is "reactive"."""
+    if trial.server.scaling != "reactive":
+        return None
+    from poochlab.experiments.sweep.scaling import ReactiveScaler, replica_changes
+
+    add, remove = replica_changes(context.servers.handle, context.servers.spec_for_replicas, endpoints.model_names)
+    return ReactiveScaler(context.spec.scaling, trial.server.replicas, add, remove)
 
 
 def meets_budget(record: TrialRecord, budget_ms: float) -> bool:
