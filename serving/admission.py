@@ -27,6 +27,18 @@ class Admission:
         self.shed = 0
         self._lock = threading.Lock()  # REST's loop and gRPC's threads admit side by side
 
+    def refuse_if_full(self) -> None:
+        """Refuse now, before the request is decoded, when no place is free: a refusal then costs
+        the server little. :meth:`admit` still decides for the requests that pass."""
+        if self.max_queue and self.admitted >= self.max_queue:
+            with self._lock:
+                self.shed += 1
+            raise self._refusal()
+
+    def _refusal(self) -> ServingError:
+        return ServingError(Code.UNAVAILABLE, f"{SHED_MESSAGE} ({self.max_queue} requests waiting or running, "
+                                              "--lab_max_queue): request shed")
+
     @contextmanager
     def admit(self) -> Iterator[None]:
         if not self.max_queue:
@@ -39,8 +51,7 @@ class Admission:
             else:
                 self.admitted += 1
         if full:
-            raise ServingError(Code.UNAVAILABLE, f"{SHED_MESSAGE} ({self.max_queue} requests waiting or running, "
-                                                 "--lab_max_queue): request shed")
+            raise self._refusal()
         try:
             yield
         finally:

@@ -116,6 +116,7 @@ class PredictionServicer:
         def body(timing: list[float]) -> Any:
             state = _resolve(self.manager, request.model_spec)
             assert state.servable is not None
+            self.admission.refuse_if_full()  # before the tensors are converted: refusing stays cheap
             signature = state.servable.signature(request.model_spec.signature_name)
             check_input_names(signature.inputs, set(request.inputs))
             inputs = {name: proto_to_array(proto, signature.inputs[name]) for name, proto in request.inputs.items()}

@@ -162,6 +162,7 @@ class RestApi:
         compute_us = None
         try:
             state = self.manager.resolve(name, version, label)
+            self.admission.refuse_if_full()  # before the body is parsed: refusing stays cheap
             request = rest_codec.parse_json(body)
             signature_name = request.get("signature_name", "") if isinstance(request, dict) else ""
             if not isinstance(signature_name, str):
