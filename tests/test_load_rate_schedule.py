@@ -1,5 +1,6 @@
 """Rate schedules: the arrival generator places the planned arrivals in each interval, specs are
-validated naming file and key, and a trial against the echo server follows a step."""
+validated naming file and key, and a trial against the echo server follows a step (open loop:
+the rate; closed loop: the users, through Locust's LoadTestShape)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 
 from poochlab.clients.config import ClientConfig
 from poochlab.experiments.load import LoadSettings, Workload, measure_trial
-from poochlab.experiments.load.echo_server import EchoServer, start_echo_server
+from poochlab.experiments.load.echo_server import EchoServer, Stall, start_echo_server
 from poochlab.experiments.load.rate_schedule import (Arrivals, RateSchedule, RateScheduleError, RateStep,
-                                                     parse_schedule)
+                                                     UsersSchedule, parse_schedule, parse_users_schedule)
 from poochlab.experiments.records import TrialRecord
 from poochlab.experiments.sweep.spec import SpecError, load_spec
 
@@ -134,3 +135,46 @@ def test_a_trial_follows_a_step_and_records_each_windows_planned_rate(echo: Echo
     after = sum(w.requests for w in record.windows[2:])
     # Poisson: 200 and 600 planned; 5 standard deviations apart from each other's planned count.
     assert abs(before - 200) <= 5 * 200 ** 0.5 and abs(after - 600) <= 5 * 600 ** 0.5, (before, after)
+
+
+def test_a_users_schedule_splits_each_step_over_the_workers_and_counts_the_users_started() -> None:
+    schedule = UsersSchedule(((0.0, 3), (10.0, 5), (20.0, 2)))
+    assert [schedule.users_at(t) for t in (-1.0, 0.0, 9.9, 10.0, 25.0)] == [3, 3, 3, 5, 2]
+    assert [schedule.users_at(10.0, w, 2) for w in (0, 1)] == [3, 2]  # 5 users over two workers
+    # worker 0: 2, then 3 (+1), then 1; worker 1: 1, then 2 (+1), then 1
+    assert (schedule.user_starts(0, 2), schedule.user_starts(1, 2)) == (3, 2)
+    settings = LoadSettings(mode="closed", users_schedule=schedule)
+    assert settings.users == 5 and settings.as_record()["users_schedule"][1] == {"at_s": 10.0, "users": 5}
+    with pytest.raises(RateScheduleError, match=r"load.users_schedule\[1\].users: must be an integer of at least 1"):
+        parse_users_schedule([{"at_s": 0, "users": 2}, {"at_s": 5, "users": 0}], "load.users_schedule")
+    with pytest.raises(RateScheduleError, match=r"load.users_schedule\[1\].at_s: 0 s is not after entry 0"):
+        parse_users_schedule([{"at_s": 0, "users": 2}, {"at_s": 0, "users": 3}], "load.users_schedule")
+
+
+def test_a_spec_takes_a_users_schedule_for_a_closed_loop_only(tmp_path: Path) -> None:
+    path = tmp_path / "users.toml"
+    path.write_text('[sweep]\nprofile = "quick"\n[controls]\nload_mode = "closed"\n'
+                    '[load]\nusers_schedule = [{at_s = 0, users = 1}, {at_s = 4, users = 4}]\n')
+    assert load_spec(path).users_schedule == UsersSchedule(((0.0, 1), (4.0, 4)))
+    path.write_text(path.read_text().replace('load_mode = "closed"', 'load_mode = "open"'))
+    with pytest.raises(SpecError, match=r"load.users_schedule: a users schedule is a closed loop"):
+        load_spec(path)
+
+
+@pytest.mark.e2e
+def test_a_closed_loop_follows_a_users_step_through_locusts_load_shape() -> None:
+    # Every answer is held to the next 20 ms boundary: each user gets one answer per 20 ms, so a
+    # window's throughput counts its users (50 req/s each).
+    with start_echo_server(grpc=False, stall=Stall(ms=20, every_s=0.02)) as echo:
+        schedule = UsersSchedule(((0.0, 1), (2.0, 4)))
+        settings = LoadSettings(mode="closed", users_schedule=schedule, window_s=1.0, warmup_s=0.5,
+                                min_windows=4, max_windows=4)
+        record = TrialRecord(run_id="test", trial_id="users", config_id="users", repetition=0, factors={}, seed=1)
+        measure_trial(settings, ClientConfig(rest_url=echo.rest_url), Workload.generated(2000, seed=5), record,
+                      server_pid=echo.pid)
+    assert record.status == "ok", record.failure_reason
+    assert record.load["users_schedule"] == [{"at_s": 0.0, "users": 1}, {"at_s": 2.0, "users": 4}]
+    one_user = record.windows[1].requests  # 1-2 s: one user
+    four_users = record.windows[3].requests  # 3-4 s: four (Locust applies a step within a second)
+    assert one_user > 0 and four_users >= 3 * one_user, (one_user, four_users)
+    assert record.errors_by_kind == {}

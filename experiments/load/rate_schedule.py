@@ -167,3 +167,62 @@ class Arrivals:
             return self._time
         self._area += self._draw()
         return self.origin + self.schedule.time_of(self._area)
+
+
+@dataclass(frozen=True)
+class UsersSchedule:
+    """A closed loop whose user count steps within the trial: ``steps`` of (at_s, users), times
+    from the measurement start (the warm-up runs with the first count). Locust's own
+    ``LoadTestShape`` applies it in each generator process (load/users.py ``UsersShape``)."""
+
+    steps: tuple[tuple[float, int], ...]
+
+    def __post_init__(self) -> None:
+        if not self.steps or self.steps[0][0] != 0:
+            raise RateScheduleError("users_schedule[0]: the first entry sets the starting users: at_s = 0")
+        for i, (at_s, users) in enumerate(self.steps):
+            if isinstance(users, bool) or not isinstance(users, int) or users < 1:
+                raise RateScheduleError(f"users_schedule[{i}].users: must be an integer of at least 1 (got {users!r})")
+            if i and at_s <= self.steps[i - 1][0]:
+                raise RateScheduleError(f"users_schedule[{i}].at_s: {at_s:g} s is not after entry {i - 1}; "
+                                        "entries are in time order")
+
+    @property
+    def peak_users(self) -> int:
+        return max(users for _, users in self.steps)
+
+    def users_at(self, t: float, worker: int = 0, workers: int = 1) -> int:
+        """Users at ``t`` (before 0: the first count), of which worker ``worker`` runs its share."""
+        users = self.steps[0][1]
+        for at_s, count in self.steps:
+            if t >= at_s:
+                users = count
+        base, extra = divmod(users, workers)
+        return base + (1 if worker < extra else 0)
+
+    def user_starts(self, worker: int = 0, workers: int = 1) -> int:
+        """How many users worker ``worker`` starts over the schedule (each takes its own request
+        stream): its first share plus every increase."""
+        shares = [self.users_at(at_s, worker, workers) for at_s, _ in self.steps]
+        return shares[0] + sum(max(b - a, 0) for a, b in zip(shares, shares[1:]))
+
+    def as_record(self) -> list[dict[str, float]]:
+        return [{"at_s": at_s, "users": users} for at_s, users in self.steps]
+
+
+def parse_users_schedule(entries: Any, where: str) -> UsersSchedule:
+    """A closed loop's ``users_schedule`` list of tables {at_s, users}; errors start with ``where``."""
+    if not isinstance(entries, list) or not entries:
+        raise RateScheduleError(f"{where}: expected a list of tables {{at_s = ..., users = ...}}, got {entries!r}")
+    steps = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"at_s", "users"}:
+            raise RateScheduleError(f"{where}[{i}]: expected a table with exactly at_s and users, got {entry!r}")
+        at_s = entry["at_s"]
+        if isinstance(at_s, bool) or not isinstance(at_s, (int, float)) or not math.isfinite(at_s):
+            raise RateScheduleError(f"{where}[{i}].at_s: expected a number, got {at_s!r}")
+        steps.append((float(at_s), entry["users"]))
+    try:
+        return UsersSchedule(tuple(steps))
+    except RateScheduleError as error:
+        raise RateScheduleError(f"{where}: {error}".replace(f"{where}: users_schedule", where)) from None

@@ -228,7 +228,7 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
                           "p99_us": summary.p99_us, "errors": errors, "stable": stable,
                           "server_queue_p99_us": float(queue.get_value_at_percentile(99)) if queue else None,
                           "problem": _window_problem(settings, merged, summary, errors)})
-            if settings.rate_schedule is not None:  # the load changes on purpose: measure every window
+            if settings.rate_schedule is not None or settings.users_schedule is not None:  # changes on purpose
                 stable = False
             if faults is not None:  # a fault trial ends once its faults are over, never at stability
                 stable = False

@@ -120,11 +120,16 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         spec.workload.prefill(predictor)
     user_class = user_class_for(spec.client, settings.pacing)
     env = Environment(user_classes=[user_class])
+    if settings.users_schedule is not None:
+        env.stop_timeout = settings.drain_s + 30.0  # users leaving a step finish their request
     if open_loop:
         stream_base, stream_count = spec.index, settings.workers
     else:
         stream_base = sum(settings.share(w)[0] for w in range(spec.index))
         stream_count = settings.users
+        if settings.users_schedule is not None:  # every user a step starts takes a fresh stream
+            starts = [settings.users_schedule.user_starts(w, settings.workers) for w in range(settings.workers)]
+            stream_base, stream_count = sum(starts[:spec.index]), sum(starts)
     # Everything built so far (the workload's pupdates, Locust, the clients) lives for the whole
     # trial: move it out of the collector's sight, so a full collection during the measurement
     # scans only what requests allocate (a gen-2 pass over the workload held the hub for ms).
@@ -174,8 +179,15 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     start_timer = PreciseTimer()
     timer_kind = start_timer.kind
     start_timer.wait_until(start_at)
+    if settings.users_schedule is not None:
+        from poochlab.experiments.load.users import UsersShape
+
+        env.shape_class = UsersShape(settings.users_schedule, measure_start, spec.index, settings.workers)
     runner = env.create_local_runner()
-    runner.start(1 if open_loop else users, spawn_rate=10_000)
+    if settings.users_schedule is not None:
+        runner.start_shape()
+    else:
+        runner.start(1 if open_loop else users, spawn_rate=10_000)
     background = [gevent.spawn(sample_loop_lag)]
     burner_share = float(os.environ.get(PLANT_BURNER_ENV, "0") or 0)
     if burner_share > 0:

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from poochlab.experiments.load.rate_schedule import RateSchedule, RateScheduleError, parse_schedule
+from poochlab.experiments.load.rate_schedule import (RateSchedule, RateScheduleError, UsersSchedule, parse_schedule,
+                                                     parse_users_schedule)
 from poochlab.experiments.load.settings import AUTO_WORKERS
 from poochlab.experiments.sweep.factors import FACTORS, LOAD_LEVELS, allowed_factor_names
 from poochlab.experiments.sweep.scaling import ScalingSettings
@@ -121,6 +122,7 @@ class SweepSpec:
     redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
     faults: tuple = ()  # FaultSpec each: planted in every trial (experiments/faults/schedule.py)
     rate_schedule: RateSchedule | None = None  # [load] rate_schedule: every open-loop trial's arrivals
+    users_schedule: UsersSchedule | None = None  # [load] users_schedule: every closed-loop trial's users
     scaling: ScalingSettings = field(default_factory=ScalingSettings)  # [scaling]: the reactive policy
     load_workers: int | str = "auto"  # generator processes per trial, or "auto"
 
@@ -140,6 +142,7 @@ class SweepSpec:
             "search": vars(self.search) if self.search else None,
             "load_workers": self.load_workers,
             **({"rate_schedule": self.rate_schedule.as_record()} if self.rate_schedule else {}),
+            **({"users_schedule": self.users_schedule.as_record()} if self.users_schedule else {}),
             "scaling": vars(self.scaling),
         }
 
@@ -181,7 +184,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     factors = _factors(where, data.get("factors", {}), batching_sets, data.get("batching_grid"))
     controls = _controls(where, data.get("controls", {}), factors, batching_sets)
     load = data.get("load", {})
-    where.only_keys("load", load, ("levels", "reference", "workers", "rate_schedule"))
+    where.only_keys("load", load, ("levels", "reference", "workers", "rate_schedule", "users_schedule"))
     levels = dict(DEFAULT_LOAD_LEVELS)
     for level, fraction in load.get("levels", {}).items():
         where.choice("load.levels", level, LOAD_LEVELS)
@@ -197,6 +200,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
         load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
         rate_schedule=_rate_schedule(where, load.get("rate_schedule")),
+        users_schedule=_users_schedule(where, load.get("users_schedule")),
         scaling=_scaling(where, data.get("scaling")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
@@ -210,6 +214,15 @@ def _rate_schedule(where: "_Where", entries: Any) -> RateSchedule | None:
         return None
     try:
         return parse_schedule(entries, f"{where.path}: load.rate_schedule")
+    except RateScheduleError as error:
+        raise SpecError(str(error)) from None
+
+
+def _users_schedule(where: "_Where", entries: Any) -> UsersSchedule | None:
+    if entries is None:
+        return None
+    try:
+        return parse_users_schedule(entries, f"{where.path}: load.users_schedule")
     except RateScheduleError as error:
         raise SpecError(str(error)) from None
 
@@ -486,6 +499,12 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
         if "closed" in modes:
             raise where.fail("load.rate_schedule", 'a rate schedule is an open loop: set load_mode = "open"')
         intensity = ["rate_schedule"]
+    if spec.users_schedule is not None:
+        if intensity or spec.search is not None:
+            raise where.fail("load.users_schedule", f"the schedule sets the users itself; remove "
+                                                    f"{', '.join(intensity) or '[search]'}")
+        if "open" in modes:
+            raise where.fail("load.users_schedule", 'a users schedule is a closed loop: set load_mode = "closed"')
     if len(intensity) > 1:
         raise where.fail("factors", f"give one of load_level, users, rate_rps; this spec gives {', '.join(intensity)}")
     if "rate_rps" in varied_or_held and "closed" in modes:

@@ -97,9 +97,13 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
                             rate_schedule=context.spec.rate_schedule, **base)
     if rate is not None:
         raise ValueError(f"a closed loop is set by users, not an arrival rate; factors: {factors}")
-    users = factors.get("users", 1)
+    schedule = context.spec.users_schedule
+    users = schedule.peak_users if schedule is not None else factors.get("users", 1)
     workers = workers_for(context.spec.load_workers, mode="closed", users=users, **path)
-    return LoadSettings(mode="closed", users=users, window_s=profile.window_s, workers=workers, **base)
+    if schedule is not None:  # each worker runs at least one user at every step
+        workers = min(workers, min(u for _, u in schedule.steps))
+    return LoadSettings(mode="closed", users=users, window_s=profile.window_s, workers=workers,
+                        users_schedule=schedule, **base)
 
 
 def prepare_run(context: RunContext, trials: list[Trial]) -> None:
