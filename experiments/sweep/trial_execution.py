@@ -239,11 +239,13 @@ def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibra
             rates.append(float(trial.factors["rate_rps"]))
         if "load_level" in trial.factors:
             rates.append(calibration.rate_for(trial.factors["load_level"]))
-        if context.spec.rate_schedule is not None:
-            rates.append(context.spec.rate_schedule.peak_rps)
+        peak = context.spec.rate_schedule.peak_rps if context.spec.rate_schedule is not None else None
+        if peak is not None:
+            rates.append(peak)
         for rate in rates:
             if rate > limit:
-                problems.append(f"{rate:.0f} req/s on path {sender_path(trial.factors)} "
+                problems.append(f"{rate:.0f} req/s{' (load.rate_schedule peak)' if rate == peak else ''} "
+                                f"on path {sender_path(trial.factors)} "
                                 f"(its measured limit on this machine is {limit:.0f} req/s)")
     if problems:
         unique = sorted(set(problems))
