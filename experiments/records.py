@@ -49,6 +49,8 @@ class Window:
     answer_paths: dict[str, int] = field(default_factory=dict)
     cache_counts: dict[str, int] = field(default_factory=dict)
     cache_errors_by_reason: dict[str, int] = field(default_factory=dict)
+    # Open loop: the arrivals per second planned for this window (a rate schedule's mean over it).
+    planned_rate_rps: float | None = None
 
 
 # What kind of problem made a trial invalid. Validity judges the instrument, not the server:
@@ -149,6 +151,12 @@ class TrialRecord:
     # pupdates_scored / pupdates_excluded, mean_likes, mean_predicted, mae
     # (experiments/recording/arms.py); {} without an A/B test.
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Requests the server refused at once rather than queue (503 / UNAVAILABLE: --lab_max_queue,
+    # a full batching queue): requests, share of attempts, and refusal vs answer latency p50/p99 (us).
+    shed: dict[str, Any] = field(default_factory=dict)
+    # Events during the trial, e.g. {"at_s", "event": "replica_added" | "replica_removed", ...}
+    # from a reactive scaling policy; seconds since the measurement start.
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
     def result_windows(self) -> list[Window]:
         """The windows merged into the result: the stable ones, or every window when none was

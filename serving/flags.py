@@ -50,6 +50,7 @@ class ServerOptions:
     # The lab's own flags (TF Serving has no equivalent).
     lab_bind_address: str = "127.0.0.1"
     lab_max_request_bytes: int = 64 * 1024 * 1024
+    lab_max_queue: int = 0  # load shedding (serving/admission.py); 0: unbounded, as TF Serving
     # Fault injection (serving/fault_injection.py): off unless a delay or an error code is given.
     lab_fault_delay_ms: float = 0.0
     lab_fault_delay_fraction: float = 1.0
@@ -105,6 +106,8 @@ The lab's own flags:
   --lab_bind_address=127.0.0.1              address for both ports (TF Serving: all interfaces;
                                             use 0.0.0.0 in containers)
   --lab_max_request_bytes=67108864          largest REST body, before or after gzip (413 above)
+  --lab_max_queue=0                         refuse a request at once (UNAVAILABLE / 503) when this
+                                            many wait for or run the model (0: unbounded)
   --lab_fault_delay_ms=0                    delay this many ms before the model runs ...
   --lab_fault_delay_fraction=1              ... for this fraction of Predict/Classify/Regress
   --lab_fault_error_code=                   fail with this TF status (e.g. UNAVAILABLE) ...
@@ -183,7 +186,7 @@ def check_options(options: ServerOptions) -> None:
                  "lab_max_request_bytes"):
         if getattr(options, name) <= 0:
             raise FlagError(f"--{name} must be positive, got {getattr(options, name)}")
-    for name in ("model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds",
+    for name in ("lab_max_queue", "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds",
                  "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
         if getattr(options, name) < 0:
             raise FlagError(f"--{name} must not be negative, got {getattr(options, name)}")

@@ -22,6 +22,7 @@ from poochlab.serving.inference import (
     classification_results, examples_input, examples_signature, regression_results,
     run_signature_blocking as run_signature,
 )
+from poochlab.serving.admission import Admission
 from poochlab.serving.fault_injection import FaultInjector
 from poochlab.serving.input_names import check_input_names
 from poochlab.serving.metrics import ServerMetrics
@@ -107,6 +108,7 @@ class PredictionServicer:
         self.check_method_name = check_method_name  # --enable_signature_method_name_check
         self.calls = _Calls(metrics)
         self.fault: FaultInjector | None = None  # --lab_fault_* (set through LabFaults)
+        self.admission = Admission()  # --lab_max_queue (main.py shares one with REST)
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         from tensorflow_serving.apis import predict_pb2
@@ -114,13 +116,15 @@ class PredictionServicer:
         def body(timing: list[float]) -> Any:
             state = _resolve(self.manager, request.model_spec)
             assert state.servable is not None
+            self.admission.refuse_if_full()  # before the tensors are converted: refusing stays cheap
             signature = state.servable.signature(request.model_spec.signature_name)
             check_input_names(signature.inputs, set(request.inputs))
             inputs = {name: proto_to_array(proto, signature.inputs[name]) for name, proto in request.inputs.items()}
             wanted = _output_aliases(request.output_filter, signature.outputs)
-            if self.fault is not None:
-                self.fault.before_model_blocking()
-            result = run_signature(self.manager, state, signature, inputs, _deadline(context))
+            with self.admission.admit():  # --lab_max_queue: shed at once when full
+                if self.fault is not None:
+                    self.fault.before_model_blocking()
+                result = run_signature(self.manager, state, signature, inputs, _deadline(context))
             timing.extend((result.queue_us, result.compute_us))
             response = predict_pb2.PredictResponse()
             for name in wanted:
@@ -137,10 +141,11 @@ class PredictionServicer:
         signature = examples_signature(state.servable, request.model_spec.signature_name, method,
                                        self.check_method_name)
         examples = serialized_examples(request.input)
-        if self.fault is not None:
-            self.fault.before_model_blocking()
-        result = run_signature(self.manager, state, signature, examples_input(signature, examples),
-                                     _deadline(context))
+        with self.admission.admit():  # --lab_max_queue: shed at once when full
+            if self.fault is not None:
+                self.fault.before_model_blocking()
+            result = run_signature(self.manager, state, signature, examples_input(signature, examples),
+                                   _deadline(context))
         timing.extend((result.queue_us, result.compute_us))
         return state, signature.name, result.outputs, len(examples)
 

@@ -80,6 +80,7 @@ class Server:
         from poochlab.serving.metrics import ServerMetrics, parse_monitoring_config
         from poochlab.serving.model_config import load_model_config, single_model_config
         from poochlab.serving.model_manager import ModelManager
+        from poochlab.serving.admission import Admission
         from poochlab.serving.fault_injection import LabFaults
         from poochlab.serving.rest_api import RestApi, body_too_large_message
 
@@ -134,6 +135,8 @@ class Server:
                                            options.enable_signature_method_name_check)
         faults = LabFaults(fault_plan(options))
         faults.attach(prediction)
+        # --lab_max_queue: one count for REST and gRPC, both feeding the same models.
+        admission = metrics.admission = prediction.admission = Admission(options.lab_max_queue)
         bound = grpc_server.add_insecure_port(f"{options.lab_bind_address}:{options.port}")
         if bound == 0:
             raise FlagError(f"could not bind the gRPC port {options.lab_bind_address}:{options.port}")
@@ -146,6 +149,7 @@ class Server:
             api = RestApi(manager, metrics, options.rest_api_timeout_in_ms, prometheus_path, options.lab_max_request_bytes,
                           options.enable_signature_method_name_check)
             faults.attach(api)
+            api.admission = admission
             if options.lab_fault_admin:
                 api.fault_admin = faults
             http_server = await start_http_server(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-from typing import Iterable
+from typing import Any, Iterable
 
 
 def prometheus_name(name: str) -> str:
@@ -114,6 +114,7 @@ class ServerMetrics:
         self.padding_size = Histogram(
             "/tensorflow/serving/batching_session/padding_size",
             "Distribution of padded size.", ("thread_pool_name", "execution_batch_size"), _SIZE_BUCKETS)
+        self.admission: Any = None  # --lab_max_queue's Admission: its lab-only lines follow TF Serving's
         self._all = [self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
                      self.input_batch_size, self.processed_batch_size, self.padding_size]
 
@@ -140,6 +141,8 @@ class ServerMetrics:
         """Prometheus text format 0.0.4."""
         with self._lock:
             lines = [line for metric in self._all if metric.values for line in metric.lines()]
+        if self.admission is not None:
+            lines.extend(self.admission.metric_lines())
         return "\n".join(lines) + "\n"
 
 

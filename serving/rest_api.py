@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from poochlab.serving import rest_codec
+from poochlab.serving.admission import Admission
 from poochlab.serving.fault_injection import ADMIN_PATH, FaultInjector, LabFaults
 from poochlab.serving.http_server import RequestGauge
 from poochlab.serving.inference import (
@@ -79,6 +80,7 @@ class RestApi:
         # Requests being answered; the HTTP server counts them (pass it to start_http_server).
         self.gauge = RequestGauge()
         self.fault: FaultInjector | None = None  # --lab_fault_* (set through LabFaults)
+        self.admission = Admission()  # --lab_max_queue (main.py shares one with gRPC)
         self.fault_admin: LabFaults | None = None  # --lab_fault_admin: serves /lab/faults
 
     def decode_body(self, headers: dict[str, str], body: bytes) -> bytes:
@@ -160,6 +162,7 @@ class RestApi:
         compute_us = None
         try:
             state = self.manager.resolve(name, version, label)
+            self.admission.refuse_if_full()  # before the body is parsed: refusing stays cheap
             request = rest_codec.parse_json(body)
             signature_name = request.get("signature_name", "") if isinstance(request, dict) else ""
             if not isinstance(signature_name, str):
@@ -175,12 +178,13 @@ class RestApi:
                 examples = rest_codec.examples_from_json(request)
                 inputs = examples_input(signature, examples)
             deadline = started + self.timeout_s if self.timeout_s else None
-            if self.fault is not None:
-                await self.fault.before_model()
-            # Both sessions answer DEADLINE_EXCEEDED (504) for a task whose deadline passes
-            # before the model starts on it, so no per-request timer is needed here.
-            result = await run_signature(self.manager, state, signature, inputs, deadline,
-                                         alone=self.gauge.alone)
+            with self.admission.admit():  # --lab_max_queue: shed at once when full
+                if self.fault is not None:
+                    await self.fault.before_model()
+                # Both sessions answer DEADLINE_EXCEEDED (504) for a task whose deadline passes
+                # before the model starts on it, so no per-request timer is needed here.
+                result = await run_signature(self.manager, state, signature, inputs, deadline,
+                                             alone=self.gauge.alone)
             compute_us = result.compute_us
             if verb == "predict":
                 answer = rest_codec.predict_response(result.outputs, request_format)

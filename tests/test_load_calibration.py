@@ -111,13 +111,34 @@ def test_explicit_rates_above_a_paths_limit_are_refused_before_any_trial(tmp_pat
     factors = {"protocol": "grpc", "client_library": "grpcio", "request_format": "protobuf",
                "instances_per_request": 1}
     trials = [SimpleNamespace(factors={**factors, "rate_rps": rate}) for rate in (300.0, 2_000.0)]
-    context = SimpleNamespace(spec=SimpleNamespace(path=tmp_path / "fast.toml"))
+    context = SimpleNamespace(spec=SimpleNamespace(path=tmp_path / "fast.toml", rate_schedule=None))
     with pytest.raises(CalibrationError) as error:
         _refuse_rates_beyond_paths(context, trials, calibration)  # type: ignore[arg-type]
     message = str(error.value)
     assert "fast.toml" in message and "2000 req/s on path grpc-grpcio-protobuf-x1" in message
     assert "its measured limit on this machine is 900 req/s" in message and "300 req/s" not in message
     _refuse_rates_beyond_paths(context, trials[:1], calibration)  # type: ignore[arg-type]  # 300 is fine
+
+
+def test_a_rate_schedule_whose_peak_is_above_a_paths_limit_is_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from poochlab.experiments.load.calibration import CalibrationError
+    from poochlab.experiments.load.rate_schedule import parse_schedule
+    from poochlab.experiments.sweep.trial_execution import _refuse_rates_beyond_paths
+
+    calibration = CapacityCalibration(reference="(explicit rates)", capacity_rps=900.0, steps=(),
+                                      generator_paths=({"path": "rest-lean-row-x1", "limit_rps": 900.0,
+                                                        "bounded": True, "steps": []},))
+    trials = [SimpleNamespace(factors={"protocol": "rest", "client_library": "lean", "request_format": "row",
+                                       "instances_per_request": 1})]
+    peak_1500 = parse_schedule([{"at_s": 0, "rps": 300}, {"at_s": 5, "rps": 1500, "ramp_s": 2}], "rate_schedule")
+    context = SimpleNamespace(spec=SimpleNamespace(path=tmp_path / "ramp.toml", rate_schedule=peak_1500))
+    with pytest.raises(CalibrationError, match=r"ramp.toml: .*1500 req/s \(load.rate_schedule peak\) on path "
+                                               r"rest-lean-row-x1 \(its measured limit on this machine is 900 req/s\)"):
+        _refuse_rates_beyond_paths(context, trials, calibration)  # type: ignore[arg-type]
+    context.spec.rate_schedule = parse_schedule([{"at_s": 0, "rps": 300}, {"at_s": 5, "rps": 800}], "rate_schedule")
+    _refuse_rates_beyond_paths(context, trials, calibration)  # type: ignore[arg-type]  # a peak of 800 is fine
 
 
 def test_a_calibration_saved_before_path_limits_still_loads(tmp_path: Path) -> None:

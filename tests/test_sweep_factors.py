@@ -168,7 +168,7 @@ def test_every_factor_sets_a_real_field_of_its_stage_and_every_server_field_has_
     server_fields = {f.field for f in FACTORS.values() if f.side == "server"}
     assert server_fields == {f.name for f in dataclasses.fields(ServerConfig)}
     assert {n for n, f in FACTORS.items() if f.restarts_server} == {
-        "model_variant", "models_served", "batching", "server_threads", "replicas", "rollout_warmup"}
+        "model_variant", "models_served", "batching", "server_threads", "replicas", "rollout_warmup", "max_queue", "scaling"}
 
 
 def test_roles_come_from_the_runs_manifest_or_the_registry_for_older_runs() -> None:
@@ -233,3 +233,29 @@ def test_single_flight_is_one_registry_entry_and_reaches_the_cache_of_each_trial
                          "http://h:1", "h:2").cache is None
     with pytest.raises(SpecError, match=r"factors\.single_flight: got"):
         spec_from(tmp_path, '[factors]\nsingle_flight = ["maybe"]\n')
+
+
+def test_max_queue_and_scaling_are_server_factors_that_reach_the_server_config(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, """
+[factors]
+max_queue = [0, 8]
+scaling = ["fixed", "reactive"]
+[scaling]
+max_replicas = 3
+p99_up_ms = 40
+p99_down_ms = 5
+cooldown_s = 4
+""")
+    servers = {(t.factors["max_queue"], t.factors["scaling"]): t.server for t in plan_trials(spec)}
+    assert servers[(8, "reactive")] == ServerConfig("small", 1, "off", 0, 1, max_queue=8, scaling="reactive")
+    assert servers[(0, "fixed")].config_id == "small-m1-boff-t0-r1"  # ids of older runs unchanged
+    assert servers[(8, "reactive")].config_id == "small-m1-boff-t0-r1-q8-sreactive"
+    assert (spec.scaling.max_replicas, spec.scaling.p99_up_ms, spec.scaling.cooldown_s) == (3, 40.0, 4.0)
+    with pytest.raises(SpecError, match=r"factors\.max_queue: got -1"):
+        spec_from(tmp_path, "[factors]\nmax_queue = [-1]\n")
+    with pytest.raises(SpecError, match=r"spec\.toml: scaling: scaling\.p99_down_ms \(50\.0\) must be below"):
+        spec_from(tmp_path, '[factors]\nscaling = ["reactive"]\n[scaling]\np99_up_ms = 20\np99_down_ms = 50\n')
+    with pytest.raises(SpecError, match=r"scaling\.max_replicas: 1 leaves no room above replicas = 1"):
+        spec_from(tmp_path, '[factors]\nscaling = ["reactive"]\n[scaling]\nmax_replicas = 1\n')
+    with pytest.raises(SpecError, match=r"scaling\.step: unknown key"):
+        spec_from(tmp_path, '[factors]\nscaling = ["reactive"]\n[scaling]\nstep = 1\n')

@@ -8,7 +8,6 @@ a context holding the exact times, the lateness and the client's :class:`CallTim
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any, Iterator
 
@@ -17,6 +16,7 @@ from gevent.queue import Queue
 
 from poochlab.experiments.load.precise_timer import PreciseTimer
 from poochlab.experiments.load.sender_base import SenderBase
+from poochlab.experiments.load.rate_schedule import Arrivals, constant
 
 REQUEST_TYPE = "predict"
 
@@ -26,9 +26,9 @@ class Sender(SenderBase):
 
     def __init__(self, predictor: Any, events: Any, kind: str, workload: Any, *, open_loop: bool,
                  rate_rps: float | None, seed: int, stream_base: int, stream_count: int,
-                 start_at: float) -> None:
+                 start_at: float, arrivals: Arrivals | None = None) -> None:
         super().__init__(predictor, events, kind, workload, open_loop=open_loop, rate_rps=rate_rps, seed=seed,
-                         stream_base=stream_base, stream_count=stream_count, start_at=start_at)
+                         stream_base=stream_base, stream_count=stream_count, start_at=start_at, arrivals=arrivals)
         self._jobs: Queue = Queue()
         self._idle_senders = 0
 
@@ -58,15 +58,15 @@ class Sender(SenderBase):
 
     # -- open loop -------------------------------------------------------------------------
     def run_open_loop(self, requests: Iterator[list[Any]]) -> None:
-        """Poisson arrivals at ``rate_rps`` from ``start_at`` until stopped (one per worker)."""
-        rng = random.Random(self.seed)
+        """Poisson arrivals (``arrivals``, else at ``rate_rps``) from ``start_at`` until stopped
+        (one per worker)."""
+        arrivals = self.arrivals or Arrivals(constant(self.rate_rps or 0.0), seed=self.seed, start_at=self.start_at)
         timer = PreciseTimer()
         for _ in range(4):
             self._spawn_sender()
-        scheduled = self.start_at
         try:
             while not self.stopping:
-                scheduled += rng.expovariate(self.rate_rps)
+                scheduled = arrivals.next()
                 timer.wait_until(scheduled)
                 if self.stopping:
                     break

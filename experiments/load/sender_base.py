@@ -6,7 +6,10 @@ questions the worker asks of either (the next request stream, the requests still
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from poochlab.experiments.load.rate_schedule import Arrivals
 
 
 class SenderBase:
@@ -14,7 +17,7 @@ class SenderBase:
 
     def __init__(self, predictor: Any, events: Any, kind: str, workload: Any, *, open_loop: bool,
                  rate_rps: float | None, seed: int, stream_base: int, stream_count: int,
-                 start_at: float) -> None:
+                 start_at: float, arrivals: Arrivals | None = None) -> None:
         self.predictor = predictor
         self.events = events
         self.kind = kind
@@ -23,6 +26,8 @@ class SenderBase:
         self.rate_rps = rate_rps
         self.seed = seed
         self.start_at = start_at
+        # Open loop: the send times (a rate schedule's, else Poisson at rate_rps from start_at).
+        self.arrivals = arrivals
         self.stopping = False
         self.stream_count = stream_count
         self.sender_greenlets = 0

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from poochlab.experiments.load.rate_schedule import RateSchedule, UsersSchedule
+
 MODES = ("closed", "open")
 AUTO_WORKERS = "auto"
 # How gRPC is sent (load/worker_spec.py sends_on_threads): unset, on OS threads
@@ -73,8 +75,17 @@ class LoadSettings:
     pacing: float = 0.0
     pin_cpus: bool = True
     drain_s: float = 2.0
+    # Open loop: a rate that changes within the trial (load/rate_schedule.py), 0 s at the
+    # measurement start; ``rate_rps`` is then its peak (what the path must be able to send).
+    rate_schedule: RateSchedule | None = None
+    # Closed loop: users that change within the trial (Locust's LoadTestShape); ``users`` is its peak.
+    users_schedule: UsersSchedule | None = None
 
     def __post_init__(self) -> None:
+        if self.rate_schedule is not None and self.rate_rps is None:
+            object.__setattr__(self, "rate_rps", self.rate_schedule.peak_rps)
+        if self.users_schedule is not None and self.users == 1:
+            object.__setattr__(self, "users", self.users_schedule.peak_users)
         def require(condition: bool, message: str) -> None:
             if not condition:
                 raise ValueError(f"load settings: {message}")
@@ -94,16 +105,40 @@ class LoadSettings:
         require(isinstance(self.workers, int) and self.workers >= 1, f"workers must be at least 1 (got {self.workers!r})")
         require(self.pacing >= 0, f"pacing must not be negative (got {self.pacing})")
         require(self.drain_s >= 0, f"drain_s must not be negative (got {self.drain_s})")
+        if self.users_schedule is not None:
+            require(self.mode == "closed", "a users_schedule needs a closed loop")
+            require(self.users == self.users_schedule.peak_users,
+                    f"users ({self.users}) must be the users_schedule's peak ({self.users_schedule.peak_users})")
+            require(min(u for _, u in self.users_schedule.steps) >= self.workers,
+                    f"every step of the users_schedule needs at least workers ({self.workers}) users")
+        if self.rate_schedule is not None:
+            require(self.mode == "open", "a rate_schedule needs an open loop")
+            require(self.rate_rps == self.rate_schedule.peak_rps,
+                    f"rate_rps ({self.rate_rps}) must be the rate_schedule's peak ({self.rate_schedule.peak_rps})")
 
     def as_record(self) -> dict[str, Any]:
         """What TrialRecord.load holds (only the fields that apply to the mode)."""
         data = asdict(self)
+        for name in ("rate_schedule", "users_schedule"):
+            schedule = getattr(self, name)
+            if schedule is None:
+                data.pop(name)
+            else:
+                data[name] = schedule.as_record()
         if self.mode == "open":
             data.pop("users")
             data.pop("pacing")
         else:
             data.pop("rate_rps")
         return data
+
+    def planned_rate_rps(self, start_s: float, end_s: float) -> float | None:
+        """The mean planned arrival rate over [start_s, end_s) of the measurement (open loop)."""
+        if self.mode != "open":
+            return None
+        if self.rate_schedule is None:
+            return self.rate_rps
+        return self.rate_schedule.planned_rps(start_s, end_s)
 
     def share(self, worker: int) -> tuple[int, float | None]:
         """(users, rate) that worker ``worker`` of ``workers`` applies."""

@@ -26,7 +26,6 @@ uses OS locks held only around counters and never yields inside them).
 from __future__ import annotations
 
 import ctypes
-import random
 import time
 from collections import deque
 from typing import Any, Callable, Iterator
@@ -35,6 +34,7 @@ import gevent
 import gevent.event
 from gevent.monkey import get_original
 
+from poochlab.experiments.load.rate_schedule import Arrivals, constant
 from poochlab.experiments.load.sender import REQUEST_TYPE
 from poochlab.experiments.load.sender_base import SenderBase
 
@@ -73,9 +73,9 @@ class ThreadSender(SenderBase):
     def __init__(self, predictor: Any, events: Any, kind: str, workload: Any, *, open_loop: bool,
                  rate_rps: float | None, seed: int, stream_base: int, stream_count: int,
                  start_at: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = _os_sleep) -> None:
+                 sleep: Callable[[float], None] = _os_sleep, arrivals: Arrivals | None = None) -> None:
         super().__init__(predictor, events, kind, workload, open_loop=open_loop, rate_rps=rate_rps, seed=seed,
-                         stream_base=stream_base, stream_count=stream_count, start_at=start_at)
+                         stream_base=stream_base, stream_count=stream_count, start_at=start_at, arrivals=arrivals)
         # sender_greenlets stays 0: this sender uses threads instead
         self.sender_threads = 0
         self._clock = clock
@@ -86,8 +86,6 @@ class ThreadSender(SenderBase):
         # Open loop: the schedule is claimed under _schedule_lock; _count_lock guards the count.
         self._schedule_lock = _allocate_lock()
         self._count_lock = _allocate_lock()
-        self._rng = random.Random(seed)
-        self._scheduled = start_at
         self._requests: Iterator[list[Any]] | None = None
         self._closed = False
         self._watcher = gevent.get_hub().loop.async_()
@@ -127,9 +125,11 @@ class ThreadSender(SenderBase):
         gevent.sleep(3600)  # the threads do the work; the runner stops this user
 
     def start_open_loop(self, requests: Iterator[list[Any]]) -> None:
-        if not self.rate_rps or self.rate_rps <= 0:
+        if self.arrivals is None and (not self.rate_rps or self.rate_rps <= 0):
             raise ValueError(f"an open loop needs a positive rate (got {self.rate_rps!r})")
         self._requests = requests
+        if self.arrivals is None:
+            self.arrivals = Arrivals(constant(self.rate_rps or 0.0), seed=self.seed, start_at=self.start_at)
         for _ in range(2):
             self._new_open_loop_thread()
 
@@ -140,10 +140,11 @@ class ThreadSender(SenderBase):
 
     def _open_loop_thread(self) -> None:
         _tight_timer_slack()
+        arrivals = self.arrivals
+        assert arrivals is not None, "start_open_loop sets the arrivals"
         while not self.stopping:
             with self._schedule_lock:  # slots are claimed in schedule order, one thread each
-                self._scheduled += self._rng.expovariate(self.rate_rps)
-                scheduled = self._scheduled
+                scheduled = arrivals.next()
                 request = next(self._requests)
             if scheduled <= self._clock():
                 # Due already: every thread was busy sending. One more, so that the number of

@@ -39,7 +39,7 @@ from poochlab.experiments.recording.stability import STABLE_WINDOWS, WindowSumma
 from poochlab.experiments.recording.stability import judge as judge_stability
 from poochlab.experiments.recording.stability import p99_support
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
-from poochlab.experiments.recording.windows import WindowData
+from poochlab.experiments.recording.windows import SHED_KINDS, WindowData
 from poochlab.experiments.records import TrialRecord, Validity, Window
 from poochlab.processes.lifecycle import ManagedProcess
 
@@ -223,9 +223,13 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
                 collected.late_windows[next_index] = late
             if progress is not None:
                 errors = sum(merged.errors_by_kind.values())
+                queue = decode(merged.server_queue_histogram) if merged.server_queue_histogram else None
                 progress({"window": next_index, "throughput_rps": summary.throughput_rps,
                           "p99_us": summary.p99_us, "errors": errors, "stable": stable,
+                          "server_queue_p99_us": float(queue.get_value_at_percentile(99)) if queue else None,
                           "problem": _window_problem(settings, merged, summary, errors)})
+            if settings.rate_schedule is not None or settings.users_schedule is not None:  # changes on purpose
+                stable = False
             if faults is not None:  # a fault trial ends once its faults are over, never at stability
                 stable = False
                 limit = max(limit, time.monotonic() + 2 * settings.window_s + 30.0)
@@ -268,8 +272,9 @@ def _window_problem(settings: LoadSettings, merged: WindowData, summary: WindowS
     attempts = merged.requests + errors
     if attempts and errors / attempts > health_rules.MAX_ERROR_FRACTION:
         problems.append(f"{100 * errors / attempts:.0f}% errors")
-    if settings.mode == "open" and settings.rate_rps and summary.throughput_rps < 0.9 * settings.rate_rps:
-        problems.append(f"answering {summary.throughput_rps:.0f} of {settings.rate_rps:.0f} req/s")
+    planned = settings.planned_rate_rps(merged.index * settings.window_s, (merged.index + 1) * settings.window_s)
+    if planned and summary.throughput_rps < 0.9 * planned:
+        problems.append(f"answering {summary.throughput_rps:.0f} of {planned:.0f} req/s")
     return "; ".join(problems) or None
 
 
@@ -296,7 +301,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
         Window(index=w.index, start_s=w.index * settings.window_s, duration_s=settings.window_s,
                requests=w.requests, errors=sum(w.errors_by_kind.values()), histogram=w.histogram,
                corrected_histogram=w.corrected_histogram, answer_paths=dict(w.answer_paths),
-               cache_counts=dict(w.cache_counts), cache_errors_by_reason=dict(w.cache_errors_by_reason))
+               cache_counts=dict(w.cache_counts), cache_errors_by_reason=dict(w.cache_errors_by_reason),
+               planned_rate_rps=settings.planned_rate_rps(w.index * settings.window_s, (w.index + 1) * settings.window_s))
         for w in merged]
     in_faults: set[int] = set()
     if faults is not None:
@@ -371,8 +377,27 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                          lateness_p99_us=float(lateness.get_value_at_percentile(99)),
                          late_send_fraction=late / total if total else 0.0)
     record.generator = generator
+    record.shed = _shed_summary(merged)
     _judge(record, settings, generator, p99, result, float(resources.get("measured_s") or 0.0),
            planned_hit_ratio, [w for w in merged if w.index in in_faults] if faults is not None else None)
+
+
+def _shed_summary(windows: list[WindowData]) -> dict[str, Any]:
+    """Refusals (SHED_KINDS) over every window: how many, their share of attempts, and how fast
+    they came back next to the answers (p50/p99 from merged histograms, microseconds)."""
+    refused = sum(n for w in windows for kind, n in w.errors_by_kind.items() if kind in SHED_KINDS)
+    if not refused:
+        return {}
+    attempts = sum(w.requests + sum(w.errors_by_kind.values()) for w in windows)
+    refusals = merge_encoded(w.refusal_histogram for w in windows)
+    answers = merge_encoded(w.histogram for w in windows)
+    summary: dict[str, Any] = {"requests": refused, "share": refused / attempts if attempts else 0.0,
+                               "refusal_p50_us": float(refusals.get_value_at_percentile(50)),
+                               "refusal_p99_us": float(refusals.get_value_at_percentile(99))}
+    if answers.get_total_count():
+        summary.update(answer_p50_us=float(answers.get_value_at_percentile(50)),
+                       answer_p99_us=float(answers.get_value_at_percentile(99)))
+    return summary
 
 
 def _merged_cache(caches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -408,7 +433,10 @@ def _judge(record: TrialRecord, settings: LoadSettings, generator: dict[str, Any
                              for e in record.faults))
     evidence = TrialEvidence(
         mode=settings.mode, answered=answered, errors_by_kind=record.errors_by_kind, measured_s=measured_s,
-        generator=generator, p99_us=p99, planned_rate_rps=settings.rate_rps if settings.mode == "open" else None,
+        generator=generator, p99_us=p99,
+        planned_rate_rps=settings.planned_rate_rps(0.0, measured_s) if settings.mode == "open" and measured_s > 0 else None,
+        window_rates=tuple((w.index, w.planned_rate_rps, w.requests / w.duration_s) for w in record.windows
+                           if w.planned_rate_rps and not w.fault) if settings.rate_schedule is not None else (),
         corrected_p99_us=float(corrected.get_value_at_percentile(99)) if corrected.get_total_count() else None,
         cache=record.cache, planned_hit_ratio=planned_hit_ratio if record.cache is not None else None,
         stability_note=None if record.stable else record.load.get("stability"), **outside)

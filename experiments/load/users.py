@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import time
+
 import gevent
-from locust import User, constant, constant_pacing, task
+from locust import LoadTestShape, User, constant, constant_pacing, task
 
 
 class PredictorUser(User):
@@ -78,3 +80,17 @@ def user_class_for(client: Any, pacing: float) -> type[PredictorUser]:
         base = RestLeanUser
     wait = constant_pacing(pacing) if pacing > 0 else constant(0)
     return type(base.__name__, (base,), {"wait_time": wait, "abstract": False})
+
+
+class UsersShape(LoadTestShape):
+    """A users_schedule (load/rate_schedule.py) as Locust's own load shape, in one generator process:
+    its share of the users at each moment, times from ``origin`` (the measurement start,
+    ``time.monotonic``). Locust asks every second, so a step takes effect within a second; users
+    leaving finish their request first (the environment's ``stop_timeout``)."""
+
+    def __init__(self, schedule: Any, origin: float, worker: int, workers: int) -> None:
+        super().__init__()
+        self.schedule, self.origin, self.worker, self.workers = schedule, origin, worker, workers
+
+    def tick(self) -> tuple[int, float]:
+        return self.schedule.users_at(time.monotonic() - self.origin, self.worker, self.workers), 10_000.0

@@ -106,6 +106,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     from poochlab.clients.factory import build_predictor
     from poochlab.clients.prediction import error_kind
     from poochlab.experiments.load.precise_timer import PreciseTimer
+    from poochlab.experiments.load.rate_schedule import Arrivals
     from poochlab.experiments.load.sender import Sender
     from poochlab.experiments.load.thread_sender import ThreadSender
     from poochlab.experiments.load.users import user_class_for
@@ -125,11 +126,16 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         spec.workload.prefill(predictor)
     user_class = user_class_for(spec.client, settings.pacing)
     env = Environment(user_classes=[user_class])
+    if settings.users_schedule is not None:
+        env.stop_timeout = settings.drain_s + 30.0  # users leaving a step finish their request
     if open_loop:
         stream_base, stream_count = spec.index, settings.workers
     else:
         stream_base = sum(settings.share(w)[0] for w in range(spec.index))
         stream_count = settings.users
+        if settings.users_schedule is not None:  # every user a step starts takes a fresh stream
+            starts = [settings.users_schedule.user_starts(w, settings.workers) for w in range(settings.workers)]
+            stream_base, stream_count = sum(starts[:spec.index]), sum(starts)
     # Everything built so far (the workload's pupdates, Locust, the clients) lives for the whole
     # trial: move it out of the collector's sight, so a full collection during the measurement
     # scans only what requests allocate (a gen-2 pass over the workload held the hub for ms).
@@ -142,9 +148,13 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         raise RuntimeError(f"worker {spec.index}: expected 'go', got {message[0]!r}")
     _, start_at, measure_start = message
     sender_class = ThreadSender if threaded else Sender
+    seed = settings.seed * 1000 + spec.index
+    # A rate schedule: this worker's share of it, its 0 s at the measurement start.
+    arrivals = None if settings.rate_schedule is None else Arrivals(
+        settings.rate_schedule.scaled(1 / settings.workers), seed=seed, start_at=start_at, origin=measure_start)
     sender = sender_class(predictor, env.events, user_class.client_kind, spec.workload, open_loop=open_loop,
-                    rate_rps=rate, seed=settings.seed * 1000 + spec.index, stream_base=stream_base,
-                    stream_count=stream_count, start_at=start_at)
+                    rate_rps=rate, seed=seed, stream_base=stream_base,
+                    stream_count=stream_count, start_at=start_at, arrivals=arrivals)
     user_class.sender = sender
     expected = int(settings.pacing * 1e6) if settings.pacing > 0 else None
     recorder = WindowRecorder(measure_start, settings.window_s, open_loop=open_loop, expected_interval_us=expected,
@@ -181,8 +191,15 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     start_timer = PreciseTimer()
     timer_kind = start_timer.kind
     start_timer.wait_until(start_at)
+    if settings.users_schedule is not None:
+        from poochlab.experiments.load.users import UsersShape
+
+        env.shape_class = UsersShape(settings.users_schedule, measure_start, spec.index, settings.workers)
     runner = env.create_local_runner()
-    runner.start(1 if open_loop else users, spawn_rate=10_000)
+    if settings.users_schedule is not None:
+        runner.start_shape()
+    else:
+        runner.start(1 if open_loop else users, spawn_rate=10_000)
     background = [gevent.spawn(sample_loop_lag)]
     burner_share = float(os.environ.get(PLANT_BURNER_ENV, "0") or 0)
     if burner_share > 0:

@@ -56,6 +56,7 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         cache_counts=dict(cache),
         cache_errors_by_reason=dict(cache_errors),
         arms=arms,
+        refusal_histogram=merged("refusal_histogram"),
     )
 
 

@@ -67,6 +67,8 @@ class TrialEvidence:
     # A Redis outage was planted: cache errors and a missed hit ratio are findings. (Cache
     # counts are per trial, not per window, so those outside the outage cannot be told apart.)
     redis_outage: bool = False
+    # An open loop with a rate schedule: (window index, planned rate, answered rate) each.
+    window_rates: tuple[tuple[int, float, float], ...] = ()
 
 
 def _kinds_text(counts: Mapping[str, int]) -> str:
@@ -136,6 +138,14 @@ def _judge_errors(evidence: TrialEvidence, verdict: Validity, failures: int, att
 
 def _judge_throughput(evidence: TrialEvidence, verdict: Validity) -> None:
     if evidence.mode != "open" or not evidence.planned_rate_rps or evidence.measured_s <= 0:
+        return
+    behind = [(i, planned, achieved) for i, planned, achieved in evidence.window_rates
+              if achieved < MIN_ANSWERED_SHARE * planned]
+    if behind:  # a rate schedule: each window against its own planned rate
+        verdict.server_overloaded = True
+        verdict.findings.append("server fell behind the rate schedule in windows " + ", ".join(
+            f"{i} ({achieved:.0f} of {planned:.0f} req/s)" for i, planned, achieved in behind)
+            + " while the generator sent on time")
         return
     answered_rps = evidence.answered / evidence.measured_s
     if answered_rps < MIN_ANSWERED_SHARE * evidence.planned_rate_rps:

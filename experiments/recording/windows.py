@@ -45,6 +45,11 @@ def bucket_us(seconds: float) -> int:
     return (value >> shift) << shift
 
 
+# The answers of a server that refuses rather than queues (--lab_max_queue, a full batching
+# queue): their latencies are kept apart, to compare how fast refusals come back with answers.
+SHED_KINDS = frozenset({"http_503", "grpc_UNAVAILABLE"})
+
+
 @dataclass
 class WindowData:
     """One closed window of one worker, ready to be sent to the merging process."""
@@ -72,6 +77,8 @@ class WindowData:
     # A/B test: per arm {"histogram" (hdrh text), "requests", "errors", and the quality sums
     # of recording/arms.py: "scored", "abs_error", "likes", "predicted", "excluded"}.
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # how fast refusals came back (SHED_KINDS: a full queue answers at once), us
+    refusal_histogram: str | None = None
 
 
 def _put_arm(window: _OpenWindow, arm: str, start: float, end: float, error_kind: str | None,
@@ -130,6 +137,7 @@ class _OpenWindow:
     slowest: list[tuple[int, float]] = field(default_factory=list)  # a min-heap of SLOWEST_KEPT
     arm_latency: dict[str, dict[int, int]] = field(default_factory=dict)
     arm_counts: dict[str, dict[str, float]] = field(default_factory=dict)
+    refused: dict[int, int] = field(default_factory=dict)
 
     def close(self, corrected: bool, open_loop: bool, expected_interval_us: int | None) -> WindowData:
         return WindowData(
@@ -149,6 +157,7 @@ class _OpenWindow:
             slowest_complete_above_us=self.slowest[0][0] if len(self.slowest) >= SLOWEST_KEPT else 0,
             arms={arm: {**counts, "histogram": histogram_text(self.arm_latency.get(arm, {}))}
                   for arm, counts in self.arm_counts.items()},
+            refusal_histogram=histogram_text(self.refused) if self.refused else None,
         )
 
 
@@ -246,6 +255,9 @@ class WindowRecorder:
             _put_arm(window, arm, start, end, error_kind, quality)
         if error_kind is not None:
             window.errors[error_kind] = window.errors.get(error_kind, 0) + 1
+            if error_kind in SHED_KINDS:
+                value = bucket_us(end - start)
+                window.refused[value] = window.refused.get(value, 0) + 1
         else:
             window.requests += 1
             value = bucket_us(end - start)

@@ -177,6 +177,15 @@ FACTORS: dict[str, Factor] = {
         Factor("rollout_warmup", "server", None, _choice("on", "off"),
                "whether a model_rollout fault's new version carries warm-up records", field="rollout_warmup",
                how="sets the warmup of the spec's model_rollout faults (sweep/fault_setup.py with_rollout_warmup)"),
+        Factor("max_queue", "server", 0, _integer(0, 100_000),
+               "load shedding: requests the lab server lets wait for or run the model before it refuses "
+               "the next at once (UNAVAILABLE / 503); 0: unbounded, as TF Serving", field="max_queue",
+               how="the lab server's --lab_max_queue flag (server_kind = \"lab\" only)"),
+        Factor("scaling", "server", "fixed", _choice("fixed", "reactive"),
+               "replicas: fixed, or reactive (starts with `replicas`, adds a lab-server replica behind nginx "
+               "when a window's p99 runs hot, removes it when load falls; the spec's [scaling] table)",
+               field="scaling", how="'reactive' runs the replicas behind nginx and a ReactiveScaler during "
+                                    "each trial (sweep/scaling.py)"),
         Factor("load_mode", "load", "closed", _choice("closed", "open"),
                "closed loop (users wait for answers) or open loop (Poisson arrivals)", field="mode", role="load"),
         Factor("load_level", "load", None, _choice(*LOAD_LEVELS),

@@ -32,12 +32,17 @@ class ServerConfig:
     replicas: int
     # "on"/"off": a model_rollout fault's new version carries warm-up records (None: no rollout).
     rollout_warmup: str | None = None
+    max_queue: int = 0  # --lab_max_queue (0: unbounded)
+    scaling: str = "fixed"  # "reactive": replicas is the minimum, a policy adds more (sweep/scaling.py)
 
     @property
     def config_id(self) -> str:
+        # The newer factors only when set, so runs saved before them keep their ids.
         return (f"{self.model_variant}-m{self.models_served}-b{self.batching}"
                 f"-t{self.server_threads}-r{self.replicas}"
-                + (f"-w{self.rollout_warmup}" if self.rollout_warmup else ""))
+                + (f"-w{self.rollout_warmup}" if self.rollout_warmup else "")
+                + (f"-q{self.max_queue}" if self.max_queue else "")
+                + (f"-s{self.scaling}" if self.scaling != "fixed" else ""))
 
     def model_names(self) -> list[str]:
         return [MODEL_NAME] + [f"{MODEL_NAME}_{i}" for i in range(2, self.models_served + 1)]

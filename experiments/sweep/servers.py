@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from poochlab.experiments.sweep.manifest import Manifest
 from poochlab.experiments.sweep.server_configs import MONITORING_PATH, ServerConfig, write_config_files
@@ -52,6 +52,7 @@ class ServerPool:
         self.model_root = model_root
         self.manifest = manifest
         self.current: ServerConfig | None = None
+        self.spec_for_replicas: Any = None  # the ServerSpec replicas were started from (reactive scaling)
         self.handle: ServerHandle | None = None
         self.starts = 0
         # A sweep with a model_rollout serves a copy of the export it may add versions to
@@ -97,13 +98,15 @@ class ServerPool:
             tensorflow_intra_op_parallelism=threads,
             tensorflow_inter_op_parallelism=threads,
             log_file=self.run_dir / "logs" / f"{server.config_id}-start{self.starts}.log",
-            extra_flags=_fault_flags(self.spec),
+            extra_flags=_fault_flags(self.spec) + ((f"--lab_max_queue={server.max_queue}",) if server.max_queue else ()),
         )
         handle: ServerHandle
-        if server.replicas > 1:
+        if server.replicas > 1 or server.scaling == "reactive":
             from poochlab.processes.servers.replicas import launch_replicas
 
-            handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=True)
+            # Reactive: replicas come and go, so none is pinned (a new one would find no core free).
+            handle = launch_replicas(spec, server.replicas, balancer="nginx", pin=server.scaling != "reactive")
+            self.spec_for_replicas = spec
         else:
             handle = launch(spec)
         self.handle, self.current = handle, server

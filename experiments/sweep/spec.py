@@ -31,8 +31,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from poochlab.experiments.load.rate_schedule import (RateSchedule, RateScheduleError, UsersSchedule, parse_schedule,
+                                                     parse_users_schedule)
 from poochlab.experiments.load.settings import AUTO_WORKERS
 from poochlab.experiments.sweep.factors import FACTORS, LOAD_LEVELS, allowed_factor_names
+from poochlab.experiments.sweep.scaling import ScalingSettings
 
 DESIGNS = ("full_factorial", "random")
 SERVER_KINDS = ("lab", "tfserving", "docker", "external")
@@ -131,6 +134,9 @@ class SweepSpec:
     search: "RateSearch | None" = None
     redis_url: str | None = None  # an existing Redis for cache trials (None: env var or the lab's own)
     faults: tuple = ()  # FaultSpec each: planted in every trial (experiments/faults/schedule.py)
+    rate_schedule: RateSchedule | None = None  # [load] rate_schedule: every open-loop trial's arrivals
+    users_schedule: UsersSchedule | None = None  # [load] users_schedule: every closed-loop trial's users
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)  # [scaling]: the reactive policy
     load_workers: int | str = "auto"  # generator processes per trial, or "auto"
     ab: "ABSpec | None" = None  # an online A/B test between two served versions ([ab])
 
@@ -150,6 +156,9 @@ class SweepSpec:
             "search": vars(self.search) if self.search else None,
             "load_workers": self.load_workers,
             **({"ab": vars(self.ab)} if self.ab else {}),
+            **({"rate_schedule": self.rate_schedule.as_record()} if self.rate_schedule else {}),
+            **({"users_schedule": self.users_schedule.as_record()} if self.users_schedule else {}),
+            "scaling": vars(self.scaling),
         }
 
 
@@ -167,7 +176,7 @@ def load_spec(path: Path | str) -> SweepSpec:
 def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     where = _Where(path)
     where.only_keys("", data, ("sweep", "factors", "controls", "batching", "batching_grid", "load", "profile",
-                                  "external", "search", "faults", "ab"))
+                                  "external", "search", "faults", "ab", "scaling"))
     sweep = data.get("sweep", {})
     where.only_keys("sweep", sweep, ("name", "question", "design", "samples", "repetitions", "seed",
                                      "profile", "server_kind", "p99_budget_ms", "redis_url"))
@@ -190,7 +199,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     factors = _factors(where, data.get("factors", {}), batching_sets, data.get("batching_grid"))
     controls = _controls(where, data.get("controls", {}), factors, batching_sets)
     load = data.get("load", {})
-    where.only_keys("load", load, ("levels", "reference", "workers"))
+    where.only_keys("load", load, ("levels", "reference", "workers", "rate_schedule", "users_schedule"))
     levels = dict(DEFAULT_LOAD_LEVELS)
     for level, fraction in load.get("levels", {}).items():
         where.choice("load.levels", level, LOAD_LEVELS)
@@ -206,11 +215,51 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
         load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
         ab=_ab(where, data.get("ab")),
+        rate_schedule=_rate_schedule(where, load.get("rate_schedule")),
+        users_schedule=_users_schedule(where, load.get("users_schedule")),
+        scaling=_scaling(where, data.get("scaling")),
     )
     reference = _reference(where, load.get("reference", {}), spec)
     spec = replace(spec, reference=reference)
     _check_combinations(where, spec)
     return spec
+
+
+def _rate_schedule(where: "_Where", entries: Any) -> RateSchedule | None:
+    if entries is None:
+        return None
+    try:
+        return parse_schedule(entries, f"{where.path}: load.rate_schedule")
+    except RateScheduleError as error:
+        raise SpecError(str(error)) from None
+
+
+def _users_schedule(where: "_Where", entries: Any) -> UsersSchedule | None:
+    if entries is None:
+        return None
+    try:
+        return parse_users_schedule(entries, f"{where.path}: load.users_schedule")
+    except RateScheduleError as error:
+        raise SpecError(str(error)) from None
+
+
+def _scaling(where: "_Where", table: Any) -> ScalingSettings:
+    if table is None:
+        return ScalingSettings()
+    keys = ("max_replicas", "p99_up_ms", "p99_down_ms", "queue_up_ms", "down_windows", "cooldown_s")
+    where.only_keys("scaling", table, keys)
+    values: dict[str, Any] = {}
+    for key in keys:
+        if key not in table:
+            continue
+        if key in ("max_replicas", "down_windows"):
+            values[key] = where.integer(f"scaling.{key}", table[key], 1, 8 if key == "max_replicas" else 100)
+        else:
+            values[key] = where.number(f"scaling.{key}", table[key], 0.0, 600_000.0)
+    try:
+        return ScalingSettings(**values)
+    except ValueError as error:
+        raise where.fail("scaling", str(error)) from None
 
 
 def _load_workers(where: "_Where", value: Any) -> int | str:
@@ -471,7 +520,7 @@ def _search(where: _Where, table: dict[str, Any] | None) -> RateSearch | None:
 
 def _check_combinations(where: _Where, spec: SweepSpec) -> None:
     varied_or_held = {**{k: v for k, v in spec.controls.items() if v is not None}, **spec.factors}
-    intensity = [name for name in ("load_level", "users", "rate_rps") if name in varied_or_held]
+    intensity: list[str] = [name for name in ("load_level", "users", "rate_rps") if name in varied_or_held]
     modes = spec.factors.get("load_mode", [spec.controls.get("load_mode")])
     if spec.search is not None:
         if spec.p99_budget_ms is None:
@@ -480,6 +529,19 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
             raise where.fail("search", f"the search sets the rate itself; remove {', '.join(intensity)}")
         if "closed" in modes:
             raise where.fail("search", 'a rate search is an open loop: set load_mode = "open"')
+    if spec.rate_schedule is not None:
+        if intensity or spec.search is not None:
+            raise where.fail("load.rate_schedule", f"the schedule sets the rate itself; remove "
+                                                   f"{', '.join(intensity) or '[search]'}")
+        if "closed" in modes:
+            raise where.fail("load.rate_schedule", 'a rate schedule is an open loop: set load_mode = "open"')
+        intensity = ["rate_schedule"]
+    if spec.users_schedule is not None:
+        if intensity or spec.search is not None:
+            raise where.fail("load.users_schedule", f"the schedule sets the users itself; remove "
+                                                    f"{', '.join(intensity) or '[search]'}")
+        if "open" in modes:
+            raise where.fail("load.users_schedule", 'a users schedule is a closed loop: set load_mode = "closed"')
     if len(intensity) > 1:
         raise where.fail("factors", f"give one of load_level, users, rate_rps; this spec gives {', '.join(intensity)}")
     if "rate_rps" in varied_or_held and "closed" in modes:
@@ -488,7 +550,8 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
         raise where.fail("load_level", "load levels are arrival rates: they need load_mode = \"open\"")
     if "users" in varied_or_held and "open" in modes:
         raise where.fail("users", "users set a closed loop: they need load_mode = \"closed\"")
-    if "open" in modes and spec.search is None and not {"rate_rps", "load_level"} & set(varied_or_held):
+    if ("open" in modes and spec.search is None and spec.rate_schedule is None
+            and not {"rate_rps", "load_level"} & set(varied_or_held)):
         # An open loop is set by its arrival rate; without one the lab would run something else.
         raise where.fail("load_mode", 'an open loop needs an arrival rate: give rate_rps or load_level '
                                       '(or [search]), or use load_mode = "closed" with users')
@@ -514,6 +577,19 @@ def _check_combinations(where: _Where, spec: SweepSpec) -> None:
             raise where.fail("ab", "an A/B test writes its own model config: needs a server the lab starts")
         if (spec.controls.get("models_served") or 1) != 1:
             raise where.fail("ab", "an A/B test serves one model name: models_served must be 1")
+    scaling = spec.factors.get("scaling", [spec.controls.get("scaling")])
+    if "reactive" in scaling:
+        if spec.server_kind != "lab":
+            raise where.fail("scaling", f"reactive scaling starts lab-server replicas; server_kind = \"{spec.server_kind}\"")
+        low = max(spec.factors.get("replicas", [spec.controls.get("replicas") or 1]))
+        if spec.scaling.max_replicas <= low:
+            raise where.fail("scaling.max_replicas", f"{spec.scaling.max_replicas} leaves no room above replicas = {low}")
+        if spec.faults:
+            raise where.fail("scaling", "reactive scaling and [[faults]] in one trial would change the server "
+                                        "under each other; run them apart")
+    if spec.server_kind != "lab" and any(v for v in spec.factors.get("max_queue", [spec.controls.get("max_queue")])):
+        raise where.fail("max_queue", f"load shedding is the lab server's --lab_max_queue; server_kind = "
+                                      f"\"{spec.server_kind}\" has no such flag (use 0)")
     if spec.server_kind == "external":
         server_side = [n for n in spec.factors if FACTORS[n].side == "server"]
         if server_side:

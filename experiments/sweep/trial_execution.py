@@ -95,7 +95,7 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     from poochlab.experiments.load.settings import workers_for
 
     profile = context.spec.profile
-    base = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
+    base: dict[str, Any] = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
                 seed=seed)
     path = dict(protocol=factors.get("protocol", "rest"), library=factors.get("client_library"))
     rate = None
@@ -103,17 +103,24 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
         rate = context.calibration.rate_for(factors["load_level"])
     elif "rate_rps" in factors:
         rate = float(factors["rate_rps"])
+    elif context.spec.rate_schedule is not None:
+        rate = context.spec.rate_schedule.peak_rps
     mode = factors.get("load_mode") or ("open" if rate is not None else "closed")
     if mode == "open":
         if rate is None:
             raise ValueError(f"an open loop needs an arrival rate (load_level or rate_rps); factors: {factors}")
         workers = workers_for(context.spec.load_workers, mode="open", rate_rps=rate, **path)
-        return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), workers=workers, **base)
+        return LoadSettings(mode="open", rate_rps=rate, window_s=profile.window_for(rate), workers=workers,
+                            rate_schedule=context.spec.rate_schedule, **base)
     if rate is not None:
         raise ValueError(f"a closed loop is set by users, not an arrival rate; factors: {factors}")
-    users = factors.get("users", 1)
+    schedule = context.spec.users_schedule
+    users = schedule.peak_users if schedule is not None else factors.get("users", 1)
     workers = workers_for(context.spec.load_workers, mode="closed", users=users, **path)
-    return LoadSettings(mode="closed", users=users, window_s=profile.window_s, workers=workers, **base)
+    if schedule is not None:  # each worker runs at least one user at every step
+        workers = min(workers, min(u for _, u in schedule.steps))
+    return LoadSettings(mode="closed", users=users, window_s=profile.window_s, workers=workers,
+                        users_schedule=schedule, **base)
 
 
 def prepare_run(context: RunContext, trials: list[Trial]) -> None:
@@ -170,6 +177,8 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
         name = sender_path(trial.factors)
         paths.setdefault(name, trial.factors)
         rate = float(trial.factors.get("rate_rps") or 0.0)
+        if spec.rate_schedule is not None and trial.factors.get("load_mode", "open") == "open":
+            rate = max(rate, spec.rate_schedule.peak_rps)  # the path must send the schedule's peak
         if "load_level" in trial.factors and servers:
             rate = max(rate, levels[trial.factors["load_level"]] * min(c.capacity_rps for c in servers.values()))
         targets[name] = max(targets.get(name, 0.0), rate)
@@ -247,9 +256,13 @@ def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibra
             rates.append(float(trial.factors["rate_rps"]))
         if "load_level" in trial.factors:
             rates.append(calibration.rate_for(trial.factors["load_level"]))
+        peak = context.spec.rate_schedule.peak_rps if context.spec.rate_schedule is not None else None
+        if peak is not None:
+            rates.append(peak)
         for rate in rates:
             if rate > limit:
-                problems.append(f"{rate:.0f} req/s on path {sender_path(trial.factors)} "
+                problems.append(f"{rate:.0f} req/s{' (load.rate_schedule peak)' if rate == peak else ''} "
+                                f"on path {sender_path(trial.factors)} "
                                 f"(its measured limit on this machine is {limit:.0f} req/s)")
     if problems:
         unique = sorted(set(problems))
@@ -311,8 +324,13 @@ def measure(context: RunContext, trial: Trial,
             settings = fault_settings(settings)
         client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target,
                                endpoints.model_names)
+        scaler = _reactive_scaler(context, trial, endpoints)
         measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
-                      metrics_url=endpoints.metrics_url, redis_pid=redis_pid, progress=progress, faults=faults)
+                      metrics_url=endpoints.metrics_url, redis_pid=redis_pid,
+                      progress=progress if scaler is None else scaler.progress(settings.window_s, progress),
+                      faults=faults)
+        if scaler is not None:
+            record.timeline.extend(scaler.back_to_minimum())
     floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
         record.load["generator_floor"] = floor["record"]
@@ -323,6 +341,16 @@ def measure(context: RunContext, trial: Trial,
     if endpoints.metrics_url is None and "server_metrics" in endpoints.notes:
         record.server_metrics["unavailable"] = endpoints.notes["server_metrics"]
     return record
+
+
+def _reactive_scaler(context: RunContext, trial: Trial, endpoints: Any) -> Any:
+    """A ReactiveScaler over the trial's replicas when its scaling factor is "reactive"."""
+    if trial.server.scaling != "reactive":
+        return None
+    from poochlab.experiments.sweep.scaling import ReactiveScaler, replica_changes
+
+    add, remove = replica_changes(context.servers.handle, context.servers.spec_for_replicas, endpoints.model_names)
+    return ReactiveScaler(context.spec.scaling, trial.server.replicas, add, remove)
 
 
 def meets_budget(record: TrialRecord, budget_ms: float) -> bool:

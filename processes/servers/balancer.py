@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +51,7 @@ class RunningBalancer:
     backends: tuple[Backend, ...]
     config_path: Path
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    config: BalancerConfig | None = None  # what config_path was rendered from (for reload)
 
     @property
     def rest_url(self) -> str:
@@ -65,12 +68,42 @@ class RunningBalancer:
     def log_tail(self, lines: int = 20) -> str:
         return self.process.log_tail(lines)
 
+    def reload(self, backends: Sequence[Backend], timeout: float = 10.0) -> bool:
+        """Balance over ``backends`` from now on: rewrite the config and SIGHUP nginx, which starts
+        workers with it and lets the old ones finish their requests (none is dropped). Returns
+        once a worker with the new config runs (a child of the master that was not there before)
+        and the old workers have exited (False: some still ran after ``timeout``)."""
+        if self.config is None:
+            raise RuntimeError("this balancer was not started from a BalancerConfig; cannot reload it")
+        before = _children(self.process.pid)
+        self.config = replace(self.config, backends=tuple(backends))
+        self.config_path.write_text(render_nginx_config(self.config))
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while not (_children(self.process.pid) - before):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not reload with {len(backends)} backends; error log:\n{self.log_tail()}")
+            time.sleep(0.02)
+        self.backends = tuple(backends)
+        # The old workers finish what they were answering, then exit: only then may a backend
+        # they used stop without failing a request.
+        while _children(self.process.pid) & before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not (_children(self.process.pid) & before)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop nginx (fast shutdown) and remove its temporary prefix."""
         self.process.stop(timeout)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
 
 
 def start_balancer(
@@ -111,7 +144,7 @@ def start_balancer(
         name=f"nginx ({binary})", log_path=workdir / "error.log",
         endpoints={"rest": f"http://127.0.0.1:{rest_port}", "grpc": f"127.0.0.1:{grpc_port}"},
     ).start()
-    balancer = RunningBalancer(process, workdir, rest_port, grpc_port, tuple(backends), config_path, tmp)
+    balancer = RunningBalancer(process, workdir, rest_port, grpc_port, tuple(backends), config_path, tmp, config)
     try:
         process.wait_ready(lambda: accepts_connections(rest_port) and accepts_connections(grpc_port), timeout,
                            what=f"listening on ports {rest_port} and {grpc_port}", stop_on_timeout=False)
