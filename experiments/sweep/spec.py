@@ -62,7 +62,7 @@ class Profile:
     calibration_s: float
     # Open loop: a window lasts long enough to hold this many requests at the trial's rate
     # (so its p99 rests on ~window_requests/100 requests above it), from window_s up to
-    # max_window_s. 4,000 is where the stability rule detects a +25% p99 in one window 9 times
+    # max_window_s. 5,000 is where the stability rule detects a +25% p99 in one window 9 times
     # in 10 (tests/test_recording_stability.py). None: every window lasts window_s.
     window_requests: int | None = None
     max_window_s: float | None = None
@@ -82,7 +82,7 @@ class Profile:
 
 PROFILES = {
     "quick": Profile("quick", window_s=2.0, warmup_s=2.0, min_windows=3, max_windows=7, calibration_s=6.0,
-                     window_requests=4_000, max_window_s=3.0),
+                     window_requests=5_000, max_window_s=3.0),
     "standard": Profile("standard", window_s=5.0, warmup_s=5.0, min_windows=3, max_windows=10, calibration_s=20.0,
                         window_requests=8_000, max_window_s=20.0),
 }
