@@ -177,6 +177,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
 
     from poochlab.clients import CacheConfig, ClientConfig, build_transport
     from poochlab.clients.cache_aside import CachedPredictor
+    from poochlab.clients.grpc_predictor import GrpcPredictor
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.echo_servers import GRPC_METHOD as ECHO_METHOD
     from poochlab.experiments.sweep.redis_service import RedisServer
@@ -203,6 +204,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
                 predictors[f"rest {library} row"] = build_transport(ClientConfig(library=library, **rest))
             predictors["rest lean columnar"] = build_transport(ClientConfig(library="lean", request_format="columnar", **rest))
             grpc_predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=server.grpc_target))
+            assert isinstance(grpc_predictor, GrpcPredictor)  # grpc with the default library: grpcio
             predictors["grpc grpcio"] = grpc_predictor
             predictors["grpc lean"] = build_transport(ClientConfig(protocol="grpc", library="lean",
                                                                    grpc_target=server.grpc_target))
