@@ -163,7 +163,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
             "failure_reason": record.failure_reason or "",
             "started_at": record.started_at,
             "ended_at": record.ended_at,
-            "load_mode": str(record.load.get("mode", "")),
+            "load_mode": str(record.load.mode or ""),
         }
         row.update({name: _plain(record.factors.get(name)) for name in factors + controls})
         row.update(trial_row(trial, source))
@@ -184,7 +184,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
                           f"than twice the measured {row['p99_ms']:.3g} ms")
         row["validity_warnings"] = "; ".join(warned)
         row["validity_reasons"] = "; ".join(invalid + trial.notes)
-        rate = record.load.get("rate_rps")
+        rate = record.load.rate_rps
         row["planned_rate_rps"] = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else math.nan
         row["schema_version"] = TABLE_SCHEMA_VERSION
         trial_rows.append(row)

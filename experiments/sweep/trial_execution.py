@@ -7,7 +7,7 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypedDict
 
 from poochlab.experiments.load.calibration import CalibrationError
 from poochlab.experiments.records import TrialRecord
@@ -20,11 +20,31 @@ from poochlab.experiments.sweep.servers import ServerPool
 from poochlab.experiments.sweep.spec import DEFAULT_LOAD_LEVELS as DEFAULT_LEVELS
 from poochlab.experiments.sweep.spec import SweepSpec
 
+if TYPE_CHECKING:  # the load and client stages import TensorFlow-heavy modules: lazily, at use
+    from poochlab.clients.config import ClientConfig
+    from poochlab.experiments.load.calibration import CapacityCalibration
+    from poochlab.experiments.load.settings import LoadSettings
+    from poochlab.experiments.load.workload import Workload
+    from poochlab.models.pupdate import Pupdate
+
 WORKLOAD_PUPDATES = 20_000  # drawn from the model's ground-truth world with the sweep's seed
+
+
+class GeneratorFloor(TypedDict):
+    """One measured generator floor, as the manifest's ``generator_floor`` keeps it (by floor key)."""
+
+    factors: dict[str, Any]  # the configuration's factors (values as the spec gives them)
+    record: str  # the floor's TrialRecord, relative to the run folder
+    summary_us: dict[str, float]
+    valid: bool
+    reasons: list[str]
 
 
 @dataclass
 class RunContext:
+    """What every trial of a run shares: the spec, the run folder and manifest, the servers and
+    Redis, and what ``prepare_run`` measured once (pupdates, calibration, generator floors)."""
+
     spec: SweepSpec
     run_dir: Path
     manifest: Manifest
@@ -32,9 +52,9 @@ class RunContext:
     redis: RedisServer | ExistingRedis | None
     facts_dir: Path
     model_root: Path
-    pupdates: tuple = ()
-    calibration: Any = None  # CapacityCalibration when the sweep uses load levels
-    floors: dict[str, Any] = field(default_factory=dict)
+    pupdates: tuple[Pupdate, ...] = ()
+    calibration: CapacityCalibration | None = None  # when the sweep uses load levels or rates
+    floors: dict[str, GeneratorFloor] = field(default_factory=dict)  # by _floor_key
 
 
 def trial_seed(spec: SweepSpec, trial_id: str) -> int:
@@ -43,7 +63,7 @@ def trial_seed(spec: SweepSpec, trial_id: str) -> int:
 
 
 def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, grpc_target: str,
-                  model_names: list[str] | None = None) -> Any:
+                  model_names: list[str] | None = None) -> ClientConfig:
     """The ClientConfig the registry's client factors describe, aimed at the trial's server."""
     from poochlab.clients import CacheConfig, ClientConfig
 
@@ -63,7 +83,7 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
     )
 
 
-def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
+def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Workload:
     """The Workload the registry's workload factors describe, over the run's pupdates."""
     from poochlab.experiments.load import Workload
 
@@ -71,7 +91,7 @@ def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
                     source=f"generated:{WORKLOAD_PUPDATES}:{context.spec.seed}")
 
 
-def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
+def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> LoadSettings:
     """The trial's LoadSettings: its load mode, with the rate from its load level (through the
     calibration) or rate_rps in an open loop, its users in a closed one; times from the profile."""
     from poochlab.experiments.load import LoadSettings
@@ -83,6 +103,8 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     path = dict(protocol=factors.get("protocol", "rest"), library=factors.get("client_library"))
     rate = None
     if "load_level" in factors:
+        if context.calibration is None:
+            raise ValueError(f"a load_level without a capacity calibration; factors: {factors}")
         rate = context.calibration.rate_for(factors["load_level"])
     elif "rate_rps" in factors:
         rate = float(factors["rate_rps"])
@@ -193,7 +215,7 @@ def _calibration_progress(step: dict[str, Any]) -> None:
 
 
 def _server_capacities(context: RunContext, trials: list[Trial], window_s: float,
-                       warmup_s: float) -> dict[str, Any]:
+                       warmup_s: float) -> dict[str, CapacityCalibration]:
     """The reference configuration's capacity for each protocol and cache setting in the sweep."""
     from poochlab.experiments.load import calibrate_capacity
 
@@ -207,7 +229,7 @@ def _server_capacities(context: RunContext, trials: list[Trial], window_s: float
             factors["cache_hit_ratio"] = trial.factors.get("cache_hit_ratio")
         name = ", ".join(f"{k}={factors[k]}" for k in dict.fromkeys([*spec.reference, "protocol", "cache"]))
         variants.setdefault(name, factors)
-    capacities = {}
+    capacities: dict[str, CapacityCalibration] = {}
     for name, factors in variants.items():
         endpoints = context.servers.ensure(server_config(factors))
         redis_pid = _redis_ready(context) if factors["cache"] == "on" else None
@@ -219,7 +241,7 @@ def _server_capacities(context: RunContext, trials: list[Trial], window_s: float
     return capacities
 
 
-def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: Any) -> None:
+def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: CapacityCalibration) -> None:
     problems = []
     for trial in trials:
         limit = calibration.path_limit(sender_path(trial.factors))
@@ -241,7 +263,7 @@ def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibra
             "Lower the rates (or use load_level), or give the load more generator processes ([load] workers).")
 
 
-def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str, Any], LoadSettings]:
     """The factors and load a configuration's generator floor is measured at: its own, except
     that every step of a rate search shares one floor, at the search's most demanding rate."""
     if context.spec.search is not None and "load_level" not in factors:
@@ -251,7 +273,7 @@ def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str,
     return factors, replace(settings, min_windows=min(settings.min_windows, 2), max_windows=min(settings.min_windows, 2))
 
 
-def _floor_key(factors: dict[str, Any], settings: Any) -> str:
+def _floor_key(factors: dict[str, Any], settings: LoadSettings) -> str:
     load = f"rate{settings.rate_rps:.0f}" if settings.mode == "open" else f"users{settings.users}"
     return f"{client_path(factors)}-{load}"
 
@@ -298,13 +320,14 @@ def measure(context: RunContext, trial: Trial,
                       metrics_url=endpoints.metrics_url, redis_pid=redis_pid, progress=progress, faults=faults)
     floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
-        record.load["generator_floor"] = floor["record"]
-    record.resources.setdefault("server_starts_so_far", context.servers.starts)
+        record.load.generator_floor = floor["record"]
+    if record.resources.server_starts_so_far is None:
+        record.resources.server_starts_so_far = context.servers.starts
     # Where the server's CPU, memory and energy figures come from, or why there are none.
     if "server_resources" in endpoints.notes:
-        record.resources["server_resources"] = endpoints.notes["server_resources"]
+        record.resources.server_resources = endpoints.notes["server_resources"]
     if endpoints.metrics_url is None and "server_metrics" in endpoints.notes:
-        record.server_metrics["unavailable"] = endpoints.notes["server_metrics"]
+        record.server_metrics.unavailable = endpoints.notes["server_metrics"]
     return record
 
 
@@ -340,7 +363,7 @@ def search_steps(context: RunContext, trial: Trial, measure_step: Callable[[Tria
         measured_now = record is None
         if record is None:
             record = measure_step(step_trial)
-        record.load["search"] = {"step": step, "of": search.steps, "budget_ms": budget,
+        record.load.search = {"step": step, "of": search.steps, "budget_ms": budget,
                                  "bounds_rps": [math.exp(low), math.exp(high)],
                                  "configuration": trial.config_id}
         yield record, measured_now
