@@ -12,16 +12,14 @@ import re
 import urllib.request
 from typing import Any
 
+from poochlab import wire
+from poochlab.wire import prometheus_name
+
 # TF Serving's histogram metrics the lab reports (names as TF Serving's exporter writes them).
-TF_SERVING_HISTOGRAMS = (
-    ":tensorflow:serving:request_latency",
-    ":tensorflow:serving:runtime_latency",
-    ":tensorflow:serving:batching_session:queuing_latency",
-    ":tensorflow:serving:batching_session:input_batch_size",
-    ":tensorflow:serving:batching_session:processed_batch_size",
-    ":tensorflow:serving:batching_session:padding_size",
-)
-TF_SERVING_COUNTERS = (":tensorflow:serving:request_count",)
+TF_SERVING_HISTOGRAMS = tuple(prometheus_name(name) for name in (
+    wire.REQUEST_LATENCY, wire.RUNTIME_LATENCY, wire.QUEUING_LATENCY, wire.INPUT_BATCH_SIZE,
+    wire.PROCESSED_BATCH_SIZE, wire.PADDING_SIZE))
+TF_SERVING_COUNTERS = (prometheus_name(wire.REQUEST_COUNT),)
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
