@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Mapping
 
 import numpy as np
 
-from poochlab.serving.direct_session import DirectSession
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 from poochlab.serving.session import InferenceResult, InferenceTask
@@ -29,11 +26,9 @@ async def run_signature(manager: ModelManager, state: VersionState, signature: S
     """
     session = manager.session(state, signature.name)
     task = InferenceTask(inputs=inputs, deadline=deadline)
-    if isinstance(session, DirectSession):
-        if alone and session.runs_quickly:
-            return session.run(task)
-        return await session.submit_to_loop(task, asyncio.get_running_loop())
-    return await asyncio.wrap_future(session.submit(task))
+    if alone and session.runs_quickly:
+        return session.run(task)
+    return await session.submit_to_loop(task, asyncio.get_running_loop())
 
 
 def run_signature_blocking(manager: ModelManager, state: VersionState, signature: Signature,
@@ -42,15 +37,7 @@ def run_signature_blocking(manager: ModelManager, state: VersionState, signature
 
     Without batching the model runs right here, on the caller's thread: no hand-off to a pool.
     """
-    session = manager.session(state, signature.name)
-    task = InferenceTask(inputs=inputs, deadline=deadline)
-    if isinstance(session, DirectSession):
-        return session.run(task)
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    try:
-        return session.submit(task).result(timeout)
-    except FutureTimeout:
-        raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
+    return manager.session(state, signature.name).run(InferenceTask(inputs=inputs, deadline=deadline))
 
 
 _EXAMPLES_KIND = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}
