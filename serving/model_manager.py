@@ -324,7 +324,7 @@ class ModelManager:
 
     def _apply_labels(self, model: ModelState) -> str | None:
         labels = dict(model.config.version_labels)
-        for label, version in labels.items():
+        for version in labels.values():
             state = model.versions.get(version)
             if state is None or state.state != AVAILABLE:
                 return (f"Request to assign label to version {version} of model {model.config.name}, "
