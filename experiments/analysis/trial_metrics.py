@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from poochlab.experiments.analysis.histograms import decode_counts, mean_us, percentile_us, summary_ms
+from poochlab.experiments.analysis.histograms import add_counts, decode_counts, mean_us, percentile_us, summary_ms
 from poochlab.experiments.records import CacheCounts, TrialRecord
 
 NAN = float("nan")
@@ -53,9 +53,10 @@ def decode_trial(record: TrialRecord, source: str) -> DecodedTrial:
     if merged and record.status == "ok" and not record.stable:
         # The recorder merges every window of a trial that never settled; say so beside its numbers.
         notes.append(f"not stable: {len(merged)} of {len(counts)} windows merged")
-    corrected = [w for w in record.windows if w.index in set(merged) and w.corrected_histogram]
+    corrected = [(w.index, w.corrected_histogram) for w in record.windows
+                 if w.index in set(merged) and w.corrected_histogram]
     corrected_counts = (
-        sum(decode_counts(w.corrected_histogram, f"{source}: window {w.index} corrected") for w in corrected)
+        add_counts(decode_counts(text, f"{source}: window {index} corrected") for index, text in corrected)
         if corrected and len(corrected) == len(merged)
         else None
     )
