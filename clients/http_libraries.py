@@ -69,6 +69,9 @@ class _Connection:
     thread_bound = False
     modules: tuple[str, ...] = ()  # imported when the pool is built, so no call pays for it
 
+    def __init__(self, base_url: str, timeout_s: float) -> None:  # what HttpConnections builds each with
+        raise NotImplementedError
+
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout_s: float) -> HttpAnswer:
         reused = self._reused
@@ -132,6 +135,7 @@ class _Urllib3Connection(_Connection):
 
         self._urllib3 = urllib3
         parts = urlsplit(base_url)
+        assert parts.hostname is not None  # ClientConfig checks rest_url names a host
         pool_class = urllib3.HTTPSConnectionPool if parts.scheme == "https" else urllib3.HTTPConnectionPool
         self._pool = pool_class(parts.hostname, parts.port, maxsize=1, retries=False)
 
@@ -161,6 +165,7 @@ class _HttpClientConnection(_Connection):
 
         self._http = http.client
         parts = urlsplit(base_url)
+        assert parts.hostname is not None  # ClientConfig checks rest_url names a host
         self._connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self._host, self._port = parts.hostname, parts.port
         self._connection = self._connection_class(self._host, self._port)
@@ -205,7 +210,9 @@ class _GeventHttpClientConnection(_Connection):
         self._parse_error = HTTPParseError
         self._timeout_s = timeout_s
         parts = urlsplit(base_url)
-        self._make_client = lambda: HTTPClient(parts.hostname, parts.port, concurrency=1,
+        host = parts.hostname
+        assert host is not None  # ClientConfig checks rest_url names a host
+        self._make_client = lambda: HTTPClient(host, parts.port, concurrency=1,
                                                ssl=parts.scheme == "https", connection_timeout=timeout_s,
                                                network_timeout=timeout_s)
         self._client = self._make_client()
@@ -305,6 +312,7 @@ class _HttptoolsConnection(_Connection):
                 self._connect(timeout_s)
                 answer.parser = self._new_parser(answer)
             connection, parser = self._socket, answer.parser
+            assert connection is not None  # _connect opened it above
             self._arm(timeout_s)
             connection.sendall(data)
             while True:

@@ -198,12 +198,12 @@ def _cost_section(
     if other is not None:
         signatures[other[0]] = other[1].signatures[SIGNATURE_NAME]
     measured = compute_cost.measure_p50_micros(signatures, held_out[:COST_PUPDATES])
-    cost = dict(measured[variant])
+    cost: dict[str, Any] = dict(measured[variant])
     cost["method"] = (
         "in-process call of the exported serving_default signature (tf.saved_model.load), "
         f"p50 over {compute_cost.ROUNDS} interleaved rounds per batch size"
     )
-    ratio = None
+    ratio: dict[str, Any] | None = None
     if other is not None and {"small", "large"} <= set(measured):
         ratio = {
             f"batch_{size}": round(measured["large"][f"batch_{size}_p50_us"] / measured["small"][f"batch_{size}_p50_us"], 2)

@@ -98,6 +98,7 @@ def classification_results(outputs: dict[str, np.ndarray], count: int) -> list[l
     if classes is None and scores is None:
         raise ServingError(Code.INVALID_ARGUMENT, "Expected classification signature outputs 'classes' or 'scores'")
     reference = scores if scores is not None else classes
+    assert reference is not None  # one of the two: neither raised above
     if reference.shape[0] != count:
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Expected output batch size of {count}, got {reference.shape[0]}")
@@ -106,7 +107,7 @@ def classification_results(outputs: dict[str, np.ndarray], count: int) -> list[l
         row_scores = list(scores[i].reshape(-1)) if scores is not None else None
         row_classes = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
                        for c in classes[i].reshape(-1).tolist()] if classes is not None else None
-        width = len(row_scores) if row_scores is not None else len(row_classes)
+        width = len(row_scores) if row_scores is not None else len(row_classes or ())
         results.append([
             (row_classes[k] if row_classes is not None else "",
              row_scores[k] if row_scores is not None else np.float32(0.0))

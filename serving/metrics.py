@@ -113,7 +113,7 @@ class ServerMetrics:
         self.padding_size = Histogram(
             wire.PADDING_SIZE,
             "Distribution of padded size.", ("thread_pool_name", "execution_batch_size"), _SIZE_BUCKETS)
-        self._all = [self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
+        self._all: list[Counter | Histogram] = [self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
                      self.input_batch_size, self.processed_batch_size, self.padding_size]
 
     def record_request(self, model: str, api: str, entrypoint: str, status: str, latency_us: float,

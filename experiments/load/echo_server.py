@@ -218,9 +218,9 @@ class _GrpcProtocol(asyncio.Protocol):
                 self._write(wire.frame(wire.WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
                 self._received = 0
             payload = wire.content(kind, flags, payload)
-            state = self._streams.get(stream)
-            if state is not None:
-                state[1] += payload
+            receiving = self._streams.get(stream)
+            if receiving is not None:
+                receiving[1] += payload
                 if flags & wire.END_STREAM:
                     self._call_ended(stream)
         elif kind == wire.SETTINGS and not flags & wire.ACK:

@@ -58,7 +58,8 @@ class Sender:
         sent = time.monotonic()
         start = sent if scheduled is None else scheduled
         self._in_flight[token] = start
-        prediction = exception = None
+        prediction = None
+        exception: Exception | None = None
         try:
             prediction = self.predictor.predict(request)
         except PredictionError as error:
@@ -78,13 +79,15 @@ class Sender:
     def run_open_loop(self, requests: Iterator[list[Any]]) -> None:
         """Poisson arrivals at ``rate_rps`` from ``start_at`` until stopped (one per worker)."""
         rng = random.Random(self.seed)
+        rate = self.rate_rps
+        assert rate is not None  # an open loop always has a rate (LoadSettings requires it)
         timer = PreciseTimer()
         for _ in range(4):
             self._spawn_sender()
         scheduled = self.start_at
         try:
             while not self.stopping:
-                scheduled += rng.expovariate(self.rate_rps)
+                scheduled += rng.expovariate(rate)
                 timer.wait_until(scheduled)
                 if self.stopping:
                     break

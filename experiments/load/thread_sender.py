@@ -156,12 +156,15 @@ class ThreadSender:
         _start_thread(self._open_loop_thread, ())
 
     def _open_loop_thread(self) -> None:
+        # Started by start_open_loop, after it checked the rate and set the requests.
+        rate, requests = self.rate_rps, self._requests
+        assert rate is not None and requests is not None
         _tight_timer_slack()
         while not self.stopping:
             with self._schedule_lock:  # slots are claimed in schedule order, one thread each
-                self._scheduled += self._rng.expovariate(self.rate_rps)
+                self._scheduled += self._rng.expovariate(rate)
                 scheduled = self._scheduled
-                request = next(self._requests)
+                request = next(requests)
             if scheduled <= self._clock():
                 # Due already: every thread was busy sending. One more, so that the number of
                 # requests outstanding is never capped by the threads there are.

@@ -332,11 +332,11 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     errors: Counter = Counter()
     paths: Counter = Counter()
     sums: Counter = Counter()
-    for window in merged:
-        errors.update(window.errors_by_kind)
-    for window in result:
-        paths.update(window.answer_paths)
-        sums.update(window.client_timing_sums_us)
+    for data in merged:
+        errors.update(data.errors_by_kind)
+    for data in result:
+        paths.update(data.answer_paths)
+        sums.update(data.client_timing_sums_us)
     if outstanding:
         errors["timeout"] += outstanding
     record.errors_by_kind = dict(errors)

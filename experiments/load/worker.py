@@ -225,7 +225,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     for greenlet in background:
         greenlet.kill()
     runner.quit()
-    if threaded:
+    if isinstance(sender, ThreadSender):  # the threaded path's sender: its threads end here
         sender.close()
     predictor.close()
 

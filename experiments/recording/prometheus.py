@@ -77,8 +77,8 @@ def histogram_deltas(before: Samples, after: Samples) -> dict[str, Any]:
         if series:
             result[metric] = series
     for metric in TF_SERVING_COUNTERS:
-        series = {_label_text(pairs): value - before.get((name, pairs), 0.0)
+        counts = {_label_text(pairs): value - before.get((name, pairs), 0.0)
                   for (name, pairs), value in after.items() if name == metric}
-        if series:
-            result[metric] = series
+        if counts:
+            result[metric] = counts
     return result

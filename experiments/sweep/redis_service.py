@@ -41,7 +41,7 @@ class RedisServer:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.running else None
+        return self.process.pid if self.process is not None and self.running else None
 
     @property
     def running(self) -> bool:

@@ -63,7 +63,7 @@ def finished_trials(run_dir: Path) -> set[str]:
 
 def _save_plan(run_dir: Path, spec: SweepSpec, trials: list[Trial], resume: bool) -> None:
     plan_file = run_dir / "plan.json"
-    plan = {"spec": spec.to_dict(), "trials": [{"trial_id": t.trial_id, "config_id": t.config_id,
+    plan: dict[str, Any] = {"spec": spec.to_dict(), "trials": [{"trial_id": t.trial_id, "config_id": t.config_id,
                                                 "repetition": t.repetition, "factors": t.factors,
                                                 "server_config": t.server.config_id} for t in trials]}
     if resume and plan_file.exists():
@@ -244,7 +244,11 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, handler)
-        return lambda: signal.signal(signal.SIGTERM, previous)
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous)
+
+        return restore
     except ValueError:  # not the main thread
         return lambda: None
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poochlab.experiments.sweep.manifest import Manifest
 from poochlab.experiments.sweep.server_configs import MONITORING_PATH, ServerConfig, write_config_files
 from poochlab.experiments.sweep.spec import SweepSpec
 from poochlab.models.pupdate import MODEL_NAME
+
+if TYPE_CHECKING:
+    from poochlab.serving.kinds.replicas import ReplicaSet
+    from poochlab.serving.launcher import RunningServer
 
 READY_TIMEOUT_S = 180.0
 
@@ -69,6 +73,8 @@ class ServerPool:
         from poochlab.serving.launcher import ServerSpec, launch
 
         self.starts += 1
+        # TODO(processes): one ServerHandle protocol (processes/) in place of this union.
+        handle: RunningServer | ReplicaSet
         if self.spec.server_kind == "external":
             # Someone else's server: nothing to configure, start or stop; only readiness.
             external = {k: v for k, v in (self.spec.external or {}).items() if k != "behind_balancer"}

@@ -3,6 +3,7 @@ trial (server, Redis, client, workload, load), turning factors into the load sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -75,12 +76,10 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
         if context.redis is None:
             raise RuntimeError("cache trial without a Redis server")
         fields["cache"] = CacheConfig(redis_url=context.redis.url)
-    return ClientConfig(
-        rest_url=rest_url, grpc_target=grpc_target, **fields,
-        **reactive_client(context, factors),  # fallback and deadline_ms (sweep/fault_setup.py)
-        # Several models served at once share the load equally.
-        **({"model_name": model_names[0], "rotate_models": tuple(model_names[1:])} if model_names else {}),
-    )
+    fields.update(reactive_client(context, factors))  # fallback and deadline_ms (sweep/fault_setup.py)
+    if model_names:  # several models served at once share the load equally
+        fields.update(model_name=model_names[0], rotate_models=tuple(model_names[1:]))
+    return ClientConfig(rest_url=rest_url, grpc_target=grpc_target, **fields)
 
 
 def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Workload:
@@ -98,7 +97,7 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> Lo
     from poochlab.experiments.load.settings import workers_for
 
     profile = context.spec.profile
-    base = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
+    base: dict[str, Any] = dict(warmup_s=profile.warmup_s, min_windows=profile.min_windows, max_windows=profile.max_windows,
                 seed=seed)
     path = dict(protocol=factors.get("protocol", "rest"), library=factors.get("client_library"))
     rate = None
@@ -157,7 +156,6 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     fractions of the lowest. Explicit rates above a path's limit are refused before any trial."""
     from poochlab.experiments.load import CapacityCalibration
     from poochlab.experiments.load.calibration import combined, generator_limit, paths_only
-    from poochlab.experiments.load.settings import workers_for
 
     spec = context.spec
     path = context.run_dir / "calibration.json"
@@ -184,14 +182,13 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
             continue  # closed-loop or searched trials only: nothing to check up front
         cached = factors.get("cache") == "on"
         client = client_config(context, factors, "http://127.0.0.1:1", "127.0.0.1:1")
-        sender = dict(protocol=factors["protocol"], library=factors.get("client_library"))
         limits.append(generator_limit(client, workload(context, factors if cached else
                                                         {**factors, "cache_hit_ratio": None}, spec.seed),
                                       path=name, target_rps=targets[name], window_s=window_s, warmup_s=warmup_s,
                                       seed=spec.seed, progress=_calibration_progress,
                                       before_step=(lambda: _redis_ready(context)) if cached else None,
-                                      workers_at=lambda rate, sender=sender: workers_for(
-                                          spec.load_workers, mode="open", rate_rps=rate, **sender)))
+                                      workers_at=_open_loop_workers(spec.load_workers, factors["protocol"],
+                                                                    factors.get("client_library"))))
     if not servers and not limits:
         return
     if servers:
@@ -203,6 +200,17 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     context.calibration = calibration
     context.manifest.update(calibration=asdict(calibration))
     _refuse_rates_beyond_paths(context, trials, calibration)
+
+
+def _open_loop_workers(setting: int | str, protocol: str, library: str | None) -> Callable[[float], int]:
+    """How many generator processes an open loop at a rate uses, on this client path."""
+    from poochlab.experiments.load.settings import workers_for
+
+    return lambda rate: workers_for(setting, mode="open", rate_rps=rate, protocol=protocol, library=library)
+
+
+def _configuration_progress(name: str, step: dict[str, Any]) -> None:
+    _calibration_progress({"configuration": name, **step})
 
 
 def _calibration_progress(step: dict[str, Any]) -> None:
@@ -237,7 +245,7 @@ def _server_capacities(context: RunContext, trials: list[Trial], window_s: float
         capacities[name] = calibrate_capacity(
             client, workload(context, factors, spec.seed), reference=name, window_s=window_s, warmup_s=warmup_s,
             seed=spec.seed, server_pid=endpoints.pid, redis_pid=redis_pid,
-            progress=lambda step, name=name: _calibration_progress({"configuration": name, **step}))
+            progress=functools.partial(_configuration_progress, name))
     return capacities
 
 

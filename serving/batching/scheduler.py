@@ -144,11 +144,11 @@ class _Queue:
             return future
         state = _Task(future, task.inputs, rows, task.deadline, time.monotonic())
         with self._cv:
-            error = self._refusal_locked(rows)
-            if error is None and self._enqueue_locked(state):
+            refusal = self._refusal_locked(rows)
+            if refusal is None and self._enqueue_locked(state):
                 self._cv.notify()
-        if error is not None:
-            future.set_exception(error)
+        if refusal is not None:
+            future.set_exception(refusal)
         return future
 
     def submit_to_loop(self, task: InferenceTask, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[InferenceResult]":
