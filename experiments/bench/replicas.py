@@ -49,9 +49,10 @@ def run_wrk_p99(url: str, script: Path, connections: int, seconds: float) -> tup
         raise RuntimeError(f"{failed.group(1)} failed requests at {url}:\n{text}")
     percentile = {p: re.search(rf"^\s+{p}%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M) for p in (50, 99)}
     rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
-    if rate is None or None in percentile.values():
+    p50_match, p99_match = percentile[50], percentile[99]
+    if rate is None or p50_match is None or p99_match is None:
         raise RuntimeError(f"cannot read wrk's output:\n{text}")
-    p50, p99 = (float(m.group(1)) * _WRK_UNITS[m.group(2)] for m in (percentile[50], percentile[99]))
+    p50, p99 = (float(m.group(1)) * _WRK_UNITS[m.group(2)] for m in (p50_match, p99_match))
     return float(rate.group(1)), p50, p99
 
 

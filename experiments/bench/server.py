@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = REPO_ROOT / "models" / "servables" / "small" / "pooch_predictor"
-PUPDATE = {"hashtags": "#corgi #adorable #puppy", "country": "GB", "followers": 1200}
+PUPDATE: dict[str, Any] = {"hashtags": "#corgi #adorable #puppy", "country": "GB", "followers": 1200}
 REST_BODY = json.dumps({"instances": [PUPDATE]}).encode()
 TARGET_RATIO = 1.15
 # Concurrency of the CPU-per-request measurements (the "concurrency 8").
