@@ -415,7 +415,7 @@ def _judge(record: TrialRecord, settings: LoadSettings, generator: GeneratorHeal
         mode=settings.mode, answered=answered, errors_by_kind=record.errors_by_kind, measured_s=measured_s,
         generator=generator.to_dict(), p99_us=p99, planned_rate_rps=settings.rate_rps if settings.mode == "open" else None,
         corrected_p99_us=float(corrected.get_value_at_percentile(99)) if corrected.get_total_count() else None,
-        cache=record.cache.to_dict() if record.cache is not None else None,
+        cache=record.cache,
         planned_hit_ratio=planned_hit_ratio if record.cache is not None else None,
         stability_note=None if record.stable else record.load.stability, **outside)
     record.validity = judge(evidence, record.validity if isinstance(record.validity, Validity) else None)
