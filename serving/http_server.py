@@ -95,7 +95,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # typeshed: connection_made gets a BaseTransport; a stream server's is a Transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

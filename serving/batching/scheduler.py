@@ -313,8 +313,10 @@ class _Queue:
             if task.pieces_left:
                 return
             task.done = True
+        parts = [part for part in task.parts if part is not None]
+        assert len(parts) == len(task.parts)  # the task's last piece has run: every part is in
         try:
-            merged = concat_pieces(task.parts)  # type: ignore[arg-type]
+            merged = concat_pieces(parts)
         except ValueError as error:
             _fail(task.future, ServingError(
                 Code.INTERNAL, f"Cannot reassemble the outputs of a split request: {error}"))
