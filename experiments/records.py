@@ -228,7 +228,7 @@ class CacheCounts(_SubRecord):
 
 
 @dataclass
-class ServerMetrics:
+class ServerMetricsRecord:
     """The server's Prometheus metrics over the trial (``TrialRecord.server_metrics``).
 
     Owner: experiments/load/trial.py (deltas from experiments/recording/prometheus.py
@@ -250,7 +250,7 @@ class ServerMetrics:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<record>") -> "ServerMetrics":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<record>") -> "ServerMetricsRecord":
         if not isinstance(data, Mapping):
             raise ValueError(f"{source}: server_metrics must be a JSON object, got {type(data).__name__}")
         return cls(deltas={k: v for k, v in data.items() if k not in ("scrape_errors", "unavailable")},
@@ -279,7 +279,7 @@ class TrialRecord:
     # Per-request server timing from Server-Timing headers / gRPC trailers (hdrh text, us).
     server_queue_histogram: str | None = None
     server_compute_histogram: str | None = None
-    server_metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    server_metrics: ServerMetricsRecord = field(default_factory=ServerMetricsRecord)
     # Mean client-side encode / wait / decode per request, microseconds.
     client_timing_us: dict[str, float] = field(default_factory=dict)
     cache: CacheCounts | None = None  # None: no cache in use
@@ -350,8 +350,8 @@ class TrialRecord:
 
 
 # TrialRecord's dict fields that are sub-records (cache, which may be None, is handled apart).
-_SUB_RECORDS: dict[str, type[LoadRecord] | type[ResourcesRecord] | type[GeneratorHealth] | type[ServerMetrics]] = {
-    "load": LoadRecord, "resources": ResourcesRecord, "generator": GeneratorHealth, "server_metrics": ServerMetrics}
+_SUB_RECORDS: dict[str, type[LoadRecord] | type[ResourcesRecord] | type[GeneratorHealth] | type[ServerMetricsRecord]] = {
+    "load": LoadRecord, "resources": ResourcesRecord, "generator": GeneratorHealth, "server_metrics": ServerMetricsRecord}
 
 
 def write_atomically(path: Path, text: str) -> None:

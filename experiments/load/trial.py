@@ -41,7 +41,7 @@ from poochlab.experiments.recording.stability import judge as judge_stability
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
 from poochlab.experiments.recording.windows import WindowData
 from poochlab.experiments.records import (CacheCounts, GeneratorHealth, LoadRecord, ResourcesRecord,
-                                          ServerMetrics, TrialRecord, Validity, Window)
+                                          ServerMetricsRecord, TrialRecord, Validity, Window)
 
 READY_TIMEOUT_S = 180.0  # a gRPC worker imports TensorFlow (~7 s alone, more on a busy box)
 START_DELAY_S = 0.2  # between 'go' and the first request, so every worker starts together
@@ -349,8 +349,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.server_compute_histogram = merged_histogram_text(w.server_compute_histogram for w in result)
     caches = [f.cache for f in finals if f.cache is not None]
     record.cache = _merged_cache(caches) if caches else None
-    record.server_metrics = ServerMetrics(deltas=measured.get("server_metrics", {}),
-                                          scrape_errors=measured.get("metrics_errors") or None)
+    record.server_metrics = ServerMetricsRecord(deltas=measured.get("server_metrics", {}),
+                                                scrape_errors=measured.get("metrics_errors") or None)
 
     resources: ResourcesRecord = measured["resources"]
     resources.steal_percent = measured.get("steal_percent")
