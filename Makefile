@@ -12,7 +12,8 @@ MODEL_STAMP := $(EXPORT)/.trained
 run: setup system-run model
 	$(BIN)/poochlab sweep experiments/default.toml
 
-test: setup system-test model protos
+# check first: a fresh clone's `make test` fails on a lint or type error
+test: setup check system-test model protos
 	$(BIN)/python -m pytest
 
 # ruff and mypy over the package (configured in pyproject.toml)

@@ -140,7 +140,9 @@ class CachedPredictor:
             remaining = self._remaining(budget, started)
             model_timing, model_version = self._fill_misses(rows, keys, missing, likes, version, remaining)
             timing = timing.plus(model_timing)
-        return Prediction(likes=[float(value) for value in likes], paths=tuple(paths), timing=timing,  # type: ignore[arg-type]
+        answered = [value for value in likes if value is not None]
+        assert len(answered) == len(likes)  # _fill_misses filled every miss (or raised)
+        return Prediction(likes=[float(value) for value in answered], paths=tuple(paths), timing=timing,
                           model_version=model_version if model_version is not None else version)
 
     @staticmethod

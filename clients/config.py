@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from poochlab.models.pupdate import MODEL_NAME, SIGNATURE_NAME
 
@@ -134,8 +135,8 @@ class ClientConfig:
                  f"library for protocol {self.protocol!r} must be one of {allowed} (got {self.library!r})")
         _require(self.request_format in REQUEST_FORMATS,
                  f"request_format must be one of {REQUEST_FORMATS} (got {self.request_format!r})")
-        _require(self.rest_url.startswith(("http://", "https://")),
-                 f"rest_url must start with http:// or https:// (got {self.rest_url!r})")
+        _require(self.rest_url.startswith(("http://", "https://")) and bool(urlsplit(self.rest_url).hostname),
+                 f"rest_url must start with http:// or https:// and name a host (got {self.rest_url!r})")
         _require(bool(self.model_name), "model_name must not be empty")
         _require(all(isinstance(n, str) and n for n in self.rotate_models) and self.model_name not in self.rotate_models,
                  f"rotate_models must be other non-empty model names (got {self.rotate_models!r})")

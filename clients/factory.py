@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from poochlab.clients.config import ClientConfig
+from poochlab.clients.prediction import Predictor, RowPredictor
+
+if TYPE_CHECKING:  # the transports import their protocol stacks (gRPC, TF Serving protos): lazily
+    from poochlab.clients.transport import Transport
 
 
-def build_transport(config: ClientConfig) -> Any:
+def build_transport(config: ClientConfig) -> Transport:
     """The bare REST or gRPC predictor for ``config`` (no cache, no supervisor)."""
     if config.protocol == "grpc":
         from poochlab.clients.grpc_predictor import GrpcPredictor, LeanGrpcPredictor
@@ -18,7 +22,7 @@ def build_transport(config: ClientConfig) -> Any:
     return RestPredictor(config)
 
 
-def build_predictor(config: ClientConfig) -> Any:
+def build_predictor(config: ClientConfig) -> Predictor:
     """The predictor ``config`` describes (see :func:`build_model_predictor`); with
     ``rotate_models``, one per model name, taking requests in turn; with ``ab``, one per arm
     (clients/ab_split.py)."""
@@ -34,7 +38,7 @@ def build_predictor(config: ClientConfig) -> Any:
     return build_model_predictor(config)
 
 
-def build_model_predictor(config: ClientConfig) -> Any:
+def build_model_predictor(config: ClientConfig) -> Predictor:
     """The predictor ``config`` describes: the transport, wrapped by the Redis cache-aside when
     ``config.cache`` is set, wrapped by the supervisor when ``config.fallback`` is set.
 
@@ -43,15 +47,16 @@ def build_model_predictor(config: ClientConfig) -> Any:
     table. Under gevent, call ``grpc.experimental.gevent.init_gevent()`` (after monkey
     patching) before the first gRPC prediction.
     """
-    predictor: Any = build_transport(config)
+    transport = build_transport(config)
+    predictor: RowPredictor = transport
     if config.cache is not None:
         from poochlab.clients.cache_aside import CachedPredictor
 
-        predictor = CachedPredictor(predictor, config.cache)
+        predictor = CachedPredictor(transport, config.cache)
     if config.fallback is not None:
         from poochlab.clients.supervised_fallback import SupervisedPredictor
 
-        predictor = SupervisedPredictor(predictor, config.fallback)
+        return SupervisedPredictor(predictor, config.fallback)
     return predictor
 
 

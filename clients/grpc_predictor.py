@@ -261,7 +261,8 @@ class LeanGrpcPredictor(GrpcPredictor):
             except wire.GrpcStatusError as error:
                 raise status_error(error.code, error.details, what) from None
             except wire.WireError as error:
-                if reused and error.kind == "connection" and not connection.answer_started:
+                # reused: the connection came from the pool, so it is set (only a new one can fail to be made)
+                if reused and error.kind == "connection" and connection is not None and not connection.answer_started:
                     reused, connection = False, None  # once, on a fresh connection
                     continue
                 raise PredictionError(KIND_TIMEOUT if error.kind == "timeout" else KIND_CONNECTION,

@@ -56,6 +56,7 @@ class _Urllib3Connection(KeepAliveConnection):
 
         self._urllib3 = urllib3
         parts = urlsplit(base_url)
+        assert parts.hostname is not None  # ClientConfig checks rest_url names a host
         pool_class = urllib3.HTTPSConnectionPool if parts.scheme == "https" else urllib3.HTTPConnectionPool
         self._pool = pool_class(parts.hostname, parts.port, maxsize=1, retries=False)
 
@@ -85,6 +86,7 @@ class _HttpClientConnection(KeepAliveConnection):
 
         self._http = http.client
         parts = urlsplit(base_url)
+        assert parts.hostname is not None  # ClientConfig checks rest_url names a host
         self._connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self._host, self._port = parts.hostname, parts.port
         self._connection = self._connection_class(self._host, self._port)
@@ -129,7 +131,9 @@ class _GeventHttpClientConnection(KeepAliveConnection):
         self._parse_error = HTTPParseError
         self._timeout_s = timeout_s
         parts = urlsplit(base_url)
-        self._make_client = lambda: HTTPClient(parts.hostname, parts.port, concurrency=1,
+        host = parts.hostname
+        assert host is not None  # ClientConfig checks rest_url names a host
+        self._make_client = lambda: HTTPClient(host, parts.port, concurrency=1,
                                                ssl=parts.scheme == "https", connection_timeout=timeout_s,
                                                network_timeout=timeout_s)
         self._client = self._make_client()

@@ -136,3 +136,10 @@ class Predictor(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+
+class RowPredictor(Predictor, Protocol):
+    """A predictor the cache and the supervisor can wrap: it also takes rows already validated
+    (a transport, or the cache around one), so the wrapper validates once."""
+
+    def predict_rows(self, rows: list[dict[str, Any]], *, timeout_s: float | None = None) -> Prediction: ...

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-GRPC_METADATA_KEY = "server-timing"
+from poochlab.wire import SERVER_TIMING_COMPUTE, SERVER_TIMING_METADATA_KEY, SERVER_TIMING_QUEUE
+
+GRPC_METADATA_KEY = SERVER_TIMING_METADATA_KEY
 
 
 def parse_server_timing(value: str | None) -> tuple[float | None, float | None]:
@@ -27,7 +29,7 @@ def parse_server_timing(value: str | None) -> tuple[float | None, float | None]:
                     durations[name.strip()] = float(number.strip().strip('"')) * 1000.0
                 except ValueError:
                     pass
-    return durations.get("queue"), durations.get("compute")
+    return durations.get(SERVER_TIMING_QUEUE), durations.get(SERVER_TIMING_COMPUTE)
 
 
 def server_timing_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[float | None, float | None]:

@@ -35,6 +35,7 @@ from poochlab.clients.prediction import (
     Prediction,
     PredictionError,
     PupdateLike,
+    RowPredictor,
 )
 from poochlab.models.baseline import HistoricalBaseline
 from poochlab.models.pupdate import INPUT_HASHTAGS
@@ -50,7 +51,7 @@ def baseline_likes(baseline: HistoricalBaseline, hashtag_text: str) -> float:
 
 
 class SupervisedPredictor:
-    def __init__(self, inner: Any, config: FallbackConfig, baseline: HistoricalBaseline | None = None,
+    def __init__(self, inner: RowPredictor, config: FallbackConfig, baseline: HistoricalBaseline | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.config = config

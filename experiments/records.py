@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Self
 
 SCHEMA_VERSION = 2
 # Older schemas this lab still reads (upgraded on load): 1 had Validity without kinds,
@@ -101,6 +101,174 @@ class Validity:
         return cls(**data)
 
 
+# A value as it sits in a record's JSON (what a sub-record keeps without knowing its meaning).
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+class _SubRecord:
+    """One dict of a saved record, as a typed dataclass with one owner (each class says which).
+
+    The JSON keeps the old dict's keys: ``to_dict`` writes the known fields (a field that is
+    None is left out, as the old writers left out what did not apply) and then ``extra``, the
+    keys this version of the lab does not know (a newer lab's, another experiment's), so a
+    load/save round trip keeps them. A new field is a new attribute here, not a new key in
+    ``extra``.
+    """
+
+    extra: dict[str, JsonValue]
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # every subclass is a dataclass
+
+    if TYPE_CHECKING:  # each subclass's dataclass __init__ takes its fields by name
+        def __init__(self, **values: Any) -> None: ...
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra" and value is not None:
+                out[f.name] = value
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<record>") -> Self:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: {cls.__name__} must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
+@dataclass
+class LoadRecord(_SubRecord):
+    """How load was applied (``TrialRecord.load``).
+
+    Owner: experiments/load/trial.py (``measure_trial``), from ``LoadSettings.as_record()`` plus
+    the client, workload and the stability note; the sweep adds only ``generator_floor`` and
+    ``search`` (experiments/sweep/trial_execution.py). Fields that do not apply (users in an open
+    loop, rate_rps in a closed one) are None and not written.
+    """
+
+    mode: str | None = None  # "closed" | "open"
+    users: int | None = None
+    rate_rps: float | None = None
+    pacing: float | None = None
+    window_s: float | None = None
+    warmup_s: float | None = None
+    min_windows: int | None = None
+    max_windows: int | None = None
+    workers: int | None = None
+    seed: int | None = None
+    pin_cpus: bool | None = None
+    drain_s: float | None = None
+    client: dict[str, JsonValue] | None = None  # the ClientConfig, described
+    workload: dict[str, JsonValue] | None = None  # Workload.describe()
+    stability: str | None = None  # why the result windows were judged (un)stable
+    late_windows: dict[str, str] | None = None  # window index -> why the generator was held up
+    generator_floor: str | None = None  # sweep: the floor record's path, relative to the run
+    search: dict[str, JsonValue] | None = None  # sweep: this rate-search step (step, of, budget_ms, ...)
+    rate_schedule: list[dict[str, JsonValue]] | None = None  # open loop: [{at_s, rps, ramp_s}, ...]
+    users_schedule: list[dict[str, JsonValue]] | None = None  # closed loop: [{at_s, users}, ...]
+    # what the result's p99 rests on: threshold_us, requests_above, events (recording/stability.py)
+    p99_support: dict[str, JsonValue] | None = None
+    extra: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass
+class ResourcesRecord(_SubRecord):
+    """What the trial cost (``TrialRecord.resources``).
+
+    Owner: experiments/recording/resources.py (``ResourceMonitor.stop``: wall_s to
+    energy_watts_per_core); experiments/load/trial.py adds measured_s, steal_percent and
+    placement; the sweep adds server_starts_so_far, server_resources and, for a crashed trial,
+    traceback.
+    """
+
+    wall_s: float | None = None
+    server_cpu_s: float | None = None
+    server_peak_rss_bytes: int | None = None
+    generator_cpu_s: float | None = None
+    generator_cpu_percent: list[float] | None = None  # per worker
+    redis_cpu_s: float | None = None
+    energy_joules: float | None = None
+    energy_method: str | None = None  # "rapl" | "estimate"
+    energy_watts_per_core: float | None = None  # the estimate's assumption
+    measured_s: float | None = None
+    steal_percent: float | None = None
+    placement: dict[str, JsonValue] | None = None  # recording/placement.py
+    server_starts_so_far: int | None = None
+    server_resources: str | None = None  # where the server figures come from, or why none
+    traceback: str | None = None
+    extra: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass
+class GeneratorHealth(_SubRecord):
+    """The load generator's health (``TrialRecord.generator``): what the verdict judges it by.
+
+    Owner: experiments/load/trial.py (``_fill_record``), from the workers' final reports and the
+    merged loop-lag and lateness histograms. Latencies in microseconds.
+    """
+
+    worker_cpu_percent: list[float] | None = None
+    loop_lag_p99_us: float | None = None
+    loop_lag_max_us: float | None = None
+    steal_percent: float | None = None
+    timer: str | None = None  # PreciseTimer kind
+    expected_interval_us: int | None = None
+    sender_greenlets: int | None = None
+    lateness_p50_us: float | None = None  # open loop only
+    lateness_p99_us: float | None = None
+    late_send_fraction: float | None = None  # sends more than health.LATE_SEND_US late
+    extra: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass
+class CacheCounts(_SubRecord):
+    """The cache client's counts over the measurement (``TrialRecord.cache``).
+
+    Owner: the worker (experiments/load/worker.py) counts them; experiments/load/trial.py adds
+    the workers' counts up. Requests that bypassed the cache (open breaker, error) are misses.
+    Schema 1 had no errors_by_reason.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    errors_by_reason: dict[str, int] | None = None  # None: not recorded (schema 1)
+    extra: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass
+class ServerMetricsRecord:
+    """The server's Prometheus metrics over the trial (``TrialRecord.server_metrics``).
+
+    Owner: experiments/load/trial.py (deltas from experiments/recording/prometheus.py
+    ``histogram_deltas``, keyed by TF Serving's metric names, and scrape errors); the sweep adds
+    ``unavailable`` when the server has no meaningful metrics. In the JSON the metric names sit
+    beside the two notes, as before.
+    """
+
+    deltas: dict[str, dict[str, JsonValue]] = field(default_factory=dict)
+    scrape_errors: list[str] | None = None
+    unavailable: str | None = None
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = dict(self.deltas)
+        if self.scrape_errors is not None:
+            out["scrape_errors"] = list(self.scrape_errors)
+        if self.unavailable is not None:
+            out["unavailable"] = self.unavailable
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<record>") -> "ServerMetricsRecord":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: server_metrics must be a JSON object, got {type(data).__name__}")
+        return cls(deltas={k: v for k, v in data.items() if k not in ("scrape_errors", "unavailable")},
+                   scrape_errors=data.get("scrape_errors"), unavailable=data.get("unavailable"))
+
+
 @dataclass
 class TrialRecord:
     run_id: str
@@ -113,8 +281,7 @@ class TrialRecord:
     failure_reason: str | None = None
     started_at: str = ""  # ISO 8601, UTC
     ended_at: str = ""
-    # How load was applied: {"mode": "closed"|"open", "users"|"rate_rps", "workers", ...}
-    load: dict[str, Any] = field(default_factory=dict)
+    load: LoadRecord = field(default_factory=LoadRecord)
     windows: list[Window] = field(default_factory=list)
     stable: bool = False  # the last 3 windows agree within sampling error (recording/stability.py)
     stable_windows: list[int] = field(default_factory=list)  # indices merged into the result
@@ -124,20 +291,13 @@ class TrialRecord:
     # Per-request server timing from Server-Timing headers / gRPC trailers (hdrh text, us).
     server_queue_histogram: str | None = None
     server_compute_histogram: str | None = None
-    # Prometheus scrapes before/after the trial (TF Serving's metric names), as deltas.
-    server_metrics: dict[str, Any] = field(default_factory=dict)
+    server_metrics: ServerMetricsRecord = field(default_factory=ServerMetricsRecord)
     # Mean client-side encode / wait / decode per request, microseconds.
     client_timing_us: dict[str, float] = field(default_factory=dict)
-    # {"hits", "misses", "errors", "errors_by_reason": {reason: n}} when a cache is in use;
-    # requests that bypassed the cache (open breaker, error) count as misses.
-    cache: dict[str, Any] | None = None
+    cache: CacheCounts | None = None  # None: no cache in use
     answer_paths: dict[str, int] = field(default_factory=dict)  # model / cache / fallback
-    # server_cpu_s, server_peak_rss_bytes, generator_cpu_percent, redis_cpu_s, steal_percent,
-    # energy_joules, energy_method ("rapl" | "estimate"), placement {...}
-    resources: dict[str, Any] = field(default_factory=dict)
-    # Load-generator health: worker_cpu_percent [per worker], loop_lag_p99_us, lateness_p50_us,
-    # lateness_p99_us, late_send_fraction (> 1 ms late), steal_percent, timer, expected_interval_us.
-    generator: dict[str, Any] = field(default_factory=dict)
+    resources: ResourcesRecord = field(default_factory=ResourcesRecord)
+    generator: GeneratorHealth = field(default_factory=GeneratorHealth)
     validity: Validity = field(default_factory=Validity)
     schema_version: int = SCHEMA_VERSION
     # Scheduled faults as they happened (FaultEvent.to_json() plus recovered_at_s / recovery_s),
@@ -157,6 +317,9 @@ class TrialRecord:
     # Events during the trial, e.g. {"at_s", "event": "replica_added" | "replica_removed", ...}
     # from a reactive scaling policy; seconds since the measurement start.
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    # Top-level keys this version of the lab does not know (a newer lab's fields): kept as read
+    # and written back, so a load/save round trip loses nothing.
+    extra: dict[str, JsonValue] = field(default_factory=dict)
 
     def result_windows(self) -> list[Window]:
         """The windows merged into the result: the stable ones, or every window when none was
@@ -165,21 +328,34 @@ class TrialRecord:
         return ([w for w in self.windows if w.index in stable] or [w for w in self.windows if not w.fault]
                 or self.windows)
 
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data["windows"] = [asdict(w) for w in self.windows]
+        data["validity"] = asdict(self.validity)
+        for name in _SUB_RECORDS:
+            data[name] = getattr(self, name).to_dict()
+        data["cache"] = self.cache.to_dict() if self.cache is not None else None
+        data.update(self.extra)
+        return data
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<record>") -> "TrialRecord":
         version = data.get("schema_version")
         if version not in READABLE_SCHEMAS:
             raise ValueError(f"{source}: schema_version {version!r}, this lab reads {READABLE_SCHEMAS}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"{source}: unknown fields {sorted(unknown)}")
-        data = dict(data)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        extra = {k: v for k, v in data.items() if k not in known}
+        data = {k: v for k, v in data.items() if k in known}
         data["windows"] = [Window(**w) for w in data.get("windows", [])]
         data["validity"] = Validity.from_dict(data.get("validity", {}))
+        for name, kind in _SUB_RECORDS.items():
+            data[name] = kind.from_dict(data.get(name) or {}, source=f"{source}: {name}")
+        if data.get("cache") is not None:
+            data["cache"] = CacheCounts.from_dict(data["cache"], source=f"{source}: cache")
+        data["extra"] = extra
         data["schema_version"] = SCHEMA_VERSION  # upgraded in memory; the file is never rewritten
         return cls(**data)
 
@@ -194,6 +370,11 @@ class TrialRecord:
     def save(self, path: Path) -> None:
         """Write atomically: a reader sees the old file or the whole new one, never half."""
         write_atomically(Path(path), self.to_json())
+
+
+# TrialRecord's dict fields that are sub-records (cache, which may be None, is handled apart).
+_SUB_RECORDS: dict[str, type[LoadRecord] | type[ResourcesRecord] | type[GeneratorHealth] | type[ServerMetricsRecord]] = {
+    "load": LoadRecord, "resources": ResourcesRecord, "generator": GeneratorHealth, "server_metrics": ServerMetricsRecord}
 
 
 def write_atomically(path: Path, text: str) -> None:

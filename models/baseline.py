@@ -53,7 +53,7 @@ class HistoricalBaseline:
         return Path(path)
 
     @classmethod
-    def read(cls, path: Path) -> "HistoricalBaseline":
+    def read(cls, path: Path | str) -> "HistoricalBaseline":
         """Read ``historical_baseline.json``; ``ValueError`` naming the file and the bad key."""
         path = Path(path)
         try:

@@ -28,11 +28,12 @@ from poochlab.serving.input_names import check_input_names
 from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.rest_api import server_timing
+from poochlab.wire import SERVER_TIMING_METADATA_KEY
 from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
 from poochlab.serving.status import Code, ServingError
 from poochlab.serving.tensor_proto import array_to_proto, proto_to_array, serialized_examples
 
-SERVER_TIMING_KEY = "server-timing"
+SERVER_TIMING_KEY = SERVER_TIMING_METADATA_KEY
 
 
 def _resolve(manager: ModelManager, spec: Any) -> VersionState:

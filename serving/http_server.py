@@ -95,7 +95,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # typeshed: connection_made gets a BaseTransport; a stream server's is a Transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -245,7 +245,7 @@ class _Resumed:
 
 
 async def start_http_server(handler: Handler, host: str, port: int, max_body_bytes: int,
-                            too_large_message: str, gauge: RequestGauge | None = None) -> asyncio.AbstractServer:
+                            too_large_message: str, gauge: RequestGauge | None = None) -> asyncio.Server:
     """Serve ``handler`` on ``host:port``; ``gauge`` (shared by all connections) counts the
     requests being answered."""
     loop = asyncio.get_running_loop()

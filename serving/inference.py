@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Mapping
 
 import numpy as np
 
-from poochlab.serving.direct_session import DirectSession
 from poochlab.serving.model_manager import ModelManager, VersionState
 from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 from poochlab.serving.inference_session import InferenceResult, InferenceTask
@@ -29,11 +26,9 @@ async def run_signature(manager: ModelManager, state: VersionState, signature: S
     """
     session = manager.session(state, signature.name)
     task = InferenceTask(inputs=inputs, deadline=deadline)
-    if isinstance(session, DirectSession):
-        if alone and session.runs_quickly:
-            return session.run(task)
-        return await session.submit_to_loop(task, asyncio.get_running_loop())
-    return await asyncio.wrap_future(session.submit(task))
+    if alone and session.runs_quickly:
+        return session.run(task)
+    return await session.submit_to_loop(task, asyncio.get_running_loop())
 
 
 def run_signature_blocking(manager: ModelManager, state: VersionState, signature: Signature,
@@ -42,15 +37,7 @@ def run_signature_blocking(manager: ModelManager, state: VersionState, signature
 
     Without batching the model runs right here, on the caller's thread: no hand-off to a pool.
     """
-    session = manager.session(state, signature.name)
-    task = InferenceTask(inputs=inputs, deadline=deadline)
-    if isinstance(session, DirectSession):
-        return session.run(task)
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    try:
-        return session.submit(task).result(timeout)
-    except FutureTimeout:
-        raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded") from None
+    return manager.session(state, signature.name).run(InferenceTask(inputs=inputs, deadline=deadline))
 
 
 _EXAMPLES_KIND = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}
@@ -111,6 +98,7 @@ def classification_results(outputs: dict[str, np.ndarray], count: int) -> list[l
     if classes is None and scores is None:
         raise ServingError(Code.INVALID_ARGUMENT, "Expected classification signature outputs 'classes' or 'scores'")
     reference = scores if scores is not None else classes
+    assert reference is not None  # one of the two: neither raised above
     if reference.shape[0] != count:
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Expected output batch size of {count}, got {reference.shape[0]}")
@@ -119,7 +107,7 @@ def classification_results(outputs: dict[str, np.ndarray], count: int) -> list[l
         row_scores = list(scores[i].reshape(-1)) if scores is not None else None
         row_classes = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
                        for c in classes[i].reshape(-1).tolist()] if classes is not None else None
-        width = len(row_scores) if row_scores is not None else len(row_classes)
+        width = len(row_scores) if row_scores is not None else len(row_classes or ())
         results.append([
             (row_classes[k] if row_classes is not None else "",
              row_scores[k] if row_scores is not None else np.float32(0.0))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 _INDENT = "    "
-_encode_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring_ascii
 _FLOAT32 = struct.Struct("<f")
 
 

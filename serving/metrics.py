@@ -10,14 +10,13 @@ scheduler's :class:`BatchingObserver`.
 from __future__ import annotations
 
 import bisect
-import re
 import threading
 from typing import Any, Iterable
 
+from poochlab import wire
+from poochlab.wire import prometheus_name
 
-def prometheus_name(name: str) -> str:
-    """``/tensorflow/serving/request_count`` -> ``:tensorflow:serving:request_count``."""
-    return re.sub(r"[^a-zA-Z0-9_]", ":", name)
+
 
 
 def exponential_buckets(scale: float, growth: float, count: int) -> list[float]:
@@ -94,28 +93,28 @@ class ServerMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.request_count = Counter(
-            "/tensorflow/serving/request_count", "The total number of requests.", ("model_name", "status"))
+            wire.REQUEST_COUNT, "The total number of requests.", ("model_name", "status"))
         self.request_latency = Histogram(
-            "/tensorflow/serving/request_latency", "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            wire.REQUEST_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
             ("model_name", "API", "entrypoint"), _LATENCY_BUCKETS)
         self.runtime_latency = Histogram(
-            "/tensorflow/serving/runtime_latency", "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            wire.RUNTIME_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow runtime.",
             ("model_name", "API", "runtime"), _LATENCY_BUCKETS)
         self.queuing_latency = Histogram(
-            "/tensorflow/serving/batching_session/queuing_latency",
+            wire.QUEUING_LATENCY,
             "Distribution of wall time (in microseconds) spent in the batching queue.",
             ("thread_pool_name",), _LATENCY_BUCKETS)
         self.input_batch_size = Histogram(
-            "/tensorflow/serving/batching_session/input_batch_size",
+            wire.INPUT_BATCH_SIZE,
             "Distribution of input batch size.", ("thread_pool_name",), _SIZE_BUCKETS)
         self.processed_batch_size = Histogram(
-            "/tensorflow/serving/batching_session/processed_batch_size",
+            wire.PROCESSED_BATCH_SIZE,
             "Distribution of processed batch size.", ("thread_pool_name",), _SIZE_BUCKETS)
         self.padding_size = Histogram(
-            "/tensorflow/serving/batching_session/padding_size",
+            wire.PADDING_SIZE,
             "Distribution of padded size.", ("thread_pool_name", "execution_batch_size"), _SIZE_BUCKETS)
         self.admission: Any = None  # --lab_max_queue's Admission: its lab-only lines follow TF Serving's
-        self._all = [self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
+        self._all: list[Counter | Histogram] = [self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
                      self.input_batch_size, self.processed_batch_size, self.padding_size]
 
     def record_request(self, model: str, api: str, entrypoint: str, status: str, latency_us: float,

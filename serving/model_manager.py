@@ -126,6 +126,7 @@ class ModelManager:
         available = model.available() if model else []
         if not available:
             raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({name})")
+        assert model is not None  # without the model nothing is available, which raised above
         return model.versions[available[-1]]
 
     def failed_loads(self) -> list[str]:
@@ -196,8 +197,7 @@ class ModelManager:
                 for state in list(model.versions.values()):
                     self._unload(state)
                 self._models = {n: m for n, m in self._models.items() if n != name}
-            errors = [self._apply_labels(self._models[name]) for name in wanted]
-            errors = [e for e in errors if e]
+            errors = [e for e in (self._apply_labels(self._models[name]) for name in wanted) if e]
             if errors:
                 raise ServingError(Code.FAILED_PRECONDITION, "; ".join(errors))
 
@@ -324,7 +324,7 @@ class ModelManager:
 
     def _apply_labels(self, model: ModelState) -> str | None:
         labels = dict(model.config.version_labels)
-        for label, version in labels.items():
+        for version in labels.values():
             state = model.versions.get(version)
             if state is None or state.state != AVAILABLE:
                 return (f"Request to assign label to version {version} of model {model.config.name}, "

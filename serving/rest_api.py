@@ -23,6 +23,7 @@ from poochlab.serving.metrics import ServerMetrics
 from poochlab.serving.model_manager import ModelManager
 from poochlab.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
 from poochlab.serving.status import Code, ServingError
+from poochlab.wire import SERVER_TIMING_HEADER, server_timing_value
 
 # TF Serving caps nothing itself; the lab refuses bodies above this (documented, --lab_max_request_bytes).
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -64,7 +65,7 @@ def _error(error: ServingError) -> Response:
 
 def server_timing(queue_us: float, compute_us: float) -> str:
     """The Server-Timing value every inference answer carries (milliseconds)."""
-    return f"queue;dur={queue_us / 1000:.3f}, compute;dur={compute_us / 1000:.3f}"
+    return server_timing_value(queue_us, compute_us)
 
 
 class RestApi:
@@ -194,7 +195,7 @@ class RestApi:
             else:
                 answer = {"results": regression_results(result.outputs, len(examples))}
             response = Response(200, write_json(answer),
-                                [(b"Server-Timing", server_timing(result.queue_us, result.compute_us).encode())])
+                                [(SERVER_TIMING_HEADER.encode(), server_timing(result.queue_us, result.compute_us).encode())])
             status = "OK"
         except ServingError as error:
             response, status = _error(error), error.code.name

@@ -187,6 +187,7 @@ def predict_response(outputs: dict[str, np.ndarray], request_format: str) -> dic
         raise _bad("Tensors of the outputs have different sizes of dimension 0; use the columnar ('inputs') format")
     columns = {name: to_json(name, array) for name, array in outputs.items()}
     (rows,) = sizes
+    assert rows is not None  # a dimension-less output raised above
     return {"predictions": [{name: column[i] for name, column in columns.items()} for i in range(rows)]}
 
 

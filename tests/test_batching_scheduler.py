@@ -392,3 +392,28 @@ def test_observer_sees_each_tasks_queue_time(make_scheduler):
     results = [queue.submit(rows(i)).result(30) for i in range(3)]
     assert [name for name, _ in observer.queued] == ["pooch_predictor/1/serving_default"] * 3
     assert all(result.queue_us >= 0 and result.compute_us >= 0 for result in results)
+
+
+def test_a_queue_is_never_run_on_the_loop_and_run_waits_for_its_batch_until_the_deadline(make_scheduler) -> None:
+    """The InferenceSession calls the handlers make without knowing the session's class."""
+    import asyncio
+
+    compute = GatedCompute()
+    queue = make_scheduler(max_batch_size=4, batch_timeout_micros=0).add_queue(compute, "m")
+    assert queue.runs_quickly is False
+    first = queue.submit(rows(1.0))
+    assert compute.entered.wait(30)  # the only batch thread is held inside the first batch
+    late = InferenceTask({"x": np.array([[2.0, 2.0]], dtype=np.float32)}, deadline=time.monotonic() - 1.0)
+    with pytest.raises(ServingError) as error:
+        queue.run(late)  # its batch cannot run while the gate holds: the past deadline ends the wait
+    assert error.value.code == Code.DEADLINE_EXCEEDED
+    compute.release.set()
+    assert first.result(30).outputs["y"].tolist() == [[2.0, 2.0]]
+    answer = queue.run(rows(3.0))  # no deadline: waits for its batch and returns its rows
+    assert answer.outputs["y"].tolist() == [[6.0, 6.0]]
+
+    async def on_a_loop() -> list[list[float]]:
+        result = await queue.submit_to_loop(rows(4.0), asyncio.get_running_loop())
+        return result.outputs["y"].tolist()
+
+    assert asyncio.run(on_a_loop()) == [[8.0, 8.0]]

@@ -250,3 +250,10 @@ def test_a_call_interrupted_mid_answer_never_hands_its_answer_to_the_next_call(l
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[1.0, 2.0, 3.0]"
+
+
+def test_a_rest_url_without_a_host_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"rest_url must start with http:// or https:// and name a host \(got 'http://'\)"):
+        ClientConfig(rest_url="http://")
+    with pytest.raises(ValueError, match="rest_url"):
+        ClientConfig(rest_url="https://:8501/")

@@ -11,7 +11,7 @@ import pytest
 from poochlab.experiments.faults.phases import summarize
 from poochlab.experiments.recording.histograms import encode, new_histogram
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
-from poochlab.experiments.records import TrialRecord, Window
+from poochlab.experiments.records import CacheCounts, TrialRecord, Window
 from poochlab.experiments.sweep.spec import SpecError, parse_spec
 
 HEALTHY = {"worker_cpu_percent": [20.0], "loop_lag_p99_us": 100.0, "lateness_p99_us": 200.0,
@@ -112,7 +112,7 @@ def test_errors_inside_scheduled_faults_are_findings_and_outside_ones_are_judged
 
 
 def test_a_redis_outage_makes_cache_errors_a_finding() -> None:
-    cache = {"hits": 0, "misses": 900, "errors": 60, "errors_by_reason": {"connection": 60}}
+    cache = CacheCounts(hits=0, misses=900, errors=60, errors_by_reason={"connection": 60})
     assert "cache_unreliable" in judge(evidence(errors_by_kind={}, cache=cache)).kinds
     verdict = judge(evidence(errors_by_kind={}, cache=cache, redis_outage=True, errors_outside_faults={},
                              answered_outside_faults=900, measured_outside_faults_s=10.0))

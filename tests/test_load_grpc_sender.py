@@ -196,5 +196,5 @@ def test_a_trial_sends_grpc_on_threads_and_records_every_answer(echo: EchoServer
     assert record.status == "ok", record.failure_reason
     assert record.errors_by_kind == {} and record.outstanding_at_end == 0
     assert sum(w.requests for w in record.windows) == record.answer_paths["model"] > 0
-    assert record.generator["sender_greenlets"] == 0  # the greenlet sender was not used
+    assert record.generator.sender_greenlets == 0  # the greenlet sender was not used
     assert record.lateness_histogram  # every send's lateness, from the sending thread

@@ -24,12 +24,12 @@ def test_trial_against_the_lab_server_records_server_timing_and_prometheus_delta
     assert record.answer_paths == {"model": answered}
     # The lab server sends its queue/compute times per request; Prometheus gives the same trial's deltas.
     assert record.server_compute_histogram is not None
-    latency = record.server_metrics[":tensorflow:serving:request_latency"]
+    latency = record.server_metrics.deltas[":tensorflow:serving:request_latency"]
     rest = [series for labels, series in latency.items() if "entrypoint=REST" in labels]
     # Every answered request of the trial (warm-up and drain included) is in the server's count.
     assert sum(series["count"] for series in rest) >= answered
-    assert record.resources["server_cpu_s"] > 0
-    assert record.resources["server_peak_rss_bytes"] > 0
+    assert record.resources.server_cpu_s > 0
+    assert record.resources.server_peak_rss_bytes > 0
 
 
 def test_a_redis_outage_during_a_cache_trial_is_in_its_record_and_voids_it_as_a_cache_measurement(
@@ -55,8 +55,8 @@ def test_a_redis_outage_during_a_cache_trial_is_in_its_record_and_voids_it_as_a_
     assert record.errors_by_kind == {}
     assert record.answer_paths.get("model", 0) > record.answer_paths.get("cache", 0) > 0
     # ... and the outage is in the record, by reason, and voids the trial as a cache measurement.
-    assert record.cache is not None and record.cache["errors"] > 0
-    assert set(record.cache["errors_by_reason"]) <= {"connection", "bypassed", "timeout"}
-    assert record.cache["errors_by_reason"].get("connection", 0) > 0
+    assert record.cache is not None and record.cache.errors > 0
+    assert set(record.cache.errors_by_reason) <= {"connection", "bypassed", "timeout"}
+    assert record.cache.errors_by_reason.get("connection", 0) > 0
     assert "cache_unreliable" in record.validity.kinds
     assert any(r.startswith("cache errors on") for r in record.validity.reasons)

@@ -129,7 +129,7 @@ def test_a_trial_follows_a_step_and_records_each_windows_planned_rate(echo: Echo
     assert record.status == "ok", record.failure_reason
     assert len(record.windows) == 4  # a schedule measures every window, never stops at stability
     assert [w.planned_rate_rps for w in record.windows] == [100, 100, 300, 300]
-    assert record.load["rate_schedule"] == [{"at_s": 0.0, "rps": 100.0, "ramp_s": 0.0},
+    assert record.load.rate_schedule == [{"at_s": 0.0, "rps": 100.0, "ramp_s": 0.0},
                                             {"at_s": 2.0, "rps": 300.0, "ramp_s": 0.0}]
     before = sum(w.requests for w in record.windows[:2])
     after = sum(w.requests for w in record.windows[2:])
@@ -173,7 +173,7 @@ def test_a_closed_loop_follows_a_users_step_through_locusts_load_shape() -> None
         measure_trial(settings, ClientConfig(rest_url=echo.rest_url), Workload.generated(2000, seed=5), record,
                       server_pid=echo.pid)
     assert record.status == "ok", record.failure_reason
-    assert record.load["users_schedule"] == [{"at_s": 0.0, "users": 1}, {"at_s": 2.0, "users": 4}]
+    assert record.load.users_schedule == [{"at_s": 0.0, "users": 1}, {"at_s": 2.0, "users": 4}]
     one_user = record.windows[1].requests  # 1-2 s: one user
     four_users = record.windows[3].requests  # 3-4 s: four (Locust applies a step within a second)
     assert one_user > 0 and four_users >= 3 * one_user, (one_user, four_users)

@@ -53,7 +53,7 @@ def test_open_loop_p99_shows_the_stall(stalling_server: EchoServer, workload: Wo
     assert len(record.windows) == 3
     assert _p99(w.histogram for w in record.windows) >= 100_000
     assert record.lateness_histogram is not None
-    assert record.generator["lateness_p99_us"] is not None
+    assert record.generator.lateness_p99_us is not None
     assert all(w.corrected_histogram is None for w in record.windows)  # an open loop needs no correction
 
 
@@ -66,7 +66,7 @@ def test_closed_loop_is_reported_raw_and_corrected_and_the_correction_shows_what
     corrected = _p99(w.corrected_histogram for w in record.windows)
     assert corrected >= 100_000
     assert corrected >= 2 * raw  # the closed loop's raw p99 hid most of the stall
-    assert record.generator["expected_interval_us"] > 0
+    assert record.generator.expected_interval_us > 0
     # ... and the verdict says so, without calling the trial invalid.
     assert any(w.startswith("coordinated omission hides stalls") for w in record.validity.warnings)
 
@@ -112,10 +112,10 @@ def test_two_generator_processes_merge_into_one_result(echo: EchoServer, workloa
     record = measure_trial(settings, ClientConfig(rest_url=echo.rest_url), workload, _record("two"),
                            server_pid=echo.pid)
     assert record.status == "ok", record.failure_reason
-    assert len(record.resources["generator_cpu_percent"]) == 2
+    assert len(record.resources.generator_cpu_percent) == 2
     assert sum(w.requests for w in record.windows) == record.answer_paths["model"] > 0
-    assert record.resources["server_cpu_s"] is not None
-    assert record.resources["energy_method"] in ("rapl", "estimate")
+    assert record.resources.server_cpu_s is not None
+    assert record.resources.energy_method in ("rapl", "estimate")
     assert set(record.client_timing_us) == {"encode_us", "wait_us", "decode_us"}
 
 
@@ -155,16 +155,16 @@ def test_a_trial_measures_on_past_windows_the_generator_sent_late_in(
                               ClientConfig(rest_url=echo.rest_url), workload, _record("late-short"))
     assert cut_short.status == "ok", cut_short.failure_reason
     assert not cut_short.validity.valid and set(cut_short.validity.kinds) == {"generator_limited"}
-    assert cut_short.generator["lateness_p99_us"] > 10_000
+    assert cut_short.generator.lateness_p99_us > 10_000
 
     measured_on = measure_trial(LoadSettings(mode="open", rate_rps=200, max_windows=8, **settings),
                                 ClientConfig(rest_url=echo.rest_url), workload, _record("late-on"))
     assert measured_on.status == "ok", measured_on.failure_reason
     assert len(measured_on.windows) >= 5  # 0-2 and 1-3 each hold a late window
-    assert min(measured_on.stable_windows) >= 2, measured_on.load["stability"]
-    assert "2" in measured_on.load["late_windows"]  # windows 0-2 agreed but were late
-    assert "measured on past a held-up generator" in measured_on.load["stability"]
+    assert min(measured_on.stable_windows) >= 2, measured_on.load.stability
+    assert "2" in measured_on.load.late_windows  # windows 0-2 agreed but were late
+    assert "measured on past a held-up generator" in measured_on.load.stability
     if measured_on.validity.valid:
-        assert measured_on.generator["lateness_p99_us"] < 2_000
+        assert measured_on.generator.lateness_p99_us < 2_000
     else:  # the machine itself held the generator up later too: it measured to its limit first
         assert len(measured_on.windows) == 8, measured_on.validity.reasons

@@ -73,7 +73,7 @@ def test_cache_trial_gets_the_hit_ratio_it_asked_for(redis_url: str, facts: Work
         measure_trial(settings, client, workload, record)
     assert record.status == "ok", record.failure_reason
     assert record.cache is not None
-    ratio = record.cache["hits"] / (record.cache["hits"] + record.cache["misses"])
+    ratio = record.cache.hits / (record.cache.hits + record.cache.misses)
     assert abs(ratio - 0.6) < 0.1, record.cache
     assert record.answer_paths.get("cache", 0) > 0 and record.answer_paths.get("model", 0) > 0
 
@@ -108,9 +108,9 @@ def test_a_grpc_cache_trial_sends_on_threads_and_gets_its_hit_ratio(redis_url: s
         assert sends_on_threads(client)  # redis-py shares its pool between the sending threads
         measure_trial(settings, client, workload, record)
     assert record.status == "ok", record.failure_reason
-    assert record.errors_by_kind == {} and record.cache is not None and record.cache["errors"] == 0
+    assert record.errors_by_kind == {} and record.cache is not None and record.cache.errors == 0
     # Stratified hits: any stretch of the stream is within two blocks' worth (warm-up cut at one
     # end, the last window at the other) of the planned half: 2 x (20 x 0.5 + 1).
-    lookups = record.cache["hits"] + record.cache["misses"]
-    assert abs(record.cache["hits"] - lookups / 2) <= 22
+    lookups = record.cache.hits + record.cache.misses
+    assert abs(record.cache.hits - lookups / 2) <= 22
     assert record.answer_paths.get("cache", 0) > 0 and record.answer_paths.get("model", 0) > 0

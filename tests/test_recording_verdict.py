@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
-from poochlab.experiments.records import TrialRecord, Validity
+from poochlab.experiments.records import CacheCounts, TrialRecord, Validity
 
 HEALTHY = {"worker_cpu_percent": [40.0], "loop_lag_p99_us": 800.0, "lateness_p99_us": 300.0, "steal_percent": 0.5}
 
@@ -68,7 +68,7 @@ def test_nothing_answered_is_no_data() -> None:
 
 
 def test_a_cache_that_errors_on_more_than_one_percent_of_lookups_is_not_a_cache_measurement() -> None:
-    cache = {"hits": 2_900, "misses": 3_100, "errors": 240, "errors_by_reason": {"timeout": 40, "bypassed": 200}}
+    cache = CacheCounts(hits=2_900, misses=3_100, errors=240, errors_by_reason={"timeout": 40, "bypassed": 200})
     verdict = judge(_evidence(cache=cache, planned_hit_ratio=0.5))
     assert not verdict.valid and verdict.kinds == ["cache_unreliable"]
     # 240 / 6,000 = 4.0%; the reasons are listed, largest first.
@@ -76,9 +76,9 @@ def test_a_cache_that_errors_on_more_than_one_percent_of_lookups_is_not_a_cache_
 
 
 def test_an_achieved_hit_ratio_off_the_plan_is_not_the_planned_experiment() -> None:
-    on_plan = judge(_evidence(cache={"hits": 3_150, "misses": 2_850, "errors": 0}, planned_hit_ratio=0.5))
+    on_plan = judge(_evidence(cache=CacheCounts(hits=3_150, misses=2_850, errors=0), planned_hit_ratio=0.5))
     assert on_plan.valid  # 0.525 is within ±0.03
-    off_plan = judge(_evidence(cache={"hits": 1_200, "misses": 4_800, "errors": 0}, planned_hit_ratio=0.5))
+    off_plan = judge(_evidence(cache=CacheCounts(hits=1_200, misses=4_800, errors=0), planned_hit_ratio=0.5))
     assert not off_plan.valid and off_plan.kinds == ["cache_unreliable"]
     assert off_plan.reasons == ["cache hit ratio 0.200, planned 0.50 (tolerance ±0.03)"]
 

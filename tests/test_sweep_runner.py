@@ -159,10 +159,10 @@ def test_external_server_is_measured_but_never_started_or_stopped(tmp_path: Path
     assert manifest["server_kind"] == "external" and manifest["server_commands"] == []
     (record,) = [TrialRecord.read(p) for p in (tmp_path / "run" / "trials").glob("*.json")]
     # Someone else's server: no process to watch, and no Prometheus deltas through a balancer.
-    assert record.resources["server_resources"] == "not measured: a server someone else runs"
-    assert record.resources["server_cpu_s"] is None
-    assert record.server_metrics["unavailable"].startswith("unavailable behind a balancer")
-    assert ":tensorflow:serving:request_latency" not in record.server_metrics
+    assert record.resources.server_resources == "not measured: a server someone else runs"
+    assert record.resources.server_cpu_s is None
+    assert record.server_metrics.unavailable.startswith("unavailable behind a balancer")
+    assert ":tensorflow:serving:request_latency" not in record.server_metrics.deltas
     assert lab_server.process.poll() is None  # the sweep left someone else's server running
 
 
@@ -175,15 +175,15 @@ def test_a_rate_search_bisects_towards_the_highest_rate_within_the_budget(tmp_pa
     summary = runner(load_spec(path), run_dir, pooch_exports).run()
     assert summary.measured == 3 and not summary.interrupted
     steps = sorted((TrialRecord.read(p) for p in (run_dir / "trials").glob("*.json")),
-                   key=lambda r: r.load["search"]["step"])
+                   key=lambda r: r.load.search["step"])
     rates = [r.factors["rate_rps"] for r in steps]
     assert rates[0] == pytest.approx(200.0)  # the geometric middle of 20 and 2000
     for before, after in zip(steps, steps[1:]):
         went_up = after.factors["rate_rps"] > before.factors["rate_rps"]
         assert went_up == p99_within(before, 20.0), before.trial_id
-    assert all(r.load["rate_rps"] == r.factors["rate_rps"] for r in steps)
+    assert all(r.load.rate_rps == r.factors["rate_rps"] for r in steps)
     # Every step carries the search's one generator floor, measured at its most demanding rate.
-    floors = {r.load.get("generator_floor") for r in steps}
+    floors = {r.load.generator_floor for r in steps}
     assert len(floors) == 1 and None not in floors and "rate2000" in floors.pop()
 
     # A resume reads the saved steps back (same bisection path) and measures only the missing one.
@@ -223,7 +223,7 @@ def one_trial_run(tmp_path: Path, pooch_exports, factor: str) -> tuple[Path, Tri
 
 def test_models_served_at_once_share_the_load(tmp_path: Path, pooch_exports) -> None:
     run_dir, record = one_trial_run(tmp_path, pooch_exports, "models_served = [2]")
-    counts = record.server_metrics[":tensorflow:serving:request_count"]
+    counts = record.server_metrics.deltas[":tensorflow:serving:request_count"]
     per_model = {key.split(",")[0]: value for key, value in counts.items() if "status=OK" in key}
     assert set(per_model) == {"model_name=pooch_predictor", "model_name=pooch_predictor_2"}
     low, high = sorted(per_model.values())

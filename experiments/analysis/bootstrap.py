@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poochlab.experiments.analysis.bucket_counts import bucket_values_us, percentile_us
+from poochlab.experiments.analysis.bucket_counts import bucket_values_us, row_percentiles_us
 
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -69,7 +69,7 @@ def resample_percentiles(
             n = len(windows)
             weights = rng.multinomial(n, np.full(n, 1.0 / n), size=len(rows))
             merged[rows] += weights @ windows
-    return np.column_stack([percentile_us(merged, p, values) for p in percentiles])
+    return np.column_stack([row_percentiles_us(merged, p, values) for p in percentiles])
 
 
 def percentile_intervals(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from typing import Iterable
+
 import numpy as np
 
 from poochlab.experiments.recording.histograms import decode, new_histogram
@@ -46,28 +48,36 @@ def decode_counts(encoded: str, source: str = "<histogram>") -> np.ndarray:
     return np.ctypeslib.as_array(histogram.counts).astype(np.int64)
 
 
+def add_counts(vectors: Iterable[np.ndarray]) -> np.ndarray:
+    """The element-wise sum of count vectors (histograms merged); an empty histogram's counts
+    when there are none."""
+    total: np.ndarray | None = None
+    for vector in vectors:
+        total = vector if total is None else total + vector
+    return empty_counts() if total is None else total
+
+
 def empty_counts() -> np.ndarray:
     return np.zeros(len(bucket_values_us()[0]), dtype=np.int64)
 
 
-def percentile_us(counts: np.ndarray, percentile: float, values: np.ndarray | None = None) -> float | np.ndarray:
-    """The value at ``percentile`` (0-100] of a count vector, microseconds; NaN when empty.
+def percentile_us(counts: np.ndarray, percentile: float, values: np.ndarray | None = None) -> float:
+    """The value at ``percentile`` (0-100] of a count vector, microseconds; NaN when empty."""
+    return float(row_percentiles_us(np.atleast_2d(np.asarray(counts)), percentile, values)[0])
 
-    Works on one vector or on a 2-D array of vectors (one per row), which is how the bootstrap
-    reads all its resamples at once. ``values`` gives each column's bucket value when the
-    vectors hold only some buckets (the bootstrap keeps only buckets that were ever hit).
+
+def row_percentiles_us(rows: np.ndarray, percentile: float, values: np.ndarray | None = None) -> np.ndarray:
+    """:func:`percentile_us` of each row of a 2-D array of count vectors, which is how the
+    bootstrap reads all its resamples at once. ``values`` gives each column's bucket value when
+    the vectors hold only some buckets (the bootstrap keeps only buckets that were ever hit).
     """
-    array = np.asarray(counts)
-    single = array.ndim == 1
-    rows = np.atleast_2d(array)
     totals = rows.sum(axis=1)
     # HdrHistogram's rule: the target count rounds half up and is at least 1.
     target = np.maximum(np.floor(min(percentile, 100.0) * totals / 100.0 + 0.5), 1)
     cumulative = np.cumsum(rows, axis=1)
     index = (cumulative < target[:, None]).sum(axis=1)
     highest = bucket_values_us()[0] if values is None else values
-    result = np.where(totals > 0, highest[np.minimum(index, len(highest) - 1)], np.nan)
-    return float(result[0]) if single else result
+    return np.where(totals > 0, highest[np.minimum(index, len(highest) - 1)], np.nan)
 
 
 def max_us(counts: np.ndarray) -> float:

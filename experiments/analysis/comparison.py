@@ -44,7 +44,7 @@ def _factor_key(factors: dict[str, Any], names: list[str]) -> str:
 def _by_factors(analysis: RunAnalysis, names: list[str]) -> dict[str, tuple[str, list[np.ndarray]]]:
     """factor key -> (config label, the merged windows of each ok repetition)."""
     matched = {}
-    for config_id, trials in analysis.decoded.items():
+    for trials in analysis.decoded.values():
         key = _factor_key(trials[0].record.factors, names)
         label = ", ".join(f"{n}={trials[0].record.factors.get(n)}" for n in names) or "all trials"
         matched[key] = (label, [t.merged_windows for t in trials])

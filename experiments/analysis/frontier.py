@@ -24,12 +24,12 @@ def pareto_optimal(throughput: pd.Series, latency: pd.Series) -> pd.Series:
     """True where no other point has throughput >= and latency <=, one of them strictly."""
     flags = []
     points = list(zip(throughput, latency))
-    for i, (t, l) in enumerate(points):
-        if math.isnan(t) or math.isnan(l):
+    for i, (t, lat) in enumerate(points):
+        if math.isnan(t) or math.isnan(lat):
             flags.append(False)
             continue
         dominated = any(
-            j != i and t2 >= t and l2 <= l and (t2 > t or l2 < l)
+            j != i and t2 >= t and l2 <= lat and (t2 > t or l2 < lat)
             for j, (t2, l2) in enumerate(points)
             if not (math.isnan(t2) or math.isnan(l2))
         )

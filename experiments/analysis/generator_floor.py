@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from poochlab.experiments.analysis.bucket_counts import decode_counts, percentile_us
+from poochlab.experiments.analysis.bucket_counts import add_counts, decode_counts, percentile_us
 from poochlab.experiments.records import TrialRecord
 
 NAN = float("nan")
@@ -29,7 +29,7 @@ def _from_record(run_folder: Path, relative: str) -> dict[str, float] | None:
     chosen = record.result_windows()
     if not chosen:
         return None
-    counts = sum(decode_counts(w.histogram, f"{path}: window {w.index}") for w in chosen)
+    counts = add_counts(decode_counts(w.histogram, f"{path}: window {w.index}") for w in chosen)
     return {"p50_ms": percentile_us(counts, 50) / 1000, "p99_ms": percentile_us(counts, 99) / 1000,
             "max_ms": percentile_us(counts, 100) / 1000, "requests": float(counts.sum())}
 

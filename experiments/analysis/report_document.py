@@ -205,7 +205,7 @@ def _placement(analysis: RunAnalysis) -> str:
     for key in ("placement", "replica_placement"):
         if manifest.get(key):
             return _format_value(manifest[key])
-    placements = [t.resources["placement"] for t in analysis.run.trials if t.resources.get("placement")]
+    placements = [t.resources.placement for t in analysis.run.trials if t.resources.placement]
     if not placements:
         return "not recorded"
     distinct = {_format_value(p) for p in placements}

@@ -19,7 +19,7 @@ from poochlab.experiments.analysis.bootstrap import (
     DEFAULT_RESAMPLES,
     percentile_intervals,
 )
-from poochlab.experiments.analysis.bucket_counts import percentile_us, summary_ms
+from poochlab.experiments.analysis.bucket_counts import add_counts, percentile_us, summary_ms
 from poochlab.experiments.analysis.saved_run import SavedRun
 from poochlab.experiments.analysis.trial_metrics import (
     DecodedTrial,
@@ -163,7 +163,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
             "failure_reason": record.failure_reason or "",
             "started_at": record.started_at,
             "ended_at": record.ended_at,
-            "load_mode": str(record.load.get("mode", "")),
+            "load_mode": str(record.load.mode or ""),
         }
         row.update({name: _plain(record.factors.get(name)) for name in factors + controls})
         row.update(trial_row(trial, source))
@@ -184,7 +184,7 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
                           f"than twice the measured {row['p99_ms']:.3g} ms")
         row["validity_warnings"] = "; ".join(warned)
         row["validity_reasons"] = "; ".join(invalid + trial.notes)
-        rate = record.load.get("rate_rps")
+        rate = record.load.rate_rps
         row["planned_rate_rps"] = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else math.nan
         row["schema_version"] = TABLE_SCHEMA_VERSION
         trial_rows.append(row)
@@ -234,11 +234,11 @@ def analyze(run: SavedRun, resamples: int = DEFAULT_RESAMPLES) -> RunAnalysis:
                                        label_factors, seed, resamples))
         ok = decoded_by_config.get(config_id, [])
         if ok:
-            merged = sum(t.merged_counts for t in ok)
+            config_counts = add_counts(t.merged_counts for t in ok)
             for x in SPECTRUM_X:
                 p = 100.0 * (1.0 - 1.0 / x)
                 spectrum_rows.append(
-                    {"config_id": config_id, "percentile": p, "x": x, "latency_ms": percentile_us(merged, p) / 1000.0,
+                    {"config_id": config_id, "percentile": p, "x": x, "latency_ms": percentile_us(config_counts, p) / 1000.0,
                      "schema_version": TABLE_SCHEMA_VERSION}
                 )
     configs = pd.DataFrame(config_rows)
@@ -289,7 +289,7 @@ def _config_row(
     row.update(repetitions=len(ok), repetitions_failed=int((group["status"] != "ok").sum()))
     row["has_valid"] = bool(len(ok))
     blocks = [t.merged_windows for t in ok]
-    merged = sum(t.merged_counts for t in ok) if ok else np.zeros(1, dtype=np.int64)
+    merged = add_counts(t.merged_counts for t in ok) if ok else np.zeros(1, dtype=np.int64)
     row.update(summary_ms(merged))
     row["windows"] = int(sum(len(b) for b in blocks))
     row["requests"] = int(good["requests"].sum())
@@ -317,9 +317,9 @@ def _config_row(
     for column in ("fallback_rate", "queue_mean_ms", "compute_mean_ms", "client_encode_ms", "client_wait_ms",
                    "client_decode_ms", "model_answer_share", "server_cpu_s", "energy_joules", "energy_per_request_mj"):
         row[column] = good[column].mean() if len(good) and good[column].notna().any() else math.nan
-    corrected = [t.corrected_counts for t in ok]
+    corrected = [t.corrected_counts for t in ok if t.corrected_counts is not None]
     row["p99_corrected_ms"] = (
-        percentile_us(sum(corrected), 99.0) / 1000.0 if ok and all(c is not None for c in corrected) else math.nan
+        percentile_us(add_counts(corrected), 99.0) / 1000.0 if ok and len(corrected) == len(ok) else math.nan
     )
     row["co_hiding_stalls"] = hides_stalls(row["p99_ms"], row["p99_corrected_ms"])
     hits, misses = good["cache_hits"].sum(min_count=1), good["cache_misses"].sum(min_count=1)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from poochlab.experiments.analysis.bucket_counts import decode_counts, mean_us, percentile_us, summary_ms
-from poochlab.experiments.records import TrialRecord
+from poochlab.experiments.analysis.bucket_counts import add_counts, decode_counts, mean_us, percentile_us, summary_ms
+from poochlab.experiments.records import CacheCounts, TrialRecord
 
 NAN = float("nan")
 
@@ -53,9 +53,10 @@ def decode_trial(record: TrialRecord, source: str) -> DecodedTrial:
     if merged and record.status == "ok" and not record.stable:
         # The recorder merges every window of a trial that never settled; say so beside its numbers.
         notes.append(f"not stable: {len(merged)} of {len(counts)} windows merged")
-    corrected = [w for w in record.windows if w.index in set(merged) and w.corrected_histogram]
+    corrected = [(w.index, w.corrected_histogram) for w in record.windows
+                 if w.index in set(merged) and w.corrected_histogram]
     corrected_counts = (
-        sum(decode_counts(w.corrected_histogram, f"{source}: window {w.index} corrected") for w in corrected)
+        add_counts(decode_counts(text, f"{source}: window {index} corrected") for index, text in corrected)
         if corrected and len(corrected) == len(merged)
         else None
     )
@@ -91,7 +92,7 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
     row["co_hiding_stalls"] = hides_stalls(row["p99_ms"], row["p99_corrected_ms"])
     row["p99_tail_requests"] = tail_count(int(counts.sum()) if len(counts) else 0, 99.0)
     # the tail events those requests form (answers released together by one stall count once)
-    events = (record.load.get("p99_support") or {}).get("events")
+    events = (record.load.p99_support or {}).get("events")
     row["p99_tail_events"] = float(events) if events is not None else NAN
     queue_mean, queue_p99 = _histogram_ms(record.server_queue_histogram, f"{source}: server_queue_histogram")
     compute_mean, compute_p99 = _histogram_ms(record.server_compute_histogram, f"{source}: server_compute_histogram")
@@ -111,13 +112,13 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
         model_answer_share=(
             _ratio(record.answer_paths.get("model", 0), sum(record.answer_paths.values())) if record.answer_paths else 1.0
         ),
-        cache_hits=(record.cache or {}).get("hits", NAN) if record.cache is not None else NAN,
-        cache_misses=(record.cache or {}).get("misses", NAN) if record.cache is not None else NAN,
+        cache_hits=record.cache.hits if record.cache is not None else NAN,
+        cache_misses=record.cache.misses if record.cache is not None else NAN,
         cache_errors=cache_errors(record.cache),
         cache_errors_by_reason=errors_by_reason_text(record.cache),
         # "_achieved": the sweep's factor cache_hit_ratio is the planned one.
         cache_hit_ratio_achieved=(
-            _ratio(record.cache.get("hits", 0), record.cache.get("hits", 0) + record.cache.get("misses", 0))
+            _ratio(record.cache.hits, record.cache.hits + record.cache.misses)
             if record.cache is not None
             else NAN
         ),
@@ -133,10 +134,10 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
         # The recorder's keys are "encode_us" etc.; plain "encode" is read too.
         value = record.client_timing_us.get(f"{part}_us", record.client_timing_us.get(part))
         row[f"client_{part}_ms"] = value / 1000.0 if isinstance(value, (int, float)) else NAN
-    resources = record.resources
+    resources = record.resources.to_dict()  # every figure by name, as the saved record holds them
     for key in ("server_cpu_s", "server_peak_rss_bytes", "generator_cpu_percent", "redis_cpu_s", "steal_percent", "energy_joules"):
-        value = resources.get(key)
-        row[key] = float(value) if isinstance(value, (int, float)) else NAN
+        figure = resources.get(key)
+        row[key] = float(figure) if isinstance(figure, (int, float)) else NAN
     row["energy_method"] = str(resources.get("energy_method") or "")
     row["energy_per_request_mj"] = _ratio(row["energy_joules"] * 1000.0, sum(w.requests for w in record.windows))
     row.update(breakdown_ms(row))
@@ -164,18 +165,17 @@ def tail_count(requests: int, percentile: float) -> int:
     return int(math.floor(requests * (1.0 - percentile / 100.0) + 1e-9))
 
 
-def cache_errors(cache: dict[str, Any] | None) -> float:
+def cache_errors(cache: CacheCounts | None) -> float:
     if cache is None:
         return NAN
-    value = cache.get("errors", 0)
-    return float(value) if isinstance(value, (int, float)) else NAN
+    return float(cache.errors) if isinstance(cache.errors, (int, float)) else NAN
 
 
-def errors_by_reason_text(cache: dict[str, Any] | None) -> str:
+def errors_by_reason_text(cache: CacheCounts | None) -> str:
     """The cache's errors by reason as compact JSON ({} when none, "" when not recorded)."""
-    if cache is None or not isinstance(cache.get("errors_by_reason"), dict):
+    if cache is None or not isinstance(cache.errors_by_reason, dict):
         return ""
-    return json.dumps({str(k): int(v) for k, v in cache["errors_by_reason"].items()}, sort_keys=True)
+    return json.dumps({str(k): int(v) for k, v in cache.errors_by_reason.items()}, sort_keys=True)
 
 
 def breakdown_ms(row: dict[str, Any]) -> dict[str, float]:

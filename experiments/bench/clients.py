@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -163,6 +164,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
 
     from poochlab.clients import CacheConfig, ClientConfig, build_transport
     from poochlab.clients.cache_aside import CachedPredictor
+    from poochlab.clients.grpc_predictor import GrpcPredictor
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.echo_servers import GRPC_METHOD as ECHO_METHOD
     from poochlab.experiments.sweep.redis_service import RedisServer
@@ -179,17 +181,20 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
     predictors: dict[str, Any] = {}
     try:
         with launch(spec) as server:
+            assert server.pid is not None  # launched: its process is running
             pin(server.pid, server_cpus)
             pin(echo.pid, server_cpus)
             redis_server.start()
-            pin(redis_server.pid, redis_cpus)  # type: ignore[arg-type]
+            assert redis_server.pid is not None  # started just above
+            pin(redis_server.pid, redis_cpus)
             placement.pin_self()
             server.wait_until_available(["pooch_predictor"], timeout_s=180)
-            rest = {"rest_url": server.rest_url}
+            rest: dict[str, Any] = {"rest_url": server.rest_url}
             for library in REST_LIBRARIES:
                 predictors[f"rest {library} row"] = build_transport(ClientConfig(library=library, **rest))
             predictors["rest lean columnar"] = build_transport(ClientConfig(library="lean", request_format="columnar", **rest))
             grpc_predictor = build_transport(ClientConfig(protocol="grpc", grpc_target=server.grpc_target))
+            assert isinstance(grpc_predictor, GrpcPredictor)  # grpc with the default library: grpcio
             predictors["grpc grpcio"] = grpc_predictor
             predictors["grpc lean"] = build_transport(ClientConfig(protocol="grpc", library="lean",
                                                                    grpc_target=server.grpc_target))
@@ -209,7 +214,7 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
             }
             series = {name: Series(name) for name in ["wrk (C, 1 connection)", *predictors, *extra]}
             calls_by_name: dict[str, Callable[[], Any]] = {
-                name: (lambda predictor=predictor: predictor.predict([ROW])) for name, predictor in predictors.items()}
+                name: functools.partial(predictor.predict, [ROW]) for name, predictor in predictors.items()}
             calls_by_name.update(extra)
             interleaved_round(calls_by_name, 100)  # warm up: connections, the version, the cache entry
             body = encode_request([ROW], "serving_default", "row")

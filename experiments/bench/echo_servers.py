@@ -47,7 +47,7 @@ async def _serve_httptools(port: int, model: Callable[[], object] = _nothing) ->
 def _serve_uvicorn(port: int) -> None:
     import uvicorn
 
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def app(scope, receive, send):
         if scope["type"] != "http":
             return
         body = b""

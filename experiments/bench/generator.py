@@ -59,19 +59,19 @@ def _result(record: Any) -> dict[str, Any]:
     seconds = sum(w.duration_s for w in chosen)
     has = latency.get_total_count() > 0
     resources = record.resources
-    wall = resources.get("wall_s") or 0.0
-    server_cpu = resources.get("server_cpu_s")
+    wall = resources.wall_s or 0.0
+    server_cpu = resources.server_cpu_s
     return {"throughput_rps": sum(w.requests for w in chosen) / seconds if seconds else 0.0,
             "p50_us": float(latency.get_value_at_percentile(50)) if has else None,
             "p99_us": float(latency.get_value_at_percentile(99)) if has else None,
-            "lateness_p50_us": record.generator.get("lateness_p50_us"),
-            "lateness_p99_us": record.generator.get("lateness_p99_us"),
-            "generator_cpu_percent": resources.get("generator_cpu_percent"),
+            "lateness_p50_us": record.generator.lateness_p50_us,
+            "lateness_p99_us": record.generator.lateness_p99_us,
+            "generator_cpu_percent": resources.generator_cpu_percent,
             "server_cpu_percent": 100.0 * server_cpu / wall if server_cpu is not None and wall else None,
-            "loop_lag_p99_us": record.generator.get("loop_lag_p99_us"),
+            "loop_lag_p99_us": record.generator.loop_lag_p99_us,
             "errors": sum(record.errors_by_kind.values()),
             "valid": record.validity.valid, "reasons": list(record.validity.reasons),
-            "placement": resources.get("placement", {}).get("cores")}
+            "placement": (resources.placement or {}).get("cores")}
 
 
 # -- placement -----------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def grpc_floor_comparison(args: argparse.Namespace, workload: Any, echo: Any) ->
                 # Every window, stable or not: the comparison is of what was sent.
                 for window in record.windows:
                     add_encoded(histogram, window.histogram)
-                cpu[side][0] += record.resources.get("generator_cpu_s") or 0.0
+                cpu[side][0] += record.resources.generator_cpu_s or 0.0
                 cpu[side][1] += sum(w.requests for w in record.windows)
             merged[side].add(histogram)
             p50s[side] = float(histogram.get_value_at_percentile(50))
@@ -260,7 +260,7 @@ def recording_cost(args: argparse.Namespace, workload: Any, pinning: Pinning) ->
                                            "bench-generator", echo.pid, recording).run().details["record"]
                 answered = sum(w.requests for w in record.windows)
                 run = {"throughput_rps": answered / sum(w.duration_s for w in record.windows),
-                       "cpu_us_per_request": 1e6 * record.resources["generator_cpu_s"] / max(answered, 1)}
+                       "cpu_us_per_request": 1e6 * (record.resources.generator_cpu_s or 0.0) / max(answered, 1)}
                 runs[recording].append(run)
                 print(f"closed loop {args.cost_users} users, recorder {'on ' if recording else 'off'}: "
                       f"{run['throughput_rps']:7.1f}/s, generator CPU {run['cpu_us_per_request']:6.1f} us/request",

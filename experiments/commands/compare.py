@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         analyses = [analyze(load_run(path), resamples=args.resamples) for path in (args.run_a, args.run_b)]
     except (RunFolderError, ValueError) as error:
         raise CommandError(str(error)) from None
-    comparison = compare_analyses(*analyses, resamples=args.resamples, seed=args.seed)
+    comparison = compare_analyses(analyses[0], analyses[1], resamples=args.resamples, seed=args.seed)
     for warning in comparison.warnings:
         print(f"warning: {warning}")
     for side, labels in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):

@@ -62,5 +62,5 @@ def run_of_record(record: "TrialRecord") -> LoadRun:
         lateness_histogram=None, server_queue_histogram=None, server_compute_histogram=None,
         client_timing_sums_us={}, answer_paths=dict(record.answer_paths or {}))
     wall = sum(w.duration_s for w in chosen)
-    cpu = record.resources.get("generator_cpu_s")
+    cpu = record.resources.generator_cpu_s
     return LoadRun(window, wall, cpu, details={"record": record})

@@ -24,6 +24,11 @@ from typing import Callable, Sequence
 from poochlab.processes.servers.launcher import RunningServer, launch_command
 
 
+def _same_command(command: list[str]) -> Callable[[int, int], list[str]]:
+    """The restarted server's command: the old one, ports included (the ports are kept)."""
+    return lambda rest_port, grpc_port: command
+
+
 @dataclass(frozen=True)
 class Restart:
     """One death and recovery, in ``time.monotonic()`` seconds."""
@@ -76,7 +81,7 @@ class ServerSupervisor:
             try:
                 spec = dataclasses.replace(old.spec, rest_port=old.rest_port, grpc_port=old.grpc_port,
                                            log_file=old.log_path)
-                fresh = launch_command(spec, lambda rest_port, grpc_port: list(old.command))
+                fresh = launch_command(spec, _same_command(list(old.command)))
                 self.server = dataclasses.replace(old, process=fresh.process)
                 if self.on_restart is not None:
                     self.on_restart(self.server)

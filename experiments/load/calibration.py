@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from poochlab.clients.config import ClientConfig
 from poochlab.experiments.load.settings import LoadSettings
 from poochlab.experiments.load.trial import measure_trial
 from poochlab.experiments.load.workload import Workload
@@ -104,7 +105,7 @@ class CapacityCalibration:
         return cls(**data)
 
 
-def calibrate_capacity(client: Any, workload: Workload, *, reference: str,
+def calibrate_capacity(client: ClientConfig, workload: Workload, *, reference: str,
                        users_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
                        window_s: float = 2.0, warmup_s: float = 1.0, min_gain: float = 0.05,
                        workers: int = 1, seed: int = 0, server_pid: int | None = None,
@@ -126,7 +127,7 @@ def calibrate_capacity(client: Any, workload: Workload, *, reference: str,
         measure_trial(settings, client, workload, record, server_pid=server_pid, redis_pid=redis_pid)
         if record.status != "ok":
             raise RuntimeError(f"calibration step with {users} users failed: {record.failure_reason}")
-        measured = record.resources.get("measured_s") or len(record.windows) * window_s
+        measured = record.resources.measured_s or len(record.windows) * window_s
         throughput = sum(w.requests for w in record.windows) / measured
         latency = merge_encoded(w.histogram for w in record.windows)
         step = {"users": users, "throughput_rps": throughput,
@@ -170,7 +171,7 @@ class PathLimit:
         return {"path": self.path, "limit_rps": self.limit_rps, "bounded": self.bounded, "steps": list(self.steps)}
 
 
-def generator_limit(client: Any, workload: Workload, *, path: str, target_rps: float,
+def generator_limit(client: ClientConfig, workload: Workload, *, path: str, target_rps: float,
                     floor_rps: float = 50.0, refine_steps: int = 2, window_s: float = 1.0,
                     warmup_s: float = 0.5, seed: int = 0, workers_at: Callable[[float], int] = lambda rate: 1,
                     before_step: Callable[[], int | None] | None = None,
@@ -196,9 +197,9 @@ def generator_limit(client: Any, workload: Workload, *, path: str, target_rps: f
         ok = record.status == "ok" and verdict.valid and not verdict.server_overloaded
         reasons = list(verdict.reasons) + [f"echo server: {finding}" for finding in verdict.findings]
         step = {"rate_rps": rate, "valid": ok, "reasons": reasons, "workers": settings.workers,
-                "lateness_p99_us": record.generator.get("lateness_p99_us"),
-                "generator_cpu_percent": record.generator.get("worker_cpu_percent"),
-                "echo_cpu_s": record.resources.get("server_cpu_s")}
+                "lateness_p99_us": record.generator.lateness_p99_us,
+                "generator_cpu_percent": record.generator.worker_cpu_percent,
+                "echo_cpu_s": record.resources.server_cpu_s}
         steps.append(step)
         if progress is not None:
             progress({"path": path, **step})

@@ -33,12 +33,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from poochlab.clients.prediction import error_kind
+from poochlab.experiments.load.worker_messages import NameReport, WorkerReport
 from poochlab.experiments.records import HDR_HIGHEST_US, HDR_LOWEST_US, HDR_SIGNIFICANT_FIGURES
 from poochlab.experiments.recording.histograms import decode, encode, new_histogram, summarize
 from poochlab.experiments.recording.windows import bucket_us, histogram_text
@@ -69,14 +70,12 @@ class _Pending:
         value = bucket_us(response_time_ms / 1000.0)
         counts[value] = counts.get(value, 0) + 1
 
-    def payload(self) -> dict[str, Any]:
-        """This window as msgpack/JSON-safe data: per name an encoded histogram and error counts."""
-        by_name: dict[str, dict[str, Any]] = {}
-        for name in sorted(set(self.latency) | set(self.errors)):
-            by_name[name] = {"histogram": histogram_text(self.latency.get(name, {})),
-                             "errors_by_kind": dict(self.errors.get(name, {}))}
-        return {"since": self.since, "until": time.time(), "warmup_excluded": self.warmup_excluded,
-                "by_name": by_name}
+    def report(self) -> WorkerReport:
+        """This window: per name an encoded histogram and error counts."""
+        by_name = {name: NameReport(histogram_text(self.latency.get(name, {})), dict(self.errors.get(name, {})))
+                   for name in sorted(set(self.latency) | set(self.errors))}
+        return WorkerReport(since=self.since, until=time.time(), warmup_excluded=self.warmup_excluded,
+                            by_name=by_name)
 
 
 class _Merged:
@@ -88,12 +87,12 @@ class _Merged:
         self.reports: list[dict[str, Any]] = []
         self.warmup_excluded = 0
 
-    def add(self, worker: str, payload: dict[str, Any]) -> None:
-        """Add one report; a malformed one raises ValueError naming the worker and adds nothing."""
+    def add(self, worker: str, payload: Mapping[str, Any]) -> None:
+        """Add one report (as it came over the wire); a malformed one raises ValueError naming
+        the worker and adds nothing."""
         try:
-            parts = {name: (decode(part["histogram"]), {str(k): int(v) for k, v in part["errors_by_kind"].items()})
-                     for name, part in payload["by_name"].items()}
-            warmup_excluded = int(payload.get("warmup_excluded", 0))
+            report = WorkerReport.from_wire(payload)
+            parts = {name: (decode(part.histogram), part.errors_by_kind) for name, part in report.by_name.items()}
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"report {REPORT_KEY!r} from worker {worker}: {error}") from None
         for name, (histogram, errors) in parts.items():
@@ -104,8 +103,8 @@ class _Merged:
             merged_errors = self.errors.setdefault(name, {})
             for kind, count in errors.items():
                 merged_errors[kind] = merged_errors.get(kind, 0) + count
-        self.warmup_excluded += warmup_excluded
-        self.reports.append({"worker": worker, "index": len(self.reports), **payload})
+        self.warmup_excluded += report.warmup_excluded
+        self.reports.append({"worker": worker, "index": len(self.reports), **report.to_wire()})
 
     def result(self) -> dict[str, Any]:
         names = sorted(set(self.histograms) | set(self.errors))
@@ -180,14 +179,14 @@ class DistributedRecorder:
         warmup_s = float(getattr(options, "hdr_warmup", 0) or 0) if options is not None else 0.0
         self.warmup_until = time.time() + warmup_s if warmup_s > 0 else 0.0
 
-    def take_report(self) -> dict[str, Any]:
+    def take_report(self) -> WorkerReport:
         pending, self.pending = self.pending, _Pending()
-        return pending.payload()
+        return pending.report()
 
     def result(self) -> dict[str, Any]:
         """The merged result; in local mode the process's own last window is added first."""
         if not self.is_master and not self.is_worker:
-            self.merged.add("local", self.take_report())
+            self.merged.add("local", self.take_report().to_wire())
         return self.merged.result()
 
 
@@ -227,7 +226,7 @@ def _on_request(name: str, response_time: float, exception: BaseException | None
 @events.report_to_master.add_listener
 def _on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
     if _recorder is not None:
-        data[REPORT_KEY] = _recorder.take_report()
+        data[REPORT_KEY] = _recorder.take_report().to_wire()  # msgpack: plain data only
 
 
 @events.worker_report.add_listener

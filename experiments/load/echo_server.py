@@ -66,7 +66,7 @@ class _RestProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # typeshed: connection_made gets a BaseTransport; a stream server's is a Transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -167,12 +167,12 @@ class _GrpcProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         wire = self._wire
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # typeshed: connection_made gets a BaseTransport; a stream server's is a Transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         settings = struct.pack(">HI", wire.SETTINGS_INITIAL_WINDOW_SIZE, wire.OUR_WINDOW)
-        transport.write(wire.frame(wire.SETTINGS, 0, 0, settings)  # type: ignore[attr-defined]
+        transport.write(wire.frame(wire.SETTINGS, 0, 0, settings)  # type: ignore[attr-defined]  # as above
                         + wire.frame(wire.WINDOW_UPDATE, 0, 0,
                                      struct.pack(">I", wire.OUR_WINDOW - wire.DEFAULT_WINDOW)))
 
@@ -219,9 +219,9 @@ class _GrpcProtocol(asyncio.Protocol):
                 self._write(wire.frame(wire.WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
                 self._received = 0
             payload = wire.content(kind, flags, payload)
-            state = self._streams.get(stream)
-            if state is not None:
-                state[1] += payload
+            receiving = self._streams.get(stream)
+            if receiving is not None:
+                receiving[1] += payload
                 if flags & wire.END_STREAM:
                     self._call_ended(stream)
         elif kind == wire.SETTINGS and not flags & wire.ACK:

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
+from poochlab.clients.config import ClientConfig
 from poochlab.experiments.load.echo_server import start_echo_server
 from poochlab.experiments.load.settings import LoadSettings
 from poochlab.experiments.load.trial import measure_trial
@@ -20,7 +21,7 @@ from poochlab.experiments.recording.histograms import merge_encoded, summarize
 from poochlab.experiments.records import TrialRecord
 
 
-def measure_generator_floor(settings: LoadSettings, client: Any, workload: Workload, *,
+def measure_generator_floor(settings: LoadSettings, client: ClientConfig, workload: Workload, *,
                             run_id: str = "floor", save_to: Path | str | None = None,
                             progress: Callable[[dict[str, Any]], None] | None = None,
                             with_cache: bool = False, redis_pid: int | None = None) -> TrialRecord:
@@ -33,9 +34,9 @@ def measure_generator_floor(settings: LoadSettings, client: Any, workload: Workl
     """
     floor_workload = workload if with_cache else dataclasses.replace(workload, cache_hit_ratio=None, zipf_s=None)
     with start_echo_server(grpc=client.protocol == "grpc") as echo:
-        floor_client = dataclasses.replace(client, rest_url=echo.rest_url, fallback=None,
-                                           **({} if with_cache else {"cache": None}),
-                                           **({"grpc_target": echo.grpc_target} if client.protocol == "grpc" else {}))
+        floor_client = dataclasses.replace(
+            client, rest_url=echo.rest_url, fallback=None, cache=client.cache if with_cache else None,
+            grpc_target=echo.grpc_target if client.protocol == "grpc" else client.grpc_target)
         factors = {"protocol": client.protocol, "library": client.resolved_library, "mode": settings.mode,
                    "users": settings.users if settings.mode == "closed" else None,
                    "rate_rps": settings.rate_rps if settings.mode == "open" else None,

@@ -58,6 +58,7 @@ class PreciseTimer:
         seconds = int(deadline)
         spec.it_value.tv_sec = seconds
         spec.it_value.tv_nsec = max(int((deadline - seconds) * 1e9), 1)
+        assert self._libc is not None  # set with the timer's fd, which is open here
         while time.monotonic() < deadline:
             if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
                 raise OSError(ctypes.get_errno(), "timerfd_settime failed")

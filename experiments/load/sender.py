@@ -40,7 +40,8 @@ class Sender(SenderBase):
         sent = time.monotonic()
         start = sent if scheduled is None else scheduled
         self._in_flight[token] = start
-        prediction = exception = None
+        prediction = None
+        exception: Exception | None = None
         try:
             prediction = self.predictor.predict(request)
         except PredictionError as error:

@@ -37,7 +37,8 @@ def workers_for(setting: int | str, *, protocol: str, library: str | None, mode:
         return min(count, users) if mode == "closed" else count
     if mode != "open" or not rate_rps:
         return 1
-    path = {("rest", "requests"): "rest-requests", ("grpc", "grpcio"): "grpc-grpcio"}.get((protocol, library), protocol)
+    named: dict[tuple[str, str | None], str] = {("rest", "requests"): "rest-requests", ("grpc", "grpcio"): "grpc-grpcio"}
+    path = named.get((protocol, library), protocol)
     if path not in PER_PROCESS_RATE_RPS:
         raise ValueError(f"no per-process rate known for client path {path!r}; known: {sorted(PER_PROCESS_RATE_RPS)}")
     return max(1, math.ceil(rate_rps / PER_PROCESS_RATE_RPS[path]))

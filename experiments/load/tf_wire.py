@@ -99,7 +99,7 @@ def _first_dim(tensor: bytes) -> int | None:
                 if n == 2 and w == _LEN:  # first dim
                     for dn, dw, dv in fields(v):  # type: ignore[arg-type]
                         if dn == 1 and dw == _VARINT:
-                            return int(dv)  # type: ignore[arg-type]
+                            return int(dv)
                     return 0
     return None
 

@@ -139,13 +139,14 @@ class ThreadSender(SenderBase):
         _start_thread(self._open_loop_thread, ())
 
     def _open_loop_thread(self) -> None:
+        # Started by start_open_loop, after it checked the rate and set the requests.
+        requests, arrivals = self._requests, self.arrivals
+        assert requests is not None and arrivals is not None, "start_open_loop sets both"
         _tight_timer_slack()
-        arrivals = self.arrivals
-        assert arrivals is not None, "start_open_loop sets the arrivals"
         while not self.stopping:
             with self._schedule_lock:  # slots are claimed in schedule order, one thread each
                 scheduled = arrivals.next()
-                request = next(self._requests)
+                request = next(requests)
             if scheduled <= self._clock():
                 # Due already: every thread was busy sending. One more, so that the number of
                 # requests outstanding is never capped by the threads there are.

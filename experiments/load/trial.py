@@ -22,9 +22,11 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from poochlab.clients.config import ClientConfig
 from poochlab.experiments.faults.phases import summarize as summarize_faults
 from poochlab.experiments.faults.trial import FaultTrial
 from poochlab.experiments.load.settings import LoadSettings
+from poochlab.experiments.load.worker_messages import Failed, Finished, Go, Ready, Stop, WindowClosed
 from poochlab.experiments.load.worker_spec import SENDS_ON_GREENLETS, SENDS_ON_THREADS, WorkerSpec, sends_on_threads
 from poochlab.experiments.load.workload import Workload
 from poochlab.experiments.recording import health as health_rules
@@ -40,7 +42,8 @@ from poochlab.experiments.recording.stability import judge as judge_stability
 from poochlab.experiments.recording.stability import p99_support
 from poochlab.experiments.recording.verdict import TrialEvidence, judge
 from poochlab.experiments.recording.windows import SHED_KINDS, WindowData
-from poochlab.experiments.records import TrialRecord, Validity, Window
+from poochlab.experiments.records import (CacheCounts, GeneratorHealth, LoadRecord, ResourcesRecord,
+                                          ServerMetricsRecord, TrialRecord, Validity, Window)
 from poochlab.processes.lifecycle import ManagedProcess
 
 READY_TIMEOUT_S = 180.0  # a gRPC worker imports TensorFlow (~7 s alone, more on a busy box)
@@ -58,7 +61,7 @@ class _Worker:
     conn: Connection
     stderr_path: str
     pid: int = 0
-    final: dict[str, Any] | None = None
+    final: Finished | None = None
 
     def stderr_tail(self) -> str:
         try:
@@ -68,7 +71,7 @@ class _Worker:
             return ""
 
 
-def _start_worker(spec: Any) -> _Worker:
+def _start_worker(spec: WorkerSpec) -> _Worker:
     ours, theirs = socket.socketpair()
     ours.setblocking(True)
     stderr = tempfile.NamedTemporaryFile(prefix=f"poochlab-worker{spec.index}-", suffix=".log", delete=False)
@@ -84,13 +87,15 @@ def _start_worker(spec: Any) -> _Worker:
     return _Worker(spec.index, process, conn, stderr.name)
 
 
-def _receive(worker: _Worker) -> tuple:
+def _receive(worker: _Worker) -> Ready | WindowClosed | Finished:
     try:
         message = worker.conn.recv()
     except (EOFError, OSError):
         raise TrialError(f"load generator worker {worker.index} died:\n{worker.stderr_tail()}") from None
-    if message[0] == "error":
-        raise TrialError(f"load generator worker {worker.index} failed:\n{message[1]}")
+    if isinstance(message, Failed):
+        raise TrialError(f"load generator worker {worker.index} failed:\n{message.traceback}")
+    if not isinstance(message, (Ready, WindowClosed, Finished)):
+        raise TrialError(f"load generator worker {worker.index} sent an unknown message: {message!r}")
     return message
 
 
@@ -122,7 +127,7 @@ def generator_stalled(windows: list[WindowData]) -> str | None:
     return "; ".join(health_rules.health_reasons(health, p99)) or None
 
 
-def measure_trial(settings: LoadSettings, client: Any, workload: Workload, record: TrialRecord, *,
+def measure_trial(settings: LoadSettings, client: ClientConfig, workload: Workload, record: TrialRecord, *,
                   server_pid: int | None = None, metrics_url: str | None = None,
                   redis_pid: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
                   faults: FaultTrial | None = None, _record_requests: bool = True) -> TrialRecord:
@@ -140,7 +145,8 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
     ``fault_summary`` and each window's ``fault``.
     """
     record.started_at = _now_iso()
-    record.load = {**settings.as_record(), "client": _describe_client(client), "workload": workload.describe()}
+    record.load = LoadRecord.from_dict({**settings.as_record(), "client": _describe_client(client),
+                                        "workload": workload.describe()})
     prefill = client.cache is not None and workload.cache_hit_ratio is not None
     workers = [_start_worker(WorkerSpec(i, settings, client, workload, prefill=prefill and i == 0,
                                         record=_record_requests))
@@ -152,12 +158,15 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
             if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
                 raise TrialError(f"load generator worker {worker.index} not ready after {READY_TIMEOUT_S:.0f} s:\n"
                                  f"{worker.stderr_tail()}")
-            _, worker.pid = _receive(worker)
+            ready = _receive(worker)
+            if not isinstance(ready, Ready):
+                raise TrialError(f"load generator worker {worker.index} sent {ready!r} before it was ready")
+            worker.pid = ready.pid
         placement = plan_and_pin(server_pid, [w.pid for w in workers], redis_pid, enabled=settings.pin_cpus)
         start_at = time.monotonic() + START_DELAY_S
         measure_start = start_at + settings.warmup_s
         for worker in workers:
-            worker.conn.send(("go", start_at, measure_start))
+            worker.conn.send(Go(start_at, measure_start))
         if faults is not None:
             faults.start(measure_start)
         collected, measured = _measure(settings, workers, measure_start, server_pid, redis_pid,
@@ -177,6 +186,7 @@ def measure_trial(settings: LoadSettings, client: Any, workload: Workload, recor
             os.unlink(worker.stderr_path)
         if placement is not None:
             placement.restore()
+    assert placement is not None  # set before measuring; a failure before it returned above
     _fill_record(record, settings, workers, collected, measured, placement.as_record(), workload.cache_hit_ratio,
                  faults)
     record.ended_at = _now_iso()
@@ -202,9 +212,9 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
         monitor.sample()
         for worker in workers:
             if worker.conn in ready:
-                kind, data = _receive(worker)
-                if kind == "window":
-                    collected.windows.setdefault(data.index, {})[worker.index] = data
+                message = _receive(worker)
+                if isinstance(message, WindowClosed):
+                    collected.windows.setdefault(message.window.index, {})[worker.index] = message.window
             elif worker.process.poll() is not None:
                 raise TrialError(f"load generator worker {worker.index} exited:\n{worker.stderr_tail()}")
         while len(collected.windows.get(next_index, {})) == len(workers):
@@ -241,18 +251,18 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
         if time.monotonic() > limit:
             raise TrialError("no measurement windows arrived from the load generator in time")
     for worker in workers:
-        worker.conn.send(("stop", last_index))
+        worker.conn.send(Stop(last_index))
     measure_end = measure_start + (last_index + 1) * settings.window_s
     for worker in workers:
         if not worker.conn.poll(settings.drain_s + 30.0):
             raise TrialError(f"load generator worker {worker.index} did not finish:\n{worker.stderr_tail()}")
         while True:
-            kind, data = _receive(worker)
-            if kind == "final":
-                worker.final = data
+            message = _receive(worker)
+            if isinstance(message, Finished):
+                worker.final = message
                 break
     measured["resources"] = monitor.stop(time.monotonic())
-    measured["resources"]["measured_s"] = measure_end - measure_start
+    measured["resources"].measured_s = measure_end - measure_start
     measured["steal_percent"] = steal_percent(cpu_before, CpuTimes.read())
     after_metrics = _scrape_or_note(metrics_url, measured, "after")
     if before_metrics is not None and after_metrics is not None:
@@ -293,8 +303,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                  faults: FaultTrial | None = None) -> None:
     merged = list(collected.merged)
     last = len(merged) - 1
-    finals = [w.final or {} for w in workers]
-    tails = [f["tail"] for f in finals if f.get("tail") is not None]
+    finals = [w.final for w in workers if w.final is not None]
+    tails = [f.tail for f in finals if f.tail is not None]
     if tails and last >= 0:
         merged[last] = merge_window_data([merged[last], *[_reindex(t, last) for t in tails]])
     record.windows = [
@@ -316,25 +326,26 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     result = [w for w in steady if w.index in verdict.windows] if record.stable else steady
     record.stable_windows = [w.index for w in result]
     kept = set(record.stable_windows)
-    record.load["p99_support"] = p99_support([s for s in collected.summaries if s.index in kept])
-    record.load["stability"] = (
+    record.load.p99_support = p99_support([s for s in collected.summaries if s.index in kept])
+    stability = (
         verdict.reason if record.stable
         else f"{verdict.reason}; after {len(merged)} windows of {settings.window_s:g} s (limit {settings.max_windows})")
     if collected.late_windows:
         passed = "; ".join(f"windows {i - STABLE_WINDOWS + 1}-{i} agreed but {why}"
                            for i, why in sorted(collected.late_windows.items()))
-        record.load["stability"] += f"; measured on past a held-up generator: {passed}"
-        record.load["late_windows"] = {str(i): why for i, why in sorted(collected.late_windows.items())}
+        stability += f"; measured on past a held-up generator: {passed}"
+        record.load.late_windows = {str(i): why for i, why in sorted(collected.late_windows.items())}
+    record.load.stability = stability
 
-    outstanding = sum(int(f.get("outstanding", 0)) for f in finals)
+    outstanding = sum(f.outstanding for f in finals)
     errors: Counter = Counter()
     paths: Counter = Counter()
     sums: Counter = Counter()
-    for window in merged:
-        errors.update(window.errors_by_kind)
-    for window in result:
-        paths.update(window.answer_paths)
-        sums.update(window.client_timing_sums_us)
+    for data in merged:
+        errors.update(data.errors_by_kind)
+    for data in result:
+        paths.update(data.answer_paths)
+        sums.update(data.client_timing_sums_us)
     if outstanding:
         errors["timeout"] += outstanding
     record.errors_by_kind = dict(errors)
@@ -346,39 +357,38 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.lateness_histogram = merged_histogram_text(w.lateness_histogram for w in result)
     record.server_queue_histogram = merged_histogram_text(w.server_queue_histogram for w in result)
     record.server_compute_histogram = merged_histogram_text(w.server_compute_histogram for w in result)
-    caches = [f["cache"] for f in finals if f.get("cache") is not None]
+    caches = [f.cache for f in finals if f.cache is not None]
     record.cache = _merged_cache(caches) if caches else None
-    record.server_metrics = measured.get("server_metrics", {})
-    if measured.get("metrics_errors"):
-        record.server_metrics["scrape_errors"] = measured["metrics_errors"]
+    record.server_metrics = ServerMetricsRecord(deltas=measured.get("server_metrics", {}),
+                                                scrape_errors=measured.get("metrics_errors") or None)
 
-    resources = measured["resources"]
-    resources["steal_percent"] = measured.get("steal_percent")
-    resources["placement"] = placement
+    resources: ResourcesRecord = measured["resources"]
+    resources.steal_percent = measured.get("steal_percent")
+    resources.placement = placement
     record.resources = resources
 
     latency = merge_encoded(w.histogram for w in result)
     p99 = float(latency.get_value_at_percentile(99)) if latency.get_total_count() else None
     lag = merge_encoded(w.loop_lag_histogram for w in result)
-    generator: dict[str, Any] = {
-        "worker_cpu_percent": resources.get("generator_cpu_percent", []),
-        "loop_lag_p99_us": float(lag.get_value_at_percentile(99)) if lag.get_total_count() else None,
-        "loop_lag_max_us": float(lag.get_max_value()) if lag.get_total_count() else None,
-        "steal_percent": measured.get("steal_percent"),
-        "timer": finals[0].get("timer") if finals else None,
-        "expected_interval_us": finals[0].get("expected_interval_us") if finals else None,
-        "sender_greenlets": sum(int(f.get("sender_greenlets", 0)) for f in finals),
-    }
+    generator = GeneratorHealth(
+        worker_cpu_percent=resources.generator_cpu_percent or [],
+        loop_lag_p99_us=float(lag.get_value_at_percentile(99)) if lag.get_total_count() else None,
+        loop_lag_max_us=float(lag.get_max_value()) if lag.get_total_count() else None,
+        steal_percent=measured.get("steal_percent"),
+        timer=finals[0].timer if finals else None,
+        expected_interval_us=finals[0].expected_interval_us if finals else None,
+        sender_greenlets=sum(f.sender_greenlets for f in finals),
+    )
     if record.lateness_histogram:
         lateness = decode(record.lateness_histogram)
         total = lateness.get_total_count()
         late = _count_above(lateness, health_rules.LATE_SEND_US)
-        generator.update(lateness_p50_us=float(lateness.get_value_at_percentile(50)),
-                         lateness_p99_us=float(lateness.get_value_at_percentile(99)),
-                         late_send_fraction=late / total if total else 0.0)
+        generator.lateness_p50_us = float(lateness.get_value_at_percentile(50))
+        generator.lateness_p99_us = float(lateness.get_value_at_percentile(99))
+        generator.late_send_fraction = late / total if total else 0.0
     record.generator = generator
     record.shed = _shed_summary(merged)
-    _judge(record, settings, generator, p99, result, float(resources.get("measured_s") or 0.0),
+    _judge(record, settings, generator, p99, result, float(resources.measured_s or 0.0),
            planned_hit_ratio, [w for w in merged if w.index in in_faults] if faults is not None else None)
 
 
@@ -400,14 +410,13 @@ def _shed_summary(windows: list[WindowData]) -> dict[str, Any]:
     return summary
 
 
-def _merged_cache(caches: list[dict[str, Any]]) -> dict[str, Any]:
+def _merged_cache(caches: list[CacheCounts]) -> CacheCounts:
     """Every worker's cache counts added up, errors by reason included."""
-    merged: dict[str, Any] = {k: int(sum(c.get(k, 0) for c in caches)) for k in ("hits", "misses", "errors")}
     reasons: Counter = Counter()
     for cache in caches:
-        reasons.update(cache.get("errors_by_reason") or {})
-    merged["errors_by_reason"] = dict(reasons)
-    return merged
+        reasons.update(cache.errors_by_reason or {})
+    return CacheCounts(hits=sum(c.hits for c in caches), misses=sum(c.misses for c in caches),
+                       errors=sum(c.errors for c in caches), errors_by_reason=dict(reasons))
 
 
 def _count_above(histogram: Any, threshold_us: int) -> int:
@@ -415,7 +424,7 @@ def _count_above(histogram: Any, threshold_us: int) -> int:
                if item.value_iterated_to > threshold_us)
 
 
-def _judge(record: TrialRecord, settings: LoadSettings, generator: dict[str, Any], p99: float | None,
+def _judge(record: TrialRecord, settings: LoadSettings, generator: GeneratorHealth, p99: float | None,
            result: list[WindowData], measured_s: float, planned_hit_ratio: float | None,
            fault_windows: list[WindowData] | None = None) -> None:
     corrected = merge_encoded(w.corrected_histogram for w in result)
@@ -433,13 +442,14 @@ def _judge(record: TrialRecord, settings: LoadSettings, generator: dict[str, Any
                              for e in record.faults))
     evidence = TrialEvidence(
         mode=settings.mode, answered=answered, errors_by_kind=record.errors_by_kind, measured_s=measured_s,
-        generator=generator, p99_us=p99,
+        generator=generator.to_dict(), p99_us=p99,
         planned_rate_rps=settings.planned_rate_rps(0.0, measured_s) if settings.mode == "open" and measured_s > 0 else None,
         window_rates=tuple((w.index, w.planned_rate_rps, w.requests / w.duration_s) for w in record.windows
                            if w.planned_rate_rps and not w.fault) if settings.rate_schedule is not None else (),
         corrected_p99_us=float(corrected.get_value_at_percentile(99)) if corrected.get_total_count() else None,
-        cache=record.cache, planned_hit_ratio=planned_hit_ratio if record.cache is not None else None,
-        stability_note=None if record.stable else record.load.get("stability"), **outside)
+        cache=record.cache,
+        planned_hit_ratio=planned_hit_ratio if record.cache is not None else None,
+        stability_note=None if record.stable else record.load.stability, **outside)
     record.validity = judge(evidence, record.validity if isinstance(record.validity, Validity) else None)
 
 
@@ -447,7 +457,7 @@ def _reindex(data: WindowData, index: int) -> WindowData:
     return WindowData(**{**asdict(data), "index": index})
 
 
-def _describe_client(client: Any) -> dict[str, Any]:
+def _describe_client(client: ClientConfig) -> dict[str, Any]:
     try:
         described = asdict(client)
     except TypeError:

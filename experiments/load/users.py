@@ -12,12 +12,15 @@ handing each request to a pool of sender greenlets, so nothing limits outstandin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import time
 
 import gevent
 from locust import LoadTestShape, User, constant, constant_pacing, task
+
+if TYPE_CHECKING:
+    from poochlab.clients.config import ClientConfig
 
 
 class PredictorUser(User):
@@ -68,7 +71,7 @@ class CachedUser(PredictorUser):
     client_kind = "cached"
 
 
-def user_class_for(client: Any, pacing: float) -> type[PredictorUser]:
+def user_class_for(client: ClientConfig, pacing: float) -> type[PredictorUser]:
     """The user class for a ClientConfig, with ``pacing`` seconds per request (0: none)."""
     if client.cache is not None:
         base: type[PredictorUser] = CachedUser

@@ -5,10 +5,10 @@ poochlab.experiments.load.worker <fd> threads|greenlets``, so gevent patches bef
 is imported (threads too, unless the trial process said this worker sends on OS threads) and gRPC
 channels are made in this process (never inherited through a fork). Plain gRPC goes out on OS threads
 (``thread_sender``), everything else on greenlets (``sender``). It talks to the trial process
-over a socket with pickled messages:
+over a socket with pickled messages (frozen dataclasses, :mod:`~poochlab.experiments.load.worker_messages`):
 
-  worker -> trial: ("ready", pid) ("window", WindowData) ("final", dict) ("error", text)
-  trial -> worker: ("go", start_at, measure_start) ("stop", last_window_index)
+  worker -> trial: Ready, WindowClosed (one per window), Finished, or Failed (a traceback)
+  trial -> worker: Go, Stop
 """
 
 import os
@@ -41,29 +41,36 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 from gevent.socket import wait_read  # noqa: E402
 
+from poochlab.experiments.load.worker_messages import (  # noqa: E402
+    Failed, Finished, Go, Ready, Stop, ToWorker, WindowClosed)
 from poochlab.experiments.load.worker_spec import (  # noqa: E402
     PLANT_BURNER_ENV, PLANT_STALL_ENV, WorkerSpec, sends_on_threads)
+from poochlab.experiments.records import CacheCounts  # noqa: E402
 
-def _receive(conn: Connection, timeout: float | None) -> Any:
+def _receive(conn: Connection, timeout: float | None) -> ToWorker | None:
     try:
         wait_read(conn.fileno(), timeout=timeout)
     except TimeoutError:  # socket.timeout is TimeoutError
         return None
-    return conn.recv()
+    message = conn.recv()
+    if not isinstance(message, (Go, Stop)):
+        raise RuntimeError(f"worker: unexpected message from the trial process: {message!r}")
+    return message
 
 
-def _cache_counts(stats: dict[str, Any]) -> dict[str, Any]:
-    return {"hits": stats.get("cache_hits", 0), "misses": stats.get("cache_misses", 0),
-            "errors": stats.get("cache_errors", 0), "errors_by_reason": dict(stats.get("cache_errors_by_reason", {}))}
+def _cache_counts(stats: dict[str, Any]) -> CacheCounts:
+    return CacheCounts(hits=stats.get("cache_hits", 0), misses=stats.get("cache_misses", 0),
+                       errors=stats.get("cache_errors", 0),
+                       errors_by_reason=dict(stats.get("cache_errors_by_reason", {})))
 
 
-def _cache_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+def _cache_delta(before: CacheCounts, after: CacheCounts) -> CacheCounts:
     """What the cache counted during the measurement (errors by reason included)."""
-    delta = {k: after[k] - before[k] for k in ("hits", "misses", "errors")}
-    reasons = before["errors_by_reason"]
-    delta["errors_by_reason"] = {r: n - reasons.get(r, 0) for r, n in after["errors_by_reason"].items()
-                                 if n - reasons.get(r, 0)}
-    return delta
+    reasons = before.errors_by_reason or {}
+    return CacheCounts(hits=after.hits - before.hits, misses=after.misses - before.misses,
+                       errors=after.errors - before.errors,
+                       errors_by_reason={r: n - reasons.get(r, 0) for r, n in (after.errors_by_reason or {}).items()
+                                         if n - reasons.get(r, 0)})
 
 
 def _burn(share: float) -> None:
@@ -141,12 +148,12 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     # scans only what requests allocate (a gen-2 pass over the workload held the hub for ms).
     gc.collect()
     gc.freeze()
-    conn.send(("ready", os.getpid()))
+    conn.send(Ready(os.getpid()))
 
-    message = _receive(conn, None)
-    if message[0] != "go":
-        raise RuntimeError(f"worker {spec.index}: expected 'go', got {message[0]!r}")
-    _, start_at, measure_start = message
+    go = _receive(conn, None)
+    if not isinstance(go, Go):
+        raise RuntimeError(f"worker {spec.index}: expected Go, got {go!r}")
+    start_at, measure_start = go.start_at, go.measure_start
     sender_class = ThreadSender if threaded else Sender
     seed = settings.seed * 1000 + spec.index
     # A rate schedule: this worker's share of it, its 0 s at the measurement start.
@@ -216,17 +223,16 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     cache_before = _cache_counts(predictor.stats())
     recorder.start_cache_counts()
 
-    last_index = None
     window = 0
-    while last_index is None:
+    while True:
         # Wake at the next window's end (to ship it even when no answer arrives) or on a message.
         message = _receive(conn, max(recorder.window_end(window) + 0.001 - time.monotonic(), 0.0))
-        if message is not None and message[0] == "stop":
-            last_index = message[1]
+        if isinstance(message, Stop):
+            last_index = message.last_index
             break
         recorder.advance(time.monotonic())
         for closed in recorder.take_closed():
-            conn.send(("window", closed))
+            conn.send(WindowClosed(closed))
             window = closed.index + 1
 
     recorder.stop_after(last_index)
@@ -237,19 +243,19 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         gevent.sleep(0.005)
     outstanding = sender.in_flight_started_before(end_of_trial)
     cache_after = _cache_counts(predictor.stats())
-    conn.send(("final", {
-        "tail": recorder.tail(),
-        "outstanding": outstanding,
-        "cache": _cache_delta(cache_before, cache_after) if spec.client.cache else None,
-        "expected_interval_us": recorder.expected_interval_us,
-        "sender_greenlets": sender.sender_greenlets,
-        "sender_threads": getattr(sender, "sender_threads", 0),
-        "timer": timer_kind,
-    }))
+    conn.send(Finished(
+        tail=recorder.tail(),
+        outstanding=outstanding,
+        cache=_cache_delta(cache_before, cache_after) if spec.client.cache else None,
+        expected_interval_us=recorder.expected_interval_us,
+        sender_greenlets=sender.sender_greenlets,
+        sender_threads=getattr(sender, "sender_threads", 0),
+        timer=timer_kind,
+    ))
     for greenlet in background:
         greenlet.kill()
     runner.quit()
-    if threaded:
+    if isinstance(sender, ThreadSender):  # the threaded path's sender: its threads end here
         sender.close()
     predictor.close()
 
@@ -265,7 +271,7 @@ def main(argv: list[str]) -> int:
         run(conn, spec)
     except BaseException:
         try:
-            conn.send(("error", traceback.format_exc()))
+            conn.send(Failed(traceback.format_exc()))
         except OSError:
             pass
         return 1

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the worker imports this module before gevent patches: nothing heavy at run time
+    from poochlab.clients.config import ClientConfig
+    from poochlab.experiments.load.settings import LoadSettings
+    from poochlab.experiments.load.workload import Workload
 
 # Fault injection for the proof tests: the share of the time a planted greenlet burns CPU.
 PLANT_BURNER_ENV = "POOCHLAB_PLANT_GENERATOR_BURNER"
@@ -17,9 +22,9 @@ PLANT_STALL_ENV = "POOCHLAB_PLANT_GENERATOR_STALL"
 @dataclass(frozen=True)
 class WorkerSpec:
     index: int
-    settings: Any  # LoadSettings
-    client: Any  # ClientConfig
-    workload: Any  # Workload
+    settings: LoadSettings
+    client: ClientConfig
+    workload: Workload
     prefill: bool  # worker 0 fills the cache with the workload's hot set before measuring
     record: bool = True  # False only to measure what recording costs (benchmark)
 
@@ -31,7 +36,7 @@ SENDS_ON_THREADS = "threads"
 SENDS_ON_GREENLETS = "greenlets"
 
 
-def sends_on_threads(client: Any, closed_loop: bool = False) -> bool:
+def sends_on_threads(client: ClientConfig, closed_loop: bool = False) -> bool:
     """gRPC, with or without its Redis cache, goes out on OS threads (thread_sender.py), except a
     closed loop on the lean client: its users' greenlets call it on gevent's sockets, with no
     hand-off to a thread and back on each call (what a concurrency-1 comparison with a bare loop

@@ -12,16 +12,14 @@ import re
 import urllib.request
 from typing import Any
 
+from poochlab import wire
+from poochlab.wire import prometheus_name
+
 # TF Serving's histogram metrics the lab reports (names as TF Serving's exporter writes them).
-TF_SERVING_HISTOGRAMS = (
-    ":tensorflow:serving:request_latency",
-    ":tensorflow:serving:runtime_latency",
-    ":tensorflow:serving:batching_session:queuing_latency",
-    ":tensorflow:serving:batching_session:input_batch_size",
-    ":tensorflow:serving:batching_session:processed_batch_size",
-    ":tensorflow:serving:batching_session:padding_size",
-)
-TF_SERVING_COUNTERS = (":tensorflow:serving:request_count",)
+TF_SERVING_HISTOGRAMS = tuple(prometheus_name(name) for name in (
+    wire.REQUEST_LATENCY, wire.RUNTIME_LATENCY, wire.QUEUING_LATENCY, wire.INPUT_BATCH_SIZE,
+    wire.PROCESSED_BATCH_SIZE, wire.PADDING_SIZE))
+TF_SERVING_COUNTERS = (prometheus_name(wire.REQUEST_COUNT),)
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -79,8 +77,8 @@ def histogram_deltas(before: Samples, after: Samples) -> dict[str, Any]:
         if series:
             result[metric] = series
     for metric in TF_SERVING_COUNTERS:
-        series = {_label_text(pairs): value - before.get((name, pairs), 0.0)
+        counts = {_label_text(pairs): value - before.get((name, pairs), 0.0)
                   for (name, pairs), value in after.items() if name == metric}
-        if series:
-            result[metric] = series
+        if counts:
+            result[metric] = counts
     return result

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
+
+from poochlab.experiments.records import ResourcesRecord
 
 WATTS_PER_BUSY_CORE = 225.0 / 64  # AMD EPYC 7742 TDP per core; see the module docstring
 RAPL_ROOT = Path("/sys/class/powercap")
@@ -112,20 +113,20 @@ class ResourceMonitor:
         for watch in self._watches():
             watch.sample()
 
-    def stop(self, now: float) -> dict[str, Any]:
-        """The trial's resources (the keys TrialRecord.resources documents)."""
+    def stop(self, now: float) -> ResourcesRecord:
+        """The trial's resources (the fields of TrialRecord.resources this monitor owns)."""
         wall = max(now - self._wall_start, 1e-9)
         for watch in self._watches():
             watch.stop()
         generator_cpu = [w.cpu_used for w in self._generators if w.cpu_used is not None]
-        result: dict[str, Any] = {
-            "wall_s": wall,
-            "server_cpu_s": self._server.cpu_used if self._server else None,
-            "server_peak_rss_bytes": self._server.peak_rss if self._server else None,
-            "generator_cpu_s": sum(generator_cpu),
-            "generator_cpu_percent": [100.0 * c / wall for c in generator_cpu],
-            "redis_cpu_s": self._redis.cpu_used if self._redis else None,
-        }
+        result = ResourcesRecord(
+            wall_s=wall,
+            server_cpu_s=self._server.cpu_used if self._server else None,
+            server_peak_rss_bytes=self._server.peak_rss if self._server else None,
+            generator_cpu_s=sum(generator_cpu),
+            generator_cpu_percent=[100.0 * c / wall for c in generator_cpu],
+            redis_cpu_s=self._redis.cpu_used if self._redis else None,
+        )
         joules = 0.0
         for zone, (start, wrap) in self._rapl_start.items():
             try:
@@ -134,9 +135,9 @@ class ResourceMonitor:
                 continue
             joules += ((end - start) % wrap if wrap else end - start) / 1e6
         if self._rapl_start:
-            result.update(energy_joules=joules, energy_method="rapl")
+            result.energy_joules, result.energy_method = joules, "rapl"
         else:
-            cpu = sum(v for v in (result["server_cpu_s"], result["redis_cpu_s"]) if v) + sum(generator_cpu)
-            result.update(energy_joules=cpu * WATTS_PER_BUSY_CORE, energy_method="estimate",
-                          energy_watts_per_core=WATTS_PER_BUSY_CORE)
+            cpu = sum(v for v in (result.server_cpu_s, result.redis_cpu_s) if v) + sum(generator_cpu)
+            result.energy_joules, result.energy_method = cpu * WATTS_PER_BUSY_CORE, "estimate"
+            result.energy_watts_per_core = WATTS_PER_BUSY_CORE
         return result

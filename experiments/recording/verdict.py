@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from poochlab.experiments.recording import health as health_rules
-from poochlab.experiments.records import Validity
+from poochlab.experiments.records import CacheCounts, Validity
 
 # More failed lookups than this and the trial no longer measures the planned cache.
 MAX_CACHE_ERROR_FRACTION = 0.01
@@ -54,7 +54,7 @@ class TrialEvidence:
     p99_us: float | None  # raw p99 of the result windows
     planned_rate_rps: float | None = None  # open loop
     corrected_p99_us: float | None = None  # closed loop: the coordinated-omission-corrected p99
-    cache: Mapping[str, object] | None = None  # hits, misses, errors, errors_by_reason
+    cache: CacheCounts | None = None  # None: no cache in use
     planned_hit_ratio: float | None = None
     stability_note: str | None = None  # set when the trial did not become stable
     extra_warnings: tuple[str, ...] = field(default_factory=tuple)
@@ -157,19 +157,18 @@ def _judge_throughput(evidence: TrialEvidence, verdict: Validity) -> None:
 
 def _judge_cache(evidence: TrialEvidence, verdict: Validity) -> None:
     cache = evidence.cache
-    if not cache:
+    if cache is None:
         return
-    hits, misses = int(cache.get("hits", 0) or 0), int(cache.get("misses", 0) or 0)  # type: ignore[call-overload]
-    errors = int(cache.get("errors", 0) or 0)  # type: ignore[call-overload]
+    hits, misses, errors = cache.hits, cache.misses, cache.errors
     lookups = hits + misses
-    by_reason = cache.get("errors_by_reason") or {}
+    by_reason = cache.errors_by_reason or {}
     if evidence.redis_outage:
         if lookups and errors:
             verdict.findings.append(f"cache errors on {errors} of {lookups} lookups in a trial with a scheduled "
                                     "Redis outage (requests fell through to the model)")
         return
     if lookups and errors / lookups > MAX_CACHE_ERROR_FRACTION:
-        detail = f" ({_kinds_text(by_reason)})" if isinstance(by_reason, Mapping) and by_reason else ""
+        detail = f" ({_kinds_text(by_reason)})" if by_reason else ""
         verdict.invalidate(f"cache errors on {errors} of {lookups} lookups ({100 * errors / lookups:.1f}% > "
                            f"{100 * MAX_CACHE_ERROR_FRACTION:.0f}%){detail}: not a cache measurement",
                            "cache_unreliable")

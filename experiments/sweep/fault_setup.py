@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit
 
 from poochlab.experiments.faults.schedule import (
     MODEL_ROLLOUT, NETWORK, REDIS_OUTAGE, REPLICA_KILL, SERVER_CRASH, SLOW_MODEL, FaultSpec, kinds_in)
 from poochlab.experiments.faults.trial import FAULT_WINDOW_S, FaultTrial
 
+if TYPE_CHECKING:
+    from poochlab.experiments.faults.rollout import ModelRollout
+    from poochlab.experiments.faults.supervisor import ServerSupervisor
+    from poochlab.experiments.load.settings import LoadSettings
+    from poochlab.experiments.sweep.servers import ServerEndpoints
+    from poochlab.experiments.sweep.trial_execution import RunContext
+
 DEFAULT_TIMEOUT_S = 5.0  # ClientConfig.timeout_s
 DEFAULT_DEADLINE_S = 0.1  # FallbackConfig.deadline_s
 
 
-def reactive_client(context: Any, factors: dict[str, Any]) -> dict[str, Any]:
+def reactive_client(context: RunContext, factors: dict[str, Any]) -> dict[str, Any]:
     """ClientConfig settings for the ``fallback`` and ``deadline_ms`` factors (the registry maps
     the factors that set one field each, such as ``retries``)."""
     from poochlab.clients.config import FallbackConfig
@@ -51,13 +58,14 @@ def slo_ms(spec: Any, factors: dict[str, Any]) -> float:
     return 1000 * (DEFAULT_DEADLINE_S if factors.get("fallback") == "on" else DEFAULT_TIMEOUT_S)
 
 
-def fault_settings(settings: Any) -> Any:
+def fault_settings(settings: LoadSettings) -> LoadSettings:
     """A fault trial's load settings: windows short enough to time a recovery."""
     return dataclasses.replace(settings, window_s=min(settings.window_s, FAULT_WINDOW_S))
 
 
 @contextmanager
-def fault_trial(context: Any, factors: dict[str, Any], endpoints: Any) -> Iterator[tuple[Any, FaultTrial | None]]:
+def fault_trial(context: RunContext, factors: dict[str, Any],
+                endpoints: ServerEndpoints) -> Iterator[tuple[ServerEndpoints, FaultTrial | None]]:
     """(endpoints the load must use, the trial's FaultTrial or None without faults)."""
     schedule = with_rollout_warmup(list(context.spec.faults), factors)
     if not schedule:
@@ -84,8 +92,9 @@ def fault_trial(context: Any, factors: dict[str, Any], endpoints: Any) -> Iterat
             proxy = undo.enter_context(FaultProxy(host, port))
             injectors[NETWORK] = NetworkFault(proxy)
             address = f"{host}:{proxy.port}"
-            endpoints = dataclasses.replace(endpoints, **(
-                {"grpc_target": address} if grpc else {"rest_url": f"{urlsplit(endpoints.rest_url).scheme}://{address}"}))
+            endpoints = dataclasses.replace(
+                endpoints, grpc_target=address if grpc else endpoints.grpc_target,
+                rest_url=endpoints.rest_url if grpc else f"{urlsplit(endpoints.rest_url).scheme}://{address}")
             endpoints.notes["fault_proxy"] = f"load sent through the lab's fault proxy {address} -> {host}:{port}"
         if MODEL_ROLLOUT in kinds:
             injectors[MODEL_ROLLOUT] = _rollout(context, endpoints, undo)
@@ -112,7 +121,7 @@ def with_rollout_warmup(schedule: list[FaultSpec], factors: dict[str, Any]) -> l
             for f in schedule]
 
 
-def _rollout(context: Any, endpoints: Any, undo: ExitStack) -> Any:
+def _rollout(context: RunContext, endpoints: ServerEndpoints, undo: ExitStack) -> ModelRollout:
     from poochlab.experiments.faults.rollout import ModelRollout
 
     pool = context.servers
@@ -131,7 +140,8 @@ def _rollout(context: Any, endpoints: Any, undo: ExitStack) -> Any:
     return rollout
 
 
-def _supervise(context: Any, endpoints: Any, undo: ExitStack) -> Any:
+def _supervise(context: RunContext, endpoints: ServerEndpoints, undo: ExitStack) -> ServerSupervisor:
+    from poochlab.experiments.faults.rollout import ModelRollout
     from poochlab.experiments.faults.supervisor import ServerSupervisor
 
     pool = context.servers

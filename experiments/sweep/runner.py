@@ -12,7 +12,7 @@ import signal
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from poochlab.experiments.load.calibration import CalibrationError
 from poochlab.experiments.records import TrialRecord, write_atomically
@@ -21,6 +21,9 @@ from poochlab.experiments.sweep.plan import Trial, plan_trials
 from poochlab.experiments.sweep.redis_service import RedisServer, sweep_redis
 from poochlab.experiments.sweep.servers import ServerPool
 from poochlab.experiments.sweep.spec import SweepSpec
+
+if TYPE_CHECKING:  # imported at run time inside run(), after the spec is checked
+    from poochlab.experiments.sweep.trial_execution import RunContext
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_ROOT = REPO / "models" / "servables"
@@ -60,7 +63,7 @@ def finished_trials(run_dir: Path) -> set[str]:
 
 def _save_plan(run_dir: Path, spec: SweepSpec, trials: list[Trial], resume: bool) -> None:
     plan_file = run_dir / "plan.json"
-    plan = {"spec": spec.to_dict(), "trials": [{"trial_id": t.trial_id, "config_id": t.config_id,
+    plan: dict[str, Any] = {"spec": spec.to_dict(), "trials": [{"trial_id": t.trial_id, "config_id": t.config_id,
                                                 "repetition": t.repetition, "factors": t.factors,
                                                 "server_config": t.server.config_id} for t in trials]}
     if resume and plan_file.exists():
@@ -149,7 +152,7 @@ class SweepRunner:
             manifest.update(ended_at=utc_now(), interrupted=summary.interrupted)
         return summary
 
-    def _records_of(self, context: Any, trial: Trial, done: set[str]) -> Iterator[tuple[TrialRecord, bool]]:
+    def _records_of(self, context: RunContext, trial: Trial, done: set[str]) -> Iterator[tuple[TrialRecord, bool]]:
         """(record, measured now): one, or one per step of a rate search, where a step the run
         already holds (``done``, on resume) is read back instead of measured again."""
         from poochlab.experiments.sweep import trial_execution as execution
@@ -163,7 +166,7 @@ class SweepRunner:
 
         yield from execution.search_steps(context, trial, lambda step: self._measure(context, step), saved)
 
-    def _measure(self, context: Any, trial: Trial) -> TrialRecord:
+    def _measure(self, context: RunContext, trial: Trial) -> TrialRecord:
         from poochlab.experiments.sweep import trial_execution as execution
 
         self._in_flight = trial
@@ -180,7 +183,7 @@ class SweepRunner:
             if log_tail:
                 reason = f"server crashed: {reason}\n--- server log tail ---\n{log_tail}"
             record = execution.failed_record(context, trial, reason)
-            record.resources["traceback"] = traceback.format_exc(limit=8)
+            record.resources.traceback = traceback.format_exc(limit=8)
             return record
 
     def _manifest(self) -> Manifest:
@@ -241,7 +244,11 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, handler)
-        return lambda: signal.signal(signal.SIGTERM, previous)
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous)
+
+        return restore
     except ValueError:  # not the main thread
         return lambda: None
 

@@ -71,7 +71,7 @@ def models_config_text(model_names: list[str], base_path: Path) -> str:
 
 def batching_parameters_text(fields: dict[str, Any]) -> str:
     """TF Serving's BatchingParameters text syntax, each field in the form its parser accepts."""
-    lines = []
+    lines: list[str] = []
     for name, value in fields.items():
         if name == "allowed_batch_sizes":
             lines.extend(f"allowed_batch_sizes: {int(size)}" for size in value)

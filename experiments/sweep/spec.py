@@ -153,7 +153,6 @@ class SweepSpec:
             "reference": self.reference, "external": self.external,
             "search": vars(self.search) if self.search else None, "redis_url": self.redis_url,
             **({"faults": [vars(f) | {"params": dict(f.params)} for f in self.faults]} if self.faults else {}),
-            "search": vars(self.search) if self.search else None,
             "load_workers": self.load_workers,
             **({"ab": vars(self.ab)} if self.ab else {}),
             **({"rate_schedule": self.rate_schedule.as_record()} if self.rate_schedule else {}),

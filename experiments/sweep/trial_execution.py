@@ -3,11 +3,12 @@ trial (server, Redis, client, workload, load), turning factors into the load sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypedDict
 
 from poochlab.experiments.load.calibration import CalibrationError
 from poochlab.experiments.records import TrialRecord
@@ -20,11 +21,32 @@ from poochlab.experiments.sweep.servers import ServerPool
 from poochlab.experiments.sweep.spec import DEFAULT_LOAD_LEVELS as DEFAULT_LEVELS
 from poochlab.experiments.sweep.spec import SweepSpec
 
+if TYPE_CHECKING:  # the load and client stages import TensorFlow-heavy modules: lazily, at use
+    from poochlab.clients import ABConfig
+    from poochlab.clients.config import ClientConfig
+    from poochlab.experiments.load.calibration import CapacityCalibration
+    from poochlab.experiments.load.settings import LoadSettings
+    from poochlab.experiments.load.workload import Workload
+    from poochlab.models.pupdate import Pupdate
+
 WORKLOAD_PUPDATES = 20_000  # drawn from the model's ground-truth world with the sweep's seed
+
+
+class GeneratorFloor(TypedDict):
+    """One measured generator floor, as the manifest's ``generator_floor`` keeps it (by floor key)."""
+
+    factors: dict[str, Any]  # the configuration's factors (values as the spec gives them)
+    record: str  # the floor's TrialRecord, relative to the run folder
+    summary_us: dict[str, float]
+    valid: bool
+    reasons: list[str]
 
 
 @dataclass
 class RunContext:
+    """What every trial of a run shares: the spec, the run folder and manifest, the servers and
+    Redis, and what ``prepare_run`` measured once (pupdates, calibration, generator floors)."""
+
     spec: SweepSpec
     run_dir: Path
     manifest: Manifest
@@ -32,9 +54,9 @@ class RunContext:
     redis: RedisServer | ExistingRedis | None
     facts_dir: Path
     model_root: Path
-    pupdates: tuple = ()
-    calibration: Any = None  # CapacityCalibration when the sweep uses load levels
-    floors: dict[str, Any] = field(default_factory=dict)
+    pupdates: tuple[Pupdate, ...] = ()
+    calibration: CapacityCalibration | None = None  # when the sweep uses load levels or rates
+    floors: dict[str, GeneratorFloor] = field(default_factory=dict)  # by _floor_key
 
 
 def trial_seed(spec: SweepSpec, trial_id: str) -> int:
@@ -43,7 +65,7 @@ def trial_seed(spec: SweepSpec, trial_id: str) -> int:
 
 
 def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, grpc_target: str,
-                  model_names: list[str] | None = None) -> Any:
+                  model_names: list[str] | None = None) -> ClientConfig:
     """The ClientConfig the registry's client factors describe, aimed at the trial's server."""
     from poochlab.clients import CacheConfig, ClientConfig
 
@@ -67,7 +89,7 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
     )
 
 
-def ab_client(context: RunContext) -> Any:
+def ab_client(context: RunContext) -> ABConfig:
     """The client side of ``[ab]``: the arms' shares, and the stable export's historical
     average for the baseline arm."""
     from poochlab.clients import ABConfig
@@ -80,7 +102,7 @@ def ab_client(context: RunContext) -> Any:
                     baseline_path=str(latest / "assets.extra" / "historical_baseline.json"), seed=context.spec.seed)
 
 
-def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
+def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Workload:
     """The Workload the registry's workload factors describe, over the run's pupdates."""
     from poochlab.experiments.load import Workload
 
@@ -88,7 +110,7 @@ def workload(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
                     source=f"generated:{WORKLOAD_PUPDATES}:{context.spec.seed}")
 
 
-def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> Any:
+def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> LoadSettings:
     """The trial's LoadSettings: its load mode, with the rate from its load level (through the
     calibration) or rate_rps in an open loop, its users in a closed one; times from the profile."""
     from poochlab.experiments.load import LoadSettings
@@ -100,6 +122,8 @@ def load_settings(context: RunContext, factors: dict[str, Any], seed: int) -> An
     path = dict(protocol=factors.get("protocol", "rest"), library=factors.get("client_library"))
     rate = None
     if "load_level" in factors:
+        if context.calibration is None:
+            raise ValueError(f"a load_level without a capacity calibration; factors: {factors}")
         rate = context.calibration.rate_for(factors["load_level"])
     elif "rate_rps" in factors:
         rate = float(factors["rate_rps"])
@@ -159,7 +183,6 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     fractions of the lowest. Explicit rates above a path's limit are refused before any trial."""
     from poochlab.experiments.load import CapacityCalibration
     from poochlab.experiments.load.calibration import combined, generator_limit, paths_only
-    from poochlab.experiments.load.settings import workers_for
 
     spec = context.spec
     path = context.run_dir / "calibration.json"
@@ -188,14 +211,13 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
             continue  # closed-loop or searched trials only: nothing to check up front
         cached = factors.get("cache") == "on"
         client = client_config(context, factors, "http://127.0.0.1:1", "127.0.0.1:1")
-        sender = dict(protocol=factors["protocol"], library=factors.get("client_library"))
         limits.append(generator_limit(client, workload(context, factors if cached else
                                                         {**factors, "cache_hit_ratio": None}, spec.seed),
                                       path=name, target_rps=targets[name], window_s=window_s, warmup_s=warmup_s,
                                       seed=spec.seed, progress=_calibration_progress,
                                       before_step=(lambda: _redis_ready(context)) if cached else None,
-                                      workers_at=lambda rate, sender=sender: workers_for(
-                                          spec.load_workers, mode="open", rate_rps=rate, **sender)))
+                                      workers_at=_open_loop_workers(spec.load_workers, factors["protocol"],
+                                                                    factors.get("client_library"))))
     if not servers and not limits:
         return
     if servers:
@@ -209,6 +231,17 @@ def _calibrate(context: RunContext, trials: list[Trial]) -> None:
     _refuse_rates_beyond_paths(context, trials, calibration)
 
 
+def _open_loop_workers(setting: int | str, protocol: str, library: str | None) -> Callable[[float], int]:
+    """How many generator processes an open loop at a rate uses, on this client path."""
+    from poochlab.experiments.load.settings import workers_for
+
+    return lambda rate: workers_for(setting, mode="open", rate_rps=rate, protocol=protocol, library=library)
+
+
+def _configuration_progress(name: str, step: dict[str, Any]) -> None:
+    _calibration_progress({"configuration": name, **step})
+
+
 def _calibration_progress(step: dict[str, Any]) -> None:
     import sys
 
@@ -219,7 +252,7 @@ def _calibration_progress(step: dict[str, Any]) -> None:
 
 
 def _server_capacities(context: RunContext, trials: list[Trial], window_s: float,
-                       warmup_s: float) -> dict[str, Any]:
+                       warmup_s: float) -> dict[str, CapacityCalibration]:
     """The reference configuration's capacity for each protocol and cache setting in the sweep."""
     from poochlab.experiments.load import calibrate_capacity
 
@@ -233,7 +266,7 @@ def _server_capacities(context: RunContext, trials: list[Trial], window_s: float
             factors["cache_hit_ratio"] = trial.factors.get("cache_hit_ratio")
         name = ", ".join(f"{k}={factors[k]}" for k in dict.fromkeys([*spec.reference, "protocol", "cache"]))
         variants.setdefault(name, factors)
-    capacities = {}
+    capacities: dict[str, CapacityCalibration] = {}
     for name, factors in variants.items():
         endpoints = context.servers.ensure(server_config(factors))
         redis_pid = _redis_ready(context) if factors["cache"] == "on" else None
@@ -241,11 +274,11 @@ def _server_capacities(context: RunContext, trials: list[Trial], window_s: float
         capacities[name] = calibrate_capacity(
             client, workload(context, factors, spec.seed), reference=name, window_s=window_s, warmup_s=warmup_s,
             seed=spec.seed, server_pid=endpoints.pid, redis_pid=redis_pid,
-            progress=lambda step, name=name: _calibration_progress({"configuration": name, **step}))
+            progress=functools.partial(_configuration_progress, name))
     return capacities
 
 
-def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: Any) -> None:
+def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibration: CapacityCalibration) -> None:
     problems = []
     for trial in trials:
         limit = calibration.path_limit(sender_path(trial.factors))
@@ -271,7 +304,7 @@ def _refuse_rates_beyond_paths(context: RunContext, trials: list[Trial], calibra
             "Lower the rates (or use load_level), or give the load more generator processes ([load] workers).")
 
 
-def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str, Any], LoadSettings]:
     """The factors and load a configuration's generator floor is measured at: its own, except
     that every step of a rate search shares one floor, at the search's most demanding rate."""
     if context.spec.search is not None and "load_level" not in factors:
@@ -281,7 +314,7 @@ def _floor_load(context: RunContext, factors: dict[str, Any]) -> tuple[dict[str,
     return factors, replace(settings, min_windows=min(settings.min_windows, 2), max_windows=min(settings.min_windows, 2))
 
 
-def _floor_key(factors: dict[str, Any], settings: Any) -> str:
+def _floor_key(factors: dict[str, Any], settings: LoadSettings) -> str:
     load = f"rate{settings.rate_rps:.0f}" if settings.mode == "open" else f"users{settings.users}"
     return f"{client_path(factors)}-{load}"
 
@@ -333,13 +366,14 @@ def measure(context: RunContext, trial: Trial,
             record.timeline.extend(scaler.back_to_minimum())
     floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
-        record.load["generator_floor"] = floor["record"]
-    record.resources.setdefault("server_starts_so_far", context.servers.starts)
+        record.load.generator_floor = floor["record"]
+    if record.resources.server_starts_so_far is None:
+        record.resources.server_starts_so_far = context.servers.starts
     # Where the server's CPU, memory and energy figures come from, or why there are none.
     if "server_resources" in endpoints.notes:
-        record.resources["server_resources"] = endpoints.notes["server_resources"]
+        record.resources.server_resources = endpoints.notes["server_resources"]
     if endpoints.metrics_url is None and "server_metrics" in endpoints.notes:
-        record.server_metrics["unavailable"] = endpoints.notes["server_metrics"]
+        record.server_metrics.unavailable = endpoints.notes["server_metrics"]
     return record
 
 
@@ -385,7 +419,7 @@ def search_steps(context: RunContext, trial: Trial, measure_step: Callable[[Tria
         measured_now = record is None
         if record is None:
             record = measure_step(step_trial)
-        record.load["search"] = {"step": step, "of": search.steps, "budget_ms": budget,
+        record.load.search = {"step": step, "of": search.steps, "budget_ms": budget,
                                  "bounds_rps": [math.exp(low), math.exp(high)],
                                  "configuration": trial.config_id}
         yield record, measured_now

@@ -37,7 +37,8 @@ def nginx_version(binary: str) -> tuple[int, int, int]:
     match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", result.stderr + result.stdout)
     if not match:
         raise RuntimeError(f"{binary} -v did not report a version: {result.stderr.strip()!r}")
-    return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
 
 
 @dataclass

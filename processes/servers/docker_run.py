@@ -157,7 +157,7 @@ def docker_command_for(
         batching_parameters=spec.batching_parameters_file, monitoring_config=spec.monitoring_config_file,
     )
     inside = dataclasses.replace(
-        spec, model_config_file=PurePosixPath(files["model_config_file"]), model_name=None, model_base_path=None,
+        spec, model_config_file=Path(files["model_config_file"]), model_name=None, model_base_path=None,
         batching_parameters_file=_posix(files.get("batching_parameters_file")),
         monitoring_config_file=_posix(files.get("monitoring_config_file")),
     )
@@ -170,8 +170,10 @@ def docker_command_for(
     return command
 
 
-def _posix(path: str | None) -> PurePosixPath | None:
-    return PurePosixPath(path) if path is not None else None
+def _posix(path: str | None) -> Path | None:
+    # A path inside the container, for ServerSpec (which holds Paths): POSIX, as Path is on the
+    # Linux hosts the docker kind runs on.
+    return Path(path) if path is not None else None
 
 
 def container_name(rest_port: int) -> str:
@@ -225,7 +227,7 @@ class RunningContainer(IdentifiedServer):
         return self.process.pid if self.process is not None else None
 
     @property
-    def pid(self) -> int | None:  # type: ignore[override]
+    def pid(self) -> int | None:
         if self._server_pid is None and self.process is not None and self.process.poll() is None:
             inspect = subprocess.run([self.docker, "inspect", "--format", "{{.State.Pid}}", self.container],
                                      capture_output=True, text=True, timeout=30)

@@ -21,6 +21,7 @@ a new timeout starts, and a thread waits exactly until the earliest open batch's
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -34,7 +35,7 @@ from poochlab.serving.batching.parameters import BatchingParameters
 from poochlab.serving.batching.tensors import (
     concat_pieces, incompatibility, merge_inputs, slice_rows, split_outputs, task_rows,
 )
-from poochlab.serving.inference_session import Compute, InferenceResult, InferenceSession, InferenceTask
+from poochlab.serving.inference_session import Compute, InferenceResult, InferenceSession, InferenceTask, wait_for_result
 from poochlab.serving.status import Code, ServingError
 
 QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"
@@ -143,12 +144,23 @@ class _Queue:
             return future
         state = _Task(future, task.inputs, rows, task.deadline, time.monotonic())
         with self._cv:
-            error = self._refusal_locked(rows)
-            if error is None and self._enqueue_locked(state):
+            refusal = self._refusal_locked(rows)
+            if refusal is None and self._enqueue_locked(state):
                 self._cv.notify()
-        if error is not None:
-            future.set_exception(error)
+        if refusal is not None:
+            future.set_exception(refusal)
         return future
+
+    def submit_to_loop(self, task: InferenceTask, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[InferenceResult]":
+        return asyncio.wrap_future(self.submit(task), loop=loop)
+
+    def run(self, task: InferenceTask) -> InferenceResult:
+        """Wait for ``task``'s batch on the calling thread, at most until its deadline."""
+        return wait_for_result(self.submit(task), task.deadline)
+
+    @property
+    def runs_quickly(self) -> bool:
+        return False  # a task waits for its batch: never on an event loop's own thread
 
     def close(self) -> None:
         """Refuse new tasks, run every queued one, and wait until they are answered.
@@ -301,8 +313,10 @@ class _Queue:
             if task.pieces_left:
                 return
             task.done = True
+        parts = [part for part in task.parts if part is not None]
+        assert len(parts) == len(task.parts)  # the task's last piece has run: every part is in
         try:
-            merged = concat_pieces(task.parts)  # type: ignore[arg-type]
+            merged = concat_pieces(parts)
         except ValueError as error:
             _fail(task.future, ServingError(
                 Code.INTERNAL, f"Cannot reassemble the outputs of a split request: {error}"))

@@ -25,6 +25,9 @@ from poochlab.experiments.records import (
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
     HDR_SIGNIFICANT_FIGURES,
+    CacheCounts,
+    LoadRecord,
+    ResourcesRecord,
     TrialRecord,
     Validity,
     Window,
@@ -110,8 +113,8 @@ def write_run(
                 run_id=run_id, trial_id=trial_id, config_id=config.config_id, repetition=repetition,
                 factors={**CONTROLS, **config.factors}, seed=seed * 1000 + repetition,
                 started_at=f"2026-11-27T06:{repetition:02d}:00Z", ended_at=f"2026-11-27T06:{repetition:02d}:30Z",
-                load=({"mode": "open", "rate_rps": config.planned_rate_rps} if config.planned_rate_rps else
-                      {"mode": "closed", "users": config.factors.get("users", 4)}),
+                load=(LoadRecord(mode="open", rate_rps=config.planned_rate_rps) if config.planned_rate_rps else
+                      LoadRecord(mode="closed", users=config.factors.get("users", 4))),
             )
             if repetition in config.failed_repetitions:
                 record.status = "failed"
@@ -144,15 +147,16 @@ def write_run(
             total = requests_per_window * windows
             if config.hit_ratio is not None:
                 hits = int(total * config.hit_ratio)
-                record.cache = {"hits": hits, "misses": total - hits, "errors": 0}
+                record.cache = CacheCounts(hits=hits, misses=total - hits, errors=0)
                 if config.cache_errors_by_reason is not None:
-                    record.cache["errors"] = sum(config.cache_errors_by_reason.values())
-                    record.cache["errors_by_reason"] = dict(config.cache_errors_by_reason)
+                    record.cache.errors = sum(config.cache_errors_by_reason.values())
+                    record.cache.errors_by_reason = dict(config.cache_errors_by_reason)
                 record.answer_paths = {"model": total - hits, "cache": hits}
             else:
                 record.answer_paths = {"model": total}
-            record.resources = {"server_cpu_s": 0.002 * total / 100, "generator_cpu_percent": 35.0,
-                                "energy_joules": 0.01 * total, "energy_method": "estimate"}
+            # As older records hold it (one figure, not a list per worker): analysis reads it as saved.
+            record.resources = ResourcesRecord.from_dict({"server_cpu_s": 0.002 * total / 100, "generator_cpu_percent": 35.0,
+                                                          "energy_joules": 0.01 * total, "energy_method": "estimate"})
             if repetition in config.invalid_repetitions:
                 record.validity.invalidate(config.invalid_reason, config.invalid_kind)  # type: ignore[arg-type]
             if repetition in config.overloaded_repetitions:
@@ -205,7 +209,7 @@ def _write_floor(folder: Path, rng: np.random.Generator) -> dict[str, Any]:
         entry: dict[str, Any] = {"factors": {"protocol": protocol}, "valid": True, "reasons": []}
         if protocol == "grpc":
             record = TrialRecord(run_id=folder.name, trial_id=f"floor-{key}", config_id=f"floor-{key}", repetition=0,
-                                 factors={"protocol": protocol}, seed=0, load={"mode": "closed", "users": 2},
+                                 factors={"protocol": protocol}, seed=0, load=LoadRecord(mode="closed", users=2),
                                  stable=True, stable_windows=[0],
                                  windows=[Window(0, 0.0, 2.0, len(values), 0, encode(values))])
             record.save(folder / "floor" / f"{key}.json")
