@@ -60,7 +60,7 @@ def build_model_predictor(config: ClientConfig) -> Predictor:
     return predictor
 
 
-def build_ab_split(config: ClientConfig) -> Any:
+def build_ab_split(config: ClientConfig) -> Predictor:
     """The A/B test ``config.ab`` describes: the ``stable`` and ``canary`` arms pin their version
     label (each with its own transport, cache and supervisor as ``config`` says), the
     ``baseline`` arm answers from the historical average."""
@@ -72,7 +72,7 @@ def build_ab_split(config: ClientConfig) -> Any:
 
     ab = config.ab
     assert ab is not None
-    arms: dict[str, tuple[float, Any]] = {
+    arms: dict[str, tuple[float, Predictor]] = {
         ARM_STABLE: (1.0 - ab.canary_share - ab.baseline_share,
                      build_model_predictor(replace(config, ab=None, version_label=ARM_STABLE))),
         ARM_CANARY: (ab.canary_share, build_model_predictor(replace(config, ab=None, version_label=ARM_CANARY))),

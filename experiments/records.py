@@ -170,7 +170,7 @@ class LoadRecord(_SubRecord):
     rate_schedule: list[dict[str, JsonValue]] | None = None  # open loop: [{at_s, rps, ramp_s}, ...]
     users_schedule: list[dict[str, JsonValue]] | None = None  # closed loop: [{at_s, users}, ...]
     # what the result's p99 rests on: threshold_us, requests_above, events (recording/stability.py)
-    p99_support: dict[str, JsonValue] | None = None
+    p99_support: dict[str, float | int | None] | None = None
     extra: dict[str, JsonValue] = field(default_factory=dict)
 
 
@@ -237,6 +237,14 @@ class CacheCounts(_SubRecord):
     errors: int = 0
     errors_by_reason: dict[str, int] | None = None  # None: not recorded (schema 1)
     extra: dict[str, JsonValue] = field(default_factory=dict)
+
+    def since(self, before: CacheCounts) -> CacheCounts:
+        """What was counted between ``before`` and these counts (reasons that did not grow left out)."""
+        reasons = before.errors_by_reason or {}
+        return CacheCounts(hits=self.hits - before.hits, misses=self.misses - before.misses,
+                           errors=self.errors - before.errors,
+                           errors_by_reason={r: n - reasons.get(r, 0) for r, n in (self.errors_by_reason or {}).items()
+                                             if n - reasons.get(r, 0)})
 
 
 @dataclass

@@ -10,18 +10,19 @@ from poochlab.experiments.faults.runner import FakeClock
 from poochlab.experiments.faults.schedule import FaultSpec
 from poochlab.experiments.recording.merge import merge_window_data
 from poochlab.experiments.recording.windows import WindowRecorder
+from poochlab.experiments.records import CacheCounts
 
 
-def _cache_counts(stats: dict[str, Any]) -> dict[str, Any]:
+def _cache_counts(stats: dict[str, Any]) -> CacheCounts:
     # What the worker's probe reads from a predictor's stats (experiments/load/worker.py).
-    return {"hits": stats.get("cache_hits", 0), "misses": stats.get("cache_misses", 0),
-            "errors_by_reason": dict(stats.get("cache_errors_by_reason", {}))}
+    return CacheCounts(hits=stats.get("cache_hits", 0), misses=stats.get("cache_misses", 0),
+                       errors_by_reason=dict(stats.get("cache_errors_by_reason", {})))
 
 
 def test_each_window_holds_the_cache_counts_of_its_own_time() -> None:
     counts = {"hits": 5, "misses": 2, "errors_by_reason": {"timeout": 1}}  # warm-up and prefill
-    recorder = WindowRecorder(10.0, 1.0, open_loop=True, cache_probe=lambda: {
-        "hits": counts["hits"], "misses": counts["misses"], "errors_by_reason": dict(counts["errors_by_reason"])})
+    recorder = WindowRecorder(10.0, 1.0, open_loop=True, cache_probe=lambda: CacheCounts(
+        hits=counts["hits"], misses=counts["misses"], errors_by_reason=dict(counts["errors_by_reason"])))
     recorder.start_cache_counts()
     counts.update(hits=8, misses=3)  # window 0: 3 hits, 1 miss
     recorder.record(10.1, 10.2, path="cache")

@@ -93,7 +93,7 @@ def trial_row(trial: DecodedTrial, source: str) -> dict[str, Any]:
     row["p99_tail_requests"] = tail_count(int(counts.sum()) if len(counts) else 0, 99.0)
     # the tail events those requests form (answers released together by one stall count once)
     events = (record.load.p99_support or {}).get("events")
-    row["p99_tail_events"] = float(events) if events is not None else NAN
+    row["p99_tail_events"] = float(events) if isinstance(events, (int, float)) else NAN
     queue_mean, queue_p99 = _histogram_ms(record.server_queue_histogram, f"{source}: server_queue_histogram")
     compute_mean, compute_p99 = _histogram_ms(record.server_compute_histogram, f"{source}: server_compute_histogram")
     lateness = record.lateness_histogram

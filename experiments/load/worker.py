@@ -64,15 +64,6 @@ def _cache_counts(stats: dict[str, Any]) -> CacheCounts:
                        errors_by_reason=dict(stats.get("cache_errors_by_reason", {})))
 
 
-def _cache_delta(before: CacheCounts, after: CacheCounts) -> CacheCounts:
-    """What the cache counted during the measurement (errors by reason included)."""
-    reasons = before.errors_by_reason or {}
-    return CacheCounts(hits=after.hits - before.hits, misses=after.misses - before.misses,
-                       errors=after.errors - before.errors,
-                       errors_by_reason={r: n - reasons.get(r, 0) for r, n in (after.errors_by_reason or {}).items()
-                                         if n - reasons.get(r, 0)})
-
-
 def _burn(share: float) -> None:
     """A planted overloaded generator: busy for ``share`` of every 10 ms, without yielding."""
     while True:
@@ -246,7 +237,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     conn.send(Finished(
         tail=recorder.tail(),
         outstanding=outstanding,
-        cache=_cache_delta(cache_before, cache_after) if spec.client.cache else None,
+        cache=cache_after.since(cache_before) if spec.client.cache else None,
         expected_interval_us=recorder.expected_interval_us,
         sender_greenlets=sender.sender_greenlets,
         sender_threads=getattr(sender, "sender_threads", 0),

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from poochlab.experiments.records import HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES
+from poochlab.experiments.records import HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES, CacheCounts
 from poochlab.experiments.recording.histograms import encode, new_histogram
 
 # The slowest answers of a window kept with their arrival times, so the stability rule can tell
@@ -172,7 +172,7 @@ class WindowRecorder:
 
     def __init__(self, measure_start: float, window_s: float, *, open_loop: bool,
                  expected_interval_us: int | None = None,
-                 cache_probe: Callable[[], dict[str, Any]] | None = None) -> None:
+                 cache_probe: Callable[[], CacheCounts] | None = None) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be positive (got {window_s})")
         self.measure_start = measure_start
@@ -193,7 +193,7 @@ class WindowRecorder:
         # The cache's running counts ({"hits", "misses", "errors_by_reason"}), read when a window
         # closes: the difference to the last reading is that window's (see _cache_window).
         self.cache_probe = cache_probe
-        self._cache_seen: dict[str, Any] | None = None
+        self._cache_seen: CacheCounts | None = None
 
     @property
     def warmup_latency(self) -> Any:
@@ -312,12 +312,10 @@ class WindowRecorder:
         if self.cache_probe is None:
             return
         now = self.cache_probe()
-        before = self._cache_seen or {"hits": 0, "misses": 0, "errors_by_reason": {}}
+        counted = now.since(self._cache_seen) if self._cache_seen is not None else now
         self._cache_seen = now
-        closed.cache_counts = {k: int(now.get(k, 0) - before.get(k, 0)) for k in ("hits", "misses")}
-        reasons = before.get("errors_by_reason", {})
-        closed.cache_errors_by_reason = {r: int(n - reasons.get(r, 0)) for r, n in now.get("errors_by_reason", {}).items()
-                                         if n - reasons.get(r, 0)}
+        closed.cache_counts = {"hits": counted.hits, "misses": counted.misses}
+        closed.cache_errors_by_reason = {r: n for r, n in (counted.errors_by_reason or {}).items() if n}
 
     def start_cache_counts(self) -> None:
         """Read the cache's counts at the measurement's start (warm-up and prefill are left out)."""

@@ -130,9 +130,10 @@ def _rollout(context: RunContext, endpoints: ServerEndpoints, undo: ExitStack) -
                            "(server_kind \"lab\" or \"tfserving\")")
     from poochlab.processes.servers.replicas import ReplicaSet
 
-    handle = pool.handle
+    handle, current = pool.handle, pool.current
+    assert handle is not None and current is not None  # the trial's server was started before its faults
     urls = [r.rest_url for r in handle.replicas] if isinstance(handle, ReplicaSet) else [handle.rest_url]
-    base = pool.served_copy / pool.model_base_path(pool.current.model_variant).name
+    base = pool.served_copy / pool.model_base_path(current.model_variant).name
     rollout = ModelRollout(base, urls, endpoints.model_names)
     # The server now serves a version the export does not have: the next trial starts afresh.
     undo.callback(pool.stop)
@@ -141,11 +142,12 @@ def _rollout(context: RunContext, endpoints: ServerEndpoints, undo: ExitStack) -
 
 
 def _supervise(context: RunContext, endpoints: ServerEndpoints, undo: ExitStack) -> ServerSupervisor:
-    from poochlab.experiments.faults.rollout import ModelRollout
     from poochlab.experiments.faults.supervisor import ServerSupervisor
 
+    from poochlab.processes.servers.launcher import RunningServer
+
     pool = context.servers
-    if getattr(pool.handle, "process", None) is None:
+    if not isinstance(pool.handle, RunningServer) or pool.spec.server_kind == "external":
         raise RuntimeError("a server_crash needs one server the lab runs as a process (replicas = 1, "
                            "server_kind \"lab\" or \"tfserving\")")
     supervisor = ServerSupervisor(pool.handle, endpoints.model_names,

@@ -77,8 +77,6 @@ class ServerPool:
         from poochlab.processes.servers.launcher import ServerSpec, launch
 
         self.starts += 1
-        # TODO(processes): one ServerHandle protocol (processes/) in place of this union.
-        handle: RunningServer | ReplicaSet
         if self.spec.server_kind == "external":
             # Someone else's server: nothing to configure, start or stop; only readiness.
             external = {k: v for k, v in (self.spec.external or {}).items() if k != "behind_balancer"}

@@ -81,12 +81,10 @@ def client_config(context: RunContext, factors: dict[str, Any], rest_url: str, g
                                       single_flight=factors.get("single_flight", "on") == "on")
     if context.spec.ab is not None:
         fields["ab"] = ab_client(context)
-    return ClientConfig(
-        rest_url=rest_url, grpc_target=grpc_target, **fields,
-        **reactive_client(context, factors),  # fallback and deadline_ms (sweep/fault_setup.py)
-        # Several models served at once share the load equally.
-        **({"model_name": model_names[0], "rotate_models": tuple(model_names[1:])} if model_names else {}),
-    )
+    fields.update(reactive_client(context, factors))  # fallback and deadline_ms (sweep/fault_setup.py)
+    if model_names:  # several models served at once share the load equally
+        fields.update(model_name=model_names[0], rotate_models=tuple(model_names[1:]))
+    return ClientConfig(rest_url=rest_url, grpc_target=grpc_target, **fields)
 
 
 def ab_client(context: RunContext) -> ABConfig:

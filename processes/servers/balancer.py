@@ -76,21 +76,24 @@ class RunningBalancer:
         and the old workers have exited (False: some still ran after ``timeout``)."""
         if self.config is None:
             raise RuntimeError("this balancer was not started from a BalancerConfig; cannot reload it")
-        before = _children(self.process.pid)
+        master = self.process.pid
+        if master is None:
+            raise RuntimeError("nginx is not running; cannot reload it")
+        before = _children(master)
         self.config = replace(self.config, backends=tuple(backends))
         self.config_path.write_text(render_nginx_config(self.config))
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
-        while not (_children(self.process.pid) - before):
+        while not (_children(master) - before):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"nginx did not reload with {len(backends)} backends; error log:\n{self.log_tail()}")
             time.sleep(0.02)
         self.backends = tuple(backends)
         # The old workers finish what they were answering, then exit: only then may a backend
         # they used stop without failing a request.
-        while _children(self.process.pid) & before and time.monotonic() < deadline:
+        while _children(master) & before and time.monotonic() < deadline:
             time.sleep(0.02)
-        return not (_children(self.process.pid) & before)
+        return not (_children(master) & before)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop nginx (fast shutdown) and remove its temporary prefix."""
