@@ -123,7 +123,7 @@ def test_grpc_keeps_lean_and_takes_grpcio_for_requests_with_one_format(tmp_path:
 def test_an_open_loop_takes_its_rate_from_rate_rps_or_the_calibrated_load_level(tmp_path: Path) -> None:
     spec = spec_from(tmp_path, '[factors]\nrate_rps = [150.0]\n[controls]\nload_mode = "open"\n')
     trial = only_trial(spec)
-    # 4,000 requests per window at 150 req/s would take 26.7 s: capped at max_window_s.
+    # 5,000 requests per window at 150 req/s would take 33 s: capped at max_window_s.
     assert load_settings(context_for(spec, tmp_path), trial.factors, seed=3) == LoadSettings(
         mode="open", rate_rps=150.0, window_s=4.0, warmup_s=0.5, min_windows=2, max_windows=6, seed=3)
 
@@ -132,9 +132,9 @@ def test_an_open_loop_takes_its_rate_from_rate_rps_or_the_calibrated_load_level(
     assert "users" not in trial.factors
     calibration = CapacityCalibration(reference="hand-made", capacity_rps=4000.0, steps=(),
                                       levels={"light": 0.25, "medium": 0.5, "high": 0.85})
-    # medium = half of 4,000 req/s; 4,000 requests at 2,000 req/s fill 2 s.
+    # medium = half of 4,000 req/s; 5,000 requests at 2,000 req/s fill 2.5 s.
     assert load_settings(context_for(spec, tmp_path, calibration), trial.factors, seed=3) == LoadSettings(
-        mode="open", rate_rps=2000.0, window_s=2.0, warmup_s=0.5, min_windows=2, max_windows=6, seed=3)
+        mode="open", rate_rps=2000.0, window_s=2.5, warmup_s=0.5, min_windows=2, max_windows=6, seed=3)
 
 
 def test_load_mode_is_read_an_open_loop_without_a_rate_is_refused(tmp_path: Path) -> None:
@@ -218,6 +218,26 @@ def test_the_fallback_and_its_deadline_reach_each_trials_client(tmp_path: Path) 
     assert clients["off"].fallback is None and clients["off"].timeout_s == 0.25
     assert clients["on"].fallback.deadline_s == 0.25
     assert clients["on"].fallback.baseline_path == str(export / "historical_baseline.json")
+
+
+def test_the_breaker_settings_are_factors_that_reach_the_fallback(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    spec = spec_from(tmp_path, "[factors]\nbreaker_failures = [1, 20]\nbreaker_cooldown_ms = [0, 2500]\n"
+                               "[controls]\nfallback = \"on\"\n")
+    (tmp_path / "small" / "pooch_predictor" / "3").mkdir(parents=True)
+    context = context_for(spec, tmp_path)
+    context.servers = SimpleNamespace(model_base_path=lambda variant: tmp_path / variant / "pooch_predictor")
+    breakers = {(t.factors["breaker_failures"], t.factors["breaker_cooldown_ms"]):
+                client_config(context, t.factors, "http://h:1", "h:2").fallback for t in plan_trials(spec)}
+    assert {k: (f.breaker_failures, f.cooldown_s) for k, f in breakers.items()} == {
+        (1, 0.0): (1, 0.0), (1, 2500.0): (1, 2.5), (20, 0.0): (20, 0.0), (20, 2500.0): (20, 2.5)}
+    assert len({t.server for t in plan_trials(spec)}) == 1  # client factors: one server for all four
+    unset = spec_from(tmp_path, "[controls]\nfallback = \"on\"\n")
+    fallback = client_config(context, only_trial(unset).factors, "http://h:1", "h:2").fallback
+    assert (fallback.breaker_failures, fallback.cooldown_s) == (5, 5.0)  # FallbackConfig's own defaults
+    with pytest.raises(SpecError, match=r"factors\.breaker_failures: got 0"):
+        spec_from(tmp_path, "[factors]\nbreaker_failures = [0]\n")
 
 
 def test_single_flight_is_one_registry_entry_and_reaches_the_cache_of_each_trials_client(tmp_path: Path) -> None:

@@ -158,6 +158,14 @@ FACTORS: dict[str, Factor] = {
                "per-request deadline: the fallback's (default 100 ms), else the client timeout (default 5 s)",
                field="timeout_s", to_field=lambda ms: ms / 1000, how="the fallback's deadline_s when the fallback is on, else ClientConfig.timeout_s "
                    "(sweep/fault_setup.py reactive_client)"),
+        Factor("breaker_failures", "client", None, _integer(1, 1000),
+               "the fallback's circuit breaker: consecutive failed model calls that open it (default 5)",
+               field="fallback", how="FallbackConfig.breaker_failures when the fallback is on "
+                                     "(sweep/fault_setup.py reactive_client); no effect with it off"),
+        Factor("breaker_cooldown_ms", "client", None, _number(0.0, 600_000.0),
+               "the fallback's circuit breaker: how long it stays open before one probe (default 5,000 ms)",
+               field="fallback", how="FallbackConfig.cooldown_s when the fallback is on "
+                                     "(sweep/fault_setup.py reactive_client); no effect with it off"),
         Factor("cache_hit_ratio", "workload", 0.0, _number(0.0, 1.0), "share of requests drawn from a pre-cached hot set",
                field="cache_hit_ratio", to_field=lambda v: v or None, how="0 sets None (no hot set)",
                role="transfer"),

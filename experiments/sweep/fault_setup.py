@@ -30,8 +30,8 @@ DEFAULT_DEADLINE_S = 0.1  # FallbackConfig.deadline_s
 
 
 def reactive_client(context: RunContext, factors: dict[str, Any]) -> dict[str, Any]:
-    """ClientConfig settings for the ``fallback`` and ``deadline_ms`` factors (the registry maps
-    the factors that set one field each, such as ``retries``)."""
+    """ClientConfig settings for the ``fallback``, ``deadline_ms`` and breaker factors (the
+    registry maps the factors that set one field each, such as ``retries``)."""
     from poochlab.clients.config import FallbackConfig
 
     deadline_s = factors["deadline_ms"] / 1000 if factors.get("deadline_ms") else None
@@ -42,7 +42,10 @@ def reactive_client(context: RunContext, factors: dict[str, Any]) -> dict[str, A
         settings["fallback"] = FallbackConfig(
             # A str: the record describes the client as JSON.
             baseline_path=str(latest / "assets.extra" / "historical_baseline.json"),
-            **({"deadline_s": deadline_s} if deadline_s else {}))
+            **({"deadline_s": deadline_s} if deadline_s else {}),
+            **({"breaker_failures": factors["breaker_failures"]} if factors.get("breaker_failures") else {}),
+            **({"cooldown_s": factors["breaker_cooldown_ms"] / 1000}
+               if factors.get("breaker_cooldown_ms") is not None else {}))
     elif deadline_s:
         settings["timeout_s"] = deadline_s
     return settings
@@ -147,7 +150,7 @@ def _supervise(context: RunContext, endpoints: ServerEndpoints, undo: ExitStack)
     from poochlab.processes.servers.launcher import RunningServer
 
     pool = context.servers
-    if not isinstance(pool.handle, RunningServer) or pool.spec.server_kind == "external":
+    if not isinstance(pool.handle, RunningServer) or pool.handle.process is None:  # None: external
         raise RuntimeError("a server_crash needs one server the lab runs as a process (replicas = 1, "
                            "server_kind \"lab\" or \"tfserving\")")
     supervisor = ServerSupervisor(pool.handle, endpoints.model_names,
