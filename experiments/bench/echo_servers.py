@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
     if kind.endswith(MODEL_SUFFIX):
         if len(argv) < 3:
             raise SystemExit(f"{kind} needs the model's base path: {kind} <port> <model base path>")
-        from poochlab.experiments.bench.compute_floor import model_call
+        from poochlab.experiments.bench.model_baseline import model_call
 
         model = model_call(argv[2])
     if kind in ("httptools", "httptools" + MODEL_SUFFIX):

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from poochlab.experiments.bench.compute_floor import PUPDATE, ComputeFloor, compute_floor_main, model_call
+from poochlab.experiments.bench.model_baseline import PUPDATE, ComputeFloor, compute_floor_main, model_call
 from poochlab.experiments.bench.echo_servers import MODEL_SUFFIX
 from poochlab.experiments.bench.keep_awake import KeepAwakeError, cpus_kept_awake
 from poochlab.experiments.bench.server_results import LOAD_CALLERS, Results, Row

@@ -75,7 +75,7 @@ class ComputeFloor:
     """The child process (on the server's cores) that measures the compute floor once per round."""
 
     def __init__(self, placement: "Placement", base_path: Path, calls: int, seconds: float) -> None:
-        code = (f"from poochlab.experiments.bench.compute_floor import compute_floor_main; "
+        code = (f"from poochlab.experiments.bench.model_baseline import compute_floor_main; "
                 f"compute_floor_main({str(base_path)!r}, {calls}, {seconds})")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         with placement.as_role("server"):
