@@ -9,13 +9,17 @@ deadline, while the process is watched: a process that exits first is reported w
 code, one that never gets ready is stopped; both errors quote the last lines of its output.
 Stopping asks first (SIGTERM) and SIGKILLs after a grace period, so a hung process cannot hold
 up a sweep. Output goes to a log file (kept, named in errors) or, with ``capture=True``, into a
-bounded in-memory tail; otherwise it is discarded.
+bounded in-memory tail; otherwise it is discarded. A child that talks over stdin/stdout
+(``pipes=True``) keeps them as pipes: write_line() and read_line() (with a deadline, and the
+log tail of stderr when it exits instead of answering).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -77,18 +81,21 @@ class ManagedProcess:
         ``log_stdout=False``) in memory instead.
     endpoints: addresses the process serves, by name ("rest", "grpc", "redis", ...).
     grace_s: how long stop() waits after SIGTERM before SIGKILL.
+    pipes: stdin and stdout are pipes to this process (write_line, read_line); the log or the
+        captured tail then holds stderr only.
     """
 
     def __init__(self, argv: Sequence[str], *, name: str | None = None, env: Mapping[str, str] | None = None,
                  cwd: Path | None = None, log_path: Path | None = None, log_stdout: bool = True,
                  capture: bool = False, pass_fds: Sequence[int] = (), endpoints: Mapping[str, str] | None = None,
-                 grace_s: float = DEFAULT_GRACE_S) -> None:
+                 grace_s: float = DEFAULT_GRACE_S, pipes: bool = False) -> None:
         self.argv = [str(arg) for arg in argv]
         self.name = name or Path(self.argv[0]).name
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.log_path = log_path
-        self.log_stdout = log_stdout
+        self.pipes = pipes
+        self.log_stdout = log_stdout and not pipes  # with pipes, stdout is the caller's
         self.capture = capture and log_path is None
         self.pass_fds = tuple(pass_fds)
         self.endpoints: dict[str, str] = dict(endpoints or {})
@@ -98,6 +105,7 @@ class ManagedProcess:
         self._captured: collections.deque[str] = collections.deque(maxlen=_CAPTURED_LINES)
         self._captured_lock = threading.Lock()  # copying a deque while the reader appends can fail
         self._reader: threading.Thread | None = None
+        self._stdout_buffer = b""  # read from the stdout pipe, not yet returned by read_line
 
     # -- start --------------------------------------------------------------------------------
 
@@ -115,8 +123,11 @@ class ManagedProcess:
         elif self.capture:
             stdout = subprocess.PIPE if self.log_stdout else subprocess.DEVNULL
             stderr = subprocess.STDOUT if self.log_stdout else subprocess.PIPE
+        if self.pipes:
+            stdout = subprocess.PIPE
         try:
-            self._popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+            self._popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd,
+                                           stdin=subprocess.PIPE if self.pipes else subprocess.DEVNULL,
                                            stdout=stdout, stderr=stderr, pass_fds=self.pass_fds)
         except BaseException:
             self._close_log()
@@ -166,6 +177,44 @@ class ManagedProcess:
         tail = self.log_tail()
         return ProcessStartError(f"{headline}; command: {' '.join(self.argv)}\n"
                                  f"log tail ({self.log_source}):\n{tail}", returncode=code, log_tail=tail)
+
+    # -- talking over pipes (pipes=True) -----------------------------------------------------
+
+    def write_line(self, text: str) -> None:
+        """Write ``text`` and a newline to its stdin, flushed."""
+        stdin = self._require_started().stdin
+        if stdin is None:
+            raise RuntimeError(f"{self.name} was not started with pipes=True")
+        stdin.write(text.encode() + b"\n")
+        stdin.flush()
+
+    def read_line(self, timeout_s: float | None = None, *, what: str = "a line") -> str:
+        """The next line it writes on stdout, without the newline; waits up to ``timeout_s``
+        (None: as long as it runs). ProcessStartError, quoting the log tail, when it exits (closes
+        stdout) first or the time passes; it is stopped first either way."""
+        popen = self._require_started()
+        if popen.stdout is None:
+            raise RuntimeError(f"{self.name} was not started with pipes=True")
+        # Reading the descriptor directly: select() cannot see what a buffered reader holds.
+        fd = popen.stdout.fileno()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while b"\n" not in self._stdout_buffer:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            readable, _, _ = select.select([fd], [], [], remaining)
+            chunk = os.read(fd, 64 * 1024) if readable else None
+            if chunk:
+                self._stdout_buffer += chunk
+                continue
+            if chunk is None:
+                error = self._start_error(f"{self.name} did not write {what} within {timeout_s:.0f} s", None)
+            else:  # end of file: it exited, or is about to
+                code = self.wait(self.grace_s)
+                headline = "closed its stdout" if code is None else f"exited with code {code}"
+                error = self._start_error(f"{self.name} {headline} before it wrote {what}", code)
+            self.stop()
+            raise error
+        line, self._stdout_buffer = self._stdout_buffer.split(b"\n", 1)
+        return line.decode(errors="replace")
 
     # -- state --------------------------------------------------------------------------------
 
@@ -248,6 +297,10 @@ class ManagedProcess:
                 popen.kill()
                 popen.wait()
         self._close_log()
+        for pipe in (popen.stdin, popen.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # a pipe to a dead process may refuse a flush
+                    pipe.close()
         if self._reader is not None:
             self._reader.join(1.0)  # EOF follows the exit, unless a grandchild holds the pipe
         return popen.returncode

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import http.client
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from poochlab.experiments.bench.echo_servers import main as echo_main
 from poochlab.experiments.bench.server import (
-    Results, Row, checks, format_report, gap_split, grpc_request_bytes, start_echo, stop,
+    ModelCallBaseline, Results, Row, checks, format_report, gap_split, grpc_request_bytes, start_echo,
 )
 from poochlab.experiments.recording.placement import Placement
-from poochlab.processes.servers.launcher import free_port
+from poochlab.processes.lifecycle import ProcessStartError
 
 pytestmark = pytest.mark.e2e  # starts servers, Locust workers or sweeps
 
@@ -106,7 +104,7 @@ def test_rest_echo_with_model_call_answers_the_request_bytes(model_base: Path):
             assert (answer.status, answer.read()) == (200, body)
         connection.close()
     finally:
-        stop(process)
+        process.stop()
 
 
 def test_grpc_echo_with_model_call_answers_the_request_bytes(model_base: Path):
@@ -119,15 +117,35 @@ def test_grpc_echo_with_model_call_answers_the_request_bytes(model_base: Path):
             call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
             assert call(payload, timeout=30) == payload
     finally:
-        stop(process)
+        process.stop()
 
 
 def test_echo_with_model_call_names_a_base_path_without_versions(tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, "-m", "poochlab.experiments.bench.echo_servers", "httptools+model", str(free_port()),
-         str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert f"no model version under {tmp_path}" in result.stderr
+    with pytest.raises(ProcessStartError) as error:
+        start_echo(_unpinned(), "httptools+model", tmp_path)
+    assert str(error.value).startswith("echo server httptools+model exited with code 1 before it was ready")
+    assert f"no model version under {tmp_path}" in error.value.log_tail
+
+
+def test_the_model_call_baseline_measures_in_its_child_and_stops_it(model_base: Path):
+    baseline = ModelCallBaseline(_unpinned(), model_base, calls=20, seconds=0.2)
+    try:
+        row = baseline.measure()
+        assert baseline.process.alive  # one child serves every round
+        again = baseline.measure()
+    finally:
+        baseline.stop()
+    assert not baseline.process.alive
+    for measured in (row, again):
+        assert measured.name == "(a) model compute, in-process signature call"
+        assert (measured.p50_ms or 0) > 0 and (measured.cpu_ms_per_request or 0) > 0 and (measured.throughput or 0) > 0
+
+
+def test_a_model_call_baseline_without_a_model_says_why_its_child_exited(tmp_path: Path):
+    with pytest.raises(ProcessStartError) as error:
+        ModelCallBaseline(_unpinned(), tmp_path, calls=20, seconds=0.2)
+    assert str(error.value).startswith("model-call baseline exited with code 1 before it wrote its ready line")
+    assert f"no model version under {tmp_path}" in error.value.log_tail
 
 
 def test_echo_servers_refuse_an_unknown_kind_before_loading_anything():

@@ -135,3 +135,48 @@ def test_with_log_stdout_off_only_stderr_reaches_the_tail(tmp_path: Path) -> Non
         assert child.wait() == 0  # stdout went to /dev/null, not a closed pipe
         child.stop()
         assert child.log_tail() == "to stderr"
+
+
+# A child that answers each line on stdin with it in capitals, after a "ready" line; its stderr
+# is what the log tail should hold.
+UPPERCASE = ("import sys\n"
+             "print('loading the model', file=sys.stderr, flush=True)\n"
+             "print('ready', flush=True)\n"
+             "for line in sys.stdin:\n"
+             "    print(line.strip().upper(), flush=True)\n")
+
+
+def test_a_child_with_pipes_answers_lines_and_its_stderr_alone_reaches_the_tail() -> None:
+    child = ManagedProcess(python(UPPERCASE), name="uppercase", capture=True, pipes=True).start()
+    try:
+        assert child.read_line(STATE_LIMIT_S, what="its ready line") == "ready"
+        child.write_line("go")
+        child.write_line("again")  # two requests in flight: each answer is one whole line
+        assert child.read_line(STATE_LIMIT_S) == "GO"
+        assert child.read_line(STATE_LIMIT_S) == "AGAIN"
+        assert child.alive
+    finally:
+        code = child.stop()
+    assert code == -signal.SIGTERM and child.log_tail() == "loading the model"
+
+
+def test_a_piped_child_that_exits_instead_of_answering_is_reported_with_its_exit_code_and_stderr() -> None:
+    child = ManagedProcess(python("import sys; print('no model version under /nope', file=sys.stderr); "
+                                  "sys.exit(2)"), name="baseline", capture=True, pipes=True).start()
+    with pytest.raises(ProcessStartError) as error:
+        child.read_line(STATE_LIMIT_S, what="its ready line")
+    assert str(error.value).startswith("baseline exited with code 2 before it wrote its ready line")
+    assert error.value.returncode == 2 and "no model version under /nope" in error.value.log_tail
+
+
+def test_a_piped_child_that_says_nothing_in_time_is_stopped_and_the_error_says_so(tmp_path: Path) -> None:
+    log = tmp_path / "quiet.log"
+    # It reads stdin and never writes stdout: no answer can come, however long the wait.
+    child = ManagedProcess(python("import sys; print('waiting for input', file=sys.stderr, flush=True); "
+                                  "sys.stdin.read()"), name="quiet", log_path=log, pipes=True).start()
+    assert poll_until(lambda: "waiting for input" in child.log_tail(), STATE_LIMIT_S)
+    with pytest.raises(ProcessStartError) as error:
+        child.read_line(0.0, what="an answer")
+    assert str(error.value).startswith("quiet did not write an answer within 0 s")
+    assert error.value.returncode is None and "waiting for input" in str(error.value) and str(log) in str(error.value)
+    assert not child.alive

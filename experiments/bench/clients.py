@@ -32,8 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -167,26 +165,27 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
     from poochlab.clients.grpc_predictor import GrpcPredictor
     from poochlab.clients.rest_predictor import encode_request
     from poochlab.experiments.bench.echo_servers import GRPC_METHOD as ECHO_METHOD
+    from poochlab.experiments.bench.echo_servers import start_echo
     from poochlab.experiments.sweep.redis_service import RedisServer
-    from poochlab.processes.servers.launcher import ServerSpec, free_port, launch
+    from poochlab.processes.lifecycle import ManagedProcess
+    from poochlab.processes.servers.launcher import ServerSpec, launch
 
     placement = bench_placement(redis=True)
     server_cpus, redis_cpus, client_cpus = (placement.cores(role) for role in ("server", "redis", "generator0"))
     spec = ServerSpec(model_name="pooch_predictor", model_base_path=base / "pooch_predictor",
                       log_file=workdir / "server.log")
     redis_server = RedisServer.on_free_port(workdir / "redis")
-    echo_port = free_port()
-    echo = subprocess.Popen([sys.executable, "-m", "poochlab.experiments.bench.echo_servers", ECHO_KIND,
-                             str(echo_port)], stdout=subprocess.DEVNULL)
+    echo: ManagedProcess | None = None
     predictors: dict[str, Any] = {}
     try:
         with launch(spec) as server:
             assert server.pid is not None  # launched: its process is running
             pin(server.pid, server_cpus)
-            pin(echo.pid, server_cpus)
             redis_server.start()
             assert redis_server.pid is not None  # started just above
             pin(redis_server.pid, redis_cpus)
+            # Started on the server's cores (and so are its threads); waits until it serves.
+            echo, echo_port = start_echo(placement, ECHO_KIND)
             placement.pin_self()
             server.wait_until_available(["pooch_predictor"], timeout_s=180)
             rest: dict[str, Any] = {"rest_url": server.rest_url}
@@ -235,8 +234,8 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
         for predictor in predictors.values():
             predictor.close()
         redis_server.stop()
-        echo.kill()
-        echo.wait(10)
+        if echo is not None:
+            echo.stop()
         placement.restore()
     return _report(series, base, (server_cpus or set()) | (redis_cpus or set()), client_cpus, rounds, calls,
                    wrk_seconds, log_tail)

@@ -1,16 +1,17 @@
-"""Minimal echo servers: the floor each Python HTTP / gRPC stack puts under the lab's server.
+"""Minimal echo servers: what each Python HTTP / gRPC stack costs under the lab's server.
 
 Each answers with the request's own bytes and does nothing else, so a benchmark can subtract
 the stack's cost from the lab server's. Run one with
 ``python -m poochlab.experiments.bench.echo_servers <kind> <port>``; it prints ``ready`` and
-serves until SIGTERM. Kinds: ``httptools`` (asyncio Protocol + httptools on uvloop: the lab
-server's REST stack), ``uvicorn`` (a raw ASGI app on uvicorn with httptools and uvloop),
-``grpc-aio`` (grpc.aio), ``grpc-sync`` (grpc's thread-pool server: the lab server's gRPC stack).
+serves until SIGTERM (:func:`start_echo` starts one as a ManagedProcess and waits until it
+serves). Kinds: ``httptools`` (asyncio Protocol + httptools on uvloop: the lab server's REST
+stack), ``uvicorn`` (a raw ASGI app on uvicorn with httptools and uvloop), ``grpc-aio``
+(grpc.aio), ``grpc-sync`` (grpc's thread-pool server: the lab server's gRPC stack).
 
 Two more kinds also call a model once per request before echoing: ``httptools+model`` (on the
 event loop) and ``grpc-sync+model`` (on the RPC's thread), with fixed inputs prepared at start
-(``python -m ... <kind> <port> <model base path>``). They are the floor of any server on that
-stack that runs the model: whatever the lab's server costs beyond them is its own handler's work
+(``python -m ... <kind> <port> <model base path>``). They are the least any server on that
+stack that runs the model can cost: whatever the lab's server costs beyond them is its own handler's work
 (parse, validate, encode, metrics), and whatever they cost beyond echo + in-process compute is
 what this machine charges for doing both in one process between idle waits.
 """
@@ -18,13 +19,21 @@ what this machine charges for doing both in one process between idle waits.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from poochlab.processes.lifecycle import ManagedProcess, accepts_connections, free_port
+
+if TYPE_CHECKING:
+    from poochlab.experiments.recording.placement import Placement
 
 GRPC_METHOD = "/tensorflow.serving.PredictionService/Predict"
 KINDS = ("httptools", "uvicorn", "grpc-aio", "grpc-sync", "httptools+model", "grpc-sync+model")
 MODEL_SUFFIX = "+model"
+START_TIMEOUT_S = 300.0  # the "+model" kinds load TensorFlow and the model first
 
 
 def _nothing() -> None:
@@ -126,7 +135,7 @@ def main(argv: list[str]) -> int:
     if kind.endswith(MODEL_SUFFIX):
         if len(argv) < 3:
             raise SystemExit(f"{kind} needs the model's base path: {kind} <port> <model base path>")
-        from poochlab.experiments.bench.compute_floor import model_call
+        from poochlab.experiments.bench.model_baseline import model_call
 
         model = model_call(argv[2])
     if kind in ("httptools", "httptools" + MODEL_SUFFIX):
@@ -142,6 +151,31 @@ def main(argv: list[str]) -> int:
     else:
         _serve_grpc_sync(port, model)
     return 0
+
+
+def start_echo(placement: "Placement", kind: str, base_path: Path | None = None) -> tuple[ManagedProcess, int]:
+    """Start an echo server of ``kind`` on the server's cores (``base_path``: the model's, for the
+    "+model" kinds) and wait until it said ``ready`` and accepts connections; ``process.stop()``
+    ends it. ProcessStartError, quoting its output, when it exits or is not ready in time."""
+    port = free_port()
+    command = [sys.executable, "-m", "poochlab.experiments.bench.echo_servers", kind, str(port)]
+    if kind.endswith(MODEL_SUFFIX):
+        if base_path is None:
+            raise ValueError(f"echo server {kind} needs the model's base path")
+        command.append(str(base_path))
+    process = ManagedProcess(command, name=f"echo server {kind}", env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                             capture=True, grace_s=15.0, endpoints={"echo": f"127.0.0.1:{port}"})
+    with placement.as_role("server"):  # the child inherits the server's cores
+        process.start()
+    said_ready: list[bool] = []  # remembered: later output may push the line out of the bounded tail
+
+    def ready() -> bool:
+        if not said_ready and "ready" in process.output_lines():
+            said_ready.append(True)
+        return bool(said_ready) and accepts_connections(port)  # uvicorn says ready before it listens
+
+    process.wait_ready(ready, START_TIMEOUT_S, what=f"ready on port {port}")
+    return process, port
 
 
 if __name__ == "__main__":

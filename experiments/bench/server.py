@@ -1,21 +1,22 @@
-"""``poochlab bench server``: is the lab's server close to the floor of its parts?
+"""``poochlab bench server``: is the lab's server close to the sum of its parts?
 
 In one run, with servers pinned to one core and clients to another (when there are two):
 
-(a) the model's compute floor: the Pooch Predictor's ``serving_default`` called in-process
+(a) the model-call baseline: the Pooch Predictor's ``serving_default`` called in-process
     (batch 1) through the same session call the lab server makes (Session::Run on the caller's
     thread) — p50 with one caller, CPU per call with 8 threads calling;
 (b) minimal echo servers on two Python HTTP stacks (asyncio+httptools on uvloop, uvicorn) and
     two gRPC stacks (grpc sync thread pool, grpc.aio), driven by the same clients as the lab
     server; the first of each is the stack the lab server is built on (its "matching echo");
-    and the matching echoes again, calling (a)'s model call once per request: the floor of
-    any server on that stack that runs the model;
+    and the matching echoes again, calling (a)'s model call once per request: the least any
+    server on that stack that runs the model can cost;
 (c) the lab's server end to end (REST and gRPC, no batching).
 
 Clients: ``wrk`` (C) for REST, a raw grpcio channel (pre-serialized request bytes) for gRPC,
-both load drivers (experiments/drivers/). This module is the orchestration: the compute floor is
-``compute_floor.py``, the rows ``server_results.py``, the verdicts ``server_verdicts.py``, CPU
-placement the trials' own (recording/placement.py).
+both load drivers (experiments/drivers/). This module is the orchestration: the model-call
+baseline is ``model_baseline.py``, the rows ``server_results.py``, the verdicts
+``server_verdicts.py``, CPU placement the trials' own (recording/placement.py), every child
+process a ManagedProcess (processes/lifecycle.py) started on the server's cores.
 At concurrency 1 the p50 latency; at concurrency 8 the server process's own CPU time per
 request (psutil). Checks against its targets (``server_verdicts.py``):
 p50(lab) <= 1.15 x (p50(echo of its stack) + p50(compute)) and
@@ -27,16 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from poochlab.experiments.bench.compute_floor import PUPDATE, ComputeFloor, compute_floor_main, model_call
-from poochlab.experiments.bench.echo_servers import MODEL_SUFFIX
+from poochlab.experiments.bench.model_baseline import PUPDATE, ModelCallBaseline, model_baseline_main, model_call
+from poochlab.experiments.bench.echo_servers import MODEL_SUFFIX, start_echo
 from poochlab.experiments.bench.keep_awake import KeepAwakeError, cpus_kept_awake
 from poochlab.experiments.bench.server_results import LOAD_CALLERS, Results, Row
 from poochlab.experiments.bench.server_verdicts import TARGET_RATIO, Check, checks, format_report, gap_split
@@ -44,15 +42,16 @@ from poochlab.experiments.drivers.grpc_calls import GrpcCallsDriver
 from poochlab.experiments.drivers.interface import DriverError, LoadRun
 from poochlab.experiments.drivers.wrk import WrkDriver, wrk_installed
 from poochlab.experiments.recording.histograms import percentile_us
-from poochlab.experiments.recording.placement import Placement, bench_placement
+from poochlab.experiments.recording.placement import bench_placement
+from poochlab.processes.lifecycle import ManagedProcess
 
 if TYPE_CHECKING:
     from hdrh.histogram import HdrHistogram
 
 # What tests and other modules import from here (the command's public names).
-__all__ = ["DEFAULT_BASE", "LOAD_CALLERS", "PUPDATE", "REST_BODY", "TARGET_RATIO", "Check", "ComputeFloor",
-           "KeepAwakeError", "Results", "Row", "add_arguments", "checks", "compute_floor_main", "cpus_kept_awake",
-           "format_report", "gap_split", "grpc_request_bytes", "model_call", "run", "start_echo", "stop"]
+__all__ = ["DEFAULT_BASE", "LOAD_CALLERS", "PUPDATE", "REST_BODY", "TARGET_RATIO", "Check", "KeepAwakeError",
+           "ModelCallBaseline", "Results", "Row", "add_arguments", "checks", "cpus_kept_awake", "format_report",
+           "gap_split", "grpc_request_bytes", "model_baseline_main", "model_call", "run", "start_echo"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = REPO_ROOT / "models" / "servables" / "small" / "pooch_predictor"
@@ -130,33 +129,6 @@ def measure_grpc(name: str, pid: int, target: str, payload: bytes, calls: int, s
 
 # ---- (b) echo servers and (c) the lab server -------------------------------------------
 
-def start_echo(placement: Placement, kind: str, base_path: Path) -> tuple[subprocess.Popen, int]:
-    from poochlab.processes.servers.launcher import free_port
-
-    port = free_port()
-    command = [sys.executable, "-m", "poochlab.experiments.bench.echo_servers", kind, str(port)]
-    if kind.endswith(MODEL_SUFFIX):
-        command.append(str(base_path))
-    with placement.as_role("server"):
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert process.stdout is not None
-    if process.stdout.readline().strip() != b"ready":
-        process.kill()
-        raise RuntimeError(f"echo server {kind} did not start")
-    time.sleep(0.3)
-    return process, port
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
 # (kind, row key); the first of each is the matching echo of the lab server's stack, and the
 # "+model" one is that echo calling the model per request (see echo_servers).
 REST_ECHOS = (("httptools", "rest_echo"), ("uvicorn", "rest_echo_uvicorn"), ("httptools+model", "rest_echo_model"))
@@ -172,55 +144,57 @@ def run_benchmark(base_path: Path, seconds: float, calls: int, rounds: int) -> R
     from poochlab.processes.servers.launcher import ServerSpec, launch
 
     placement = bench_placement()
-    placement.pin_self()
     results = Results()
     payload = grpc_request_bytes()
-    started: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+    # Whatever fails, every process started so far is stopped and this process unpinned.
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp, contextlib.ExitStack() as running:
+        placement.pin_self()
+        running.callback(placement.restore)
         workdir = Path(tmp)
         print(f"server cores {placement.cores('server')}, client cores {placement.cores('generator0')} "
               f"({placement.reason})", flush=True)
-        floor = ComputeFloor(placement, base_path, calls, seconds)
+        baseline = ModelCallBaseline(placement, base_path, calls, seconds)
+        running.callback(baseline.stop)
         # As many gRPC threads as closed-loop callers (TF Serving's default on our 2 cores): at the
         # limit, never beyond it.
         spec = ServerSpec(model_name="pooch_predictor", model_base_path=base_path, grpc_max_threads=LOAD_CALLERS,
                           log_file=workdir / "server.log")
         with placement.as_role("server"):
             server = launch(spec)
-        try:
-            server_pid = server.pid
-            assert server_pid is not None  # a launched lab server is a process of ours
-            echos = {}
-            for kind, key in REST_ECHOS + GRPC_ECHOS:
-                process, port = start_echo(placement, kind, base_path)
-                started.append(process)
-                echos[key] = (kind, process, port)
-            server.wait_until_available(["pooch_predictor"], timeout_s=300)
-            for number in range(1, rounds + 1):
-                print(f"round {number}/{rounds}", flush=True)
-                results.rounds.append({})
-                results.add("compute", floor.measure())
-                for kind, key in REST_ECHOS:
-                    _, process, port = echos[key]
-                    results.add(key, measure_rest(f"(b) REST echo: {_echo_name(kind)}", process.pid,
-                                                  f"http://127.0.0.1:{port}/v1/models/pooch_predictor:predict",
-                                                  seconds))
-                for kind, key in GRPC_ECHOS:
-                    _, process, port = echos[key]
-                    results.add(key, measure_grpc(f"(b) gRPC echo: {_echo_name(kind)}", process.pid, f"127.0.0.1:{port}",
-                                                  payload, calls, seconds))
-                results.add("lab_rest", measure_rest("(c) lab server, REST", server_pid,
-                                                     f"{server.rest_url}/v1/models/pooch_predictor:predict",
-                                                     seconds, server_timing=True))
-                results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server_pid, server.grpc_target,
-                                                     payload, calls, seconds))
-        finally:
-            server.stop()
-            stop(floor.process)
-            for process in started:
-                stop(process)
-            placement.restore()
+        running.callback(server.stop)
+        server_pid = server.pid
+        assert server_pid is not None  # a launched lab server is a process of ours
+        echos = {}
+        for kind, key in REST_ECHOS + GRPC_ECHOS:
+            process, port = start_echo(placement, kind, base_path)
+            running.callback(process.stop)
+            echos[key] = (kind, process, port)
+        server.wait_until_available(["pooch_predictor"], timeout_s=300)
+        for number in range(1, rounds + 1):
+            print(f"round {number}/{rounds}", flush=True)
+            results.rounds.append({})
+            results.add("compute", baseline.measure())  # the saved rows' key stays "compute"
+            for kind, key in REST_ECHOS:
+                _, process, port = echos[key]
+                results.add(key, measure_rest(f"(b) REST echo: {_echo_name(kind)}", _pid(process),
+                                              f"http://127.0.0.1:{port}/v1/models/pooch_predictor:predict",
+                                              seconds))
+            for kind, key in GRPC_ECHOS:
+                _, process, port = echos[key]
+                results.add(key, measure_grpc(f"(b) gRPC echo: {_echo_name(kind)}", _pid(process), f"127.0.0.1:{port}",
+                                              payload, calls, seconds))
+            results.add("lab_rest", measure_rest("(c) lab server, REST", server_pid,
+                                                 f"{server.rest_url}/v1/models/pooch_predictor:predict",
+                                                 seconds, server_timing=True))
+            results.add("lab_grpc", measure_grpc("(c) lab server, gRPC", server_pid, server.grpc_target,
+                                                 payload, calls, seconds))
     return results
+
+
+def _pid(process: ManagedProcess) -> int:
+    pid = process.pid
+    assert pid is not None  # started before it is measured
+    return pid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

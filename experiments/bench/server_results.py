@@ -19,7 +19,7 @@ class Row:
     cpu_ms_per_request: float | None = None
     throughput: float | None = None
     notes: str = ""
-    # The lab server only: its own Server-Timing compute p50 at c=1, next to the floor's (a).
+    # The lab server only: its own Server-Timing compute p50 at c=1, next to the model-call baseline (a).
     server_compute_ms: float | None = None
 
 

@@ -1,4 +1,5 @@
-"""``bench server``'s verdicts: the lab server against its floor, and where the gap comes from.
+"""``bench server``'s verdicts: the lab server against the sum of its parts, and where the gap
+comes from.
 
 Targets: p50(lab) <= 1.15 x (p50(echo of its stack) + p50(compute)) and
 CPU/req(lab) <= 1.15 x (CPU/req(echo) + CPU/call(model, 8 threads)), for REST and gRPC; a
@@ -61,7 +62,8 @@ def checks(results: Results) -> list[Check]:
 
 
 def gap_split(results: Results) -> list[tuple[str, float, float]]:
-    """(what, floor / (echo + compute), lab / floor) with floor = the echo calling the model.
+    """(what, echo_model / (echo + compute), lab / echo_model): echo_model is the echo server
+    calling the model once per request, compute the model-call baseline (a).
 
     The first ratio is what doing both in one process costs on this machine (no lab code in
     it); the second is the lab server's own work beyond that. Their product is the target's
@@ -71,13 +73,14 @@ def gap_split(results: Results) -> list[tuple[str, float, float]]:
     compute = rows["compute"]
     out = []
     for api in ("rest", "grpc"):
-        lab, echo, floor = rows[f"lab_{api}"], rows[f"{api}_echo"], rows[f"{api}_echo_model"]
+        lab, echo, echo_model = rows[f"lab_{api}"], rows[f"{api}_echo"], rows[f"{api}_echo_model"]
         for what, attribute in MEASURES:
-            parts = [getattr(row, attribute) for row in (lab, echo, floor, compute)]
+            parts = [getattr(row, attribute) for row in (lab, echo, echo_model, compute)]
             if any(part is None for part in parts):
                 continue
-            lab_value, echo_value, floor_value, compute_value = parts
-            out.append((f"{api.upper()} {what}", floor_value / (echo_value + compute_value), lab_value / floor_value))
+            lab_value, echo_value, echo_model_value, compute_value = parts
+            out.append((f"{api.upper()} {what}", echo_model_value / (echo_value + compute_value),
+                        lab_value / echo_model_value))
     return out
 
 

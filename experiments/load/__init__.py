@@ -6,7 +6,7 @@ Importing this package never imports Locust or gevent: the load runs in worker p
 """
 
 from poochlab.experiments.load.calibration import LOAD_LEVELS, CapacityCalibration, calibrate_capacity
-from poochlab.experiments.load.floor import floor_summary, measure_generator_floor
+from poochlab.experiments.load.generator_floor import floor_summary, measure_generator_floor
 from poochlab.experiments.load.settings import LoadSettings
 from poochlab.experiments.load.trial import TrialError, measure_trial
 from poochlab.experiments.load.workload import Workload

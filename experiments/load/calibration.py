@@ -183,7 +183,7 @@ def generator_limit(client: ClientConfig, workload: Workload, *, path: str, targ
     ``workers_at(rate)``: the generator processes a trial at that rate would use. A client with a
     cache keeps it (the generator runs the cache client too); ``before_step`` then readies the
     cache (flushes Redis) and returns Redis's pid for the placement."""
-    from poochlab.experiments.load.floor import measure_generator_floor
+    from poochlab.experiments.load.generator_floor import measure_generator_floor
 
     steps: list[dict[str, Any]] = []
 

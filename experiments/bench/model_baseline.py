@@ -1,6 +1,8 @@
-"""``bench server``'s (a): the model's compute floor, measured in a pinned child process.
+"""``bench server``'s (a): the model-call baseline, measured in a pinned child process.
 
-The Pooch Predictor's ``serving_default`` called in-process (batch 1) through the same session
+What the model alone costs, with no server around it (not to be confused with the load
+generator's floor of ``load/generator_floor.py``, which is the client path against an echo
+server). The Pooch Predictor's ``serving_default`` called in-process (batch 1) through the same session
 call the lab server makes (Session::Run on the caller's thread): p50 with one caller, CPU per
 call with :data:`LOAD_CALLERS` threads calling. :func:`model_call` is also the call the echo +
 model servers (``echo_servers.py``) make per request.
@@ -10,23 +12,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from poochlab.experiments.bench.server_results import LOAD_CALLERS, Row
+from poochlab.processes.lifecycle import ManagedProcess
 
 if TYPE_CHECKING:
     from poochlab.experiments.recording.placement import Placement
 
+START_TIMEOUT_S = 300.0  # loading TensorFlow and the model, as long as the lab server gets
 PUPDATE = {"hashtags": "#corgi #adorable #puppy", "country": "GB", "followers": 1200}
 
 
 def model_call(base_path: str) -> Callable[[], object]:
     """The latest version's ``serving_default`` called on :data:`PUPDATE`, warmed up: the one
-    call that the floor (a) and the echo + model call servers (b) both time, and the one the
+    call that the baseline (a) and the echo + model call servers (b) both time, and the one the
     lab server makes (:class:`~poochlab.serving.servable.Servable`)."""
     import numpy as np
 
@@ -48,7 +51,7 @@ def model_call(base_path: str) -> Callable[[], object]:
     return lambda: signature.compute(inputs)
 
 
-def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
+def model_baseline_main(base_path: str, calls: int, seconds: float) -> None:
     """Child process: for each line on stdin, print JSON with the signature's p50 (one caller)
     and its CPU per call with 8 threads calling."""
     from poochlab.experiments.drivers.grpc_calls import closed_loop
@@ -71,30 +74,28 @@ def compute_floor_main(base_path: str, calls: int, seconds: float) -> None:
                           "calls_per_s": completed / seconds}), flush=True)
 
 
-class ComputeFloor:
-    """The child process (on the server's cores) that measures the compute floor once per round."""
+class ModelCallBaseline:
+    """The child process (on the server's cores) that measures the model-call baseline once per
+    round; :meth:`stop` ends it."""
 
     def __init__(self, placement: "Placement", base_path: Path, calls: int, seconds: float) -> None:
-        code = (f"from poochlab.experiments.bench.compute_floor import compute_floor_main; "
-                f"compute_floor_main({str(base_path)!r}, {calls}, {seconds})")
+        code = (f"from poochlab.experiments.bench.model_baseline import model_baseline_main; "
+                f"model_baseline_main({str(base_path)!r}, {calls}, {seconds})")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        with placement.as_role("server"):
-            self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        if self._line() != "ready":
-            raise RuntimeError("the compute floor process did not start")
-
-    def _line(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().decode().strip()
-        if not line:
-            raise RuntimeError(f"the compute floor process exited ({self.process.poll()})")
-        return line
+        self.process = ManagedProcess([sys.executable, "-c", code], name="model-call baseline", env=env,
+                                      capture=True, pipes=True, grace_s=15.0)
+        with placement.as_role("server"):  # the child inherits the server's cores
+            self.process.start()
+        ready = self.process.read_line(START_TIMEOUT_S, what="its ready line")
+        if ready != "ready":
+            self.process.stop()
+            raise RuntimeError(f"the model-call baseline process wrote {ready!r} instead of 'ready'")
 
     def measure(self) -> Row:
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"go\n")
-        self.process.stdin.flush()
-        result = json.loads(self._line())
+        self.process.write_line("go")
+        result = json.loads(self.process.read_line(what="a measurement"))  # as long as it measures
         return Row("(a) model compute, in-process signature call", result["p50_ms"], result["cpu_ms_per_call"],
                    result["calls_per_s"], "CPU per call with 8 threads calling")
+
+    def stop(self) -> None:
+        self.process.stop()
