@@ -51,6 +51,19 @@ class Window:
     cache_errors_by_reason: dict[str, int] = field(default_factory=dict)
     # Open loop: the arrivals per second planned for this window (a rate schedule's mean over it).
     planned_rate_rps: float | None = None
+    # Keys this version does not know (a newer lab's): kept as read and written back.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
 
 
 # What kind of problem made a trial invalid. Validity judges the instrument, not the server:
@@ -322,8 +335,10 @@ class TrialRecord:
     # Requests the server refused at once rather than queue (503 / UNAVAILABLE: --lab_max_queue,
     # a full batching queue): requests, share of attempts, and refusal vs answer latency p50/p99 (us).
     shed: dict[str, Any] = field(default_factory=dict)
-    # Events during the trial, e.g. {"at_s", "event": "replica_added" | "replica_removed", ...}
-    # from a reactive scaling policy; seconds since the measurement start.
+    # Events during the trial from a reactive scaling policy (sweep/scaling.py): {"at_s", "event":
+    # "scale_add_decided" | "scale_remove_decided" | "replica_joined" | "replica_left" |
+    # "replica_add_failed", ...}, "after_trial" on removals once it ended; seconds since the
+    # measurement start.
     timeline: list[dict[str, Any]] = field(default_factory=list)
     # Top-level keys this version of the lab does not know (a newer lab's fields): kept as read
     # and written back, so a load/save round trip loses nothing.
@@ -338,7 +353,7 @@ class TrialRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        data["windows"] = [asdict(w) for w in self.windows]
+        data["windows"] = [w.to_dict() for w in self.windows]
         data["validity"] = asdict(self.validity)
         for name in _SUB_RECORDS:
             data[name] = getattr(self, name).to_dict()
@@ -357,7 +372,7 @@ class TrialRecord:
         known = {f.name for f in fields(cls)} - {"extra"}
         extra = {k: v for k, v in data.items() if k not in known}
         data = {k: v for k, v in data.items() if k in known}
-        data["windows"] = [Window(**w) for w in data.get("windows", [])]
+        data["windows"] = [Window.from_dict(w) for w in data.get("windows", [])]
         data["validity"] = Validity.from_dict(data.get("validity", {}))
         for name, kind in _SUB_RECORDS.items():
             data[name] = kind.from_dict(data.get(name) or {}, source=f"{source}: {name}")

@@ -111,6 +111,8 @@ def test_keys_this_lab_does_not_know_survive_a_load_save_round_trip(tmp_path: Pa
     data["cache"]["per_window"] = [{"hits": 600, "misses": 400}]
     data["resources"]["gpu_seconds"] = 0.0
     data["generator"]["new_health_figure"] = 1.5
+    data["windows"] = [{"index": 0, "start_s": 0.0, "duration_s": 1.0, "requests": 10, "errors": 0,
+                        "histogram": "", "tail_events": 2}]
     path = tmp_path / "newer.json"
     path.write_text(json.dumps(data))
     record = TrialRecord.read(path)
@@ -123,6 +125,7 @@ def test_keys_this_lab_does_not_know_survive_a_load_save_round_trip(tmp_path: Pa
     assert saved["cache"]["per_window"] == [{"hits": 600, "misses": 400}]
     assert saved["resources"]["gpu_seconds"] == 0.0
     assert saved["generator"]["new_health_figure"] == 1.5
+    assert record.windows[0].requests == 10 and saved["windows"][0]["tail_events"] == 2
 
 
 def test_a_sub_record_that_is_not_an_object_is_refused_naming_the_file_and_field() -> None:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
-from poochlab.experiments.analysis.reactive import window_p99_ms
+from poochlab.experiments.faults.phases import window_p99_us
 from poochlab.experiments.faults.phases import spans
 
 MAX_FAULT_TRIALS = 4
@@ -64,7 +64,7 @@ def plot_faults_over_time(records: Sequence[Any]) -> tuple[Figure, str]:
                     if recovered > stop:
                         axis.annotate("recovery", (stop, 0.93), xycoords=("data", "axes fraction"), fontsize=6,
                                       va="top", ha="left", xytext=(2, -2), textcoords="offset points", color="0.3")
-        p99 = [window_p99_ms(w) for w in windows]
+        p99 = [None if (us := window_p99_us(w)) is None else us / 1000 for w in windows]
         top.plot([m for m, v in zip(middle, p99) if v is not None], [v for v in p99 if v is not None],
                  "o-", color="C3", markersize=3, label="p99 per window")
         top.set_ylabel("p99 latency (ms)")

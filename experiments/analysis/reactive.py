@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from poochlab.experiments.recording.histograms import decode, merge_encoded
+from poochlab.experiments.recording.histograms import merge_encoded
 
 NOT_MEASURED = "not measured in this run"
 ARM_ORDER = ("stable", "canary", "baseline")
@@ -194,6 +194,3 @@ def reactive_qualities(records: Sequence[Any], varied: Sequence[str] = ()) -> li
     return [f"**{name}:** {reader(records, varied)}" for name, reader in QUALITIES]
 
 
-def window_p99_ms(window: Any) -> float | None:
-    histogram = decode(window.histogram) if window.histogram else None
-    return histogram.get_value_at_percentile(99) / 1000 if histogram and histogram.get_total_count() else None

@@ -70,8 +70,9 @@ def _count_within(histogram: Any, limit_us: float) -> int:
 
 
 def window_p99_us(window: Any) -> float | None:
-    histogram = decode(window.histogram)
-    return float(histogram.get_value_at_percentile(99)) if histogram.get_total_count() else None
+    """A saved window's p99 in microseconds (None when it answered nothing)."""
+    histogram = decode(window.histogram) if window.histogram else None
+    return float(histogram.get_value_at_percentile(99)) if histogram and histogram.get_total_count() else None
 
 
 def availability(windows: Iterable[Any], slo_us: float) -> float | None:

@@ -387,7 +387,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
         generator.lateness_p99_us = float(lateness.get_value_at_percentile(99))
         generator.late_send_fraction = late / total if total else 0.0
     record.generator = generator
-    record.shed = _shed_summary(merged)
+    # Refusals inside a fault (a killed replica's UNAVAILABLE, a crash's 503) are not shedding.
+    record.shed = _shed_summary([w for w in merged if w.index not in in_faults])
     _judge(record, settings, generator, p99, result, float(resources.measured_s or 0.0),
            planned_hit_ratio, [w for w in merged if w.index in in_faults] if faults is not None else None)
 

@@ -24,8 +24,9 @@ from poochlab.experiments.recording.histograms import encode, new_histogram
 
 # The slowest answers of a window kept with their arrival times, so the stability rule can tell
 # one stall (many slow answers arriving together) from slow answers spread over the window. The
-# pooled p99 of a window of n requests has about n/100 above it; 256 covers a stalled 3 s window
-# at 2,000 requests/s per worker (more than 4% of them slow) before the list runs out.
+# pooled p99 of a window of n requests has about n/100 above it; 1,024 covers a 3 s window at
+# 2,000 requests/s per worker with 17% of its answers slow (several stalls) before the list runs
+# out, and then the rule counts answers instead, as it always did.
 SLOWEST_KEPT = 1024
 
 # Values below this are exact in a histogram of HDR_SIGNIFICANT_FIGURES figures; above it,

@@ -356,12 +356,19 @@ def measure(context: RunContext, trial: Trial,
         client = client_config(context, trial.factors, endpoints.rest_url, endpoints.grpc_target,
                                endpoints.model_names)
         scaler = _reactive_scaler(context, trial, endpoints)
-        measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
-                      metrics_url=endpoints.metrics_url, redis_pid=redis_pid,
-                      progress=progress if scaler is None else scaler.progress(settings.window_s, progress),
-                      faults=faults)
-        if scaler is not None:
-            record.timeline.extend(scaler.back_to_minimum())
+        try:
+            measure_trial(settings, client, workload(context, trial.factors, seed), record, server_pid=endpoints.pid,
+                          metrics_url=endpoints.metrics_url, redis_pid=redis_pid,
+                          progress=progress if scaler is None else scaler.progress(settings.window_s, progress),
+                          faults=faults)
+        finally:
+            # Even after a failed trial the next one must start at the minimum replica count.
+            if scaler is not None:
+                try:
+                    record.timeline.extend(scaler.back_to_minimum())
+                except Exception:
+                    context.servers.stop()  # the next trial starts a fresh set
+                    raise
     floor = context.floors.get(_floor_key(*_floor_load(context, trial.factors)))
     if floor is not None:
         record.load.generator_floor = floor["record"]
