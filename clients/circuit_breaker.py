@@ -28,7 +28,10 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._opened_at = 0.0
         self._probe_running = False
+        # Transitions so far, for the breaker's activity over time (read by the load worker).
         self.times_opened = 0
+        self.times_probed = 0  # half-open: one request let through to the model
+        self.times_closed = 0  # a probe answered: closed again
 
     @property
     def state(self) -> str:
@@ -46,11 +49,14 @@ class CircuitBreaker:
                 self._state = HALF_OPEN
             if self._state == HALF_OPEN and not self._probe_running:
                 self._probe_running = True
+                self.times_probed += 1
                 return True
             return False
 
     def record_success(self) -> None:
         with self._lock:
+            if self._state != CLOSED:
+                self.times_closed += 1
             self._state = CLOSED
             self._consecutive_failures = 0
             self._probe_running = False

@@ -132,7 +132,8 @@ class SupervisedPredictor:
             counts = dict(self._counts)
             fallbacks = dict(self._fallbacks)
         return {**counts, "fallbacks_by_reason": fallbacks, "breaker_state": self.breaker.state,
-                "breaker_opened": self.breaker.times_opened, **self.inner.stats()}
+                "breaker_opened": self.breaker.times_opened, "breaker_probes": self.breaker.times_probed,
+                "breaker_closed": self.breaker.times_closed, **self.inner.stats()}
 
     def close(self) -> None:
         self.inner.close()

@@ -51,6 +51,8 @@ class Window:
     cache_errors_by_reason: dict[str, int] = field(default_factory=dict)
     # Open loop: the arrivals per second planned for this window (a rate schedule's mean over it).
     planned_rate_rps: float | None = None
+    # The fallback's circuit breaker in this window: {"opened", "probes", "closed"}; {} without one.
+    breaker_counts: dict[str, int] = field(default_factory=dict)
     # Keys this version does not know (a newer lab's): kept as read and written back.
     extra: dict[str, Any] = field(default_factory=dict)
 

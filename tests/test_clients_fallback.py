@@ -127,6 +127,8 @@ def test_breaker_opens_after_k_consecutive_failures_and_probes_after_cooldown(ba
     stats = predictor.stats()
     assert stats["fallbacks_by_reason"] == {"http_503": 4, "breaker_open": 2}
     assert stats["breaker_state"] == CLOSED and stats["breaker_opened"] == 2
+    # Its activity: opened twice, two probes (one failed, one answered), closed once.
+    assert (stats["breaker_probes"], stats["breaker_closed"]) == (2, 1)
 
 
 def test_a_success_resets_the_count_of_consecutive_failures(baseline_path: Path) -> None:

@@ -23,7 +23,7 @@ def test_each_window_holds_the_cache_counts_of_its_own_time() -> None:
     counts = {"hits": 5, "misses": 2, "errors_by_reason": {"timeout": 1}}  # warm-up and prefill
     recorder = WindowRecorder(10.0, 1.0, open_loop=True, cache_probe=lambda: CacheCounts(
         hits=counts["hits"], misses=counts["misses"], errors_by_reason=dict(counts["errors_by_reason"])))
-    recorder.start_cache_counts()
+    recorder.start_client_counts()
     counts.update(hits=8, misses=3)  # window 0: 3 hits, 1 miss
     recorder.record(10.1, 10.2, path="cache")
     recorder.advance(11.0)
@@ -40,6 +40,22 @@ def test_each_window_holds_the_cache_counts_of_its_own_time() -> None:
     assert merged.cache_counts == {"hits": 0, "misses": 8} and merged.cache_errors_by_reason == {"connection": 8}
 
 
+def test_each_window_holds_the_breakers_transitions_of_its_own_time() -> None:
+    counts = {"opened": 1, "probes": 0, "closed": 0}  # opened during warm-up
+    recorder = WindowRecorder(0.0, 1.0, open_loop=True, breaker_probe=lambda: dict(counts))
+    recorder.start_client_counts()
+    counts.update(opened=2, probes=1)  # window 0: a probe failed and it opened again
+    recorder.record(0.1, 0.2, path="fallback")
+    recorder.advance(1.0)
+    counts.update(probes=2, closed=1)  # window 1: the next probe closed it
+    recorder.record(1.1, 1.2, path="model")
+    recorder.advance(2.0)
+    first, second = recorder.take_closed()
+    assert first.breaker_counts == {"opened": 1, "probes": 1, "closed": 0}
+    assert second.breaker_counts == {"opened": 0, "probes": 1, "closed": 1}
+    assert merge_window_data([first, second]).breaker_counts == {"opened": 1, "probes": 2, "closed": 1}
+
+
 def test_a_redis_outage_fails_no_request_and_shows_in_its_windows_cache_errors(
         lab_server, redis_server, redis_url) -> None:
     from poochlab.clients import CacheConfig, ClientConfig, build_predictor
@@ -50,7 +66,7 @@ def test_a_redis_outage_fails_no_request_and_shows_in_its_windows_cache_errors(
     for row in rows:  # warm the cache (before the measurement)
         predictor.predict([row])
     recorder = WindowRecorder(0.0, 1.0, open_loop=True, cache_probe=lambda: _cache_counts(predictor.stats()))
-    recorder.start_cache_counts()
+    recorder.start_client_counts()
 
     def send(window: int) -> None:
         # Recorded at made-up times inside ``window``: the windows are told apart by the recorder's

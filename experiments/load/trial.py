@@ -312,6 +312,7 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
                requests=w.requests, errors=sum(w.errors_by_kind.values()), histogram=w.histogram,
                corrected_histogram=w.corrected_histogram, answer_paths=dict(w.answer_paths),
                cache_counts=dict(w.cache_counts), cache_errors_by_reason=dict(w.cache_errors_by_reason),
+               breaker_counts=dict(w.breaker_counts),
                planned_rate_rps=settings.planned_rate_rps(w.index * settings.window_s, (w.index + 1) * settings.window_s))
         for w in merged]
     in_faults: set[int] = set()

@@ -64,6 +64,11 @@ def _cache_counts(stats: dict[str, Any]) -> CacheCounts:
                        errors_by_reason=dict(stats.get("cache_errors_by_reason", {})))
 
 
+def _breaker_counts(stats: dict[str, Any]) -> dict[str, int]:
+    return {"opened": int(stats.get("breaker_opened", 0)), "probes": int(stats.get("breaker_probes", 0)),
+            "closed": int(stats.get("breaker_closed", 0))}
+
+
 def _burn(share: float) -> None:
     """A planted overloaded generator: busy for ``share`` of every 10 ms, without yielding."""
     while True:
@@ -156,7 +161,8 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
     user_class.sender = sender
     expected = int(settings.pacing * 1e6) if settings.pacing > 0 else None
     recorder = WindowRecorder(measure_start, settings.window_s, open_loop=open_loop, expected_interval_us=expected,
-                              cache_probe=(lambda: _cache_counts(predictor.stats())) if spec.client.cache else None)
+                              cache_probe=(lambda: _cache_counts(predictor.stats())) if spec.client.cache else None,
+                              breaker_probe=(lambda: _breaker_counts(predictor.stats())) if spec.client.fallback else None)
 
     def on_request(context: dict[str, Any], exception: BaseException | None, **_: Any) -> None:
         # Runs once per request on the generator's loop: positional arguments, no lookups twice.
@@ -212,7 +218,7 @@ def run(conn: Connection, spec: WorkerSpec) -> None:
         if warm.get_total_count() >= 10:
             recorder.expected_interval_us = int(warm.get_value_at_percentile(50))
     cache_before = _cache_counts(predictor.stats())
-    recorder.start_cache_counts()
+    recorder.start_client_counts()
 
     window = 0
     while True:

@@ -21,6 +21,7 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
     paths: Counter = Counter()
     cache: Counter = Counter()
     cache_errors: Counter = Counter()
+    breaker: Counter = Counter()
     arm_sums: dict[str, Counter] = {}
     for part in parts:
         errors.update(part.errors_by_kind)
@@ -28,6 +29,7 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         paths.update(part.answer_paths)
         cache.update(part.cache_counts)
         cache_errors.update(part.cache_errors_by_reason)
+        breaker.update(part.breaker_counts)
         for arm, counts in part.arms.items():
             arm_sums.setdefault(arm, Counter()).update({k: v for k, v in counts.items() if k != "histogram"})
     arms = {arm: {**dict(counts), "histogram": encode(merge_encoded(
@@ -57,6 +59,7 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         cache_errors_by_reason=dict(cache_errors),
         arms=arms,
         refusal_histogram=merged("refusal_histogram"),
+        breaker_counts=dict(breaker),
     )
 
 

@@ -80,6 +80,9 @@ class WindowData:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     # how fast refusals came back (SHED_KINDS: a full queue answers at once), us
     refusal_histogram: str | None = None
+    # the fallback's circuit breaker in this window: {"opened", "probes", "closed"} transitions;
+    # empty without a fallback
+    breaker_counts: dict[str, int] = field(default_factory=dict)
 
 
 def _put_arm(window: _OpenWindow, arm: str, start: float, end: float, error_kind: str | None,
@@ -173,7 +176,8 @@ class WindowRecorder:
 
     def __init__(self, measure_start: float, window_s: float, *, open_loop: bool,
                  expected_interval_us: int | None = None,
-                 cache_probe: Callable[[], CacheCounts] | None = None) -> None:
+                 cache_probe: Callable[[], CacheCounts] | None = None,
+                 breaker_probe: Callable[[], dict[str, int]] | None = None) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be positive (got {window_s})")
         self.measure_start = measure_start
@@ -192,8 +196,10 @@ class WindowRecorder:
         self._last_index: int | None = None
         self._crossers: dict[int, list[tuple[float, float, tuple]]] = {}
         # The cache's running counts ({"hits", "misses", "errors_by_reason"}), read when a window
-        # closes: the difference to the last reading is that window's (see _cache_window).
+        # closes: the difference to the last reading is that window's (see _client_counts).
         self.cache_probe = cache_probe
+        self.breaker_probe = breaker_probe  # the breaker's transition counts, read the same way
+        self._breaker_seen: dict[str, int] = {}
         self._cache_seen: CacheCounts | None = None
 
     @property
@@ -300,16 +306,20 @@ class WindowRecorder:
         while now >= self._current_end:
             window = self._current
             closed = window.close(self.correct, self.open_loop, self._interval(window))
-            self._cache_window(closed)
+            self._client_counts(closed)
             self._closed.append(closed)
             self._current = _OpenWindow(index=window.index + 1)
             self._current_end = self.window_end(self._current.index)
         for index in [i for i in self._crossers if i < self._current.index - 3]:
             del self._crossers[index]  # the trial never ends that far back
 
-    def _cache_window(self, closed: WindowData) -> None:
-        # Counted when the window closes, so a window holds what the cache counted while it was
-        # open (give or take the request in progress when it closed).
+    def _client_counts(self, closed: WindowData) -> None:
+        # Counted when the window closes, so a window holds what the cache and the breaker
+        # counted while it was open (give or take the request in progress when it closed).
+        if self.breaker_probe is not None:
+            counts = self.breaker_probe()
+            closed.breaker_counts = {k: n - self._breaker_seen.get(k, 0) for k, n in counts.items()}
+            self._breaker_seen = counts
         if self.cache_probe is None:
             return
         now = self.cache_probe()
@@ -318,10 +328,13 @@ class WindowRecorder:
         closed.cache_counts = {"hits": counted.hits, "misses": counted.misses}
         closed.cache_errors_by_reason = {r: n for r, n in (counted.errors_by_reason or {}).items() if n}
 
-    def start_cache_counts(self) -> None:
-        """Read the cache's counts at the measurement's start (warm-up and prefill are left out)."""
+    def start_client_counts(self) -> None:
+        """Read the cache's and breaker's counts at the measurement's start (warm-up and prefill
+        are left out)."""
         if self.cache_probe is not None:
             self._cache_seen = self.cache_probe()
+        if self.breaker_probe is not None:
+            self._breaker_seen = self.breaker_probe()
 
     def take_closed(self) -> list[WindowData]:
         """Windows closed since the last call, oldest first."""
