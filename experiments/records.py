@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Self, Sequence
 
 SCHEMA_VERSION = 2
 # Older schemas this lab still reads (upgraded on load): 1 had Validity without kinds,
@@ -252,6 +252,16 @@ class CacheCounts(_SubRecord):
     errors: int = 0
     errors_by_reason: dict[str, int] | None = None  # None: not recorded (schema 1)
     extra: dict[str, JsonValue] = field(default_factory=dict)
+
+    @classmethod
+    def total(cls, parts: Sequence[CacheCounts]) -> CacheCounts:
+        """Several workers' counts added up, errors by reason included."""
+        reasons: dict[str, int] = {}
+        for part in parts:
+            for reason, n in (part.errors_by_reason or {}).items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        return cls(hits=sum(p.hits for p in parts), misses=sum(p.misses for p in parts),
+                   errors=sum(p.errors for p in parts), errors_by_reason=reasons)
 
     def since(self, before: CacheCounts) -> CacheCounts:
         """What was counted between ``before`` and these counts (reasons that did not grow left out)."""

@@ -123,11 +123,6 @@ def run_wrk(url: str, body: bytes, seconds: float, cpus: set[int] | None) -> dic
             "errors": run.errors}
 
 
-def pin(pid: int, cpus: set[int] | None) -> None:
-    if cpus:
-        os.sched_setaffinity(pid, cpus)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="small", help="model variant to serve (default: small)")
     parser.add_argument("--base-path", type=Path, help="TF Serving base path holding pooch_predictor/<version>/ "
@@ -178,12 +173,12 @@ def measure_all(base: Path, workdir: Path, rounds: int, calls: int, wrk_seconds:
     echo: ManagedProcess | None = None
     predictors: dict[str, Any] = {}
     try:
-        with launch(spec) as server:
-            assert server.pid is not None  # launched: its process is running
-            pin(server.pid, server_cpus)
-            redis_server.start()
-            assert redis_server.pid is not None  # started just above
-            pin(redis_server.pid, redis_cpus)
+        # Each process starts on its role's cores, so all its threads inherit them.
+        with placement.as_role("server"):
+            server = launch(spec)
+        with server:
+            with placement.as_role("redis"):
+                redis_server.start()
             # Started on the server's cores (and so are its threads); waits until it serves.
             echo, echo_port = start_echo(placement, ECHO_KIND)
             placement.pin_self()

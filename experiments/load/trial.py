@@ -359,7 +359,7 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     record.server_queue_histogram = merged_histogram_text(w.server_queue_histogram for w in result)
     record.server_compute_histogram = merged_histogram_text(w.server_compute_histogram for w in result)
     caches = [f.cache for f in finals if f.cache is not None]
-    record.cache = _merged_cache(caches) if caches else None
+    record.cache = CacheCounts.total(caches) if caches else None
     record.server_metrics = ServerMetricsRecord(deltas=measured.get("server_metrics", {}),
                                                 scrape_errors=measured.get("metrics_errors") or None)
 
@@ -410,15 +410,6 @@ def _shed_summary(windows: list[WindowData]) -> dict[str, Any]:
         summary.update(answer_p50_us=float(answers.get_value_at_percentile(50)),
                        answer_p99_us=float(answers.get_value_at_percentile(99)))
     return summary
-
-
-def _merged_cache(caches: list[CacheCounts]) -> CacheCounts:
-    """Every worker's cache counts added up, errors by reason included."""
-    reasons: Counter = Counter()
-    for cache in caches:
-        reasons.update(cache.errors_by_reason or {})
-    return CacheCounts(hits=sum(c.hits for c in caches), misses=sum(c.misses for c in caches),
-                       errors=sum(c.errors for c in caches), errors_by_reason=dict(reasons))
 
 
 def _count_above(histogram: Any, threshold_us: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-from poochlab.experiments.recording.histograms import encode, merge_encoded
+from poochlab.experiments.recording.histograms import decode, encode, merge_encoded
 
 REUSE_MARK = "~"  # experiments/load/workload.py _unique: how a reused (altered) pupdate's id is marked
 
@@ -56,15 +56,19 @@ def arm_summary(counts: Mapping[str, float], histogram: Any) -> dict[str, Any]:
     }
 
 
-def merged_arms(windows: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """Each A/B arm over ``windows`` (WindowData): its counts added, its histograms merged
-    (never its percentiles averaged), then summarised by :func:`arm_summary`."""
+def add_arms(windows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """The A/B arms of ``windows`` (WindowData: workers' parts of one window, or a trial's
+    windows) added up: per arm its sums (ARM_SUMS) and its latency histogram merged (hdrh text)."""
     sums: dict[str, Counter] = {}
     for window in windows:
         for arm, counts in window.arms.items():
             sums.setdefault(arm, Counter()).update({k: counts.get(k, 0) for k in ARM_SUMS})
-    arms = {}
-    for arm, counts in sums.items():
-        histogram = merge_encoded([w.arms[arm]["histogram"] for w in windows if arm in w.arms])
-        arms[arm] = {**arm_summary(counts, histogram), "histogram": encode(histogram)}
-    return arms
+    return {arm: {**dict(counts), "histogram": encode(merge_encoded(
+        [w.arms[arm]["histogram"] for w in windows if arm in w.arms]))} for arm, counts in sums.items()}
+
+
+def merged_arms(windows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Each A/B arm over ``windows`` (WindowData): :func:`add_arms` (counts added, histograms
+    merged, never percentiles averaged), then summarised by :func:`arm_summary`."""
+    return {arm: {**arm_summary(added, decode(added["histogram"])), "histogram": added["histogram"]}
+            for arm, added in add_arms(windows).items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Sequence
 
+from poochlab.experiments.recording.arms import add_arms
 from poochlab.experiments.recording.histograms import encode, merge_encoded
 from poochlab.experiments.recording.windows import WindowData
 
@@ -22,7 +23,6 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
     cache: Counter = Counter()
     cache_errors: Counter = Counter()
     breaker: Counter = Counter()
-    arm_sums: dict[str, Counter] = {}
     for part in parts:
         errors.update(part.errors_by_kind)
         sums.update(part.client_timing_sums_us)
@@ -30,10 +30,6 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         cache.update(part.cache_counts)
         cache_errors.update(part.cache_errors_by_reason)
         breaker.update(part.breaker_counts)
-        for arm, counts in part.arms.items():
-            arm_sums.setdefault(arm, Counter()).update({k: v for k, v in counts.items() if k != "histogram"})
-    arms = {arm: {**dict(counts), "histogram": encode(merge_encoded(
-        [part.arms[arm]["histogram"] for part in parts if arm in part.arms]))} for arm, counts in arm_sums.items()}
 
     def merged(name: str) -> str | None:
         texts = [getattr(part, name) for part in parts]
@@ -57,7 +53,7 @@ def merge_window_data(parts: Sequence[WindowData]) -> WindowData:
         slowest_complete_above_us=max(part.slowest_complete_above_us for part in parts),
         cache_counts=dict(cache),
         cache_errors_by_reason=dict(cache_errors),
-        arms=arms,
+        arms=add_arms(parts),
         refusal_histogram=merged("refusal_histogram"),
         breaker_counts=dict(breaker),
     )
