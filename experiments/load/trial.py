@@ -220,9 +220,7 @@ def _measure(settings: LoadSettings, workers: list[_Worker], measure_start: floa
         while len(collected.windows.get(next_index, {})) == len(workers):
             merged = merge_window_data(list(collected.windows[next_index].values()))
             collected.merged.append(merged)
-            histogram = decode(merged.histogram)
-            summary = WindowSummary(next_index, merged.requests, settings.window_s, histogram, merged.slowest,
-                                    merged.slowest_complete_above_us)
+            summary = _summary(merged, settings.window_s)
             collected.summaries.append(summary)
             count = next_index + 1
             stable = count >= settings.min_windows and is_stable(collected.summaries)
@@ -327,7 +325,8 @@ def _fill_record(record: TrialRecord, settings: LoadSettings, workers: list[_Wor
     result = [w for w in steady if w.index in verdict.windows] if record.stable else steady
     record.stable_windows = [w.index for w in result]
     kept = set(record.stable_windows)
-    record.load.p99_support = p99_support([s for s in collected.summaries if s.index in kept])
+    # From the saved windows: the last one holds the answers that arrived after it closed.
+    record.load.p99_support = p99_support([_summary(w, settings.window_s) for w in merged if w.index in kept])
     stability = (
         verdict.reason if record.stable
         else f"{verdict.reason}; after {len(merged)} windows of {settings.window_s:g} s (limit {settings.max_windows})")
@@ -410,6 +409,12 @@ def _shed_summary(windows: list[WindowData]) -> dict[str, Any]:
         summary.update(answer_p50_us=float(answers.get_value_at_percentile(50)),
                        answer_p99_us=float(answers.get_value_at_percentile(99)))
     return summary
+
+
+def _summary(window: WindowData, window_s: float) -> WindowSummary:
+    """A merged window as the stability rule reads it."""
+    return WindowSummary(window.index, window.requests, window_s, decode(window.histogram), window.slowest,
+                         window.slowest_complete_above_us)
 
 
 def _count_above(histogram: Any, threshold_us: int) -> int:
