@@ -28,6 +28,7 @@ users = [1, 2, 3]
 protocol = "rest"
 [profile]
 window_s = 0.3
+window_requests = 0             # every window 0.3 s, whatever the rate (an open loop's would fill 3 s)
 warmup_s = 0.2
 min_windows = 3
 max_windows = 3
