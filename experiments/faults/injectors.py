@@ -37,6 +37,20 @@ def server_fault_flags(plan: FaultPlan | None = None, admin: bool = True) -> tup
     return tuple(flags)
 
 
+def restart_timeline(supervisor: ServerSupervisor, restarts: int, spec: FaultSpec, clock: Clock,
+                     what: str) -> dict[str, Any]:
+    """Wait for ``supervisor``'s ``restarts``-th restart and say when the killed process died, was
+    restarted and served again (``cleared_at_s``: AVAILABLE), in the trial's clock."""
+    timeout = float(spec.params.get("recovery_timeout_s", DEFAULT_RECOVERY_TIMEOUT_S))
+    restart = supervisor.wait_for_restart(restarts, timeout)
+    if restart.available_at is None:
+        raise RuntimeError(f"{what} was restarted but never AVAILABLE again: {restart.error}")
+    return {"exit_code": restart.exit_code, "new_pid": restart.pid,
+            "died_at_s": clock.from_monotonic(restart.died_at),
+            "restarted_at_s": clock.from_monotonic(restart.restarted_at),
+            "cleared_at_s": clock.from_monotonic(restart.available_at)}
+
+
 class ServerCrash:
     """SIGKILL the supervised server; cleared when the supervisor has it AVAILABLE again.
 
@@ -56,17 +70,7 @@ class ServerCrash:
         return {"injected_at_s": clock.now(), "killed_pid": pid}
 
     def clear(self, spec: FaultSpec, clock: Clock) -> dict[str, Any]:
-        timeout = float(spec.params.get("recovery_timeout_s", DEFAULT_RECOVERY_TIMEOUT_S))
-        restart = self.supervisor.wait_for_restart(self._expected, timeout)
-        detail: dict[str, Any] = {
-            "exit_code": restart.exit_code, "new_pid": restart.pid,
-            "died_at_s": clock.from_monotonic(restart.died_at),
-            "restarted_at_s": clock.from_monotonic(restart.restarted_at),
-        }
-        if restart.available_at is None:
-            raise RuntimeError(f"the server was restarted but never AVAILABLE again: {restart.error}")
-        detail["cleared_at_s"] = clock.from_monotonic(restart.available_at)
-        return detail
+        return restart_timeline(self.supervisor, self._expected, spec, clock, "the server")
 
 
 class RedisOutage:

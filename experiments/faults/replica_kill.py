@@ -15,7 +15,7 @@ import os
 import signal
 from typing import Any, Sequence
 
-from poochlab.experiments.faults.injectors import DEFAULT_RECOVERY_TIMEOUT_S
+from poochlab.experiments.faults.injectors import restart_timeline
 from poochlab.experiments.faults.runner import Clock
 from poochlab.experiments.faults.schedule import FaultSpec
 from poochlab.experiments.faults.supervisor import ServerSupervisor
@@ -67,16 +67,8 @@ class ReplicaKill:
         if self._supervisor is None:
             # Left dead: the fault lasts to the end of the trial (the next trial gets a fresh set).
             return {"cleared_at_s": None}
-        timeout = float(spec.params.get("recovery_timeout_s", DEFAULT_RECOVERY_TIMEOUT_S))
-        restart = self._supervisor.wait_for_restart(1, timeout)
-        detail: dict[str, Any] = {
-            "exit_code": restart.exit_code, "new_pid": restart.pid,
-            "died_at_s": clock.from_monotonic(restart.died_at),
-            "restarted_at_s": clock.from_monotonic(restart.restarted_at),
-        }
-        if restart.available_at is None:
-            raise RuntimeError(f"replica {self._index(spec)} was restarted but never AVAILABLE again: {restart.error}")
-        detail["ready_at_s"] = detail["cleared_at_s"] = clock.from_monotonic(restart.available_at)
+        detail = restart_timeline(self._supervisor, 1, spec, clock, f"replica {self._index(spec)}")
+        detail["ready_at_s"] = detail["cleared_at_s"]
         return detail
 
     def release(self) -> None:
