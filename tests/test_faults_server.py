@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 
-from fixtures.lab_server import write_models_config
+from fixtures.lab_server import serve_test_models
 
 DELAY_MS = 250
 HALF_PLUS_TWO = "/v1/models/half_plus_two"
@@ -27,21 +27,10 @@ CORGI = {"hashtags": "#corgi", "country": "GB", "followers": 1200}
 
 @pytest.fixture(scope="module")
 def faulty_server(tmp_path_factory, pooch_exports, half_plus_two_base):
-    from poochlab.processes.servers.launcher import ServerSpec, launch
-
-    workdir = tmp_path_factory.mktemp("faulty_server")
-    config = write_models_config(workdir / "models.config", {
-        "pooch_predictor": pooch_exports["small"] / "pooch_predictor",
-        "half_plus_two": half_plus_two_base / "half_plus_two",
-    })
-    spec = ServerSpec(model_config_file=config, rest_api_num_threads=4, log_file=workdir / "server.log",
-                      extra_flags=(f"--lab_fault_delay_ms={DELAY_MS}", "--lab_fault_admin=true"))
-    server = launch(spec)
-    try:
-        server.wait_until_available(["pooch_predictor", "half_plus_two"], timeout_s=180)
+    with serve_test_models(tmp_path_factory.mktemp("faulty_server"), pooch_exports, half_plus_two_base,
+                           monitoring=False,
+                           extra_flags=(f"--lab_fault_delay_ms={DELAY_MS}", "--lab_fault_admin=true")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def call(url: str, method: str = "GET", body: object | None = None) -> tuple[int, dict]:

@@ -16,31 +16,17 @@ import urllib.request
 import grpc
 import pytest
 
-from fixtures.lab_server import write_models_config
+from fixtures.lab_server import PROMETHEUS_PATH as METRICS
+from fixtures.lab_server import serve_test_models
 from test_faults_server import HALF_PLUS_TWO, call, grpc_predict_request, grpc_stub
 
-METRICS = "/monitoring/prometheus/metrics"
 
 
 @pytest.fixture(scope="module")
 def shedding_server(tmp_path_factory, pooch_exports, half_plus_two_base):
-    from poochlab.processes.servers.launcher import ServerSpec, launch
-
-    workdir = tmp_path_factory.mktemp("shedding_server")
-    config = write_models_config(workdir / "models.config", {
-        "pooch_predictor": pooch_exports["small"] / "pooch_predictor",
-        "half_plus_two": half_plus_two_base / "half_plus_two",
-    })
-    monitoring = workdir / "monitoring.config"
-    monitoring.write_text(f'prometheus_config {{ enable: true, path: "{METRICS}" }}\n')
-    spec = ServerSpec(model_config_file=config, monitoring_config_file=monitoring, rest_api_num_threads=4,
-                      log_file=workdir / "server.log", extra_flags=("--lab_max_queue=1", "--lab_fault_admin=true"))
-    server = launch(spec)
-    try:
-        server.wait_until_available(["pooch_predictor", "half_plus_two"], timeout_s=180)
+    with serve_test_models(tmp_path_factory.mktemp("shedding_server"), pooch_exports, half_plus_two_base,
+                           extra_flags=("--lab_max_queue=1", "--lab_fault_admin=true")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
