@@ -19,7 +19,6 @@ would cost ~7 s and ~600 MB in every load-generator process), when the predictor
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from poochlab.clients.prediction import (
     PredictionError,
 )
 from poochlab.clients.server_timing import server_timing_from_metadata
+from poochlab.clients.os_lock import os_lock
 from poochlab.clients.transport import Transport
 from poochlab.models.pupdate import INPUT_COUNTRY, INPUT_FOLLOWERS, INPUT_HASHTAGS, OUTPUT_LIKES
 
@@ -61,15 +61,6 @@ def rpc_error(error: Any, what: str) -> PredictionError:
     return status_error(error.code().name, error.details() or "", what)
 
 
-def _os_lock() -> Any:
-    try:
-        from gevent.monkey import get_original
-
-        return get_original("threading", "Lock")()
-    except ImportError:  # no gevent installed: threading is the OS's
-        return threading.Lock()
-
-
 class GrpcPredictor(Transport):
     protocol = "grpc"
 
@@ -90,8 +81,7 @@ class GrpcPredictor(Transport):
         self._model_status: Any = None
         # OS locks even in a gevent-patched process: a gevent lock taken from an OS thread
         # would try to block on a hub that thread does not run.
-        self._channel_lock = _os_lock()
-        self._lock = _os_lock()  # Transport's counters
+        self._channel_lock = os_lock()
 
     def _methods(self) -> tuple[Any, Any]:
         if self._channel is None or self._channel_pid != os.getpid():

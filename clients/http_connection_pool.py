@@ -13,6 +13,7 @@ from typing import Callable
 
 from poochlab.clients.http_connection import HttpAnswer, KeepAliveConnection
 from poochlab.clients.http_libraries import ADAPTERS, library_name
+from poochlab.clients.os_lock import os_lock
 from poochlab.clients.prediction import PredictionError
 
 # Bumped in a forked child (Locust --processes): a pool made before the fork must not use the
@@ -52,7 +53,7 @@ class HttpConnectionPool:
         self._timeout_s = timeout_s  # the usual timeout; a call may ask for a shorter one
         self._idle: dict[int, list[KeepAliveConnection]] = {}
         self._all: list[KeepAliveConnection] = []
-        self._lock = threading.Lock()
+        self._lock = os_lock()  # held only around the idle lists
         self._generation = _fork_generation
 
     @property
@@ -88,7 +89,7 @@ class HttpConnectionPool:
 
     def _forget_parents_connections(self) -> None:
         """After a fork (Locust --processes): the parent's sockets stay the parent's."""
-        self._lock = threading.Lock()
+        self._lock = os_lock()
         self._idle, self._all, self._generation = {}, [], _fork_generation
 
     def close(self) -> None:

@@ -1,8 +1,8 @@
 """The lab's lean HTTP client: a bare socket and httptools' C response parser.
 
 The least Python per call of all the HTTP libraries (``poochlab bench clients``: the lowest
-client CPU per call and the p50 closest to wrk's). Under gevent's monkey patching (Locust) its
-socket is gevent's and waits cooperatively; in plain threads it blocks.
+client CPU per call and the p50 closest to wrk's). Under gevent's monkey patching (Locust) it
+waits cooperatively in gevent's hub; in plain threads it blocks.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from poochlab.clients.prediction import KIND_BAD_RESPONSE, KIND_CONNECTION, KIND
 class HttptoolsConnection(KeepAliveConnection):
     """A bare socket and httptools' C response parser: the least Python between call and wire.
 
-    With gevent's monkey patching (Locust) the socket is gevent's and the wait is cooperative;
-    in plain threads it blocks. ``timeout_s`` bounds the wait for the answer: the send and the
+    With gevent's monkey patching (Locust) the wait is cooperative (the real socket, non-blocking,
+    waiting in gevent's hub); in plain threads it blocks. ``timeout_s`` bounds the wait for the answer: the send and the
     first wait get all of it, each further chunk of the answer only what remains.
     Per call it only joins the request's bytes and feeds the answer to a parser kept with the
     connection: after a wake-up from a blocking wait every line of Python runs on cold caches,
@@ -41,8 +41,9 @@ class HttptoolsConnection(KeepAliveConnection):
         self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._host = parts.netloc
         self._socket: socket.socket | None = None
-        self._cooperative = False  # a gevent socket: gevent enforces the timeout
-        self._armed = -1.0  # the timeout the socket is set to
+        # gevent's wait_read and wait_write when the connection waits in gevent's hub, else None.
+        self._hub_waits: tuple[Any, Any] | None = None
+        self._armed = -1.0  # the timeout a blocking socket is set to
         self._answer = _ParsedAnswer()  # its parser is the connection's (a new one per connection)
         # (method, path, header items) -> the request head up to its Content-Length value.
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
@@ -71,16 +72,19 @@ class HttptoolsConnection(KeepAliveConnection):
                 connection = self._connect(timeout_s)
                 answer.parser = self._new_parser(answer)
             parser = answer.parser
-            self._arm(timeout_s)
-            connection.sendall(data)
-            while True:
-                chunk = connection.recv(65536)
-                if not chunk:
-                    raise ConnectionResetError("the server closed the connection")
-                parser.feed_data(chunk)
-                if answer.complete:
-                    break
-                self._arm(max(deadline - time.monotonic(), 1e-6))
+            if self._hub_waits is None:
+                self._arm(timeout_s)
+                connection.sendall(data)
+                while True:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        raise ConnectionResetError("the server closed the connection")
+                    parser.feed_data(chunk)
+                    if answer.complete:
+                        break
+                    self._arm(max(deadline - time.monotonic(), 1e-6))
+            else:
+                self._exchange_on_hub(connection, data, parser, deadline)
         except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's SO_RCVTIMEO expired
             self._reset()
             raise PredictionError(KIND_TIMEOUT, f"{method} {path}: timed out after {timeout_s} s") from None
@@ -96,31 +100,68 @@ class HttptoolsConnection(KeepAliveConnection):
         return HttpAnswer(status, answer.body[0] if len(answer.body) == 1 else b"".join(answer.body),
                           answer.server_timing)
 
+    def _exchange_on_hub(self, connection: socket.socket, data: bytes, parser: Any, deadline: float) -> None:
+        """Send ``data`` and read the answer on a non-blocking socket, waiting in gevent's hub.
+
+        An answer takes the server some time, so after the send the greenlet waits for the
+        socket to be readable before reading (no read that finds nothing): send, the hub's
+        wait, one recv, as wrk does with its event loop; less Python than gevent's socket.
+        """
+        assert self._hub_waits is not None
+        wait_read, wait_write = self._hub_waits
+        descriptor = connection.fileno()
+        answer = self._answer
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[connection.send(view):]
+            except BlockingIOError:
+                wait_write(descriptor, max(deadline - time.monotonic(), 1e-6))
+        while True:
+            wait_read(descriptor, max(deadline - time.monotonic(), 1e-6))  # TimeoutError at the deadline
+            try:
+                chunk = connection.recv(65536)
+            except BlockingIOError:  # woken without data after all
+                continue
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            parser.feed_data(chunk)
+            if answer.complete:
+                return
+
     def _connect(self, timeout_s: float) -> socket.socket:
         sock = socket.create_connection(self._address, timeout=timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._armed = -1.0
+        if type(sock).__module__.startswith("gevent"):
+            # Under gevent (Locust) the connection keeps gevent's socket only to connect: each
+            # call then goes to the real socket and waits in the hub (_exchange_on_hub). gevent's
+            # own send asks the kernel for the send buffer's size on every call and wraps every
+            # wait in its timeout bookkeeping: at concurrency 1 that was 15-30 us of a 0.5 ms call.
+            from gevent import monkey
+            from gevent.socket import wait_read, wait_write
+
+            real = monkey.get_original("socket", "socket")(fileno=sock.detach())
+            real.setblocking(False)
+            self._hub_waits = (wait_read, wait_write)
+            self._socket = real
+            return real
         # A plain socket blocks, and the kernel enforces the timeout (SO_RCVTIMEO/SO_SNDTIMEO):
         # Python's own timeout would poll() before every send and recv, a system call each.
-        # gevent's socket (Locust) keeps gevent's cooperative timeout.
-        self._cooperative = type(sock).__module__.startswith("gevent")
-        if not self._cooperative:
-            sock.settimeout(None)
-        self._armed = -1.0
+        sock.settimeout(None)
+        self._hub_waits = None
         self._socket = sock
         return sock
 
     def _arm(self, timeout_s: float) -> None:
-        """Make the next send/recv give up after ``timeout_s`` (a system call only on change)."""
+        """Make the next blocking send/recv give up after ``timeout_s`` (a system call only on change)."""
         if timeout_s == self._armed:
             return
         assert self._socket is not None
-        if self._cooperative:
-            self._socket.settimeout(timeout_s)
-        else:
-            # struct timeval; zero would mean "wait forever", so at least one microsecond.
-            value = struct.pack("ll", *divmod(max(int(timeout_s * 1e6), 1), 1_000_000))
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        # struct timeval; zero would mean "wait forever", so at least one microsecond.
+        value = struct.pack("ll", *divmod(max(int(timeout_s * 1e6), 1), 1_000_000))
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
         self._armed = timeout_s
 
     def _reset(self) -> None:
@@ -150,7 +191,7 @@ class _ParsedAnswer:
         self.keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"server-timing":
+        if name == b"Server-Timing" or (len(name) == 13 and name.lower() == b"server-timing"):
             text = value.decode("latin-1")
             self.server_timing = text if self.server_timing is None else f"{self.server_timing}, {text}"
 

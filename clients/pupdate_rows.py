@@ -11,7 +11,7 @@ from poochlab.models.pupdate import prediction_inputs
 
 def validated_rows(pupdates: Sequence[PupdateLike]) -> list[dict[str, Any]]:
     """Each pupdate as one signature row; ``ValueError`` names the pupdate and field at fault."""
-    if isinstance(pupdates, (str, bytes)) or not isinstance(pupdates, Sequence):
+    if type(pupdates) is not list and (isinstance(pupdates, (str, bytes)) or not isinstance(pupdates, Sequence)):
         raise ValueError(f"pupdates must be a sequence of pupdates, not {type(pupdates).__name__}")
     if not pupdates:
         raise ValueError("pupdates is empty: nothing to predict")

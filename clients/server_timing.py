@@ -15,10 +15,22 @@ from poochlab.wire import SERVER_TIMING_COMPUTE, SERVER_TIMING_METADATA_KEY, SER
 GRPC_METADATA_KEY = SERVER_TIMING_METADATA_KEY
 
 
+# The lab server's own header ("queue;dur=<ms>, compute;dur=<ms>", wire.server_timing_value) is
+# read on every timed call: a short path for exactly that, the general parser for anything else.
+_QUEUE_PREFIX = f"{SERVER_TIMING_QUEUE};dur="
+_COMPUTE_PREFIX = f"{SERVER_TIMING_COMPUTE};dur="
+
+
 def parse_server_timing(value: str | None) -> tuple[float | None, float | None]:
     """``(queue_us, compute_us)`` from a Server-Timing value; None for each missing metric."""
     if not value:
         return None, None
+    queue, _, compute = value.partition(", ")
+    if queue.startswith(_QUEUE_PREFIX) and compute.startswith(_COMPUTE_PREFIX):
+        try:
+            return float(queue[len(_QUEUE_PREFIX):]) * 1000.0, float(compute[len(_COMPUTE_PREFIX):]) * 1000.0
+        except ValueError:
+            pass  # the general parser keeps whatever it can
     durations: dict[str, float] = {}
     for metric in value.split(","):
         name, _, params = metric.strip().partition(";")

@@ -9,14 +9,15 @@ every other error surface immediately.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Sequence
 
 from poochlab.clients.config import ClientConfig
 from poochlab.clients.pupdate_rows import validated_rows
+from poochlab.clients.os_lock import os_lock
 from poochlab.clients.prediction import KIND_CONNECTION, Prediction, PredictionError, PupdateLike
 
 RETRYABLE_KINDS = frozenset({KIND_CONNECTION, "http_503", "grpc_UNAVAILABLE"})
+
 
 
 class Transport:
@@ -26,7 +27,7 @@ class Transport:
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
-        self._lock = threading.Lock()
+        self._lock = os_lock()
         self._counts = {"model_requests": 0, "model_errors": 0, "model_retries": 0}
         self._errors_by_kind: dict[str, int] = {}
 

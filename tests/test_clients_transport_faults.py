@@ -7,6 +7,7 @@ demand (503, garbage, a kept-alive connection closed while idle).
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -257,3 +258,81 @@ def test_a_rest_url_without_a_host_is_refused_naming_the_field() -> None:
         ClientConfig(rest_url="http://")
     with pytest.raises(ValueError, match="rest_url"):
         ClientConfig(rest_url="https://:8501/")
+
+
+def test_the_lean_client_under_gevent_waits_in_the_hub_for_split_answers_timeouts_and_closes() -> None:
+    """Under Locust (gevent's monkey patching) the lean client sends on the real socket and waits
+    in gevent's hub: an answer split across writes is put together, a silent server is a
+    timeout, a connection the server closed is reopened, and the hub keeps running other
+    greenlets while a call waits."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import gevent, json, socket
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from poochlab.clients import ClientConfig, PredictionError, build_transport
+
+        connections = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                connections.append(self.client_address)
+                super().setup()
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                payload = b'{{"predictions": [7.25]}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("server-timing", "queue;dur=0.5, compute;dur=1.25")  # lower case
+                self.end_headers()
+                self.wfile.flush()
+                gevent.sleep(0.05)  # the body comes in a later write
+                self.wfile.write(payload)
+                self.wfile.flush()
+                self.close_connection = self.path.endswith("close:predict")
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        gevent.spawn(server.serve_forever)
+        url = f"http://127.0.0.1:{{server.server_address[1]}}"
+        row = {PUPDATE!r}
+        ticks = []
+        ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.005)) for _ in range(1000)])
+        split = build_transport(ClientConfig(rest_url=url, library="lean", timeout_s=5.0))
+        answers = [split.predict([row]) for _ in range(2)]
+        closing = build_transport(ClientConfig(rest_url=url, library="lean", model_name="close", timeout_s=5.0))
+        after_close = [closing.predict([row]).likes[0] for _ in range(2)]
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        quiet = build_transport(ClientConfig(rest_url=f"http://127.0.0.1:{{silent.getsockname()[1]}}", library="lean",
+                                             timeout_s=0.3))
+        try:
+            quiet.predict([row])
+            kind = None
+        except PredictionError as error:
+            kind = error.kind
+        ticker.kill()
+        print(json.dumps({{"likes": [a.likes[0] for a in answers], "queue_us": answers[0].timing.server_queue_us,
+                          "compute_us": answers[0].timing.server_compute_us, "after_close": after_close,
+                          "connections": len(connections), "timeout_kind": kind, "ticks": len(ticks)}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["likes"] == [7.25, 7.25]
+    assert (result["queue_us"], result["compute_us"]) == (500.0, 1250.0)
+    # One kept-alive connection for both split answers, two for the server that closes after each.
+    assert result["after_close"] == [7.25, 7.25] and result["connections"] == 3
+    assert result["timeout_kind"] == "timeout"
+    assert result["ticks"] > 0  # other greenlets ran while calls waited
