@@ -67,7 +67,7 @@ class HttpConnectionPool:
             self._forget_parents_connections()
         key = self._pool_key()
         with self._lock:
-            idle = self._idle.setdefault(key, [])
+            idle = self._idle.get(key)
             connection = idle.pop() if idle else None
         if connection is None:
             connection = self._factory(self._base_url, self._timeout_s)
@@ -85,7 +85,11 @@ class HttpConnectionPool:
             raise
         finally:
             with self._lock:
-                self._idle.setdefault(key, []).append(connection)
+                idle = self._idle.get(key)
+                if idle is None:
+                    self._idle[key] = [connection]
+                else:
+                    idle.append(connection)
 
     def _forget_parents_connections(self) -> None:
         """After a fork (Locust --processes): the parent's sockets stay the parent's."""

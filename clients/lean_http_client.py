@@ -47,8 +47,12 @@ class HttptoolsConnection(KeepAliveConnection):
         self._answer = _ParsedAnswer()  # its parser is the connection's (a new one per connection)
         # (method, path, header items) -> the request head up to its Content-Length value.
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
+        self._last_head: tuple[str, str, dict[str, str], bytes] | None = None
 
     def _head(self, method: str, path: str, headers: dict[str, str]) -> bytes:
+        last = self._last_head  # a client mostly sends the same request line and headers again
+        if last is not None and last[0] == method and last[1] == path and last[2] == headers:
+            return last[3]
         key = (method, path, tuple(headers.items()))
         head = self._heads.get(key)
         if head is None:
@@ -57,6 +61,7 @@ class HttptoolsConnection(KeepAliveConnection):
             head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
             if len(self._heads) < 64:  # a client addresses a handful of paths; never grow unbounded
                 self._heads[key] = head
+        self._last_head = (method, path, dict(headers), head)  # a copy: the caller's dict may change
         return head
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
