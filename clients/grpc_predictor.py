@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from poochlab.clients.config import ClientConfig
+from poochlab.clients.os_lock import os_lock
 from poochlab.clients.prediction import (
     KIND_BAD_RESPONSE,
     KIND_CONNECTION,
@@ -33,7 +34,6 @@ from poochlab.clients.prediction import (
     PredictionError,
 )
 from poochlab.clients.server_timing import server_timing_from_metadata
-from poochlab.clients.os_lock import os_lock
 from poochlab.clients.transport import Transport
 from poochlab.models.pupdate import INPUT_COUNTRY, INPUT_FOLLOWERS, INPUT_HASHTAGS, OUTPUT_LIKES
 
