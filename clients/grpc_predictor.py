@@ -129,6 +129,9 @@ class GrpcPredictor(Transport):
                 tensor.int64_val.extend(row[name] for row in rows)
         return request.SerializeToString()
 
+    def _encode(self, rows: list[dict[str, Any]], version: int | None) -> bytes:
+        return self.encode_request(rows, version)
+
     def decode_response(self, data: bytes, expected_rows: int) -> tuple[list[float], int | None]:
         """The likes and the version that answered, from a serialized PredictResponse."""
         try:
@@ -153,7 +156,7 @@ class GrpcPredictor(Transport):
 
     def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
         started = time.perf_counter()
-        body = self.encode_request(rows, version)
+        body = self.request_bytes(rows, version)
         encoded = time.perf_counter()
         data, trailers = self._predict_call(body, timeout_s)
         answered = time.perf_counter()

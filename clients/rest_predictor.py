@@ -26,7 +26,6 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _INPUT_NAMES = (INPUT_HASHTAGS, INPUT_COUNTRY, INPUT_FOLLOWERS)
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner json.loads ends in
 _JSON_SPACE = " \t\n\r"
-_KEPT_BODIES = 4096  # one-row request bodies a predictor keeps (a workload's pool, bounded)
 
 
 def encode_request(rows: list[dict[str, Any]], signature_name: str, request_format: str) -> bytes:
@@ -101,7 +100,6 @@ class RestPredictor(Transport):
         self._http = HttpConnectionPool(config.rest_url, self.library, config.timeout_s)
         self._model_path = f"/v1/models/{quote(config.model_name, safe='')}"
         self._predict_path = self._address(None) + ":predict"  # the configured addressing
-        self._bodies: dict[tuple[Any, ...], bytes] = {}  # one-row requests' JSON (see _body)
 
     def _address(self, version: int | None) -> str:
         if version is not None:
@@ -114,7 +112,7 @@ class RestPredictor(Transport):
 
     def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
         started = time.perf_counter()
-        body = self._body(rows)
+        body = self.request_bytes(rows, version)
         encoded = time.perf_counter()
         path = self._predict_path if version is None else self._address(version) + ":predict"
         answer = self._http.request("POST", path, body, _JSON_HEADERS, timeout_s)
@@ -130,24 +128,8 @@ class RestPredictor(Transport):
         pinned = version if version is not None else self.config.version
         return Prediction(likes=likes, paths=(PATH_MODEL,) * len(rows), timing=timing, model_version=pinned)
 
-    def _body(self, rows: list[dict[str, Any]]) -> bytes:
-        """The request's JSON. A one-row request's is kept and sent again when the same row comes
-        back (a load test draws its pupdates from a fixed pool), as any client may keep what it
-        has serialized: the bytes are the same, and the call skips the encoder."""
-        key = None
-        if len(rows) == 1 and len(row := rows[0]) == len(_INPUT_NAMES):
-            try:
-                followers = row[INPUT_FOLLOWERS]  # its type too: 5, 5.0 and True are equal keys
-                key = (row[INPUT_HASHTAGS], row[INPUT_COUNTRY], followers, type(followers))
-                body = self._bodies.get(key)
-            except (KeyError, TypeError):  # not a signature row, or a value that cannot be a key
-                key = body = None
-            if body is not None:
-                return body
-        body = encode_request(rows, self.config.signature_name, self.config.request_format)
-        if key is not None and len(self._bodies) < _KEPT_BODIES:
-            self._bodies[key] = body
-        return body
+    def _encode(self, rows: list[dict[str, Any]], version: int | None) -> bytes:
+        return encode_request(rows, self.config.signature_name, self.config.request_format)  # version: in the URL
 
     def model_versions(self, timeout_s: float | None = None) -> list[int]:
         """GET /v1/models/<name>[/labels/<label>|/versions/<n>]: the AVAILABLE versions."""

@@ -1,4 +1,4 @@
-"""The REST client's request and answer encoding, on its short paths and its general ones.
+"""The clients' request and answer encoding, on its short paths and its general ones.
 
 Expected values are written out by hand from TF Serving's REST contract and the W3C
 Server-Timing syntax, not produced by the code under test.
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from poochlab.clients import ClientConfig, PredictionError
-from poochlab.clients import rest_predictor
+from poochlab.clients import transport
 from poochlab.clients.rest_predictor import RestPredictor, decode_likes
 from poochlab.clients.server_timing import parse_server_timing
 
@@ -69,21 +69,35 @@ def test_a_one_row_requests_json_is_encoded_once_and_sent_again_byte_for_byte() 
     row = {"hashtags": "#corgi #adorable", "country": "US", "followers": 5}
     expected = (b'{"signature_name":"serving_default","instances":'
                 b'[{"hashtags":"#corgi #adorable","country":"US","followers":5}]}')
-    first, again = predictor._body([dict(row)]), predictor._body([dict(row)])
+    first, again = predictor.request_bytes([dict(row)], None), predictor.request_bytes([dict(row)], None)
     assert first == expected and again is first  # the kept bytes, not a new encoding
     # Equal keys of other types stay apart: 5.0 and True are == 5 in Python, not in JSON.
-    assert json.loads(predictor._body([{**row, "followers": 5.0}]))["instances"][0]["followers"] == 5.0
-    assert b'"followers":true' in predictor._body([{**row, "followers": True}])
+    assert json.loads(predictor.request_bytes([{**row, "followers": 5.0}], None))["instances"][0]["followers"] == 5.0
+    assert b'"followers":true' in predictor.request_bytes([{**row, "followers": True}], None)
     # Two rows, or a row with more fields, are encoded every time and never kept.
-    two = predictor._body([row, {**row, "country": "GB"}])
+    two = predictor.request_bytes([row, {**row, "country": "GB"}], None)
     assert json.loads(two)["instances"][1]["country"] == "GB"
-    assert b'"extra":1' in predictor._body([{**row, "extra": 1}])
-    assert len(predictor._bodies) == 3
+    assert b'"extra":1' in predictor.request_bytes([{**row, "extra": 1}], None)
+    assert len(predictor._kept) == 3
 
 
-def test_the_kept_bodies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rest_predictor, "_KEPT_BODIES", 2)
+def test_a_one_row_predict_request_is_kept_per_version() -> None:
+    from poochlab.clients.grpc_predictor import LeanGrpcPredictor
+
+    predictor = LeanGrpcPredictor(ClientConfig(protocol="grpc", grpc_target="127.0.0.1:1", library="lean"))
+    protos = predictor._predict_pb2
+    row = {"hashtags": "#pug", "country": "GB", "followers": 12}
+    latest, pinned = predictor.request_bytes([row], None), predictor.request_bytes([row], 3)
+    assert predictor.request_bytes([dict(row)], 3) is pinned
+    parsed = protos.PredictRequest.FromString(pinned)
+    assert parsed.model_spec.version.value == 3 and not protos.PredictRequest.FromString(latest).model_spec.HasField("version")
+    assert list(parsed.inputs["hashtags"].string_val) == [b"#pug"]
+    assert list(parsed.inputs["followers"].int64_val) == [12]
+
+
+def test_the_kept_requests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "KEPT_REQUESTS", 2)
     predictor = RestPredictor(ClientConfig(rest_url="http://127.0.0.1:1", library="lean"))
-    bodies = [predictor._body([{"hashtags": "#pug", "country": "US", "followers": n}]) for n in range(5)]
+    bodies = [predictor.request_bytes([{"hashtags": "#pug", "country": "US", "followers": n}], None) for n in range(5)]
     assert [json.loads(body)["instances"][0]["followers"] for body in bodies] == [0, 1, 2, 3, 4]
-    assert len(predictor._bodies) == 2
+    assert len(predictor._kept) == 2
