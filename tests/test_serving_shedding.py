@@ -16,10 +16,8 @@ import urllib.request
 import grpc
 import pytest
 
-from fixtures.lab_server import PROMETHEUS_PATH as METRICS
-from fixtures.lab_server import serve_test_models
+from fixtures.lab_server import PROMETHEUS_PATH as METRICS, serve_test_models
 from test_faults_server import HALF_PLUS_TWO, call, grpc_predict_request, grpc_stub
-
 
 
 @pytest.fixture(scope="module")
