@@ -7,7 +7,9 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from poochlab.experiments.recording.histograms import decode, encode, merge_encoded, new_histogram
+from hdrh.histogram import HdrHistogram
+
+from poochlab.experiments.recording.histograms import decode, encode, merge_encoded, new_histogram, record_counts
 from poochlab.experiments.recording.merge import merge_window_data
 from poochlab.experiments.recording.windows import WindowRecorder
 
@@ -34,6 +36,36 @@ def test_merging_two_workers_equals_one_histogram_of_all_values(first: list[int]
     assert _same_counts(merged, _histogram_of(first + second))
     for percentile in (50, 90, 99, 99.9, 100):
         assert merged.get_value_at_percentile(percentile) == _histogram_of(first + second).get_value_at_percentile(percentile)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.dictionaries(st.integers(min_value=-5, max_value=2 * 3_600_000_000), st.integers(min_value=1, max_value=1000),
+                       max_size=200))
+def test_recording_counts_in_bulk_equals_hdrh_recording_each_value(counts: dict[int, int]) -> None:
+    """The window's fast path against hdrh's own record_value: same counts, total, min, max and
+    encoding, values out of range (below 0, above an hour) dropped by both."""
+    by_hdrh = new_histogram()
+    for value, count in counts.items():
+        by_hdrh.record_value(value, count)
+    bulk = new_histogram()
+    bulk.record_value(250, 2)  # something already there: the bulk adds to it
+    by_hdrh.record_value(250, 2)
+    record_counts(bulk, counts)
+    record_counts(bulk, {})  # nothing to add changes nothing
+    assert _same_counts(bulk, by_hdrh)
+    assert (bulk.get_total_count(), bulk.get_min_value(), bulk.get_max_value()) == \
+        (by_hdrh.get_total_count(), by_hdrh.get_min_value(), by_hdrh.get_max_value())
+    assert encode(bulk) == encode(by_hdrh)
+
+
+def test_recording_counts_in_bulk_into_a_histogram_of_other_settings_uses_its_own_slots() -> None:
+    coarse, expected = HdrHistogram(1, 1000, 1), HdrHistogram(1, 1000, 1)
+    record_counts(new_histogram(), {997: 1, 12_345: 2})  # the lab's slots for these values are remembered
+    record_counts(coarse, {997: 1, 500: 3, 12_345: 2})
+    expected.record_value(997, 1)
+    expected.record_value(500, 3)
+    assert _same_counts(coarse, expected)
+    assert coarse.get_total_count() == 4  # 12,345 is above this histogram's range
 
 
 def test_two_recorders_merged_window_by_window_equal_all_requests_together() -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from poochlab.experiments.records import HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES, CacheCounts
-from poochlab.experiments.recording.histograms import encode, new_histogram
+from poochlab.experiments.recording.histograms import encode, new_histogram, record_counts
 
 # The slowest answers of a window kept with their arrival times, so the stability rule can tell
 # one stall (many slow answers arriving together) from slow answers spread over the window. The
@@ -111,11 +111,11 @@ def counts_histogram(counts: dict[int, int], expected_interval_us: int | None = 
     """A histogram of bucketed counts (value in us -> count), corrected for coordinated
     omission with ``expected_interval_us`` when it is given."""
     histogram = new_histogram()
+    if not expected_interval_us:
+        record_counts(histogram, counts)
+        return histogram
     for value, count in counts.items():
-        if expected_interval_us:
-            histogram.record_corrected_value(value, expected_interval_us, count)
-        else:
-            histogram.record_value(value, count)
+        histogram.record_corrected_value(value, expected_interval_us, count)
     return histogram
 
 
