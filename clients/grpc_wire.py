@@ -25,6 +25,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
 import hpack
@@ -160,8 +161,26 @@ class Connection:
         except OSError as error:
             raise WireError("connection", f"failed to connect to {host}:{port}: {error}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # gevent's wait_read and wait_write when the connection waits in gevent's hub, else None.
+        self._hub_waits: tuple[Any, Any] | None = None
+        if type(self._sock).__module__.startswith("gevent"):
+            # Under gevent (Locust) gevent's socket only connects: calls then go to the real
+            # socket, non-blocking, and wait in the hub (send, the hub's wait, one recv). gevent's
+            # socket read once for nothing before every wait and kept a timeout object per call:
+            # measured, a third of the lean client's Python per call in an open loop.
+            from gevent import monkey
+            from gevent.socket import wait_read, wait_write
+
+            self._sock = monkey.get_original("socket", "socket")(fileno=self._sock.detach())
+            self._sock.setblocking(False)
+            self._hub_waits = (wait_read, wait_write)
+        self._deadline = time.monotonic() + timeout_s  # the current call's (here: the preface's)
         self.usable = True
         self._decoder = hpack.Decoder()
+        # Header blocks decoded while the decoder's dynamic table stood as _table_seen: a server
+        # sends the same few blocks for every answer, and hpack decodes in Python.
+        self._decoded: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        self._table_seen: tuple[int, int, object] = (-1, -1, None)
         self._buffer = bytearray()
         self._next_stream = 1
         self._send_window = DEFAULT_WINDOW  # the server's connection window
@@ -191,15 +210,27 @@ class Connection:
 
     def _send(self, data: bytes) -> None:
         try:
-            self._sock.sendall(data)
+            if self._hub_waits is None:
+                self._sock.sendall(data)
+                return
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[self._sock.send(view):]
+                except BlockingIOError:
+                    self._hub_waits[1](self._sock.fileno(), self._left())
         except OSError as error:
             raise self._lost(error, "while sending") from None
+
+    def _left(self) -> float:
+        """Seconds to the current call's deadline; past it, the wait times out at once."""
+        return max(self._deadline - time.monotonic(), 1e-6)
 
     def unary(self, headers: bytes, message: bytes, timeout_s: float) -> tuple[bytes, list[tuple[str, str]]]:
         """Call with ``headers`` (from :func:`request_headers`) and ``message`` (serialized);
         the answer's message and its trailers. Raises :class:`GrpcStatusError` for a non-OK
         status and :class:`WireError` when no answer came (the connection is then closed)."""
-        deadline = time.monotonic() + timeout_s
+        deadline = self._deadline = time.monotonic() + timeout_s
         stream = self._next_stream
         self._next_stream += 2
         if self._next_stream > 0x7FFFFFFF:  # stream ids run out: no new calls on this connection
@@ -211,7 +242,8 @@ class Connection:
         self._trailers: list[tuple[str, str]] | None = None
         self._data = bytearray()
         self.answer_started = False
-        self._sock.settimeout(max(timeout_s, 1e-6))
+        if self._hub_waits is None:
+            self._sock.settimeout(max(timeout_s, 1e-6))
         body = b"\x00" + struct.pack(">I", len(message)) + message
         block = headers + timeout_header(timeout_s)
         if len(body) <= min(self._max_frame, self._send_window, self._stream_window):
@@ -277,10 +309,7 @@ class Connection:
                 if kind != CONTINUATION or continued != stream:
                     self._fail(f"expected a CONTINUATION of stream {stream}, got frame type {kind} on {continued}")
                 block += more
-            try:
-                fields = [(str(name), str(value)) for name, value in self._decoder.decode(block)]
-            except hpack.HPACKError as error:
-                self._fail(f"header block does not decode: {error}")
+            fields = self._decode(block)
             if stream != ours:
                 return
             self.answer_started = True
@@ -320,7 +349,28 @@ class Connection:
         elif kind == PUSH_PROMISE:
             self._fail("PUSH_PROMISE although push is disabled")
 
-    def _fail(self, message: str) -> None:
+    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+        """The block's header fields; a block seen before, with the dynamic table as it was then,
+        is not decoded again (decoding it would neither change the table nor give other fields)."""
+        table = self._decoder.header_table
+        entries = table.dynamic_entries
+        state = (table.maxsize, len(entries), entries[0] if entries else None)
+        if state[:2] != self._table_seen[:2] or state[2] is not self._table_seen[2]:
+            self._decoded.clear()  # fields indexed in the table may mean others now
+            self._table_seen = state
+        fields = self._decoded.get(block)
+        if fields is None:
+            try:
+                fields = tuple((str(name), str(value)) for name, value in self._decoder.decode(block))
+            except hpack.HPACKError as error:
+                self._fail(f"header block does not decode: {error}")
+            after = (table.maxsize, len(entries), entries[0] if entries else None)
+            # Only a block that left the table as it was can be replayed without decoding.
+            if after[:2] == state[:2] and after[2] is state[2] and len(self._decoded) < 32:
+                self._decoded[bytes(block)] = fields
+        return list(fields)
+
+    def _fail(self, message: str) -> NoReturn:
         self.close()
         raise WireError("connection", f"HTTP/2 protocol error: {message}")
 
@@ -334,9 +384,19 @@ class Connection:
         if left <= 0:
             self.close()
             raise WireError("timeout", "deadline passed before the answer")
-        self._sock.settimeout(left)
         try:
-            chunk = self._sock.recv(65_536)
+            if self._hub_waits is None:
+                self._sock.settimeout(left)
+                chunk = self._sock.recv(65_536)
+            else:
+                while True:
+                    # An answer takes the server a while: wait until there is something to read.
+                    self._hub_waits[0](self._sock.fileno(), max(left, 1e-6))
+                    try:
+                        chunk = self._sock.recv(65_536)
+                        break
+                    except BlockingIOError:  # woken without data after all
+                        left = deadline - time.monotonic()
         except OSError as error:
             raise self._lost(error, "before the answer") from None
         if not chunk:

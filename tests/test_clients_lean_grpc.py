@@ -168,3 +168,74 @@ def test_a_server_that_refuses_the_message_while_it_is_still_being_sent_answers_
         connection.close()
     finally:
         server.stop(0)
+
+
+def test_a_header_block_seen_before_means_what_the_dynamic_table_says_now() -> None:
+    # Answers repeat their header blocks byte for byte, so the client reuses a block's decoding;
+    # an indexed field must still follow the server's dynamic table when an answer changes it.
+    import hpack
+
+    from poochlab.clients.grpc_wire import Connection
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    connection = Connection("127.0.0.1", listener.getsockname()[1], 5.0)
+    server_side = hpack.Encoder()
+    first = server_side.encode([(":status", "200"), ("x-arm", "a")])  # x-arm: a enters the table (62)
+    indexed = server_side.encode([(":status", "200"), ("x-arm", "a")])
+    assert len(indexed) == 2  # both fields by index now: the block a server repeats
+    assert connection._decode(first) == [(":status", "200"), ("x-arm", "a")]
+    assert connection._decode(indexed) == [(":status", "200"), ("x-arm", "a")]
+    assert connection._decode(indexed) == [(":status", "200"), ("x-arm", "a")]
+    assert connection._decode(server_side.encode([("x-arm", "b")])) == [("x-arm", "b")]  # now 62, a moves to 63
+    assert connection._decode(indexed) == [(":status", "200"), ("x-arm", "b")]  # same bytes, new meaning
+    connection.close()
+    listener.close()
+
+
+def test_the_lean_client_under_gevent_waits_in_the_hub_and_answers_as_grpcio_does(lab_server, clients) -> None:
+    """Under Locust (gevent's monkey patching) the lean gRPC client sends on the real socket and
+    waits in gevent's hub: the same answers as grpcio (a small call and one larger than the
+    server's flow-control windows), a silent server times out, and other greenlets keep running."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    grpcio, _ = clients
+    many = [{"hashtags": f"#dog{i} #walk", "country": "US", "followers": i} for i in range(4000)]
+    expected = {"small": grpcio.predict(PUPDATES).likes, "many": grpcio.predict(many).likes}
+    script = textwrap.dedent(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import gevent, json, socket
+        from poochlab.clients import ClientConfig, PredictionError, build_transport
+
+        ticks = []
+        ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.002)) for _ in range(100000)])
+        lean = build_transport(ClientConfig(protocol="grpc", grpc_target={lab_server.grpc_target!r}, library="lean"))
+        small = [lean.predict({PUPDATES!r}).likes for _ in range(3)]
+        many = lean.predict([{{"hashtags": f"#dog{{i}} #walk", "country": "US", "followers": i}} for i in range(4000)])
+        waits = lean._idle[0]._hub_waits is not None
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        quiet = build_transport(ClientConfig(protocol="grpc", grpc_target=f"127.0.0.1:{{silent.getsockname()[1]}}",
+                                             library="lean", timeout_s=0.3))
+        before = len(ticks)
+        try:
+            quiet.predict({PUPDATES!r})
+            kind = None
+        except PredictionError as error:
+            kind = error.kind
+        ticker.kill()
+        print(json.dumps({{"small": small, "many": many.likes, "hub_waits": waits, "timeout_kind": kind,
+                          "ticks_while_waiting": len(ticks) - before}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["small"] == [expected["small"]] * 3
+    assert result["many"] == expected["many"]
+    assert result["hub_waits"] is True
+    assert result["timeout_kind"] == "timeout"
+    assert result["ticks_while_waiting"] > 0  # the 0.3 s wait ran in the hub, not blocking it
