@@ -83,7 +83,7 @@ def histogram_of(values_us: Iterable[float]) -> HdrHistogram:
 
 # value (us) -> its slot in the counts array, for histograms of the lab's settings (new_histogram).
 _SLOT_OF_VALUE: dict[int, int] = {}
-_SLOTS_KEPT = 1 << 16  # ~2,600 slots hold every value up to an hour; this bounds odd inputs
+_SLOTS_KEPT = 1 << 16  # 23,552 slots hold every bucketed value up to an hour; this bounds unbucketed input
 
 
 def record_counts(histogram: HdrHistogram, counts: Mapping[int, int]) -> None:
@@ -93,7 +93,7 @@ def record_counts(histogram: HdrHistogram, counts: Mapping[int, int]) -> None:
     A window closes with ~1,000 distinct values per histogram and several histograms; hdrh's
     ``record_value`` spends ~4.5 us of Python finding each value's slot, so a window's close held the
     generator's event loop for ~5 ms, which sent the next requests late. Here each value's slot
-    comes from hdrh once and is remembered: the same close takes a tenth of that."""
+    comes from hdrh once and is remembered: a close measured 4.5-6.5 ms before, 1.2-2.5 ms after."""
     if not counts:
         return
     if (histogram.lowest_trackable_value, histogram.highest_trackable_value,
