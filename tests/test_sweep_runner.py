@@ -239,3 +239,19 @@ def test_replicas_run_behind_the_balancer_and_their_placement_is_recorded(tmp_pa
     (placement,) = manifest["replica_placement"].values()
     assert placement["replicas"] == 2 and placement["balancer"] == "nginx" and len(placement["replica_cores"]) == 2
     assert record.status == "ok" and sum(w.requests for w in record.windows) > 0
+
+
+def test_a_sweep_asked_to_keep_the_cpus_awake_holds_them_from_calibration_to_its_last_trial(
+        tmp_path: Path, pooch_exports) -> None:
+    from poochlab.experiments.recording.cpu_wake import current_cpu_latency_us
+
+    path = tmp_path / "spec.toml"
+    path.write_text(SPEC.replace("users = [1, 2, 3]", "users = [1]") + "[load]\ncpus_awake = true\n")
+    before = current_cpu_latency_us()
+    during: list[int | None] = []
+    summary = runner(load_spec(path), tmp_path / "run", pooch_exports,
+                     progress=lambda trial, number, total: during.append(current_cpu_latency_us())).run()
+    assert summary.measured == 1 and during == [0]
+    assert current_cpu_latency_us() == before  # released when the run ended
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["cpus_awake"]["held"] is True and manifest["spec"]["cpus_awake"] is True

@@ -390,6 +390,15 @@ def _validity_section(document: ReportDocument, analysis: RunAnalysis, factors: 
     document.add(Bullets(analysis.warnings or ["none: every trial was valid and every trial file readable"]))
 
 
+def _cpus_awake(state: Any) -> str:
+    """Whether the run held the CPUs awake ([load] cpus_awake), as its manifest says."""
+    if not isinstance(state, dict):
+        return "not recorded (idle CPUs may have halted)"
+    if state.get("held"):
+        return "kept awake (/dev/cpu_dma_latency held at 0: no host wake-ups in the latencies)"
+    return str(state.get("detail", "may halt"))
+
+
 def _appendix(document: ReportDocument, analysis: RunAnalysis) -> None:
     run = analysis.run
     manifest = run.manifest
@@ -401,6 +410,7 @@ def _appendix(document: ReportDocument, analysis: RunAnalysis) -> None:
         f"Python {manifest.get('python', 'not recorded')}",
         f"Server kind: {manifest.get('server_kind', 'not recorded')}",
         f"Placement: {_placement(analysis)}",
+        f"Idle CPUs: {_cpus_awake(manifest.get('cpus_awake'))}",
         f"Design: {spec.get('design', 'not recorded')}, {spec.get('repetitions', '?')} repetitions, "
         f"{len(analysis.configs)} configurations, {len(analysis.trials)} trials",
     ]))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from poochlab.experiments.load.calibration import CalibrationError
+from poochlab.experiments.recording.cpu_wake import CpusAwake
 from poochlab.experiments.records import TrialRecord, write_atomically
 from poochlab.experiments.sweep.manifest import Manifest, utc_now
 from poochlab.experiments.sweep.plan import Trial, plan_trials
@@ -125,18 +126,20 @@ class SweepRunner:
         self._in_flight = None
         restore = _sigterm_as_interrupt()
         try:
-            try:
-                execution.prepare_run(context, self.trials)
-            except CalibrationError as error:  # the rig cannot drive this sweep: say why, run nothing
-                raise RunError(str(error)) from None
-            for trial in self._iterate(todo):
-                for record, measured_now in self._records_of(context, trial, done):
-                    if not measured_now:  # a search step a resumed run already holds
-                        summary.skipped += 1
-                        continue
-                    record.save(trial_path(self.run_dir, record.trial_id))
-                    summary.measured += 1
-                    summary.failed += record.status == "failed"
+            with CpusAwake(self.spec.cpus_awake) as awake:  # from calibration to the last trial
+                manifest.update(cpus_awake=awake.as_record())
+                try:
+                    execution.prepare_run(context, self.trials)
+                except CalibrationError as error:  # the rig cannot drive this sweep: say why, run nothing
+                    raise RunError(str(error)) from None
+                for trial in self._iterate(todo):
+                    for record, measured_now in self._records_of(context, trial, done):
+                        if not measured_now:  # a search step a resumed run already holds
+                            summary.skipped += 1
+                            continue
+                        record.save(trial_path(self.run_dir, record.trial_id))
+                        summary.measured += 1
+                        summary.failed += record.status == "failed"
         except KeyboardInterrupt:
             summary.interrupted = True
             if self._in_flight is not None:

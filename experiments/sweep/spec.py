@@ -11,7 +11,9 @@ Layout of ``experiments/*.toml``::
     [batching.NAME]  TF Serving BatchingParameters fields, e.g. max_batch_size = 32
     [batching_grid]  field = [values...]           expands into sets named "grid-<field><v>-..."
     [load]           levels = {light = 0.25, ...}; reference = {factor = value, ...};
-                     workers = N | "auto" (generator processes; "auto": load/settings.py workers_for)
+                     workers = N | "auto" (generator processes; "auto": load/settings.py workers_for);
+                     cpus_awake = true (hold /dev/cpu_dma_latency at 0 while the run measures:
+                     experiments/recording/cpu_wake.py)
     [profile]        window_s, warmup_s, min_windows, max_windows overriding the profile
     [external]       host, rest_port, grpc_port of a server someone else runs (server_kind "external");
                      behind_balancer = true when that address is a balancer over several servers
@@ -138,6 +140,7 @@ class SweepSpec:
     users_schedule: UsersSchedule | None = None  # [load] users_schedule: every closed-loop trial's users
     scaling: ScalingSettings = field(default_factory=ScalingSettings)  # [scaling]: the reactive policy
     load_workers: int | str = "auto"  # generator processes per trial, or "auto"
+    cpus_awake: bool = False  # [load] cpus_awake: idle CPUs poll while the run measures
     ab: "ABSpec | None" = None  # an online A/B test between two served versions ([ab])
 
     def needs_calibration(self) -> bool:
@@ -153,7 +156,7 @@ class SweepSpec:
             "reference": self.reference, "external": self.external,
             "search": vars(self.search) if self.search else None, "redis_url": self.redis_url,
             **({"faults": [vars(f) | {"params": dict(f.params)} for f in self.faults]} if self.faults else {}),
-            "load_workers": self.load_workers,
+            "load_workers": self.load_workers, "cpus_awake": self.cpus_awake,
             **({"ab": vars(self.ab)} if self.ab else {}),
             **({"rate_schedule": self.rate_schedule.as_record()} if self.rate_schedule else {}),
             **({"users_schedule": self.users_schedule.as_record()} if self.users_schedule else {}),
@@ -198,7 +201,10 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     factors = _factors(where, data.get("factors", {}), batching_sets, data.get("batching_grid"))
     controls = _controls(where, data.get("controls", {}), factors, batching_sets)
     load = data.get("load", {})
-    where.only_keys("load", load, ("levels", "reference", "workers", "rate_schedule", "users_schedule"))
+    where.only_keys("load", load, ("levels", "reference", "workers", "rate_schedule", "users_schedule", "cpus_awake"))
+    cpus_awake = load.get("cpus_awake", False)
+    if not isinstance(cpus_awake, bool):
+        raise where.fail("load.cpus_awake", f"expected true or false, got {cpus_awake!r}")
     levels = dict(DEFAULT_LOAD_LEVELS)
     for level, fraction in load.get("levels", {}).items():
         where.choice("load.levels", level, LOAD_LEVELS)
@@ -213,6 +219,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         redis_url=_redis_url(where, sweep.get("redis_url")),
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
         load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
+        cpus_awake=cpus_awake,
         ab=_ab(where, data.get("ab")),
         rate_schedule=_rate_schedule(where, load.get("rate_schedule")),
         users_schedule=_users_schedule(where, load.get("users_schedule")),
