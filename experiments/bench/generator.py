@@ -405,6 +405,46 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def measure_and_judge(args: argparse.Namespace, workload: Any, pinning: Pinning, report: dict[str, Any]) -> list[str]:
+    """Run the parts ``args`` asks for into ``report``; one verdict line per check."""
+    checks: list[str] = []
+    if "open" not in args.skip:
+        report["open_loop"] = floor = open_loop_floor(args, workload, pinning)
+        for path in (p for p in args.paths if p in floor):
+            through, best, failed = valid_through(floor[path])
+            below = f"; invalid at {', '.join(f'{r:.0f}' for r in failed)}/s" if failed else ""
+            checks.append(f"{path} open loop: valid at every rate through {through:.0f}/s (highest valid "
+                          f"{best:.0f}/s{below}) (target >= {TARGET_RATE_RPS:.0f}/s at every rate): "
+                          f"{_verdict(through >= TARGET_RATE_RPS)}")
+        comparison = floor.get("grpc_at_floor_rate")
+        if comparison:
+            for path in ("grpc", "grpc-grpcio"):
+                for bare in (BARE_BACK_TO_BACK, BARE_PACED):
+                    ratio = comparison["paired_p50_ratios"][f"{path} / {bare}"]
+                    checks.append(f"{path} floor p50 at {FLOOR_RATE_RPS:.0f}/s / {bare} p50 = {ratio:.2f} (median of "
+                                  f"{args.floor_rounds} rounds' ratios; merged {comparison[path]['p50_us']:.0f} / "
+                                  f"{comparison[bare]['p50_us']:.0f} us; target <= {FLOOR_TARGET}): "
+                                  f"{_verdict(ratio <= FLOOR_TARGET)}")
+            paced_cpu = comparison[BARE_PACED]["cpu_us_per_request"]
+            checks.append(f"grpcio alone (the paced bare loop) costs {paced_cpu:.0f} us CPU per request here: one core "
+                          f"at 80% sends at most {0.8e6 / paced_cpu:.0f} gRPC requests/s with any grpcio client")
+    if "cost" not in args.skip:
+        report["recording_cost"] = cost = recording_cost(args, workload, pinning)
+        checks.append(f"recording cost {cost['cost_percent']:.1f}% of a CPU-bound generator's throughput "
+                      f"(median of {args.repeats} pairs' ratios; medians {cost['median_cpu_us_without']:.0f} us "
+                      f"CPU/request without, {cost['median_cpu_us_with']:.0f} us with; target < 5%): "
+                      f"{_verdict(cost['cost_percent'] < 5)}")
+    if "c1" not in args.skip:
+        report["concurrency_one"] = c1 = concurrency_one(args, pinning)
+        for protocol, reference in (("rest", "wrk"), ("grpc", "bare blocking grpcio loop"),
+                                    ("grpc_lean", "bare blocking lean-wire loop")):
+            for q in ("p50", "p99"):
+                ratio = c1["ratios"][f"{protocol}_{q}"]
+                checks.append(f"lab server, concurrency 1: lab {protocol} {q} / {reference} {q} = {ratio:.2f} "
+                              f"(target <= {CONCURRENCY1_TARGET}): {_verdict(ratio <= CONCURRENCY1_TARGET)}")
+    return checks
+
+
 def run(args: argparse.Namespace) -> int:
     import platform
 
@@ -419,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                           "load_average_at_start": os.getloadavg()}}
-    checks = []
+    checks: list[str] = []
     pinning = Pinning()
     report["placement"] = pinning.describe()
     print(f"placement: {pinning.describe()}", flush=True)
@@ -427,40 +467,7 @@ def run(args: argparse.Namespace) -> int:
         with CpusAwake(args.cpus_awake) as awake:
             report["cpus_awake"] = awake.as_record()
             print(f"idle CPUs: {awake.detail}", flush=True)
-            if "open" not in args.skip:
-                report["open_loop"] = floor = open_loop_floor(args, workload, pinning)
-                for path in (p for p in args.paths if p in floor):
-                    through, best, failed = valid_through(floor[path])
-                    below = f"; invalid at {', '.join(f'{r:.0f}' for r in failed)}/s" if failed else ""
-                    checks.append(f"{path} open loop: valid at every rate through {through:.0f}/s (highest valid "
-                                  f"{best:.0f}/s{below}) (target >= {TARGET_RATE_RPS:.0f}/s at every rate): "
-                                  f"{_verdict(through >= TARGET_RATE_RPS)}")
-                comparison = floor.get("grpc_at_floor_rate")
-                if comparison:
-                    for path in ("grpc", "grpc-grpcio"):
-                        for bare in (BARE_BACK_TO_BACK, BARE_PACED):
-                            ratio = comparison["paired_p50_ratios"][f"{path} / {bare}"]
-                            checks.append(f"{path} floor p50 at {FLOOR_RATE_RPS:.0f}/s / {bare} p50 = {ratio:.2f} (median of "
-                                          f"{args.floor_rounds} rounds' ratios; merged {comparison[path]['p50_us']:.0f} / "
-                                          f"{comparison[bare]['p50_us']:.0f} us; target <= {FLOOR_TARGET}): "
-                                          f"{_verdict(ratio <= FLOOR_TARGET)}")
-                    paced_cpu = comparison[BARE_PACED]["cpu_us_per_request"]
-                    checks.append(f"grpcio alone (the paced bare loop) costs {paced_cpu:.0f} us CPU per request here: one core "
-                                  f"at 80% sends at most {0.8e6 / paced_cpu:.0f} gRPC requests/s with any grpcio client")
-            if "cost" not in args.skip:
-                report["recording_cost"] = cost = recording_cost(args, workload, pinning)
-                checks.append(f"recording cost {cost['cost_percent']:.1f}% of a CPU-bound generator's throughput "
-                              f"(median of {args.repeats} pairs' ratios; medians {cost['median_cpu_us_without']:.0f} us "
-                              f"CPU/request without, {cost['median_cpu_us_with']:.0f} us with; target < 5%): "
-                              f"{_verdict(cost['cost_percent'] < 5)}")
-            if "c1" not in args.skip:
-                report["concurrency_one"] = c1 = concurrency_one(args, pinning)
-                for protocol, reference in (("rest", "wrk"), ("grpc", "bare blocking grpcio loop"),
-                                            ("grpc_lean", "bare blocking lean-wire loop")):
-                    for q in ("p50", "p99"):
-                        ratio = c1["ratios"][f"{protocol}_{q}"]
-                        checks.append(f"lab server, concurrency 1: lab {protocol} {q} / {reference} {q} = {ratio:.2f} "
-                                      f"(target <= {CONCURRENCY1_TARGET}): {_verdict(ratio <= CONCURRENCY1_TARGET)}")
+            checks = measure_and_judge(args, workload, pinning, report)
     finally:
         pinning.restore()
     report["machine"]["load_average_at_end"] = os.getloadavg()
