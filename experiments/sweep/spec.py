@@ -202,9 +202,6 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
     controls = _controls(where, data.get("controls", {}), factors, batching_sets)
     load = data.get("load", {})
     where.only_keys("load", load, ("levels", "reference", "workers", "rate_schedule", "users_schedule", "cpus_awake"))
-    cpus_awake = load.get("cpus_awake", False)
-    if not isinstance(cpus_awake, bool):
-        raise where.fail("load.cpus_awake", f"expected true or false, got {cpus_awake!r}")
     levels = dict(DEFAULT_LOAD_LEVELS)
     for level, fraction in load.get("levels", {}).items():
         where.choice("load.levels", level, LOAD_LEVELS)
@@ -219,7 +216,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> SweepSpec:
         redis_url=_redis_url(where, sweep.get("redis_url")),
         faults=_faults(where, data.get("faults", []), server_kind, sweep.get("redis_url")),
         load_workers=_load_workers(where, load.get("workers", AUTO_WORKERS)),
-        cpus_awake=cpus_awake,
+        cpus_awake=_flag(where, "load.cpus_awake", load.get("cpus_awake", False)),
         ab=_ab(where, data.get("ab")),
         rate_schedule=_rate_schedule(where, load.get("rate_schedule")),
         users_schedule=_users_schedule(where, load.get("users_schedule")),
