@@ -112,11 +112,12 @@ def record_counts(histogram: HdrHistogram, counts: Mapping[int, int]) -> None:
                 dropped.append(value)  # out of range: record_value drops it too
                 continue
         slots[slot] += count
-    kept = [value for value in counts if value not in dropped] if dropped else counts
-    if kept:
-        histogram.total_count += sum(counts[value] for value in kept) if dropped else sum(counts.values())
-        histogram.min_value = min(histogram.min_value, min(kept))
-        histogram.max_value = max(histogram.max_value, max(kept))
+    if dropped:
+        counts = {value: count for value, count in counts.items() if value not in dropped}
+    if counts:
+        histogram.total_count += sum(counts.values())
+        histogram.min_value = min(histogram.min_value, min(counts))
+        histogram.max_value = max(histogram.max_value, max(counts))
 
 
 def _slot(histogram: HdrHistogram, value: int) -> int | None:
