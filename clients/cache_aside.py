@@ -87,16 +87,16 @@ class CachedPredictor:
                 timeout_s: float | None = None) -> tuple[int, list[str], list[float | None], CallTiming] | None:
         """The serving version, the rows' keys, their cached likes (None: miss) and the time
         it took; None when the version is unknown (the cache cannot be used)."""
-        started = time.perf_counter()
+        started = time.monotonic()
         version = self.resolver.current(timeout_s)  # now and then a status call to the server
         if version is None:
             self._store.count_error("version_unknown")
             return None
-        resolved = time.perf_counter()
+        resolved = time.monotonic()
         keys = [self.key_for(row, version) for row in rows]
-        keyed = time.perf_counter()
+        keyed = time.monotonic()
         stored = self._store.get_many(keys)
-        looked_up = time.perf_counter()
+        looked_up = time.monotonic()
         likes: list[float | None] = [None] * len(rows)
         garbage = 0
         for index, data in enumerate(stored or ()):
@@ -111,10 +111,11 @@ class CachedPredictor:
         with self._lock:
             self._counts["cache_hits"] += len(rows) - misses
             self._counts["cache_misses"] += misses
-        decoded = time.perf_counter()
+        decoded = time.monotonic()
         # Resolving the version is waiting on the server, not encoding.
         timing = CallTiming(encode_us=(keyed - resolved) * 1e6, wait_us=(looked_up - keyed + resolved - started) * 1e6,
-                            decode_us=(decoded - looked_up) * 1e6, cache_wait_us=(looked_up - keyed) * 1e6)
+                            decode_us=(decoded - looked_up) * 1e6, cache_wait_us=(looked_up - keyed) * 1e6,
+                            sent_at=started, answered_at=looked_up)  # from started: resolving may ask the server
         return version, keys, likes, timing
 
     def lookup_rows(self, rows: list[dict[str, Any]]) -> tuple[list[float | None], CallTiming]:
@@ -128,7 +129,7 @@ class CachedPredictor:
 
     def predict_rows(self, rows: list[dict[str, Any]], *, timeout_s: float | None = None) -> Prediction:
         budget = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
-        started = time.perf_counter()
+        started = time.monotonic()
         found = self._lookup(rows, budget)
         if found is None:
             return self.inner.predict_rows(rows, timeout_s=self._remaining(budget, started))
@@ -147,7 +148,7 @@ class CachedPredictor:
 
     @staticmethod
     def _remaining(budget: float, started: float) -> float:
-        remaining = budget - (time.perf_counter() - started)
+        remaining = budget - (time.monotonic() - started)
         if remaining <= 0:
             raise PredictionError(KIND_TIMEOUT, f"no time left for the model after the cache ({budget} s)")
         return remaining
@@ -184,8 +185,7 @@ class CachedPredictor:
                     del self._flights[key]
                     flight.done.set()
         if follow:
-            waited = self._wait_for_flights(follow, likes, timeout_s - timing.wait_us / 1e6)
-            timing = timing.plus(CallTiming(0.0, waited, 0.0))
+            timing = timing.plus(self._wait_for_flights(follow, likes, timeout_s - timing.wait_us / 1e6))
         return timing, answered_version
 
     def _ask_model(self, rows: list[dict[str, Any]], keys: list[str], lead: list[int], likes: list[float | None],
@@ -200,27 +200,31 @@ class CachedPredictor:
             likes[index] = value
         # Only store what the version the keys were made for answered.
         if answer.model_version is None or answer.model_version == version:
-            stored_at = time.perf_counter()
+            stored_at = time.monotonic()
             self._store.set_many({keys[i]: encode_value(v) for i, v in zip(lead, answer.likes)}, self.config.ttl_s)
-            store_us = (time.perf_counter() - stored_at) * 1e6
-            timing = answer.timing.plus(CallTiming(0.0, store_us, 0.0, cache_wait_us=store_us))
+            stored = time.monotonic()
+            store_us = (stored - stored_at) * 1e6
+            timing = answer.timing.plus(CallTiming(0.0, store_us, 0.0, cache_wait_us=store_us,
+                                                   sent_at=stored_at, answered_at=stored))
         else:
             self.resolver.invalidate()
             timing = answer.timing
         return timing, answer.model_version
 
     def _wait_for_flights(self, follow: list[tuple[int, _Flight]], likes: list[float | None],
-                          timeout_s: float) -> float:
-        started = time.perf_counter()
+                          timeout_s: float) -> CallTiming:
+        """Wait for the flights other callers lead; the wait as a call's timing."""
+        started = time.monotonic()
         for index, flight in follow:
-            if not flight.done.wait(max(0.0, timeout_s - (time.perf_counter() - started))):
+            if not flight.done.wait(max(0.0, timeout_s - (time.monotonic() - started))):
                 raise PredictionError(KIND_TIMEOUT, "timed out waiting for a shared model call")
             if flight.error is not None:
                 raise PredictionError(flight.error.kind, f"shared model call failed: {flight.error.message}")
             likes[index] = flight.likes
         with self._lock:
             self._counts["single_flight_shared"] += len(follow)
-        return (time.perf_counter() - started) * 1e6
+        done = time.monotonic()
+        return CallTiming(0.0, (done - started) * 1e6, 0.0, sent_at=started, answered_at=done)
 
     def stats(self) -> dict[str, Any]:
         errors = self._store.stats()

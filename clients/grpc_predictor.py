@@ -155,17 +155,17 @@ class GrpcPredictor(Transport):
         return values, version
 
     def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
-        started = time.perf_counter()
+        started = time.monotonic()
         body = self.request_bytes(rows, version)
-        encoded = time.perf_counter()
+        encoded = time.monotonic()
         data, trailers = self._predict_call(body, timeout_s)
-        answered = time.perf_counter()
+        answered = time.monotonic()
         likes, answered_version = self.decode_response(data, len(rows))
         queue_us, compute_us = server_timing_from_metadata(trailers)
-        decoded = time.perf_counter()
+        decoded = time.monotonic()
         timing = CallTiming(encode_us=(encoded - started) * 1e6, wait_us=(answered - encoded) * 1e6,
                             decode_us=(decoded - answered) * 1e6, server_queue_us=queue_us,
-                            server_compute_us=compute_us)
+                            server_compute_us=compute_us, sent_at=encoded, answered_at=answered)
         return Prediction(likes=likes, paths=(PATH_MODEL,) * len(rows), timing=timing,
                           model_version=answered_version)
 

@@ -8,7 +8,7 @@ raises :class:`PredictionError` with a ``kind`` an experiment can count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from poochlab.models.pupdate import Pupdate
 
@@ -44,12 +44,18 @@ def error_kind(exception: BaseException) -> str:
 
 @dataclass(frozen=True)
 class CallTiming:
-    """Where one call's time went, in microseconds.
+    """Where one call's time went, in microseconds, and when it was on the wire.
 
     ``encode_us`` builds the request (and cache keys), ``wait_us`` is spent waiting on the
     network and servers (Redis included: ``cache_wait_us`` is that part of it), ``decode_us``
     parses answers. The server's queue and compute times come from its ``Server-Timing``
     header or gRPC trailing metadata and are None when it sends none (real TF Serving).
+
+    ``sent_at`` and ``answered_at`` (``time.monotonic`` seconds) bound the call's time on the
+    wire: from its first request handed to the network (after encoding) to its last answer
+    read (before decoding); None when the call never waited on a server (a baseline answer).
+    A load generator's latency runs between them, as wrk's and k6's do: the client's own
+    encoding and decoding stay in ``encode_us`` and ``decode_us``, reported beside it.
     """
 
     encode_us: float
@@ -58,6 +64,8 @@ class CallTiming:
     server_queue_us: float | None = None
     server_compute_us: float | None = None
     cache_wait_us: float = 0.0
+    sent_at: float | None = None
+    answered_at: float | None = None
 
     @property
     def client_us(self) -> float:
@@ -65,7 +73,8 @@ class CallTiming:
         return self.encode_us + self.decode_us
 
     def plus(self, other: "CallTiming") -> "CallTiming":
-        """Both calls' time, as when a request needed a cache lookup and a model call."""
+        """Both calls' time, as when a request needed a cache lookup and a model call; on the
+        wire from the first one's send to the last one's answer."""
         return CallTiming(
             encode_us=self.encode_us + other.encode_us,
             wait_us=self.wait_us + other.wait_us,
@@ -73,7 +82,16 @@ class CallTiming:
             server_queue_us=_sum_optional(self.server_queue_us, other.server_queue_us),
             server_compute_us=_sum_optional(self.server_compute_us, other.server_compute_us),
             cache_wait_us=self.cache_wait_us + other.cache_wait_us,
+            sent_at=_first(min, self.sent_at, other.sent_at),
+            answered_at=_first(max, self.answered_at, other.answered_at),
         )
+
+
+def _first(pick: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
+    """``pick`` (min or max) of the stamps that exist."""
+    if a is None:
+        return b
+    return a if b is None else pick(a, b)
 
 
 def _sum_optional(a: float | None, b: float | None) -> float | None:

@@ -111,20 +111,20 @@ class RestPredictor(Transport):
         return self._model_path
 
     def _call(self, rows: list[dict[str, Any]], timeout_s: float, version: int | None) -> Prediction:
-        started = time.perf_counter()
+        started = time.monotonic()
         body = self.request_bytes(rows, version)
-        encoded = time.perf_counter()
+        encoded = time.monotonic()
         path = self._predict_path if version is None else self._address(version) + ":predict"
         answer = self._http.request("POST", path, body, _JSON_HEADERS, timeout_s)
-        answered = time.perf_counter()
+        answered = time.monotonic()
         if answer.status != 200:
             raise PredictionError(f"http_{answer.status}", _error_message(answer.body))
         likes = decode_likes(answer.body, self.config.request_format, len(rows))
         queue_us, compute_us = parse_server_timing(answer.server_timing)
-        decoded = time.perf_counter()
+        decoded = time.monotonic()
         timing = CallTiming(encode_us=(encoded - started) * 1e6, wait_us=(answered - encoded) * 1e6,
                             decode_us=(decoded - answered) * 1e6, server_queue_us=queue_us,
-                            server_compute_us=compute_us)
+                            server_compute_us=compute_us, sent_at=encoded, answered_at=answered)
         pinned = version if version is not None else self.config.version
         return Prediction(likes=likes, paths=(PATH_MODEL,) * len(rows), timing=timing, model_version=pinned)
 

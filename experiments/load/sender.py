@@ -1,7 +1,8 @@
 """Sending and timing requests inside one load-generator worker (gevent).
 
 :class:`Sender` is what Locust users call. It times every request with ``time.monotonic``
-(from the scheduled send time in an open loop, from the actual send in a closed loop), keeps
+(from the scheduled send time in an open loop, from the actual send in a closed loop, to the
+answer's arrival: :func:`~poochlab.experiments.load.sender_base.measured_span`), keeps
 track of requests in flight, and fires Locust's ``request`` event with the unrounded latency and
 a context holding the exact times, the lateness and the client's :class:`CallTiming`.
 """
@@ -15,7 +16,7 @@ import gevent
 from gevent.queue import Queue
 
 from poochlab.experiments.load.precise_timer import PreciseTimer
-from poochlab.experiments.load.sender_base import SenderBase
+from poochlab.experiments.load.sender_base import SenderBase, measured_span
 from poochlab.experiments.load.rate_schedule import Arrivals, constant
 
 REQUEST_TYPE = "predict"
@@ -48,8 +49,9 @@ class Sender(SenderBase):
             exception = error
         except Exception as error:  # a client bug must show up as an error kind, not kill the user
             exception = error
-        end = time.monotonic()
+        returned = time.monotonic()
         del self._in_flight[token]
+        start, end = measured_span(scheduled, sent, returned, prediction)
         self.events.request.fire(
             request_type=REQUEST_TYPE, name=self.kind, response_time=(end - start) * 1000.0,
             response_length=len(request), exception=exception,

@@ -14,8 +14,9 @@ hand-off, one more, measured 3-11% more CPU per request at 1,000/s). A thread th
 due (every thread was busy) starts one more, so outstanding requests are never capped. Closed
 loop: a Locust user's greenlet hands its request to an idle thread and waits for the answer.
 
-Every latency runs from the scheduled time (open loop) or the greenlet's hand-off (closed loop)
-to the answer's arrival, timestamped on the thread that received it. Answers are handed to the
+Every latency runs from the scheduled time (open loop) or the send on the thread (closed loop:
+the hand-off from the greenlet is the generator's time, not the server's) to the answer's
+arrival, timestamped on the thread that sent and received it (``measured_span``). Answers are handed to the
 gevent hub through a thread-safe async watcher, whose callback fires Locust's ``request`` event
 for each (the recorder's only input), with the same context as :class:`Sender`.
 
@@ -36,7 +37,7 @@ from gevent.monkey import get_original
 
 from poochlab.experiments.load.rate_schedule import Arrivals, constant
 from poochlab.experiments.load.sender import REQUEST_TYPE
-from poochlab.experiments.load.sender_base import SenderBase
+from poochlab.experiments.load.sender_base import SenderBase, measured_span
 
 # The unpatched primitives: a gevent-patched ``threading`` would make greenlets, not threads.
 _start_thread, _allocate_lock = get_original("_thread", ["start_new_thread", "allocate_lock"])
@@ -171,11 +172,12 @@ class ThreadSender(SenderBase):
             prediction = self.predictor.predict(request)
         except Exception as error:  # a PredictionError, or a client bug: counted by kind either way
             exception = error
-        end = self._clock()
+        returned = self._clock()
         if then is not None:
             then()
         lateness = None if scheduled is None else sent - scheduled
-        self._answers.append((token, start, end, lateness, prediction, exception, request, done))
+        span_start, end = measured_span(scheduled, sent, returned, prediction)
+        self._answers.append((token, span_start, end, lateness, prediction, exception, request, done))
         # Every time: threads append side by side, so none can tell whether the hub was woken
         # for its answer; libev writes to its wake-up pipe only when no wake is pending yet.
         if not self._closed:  # a call cancelled by the channel's close answers after close()
