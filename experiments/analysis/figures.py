@@ -427,7 +427,7 @@ def plot_latency_breakdown(tables: Tables) -> tuple[Figure, str]:
     share_axis.set_yticks(rows, labels, fontsize=7)
     share_axis.invert_yaxis()
     share_axis.set_xlim(0, 100)
-    share_axis.set_xlabel("share of the mean latency per request (%)")
+    share_axis.set_xlabel("share of a request's mean time: latency plus the client's encode + decode (%)")
     share_axis.set_title("Where the time goes")
     means = configs["mean_ms"].to_numpy(dtype=float)
     total_axis.plot(means, rows, "o", color="0.3")
@@ -445,10 +445,12 @@ def plot_latency_breakdown(tables: Tables) -> tuple[Figure, str]:
     figure.legend(fontsize=8, loc="outside lower center", ncols=4, frameon=False)
     figure.suptitle("Latency breakdown: client, network, server queue, server compute")
     caption = (
-        "Left: each configuration's mean latency per request split into client encode + decode (measured by the "
-        "client), server queue and compute (from the server's per-request timing, weighted by the share of "
-        "requests the model answered, since cache hits and fallbacks never reach it) and what remains: network "
-        "and server overhead outside the model, as shares (%) of the mean. Right: that mean in ms"
+        "Left: each configuration's mean time per request as shares (%): the client's own encode + decode "
+        "(measured by the client; outside the latency, which runs from the request's send to the answer's "
+        "arrival as wrk and k6 count it) and the mean latency split into server queue and compute (from the "
+        "server's per-request timing, weighted by the share of requests the model answered, since cache hits "
+        "and fallbacks never reach it) and what remains: network and server overhead outside the model. "
+        "Right: the mean latency in ms"
         + (f" (log axis: the means span more than {LOG_SPAN:g}x)" if total_axis.get_xscale() == "log" else "")
         + ". Configurations are sorted "
         + (f"by {', '.join(load)}, then " if load else "")

@@ -179,13 +179,15 @@ def errors_by_reason_text(cache: CacheCounts | None) -> str:
 
 
 def breakdown_ms(row: dict[str, Any]) -> dict[str, float]:
-    """Split the mean latency into client, network (and the rest), server queue and compute.
+    """A request's time: the client's own encode + decode, and the mean latency split into
+    network (and the rest), server queue and compute.
 
-    Client time is encode + decode; what the server does not account for and the client did not
-    spend encoding or decoding is network and server overhead. Server times are per request the
-    model answered, so they are weighted by that share (a cache hit costs the server nothing).
-    Without server timing the queue and compute parts are NaN and "network" holds everything
-    past the client.
+    The latency runs on the wire (from the request's send, or its scheduled time, to the answer's
+    arrival: load/sender_base.py ``measured_span``), so the client's encoding and decoding lie
+    outside it and are a part of their own; what the server does not account for is network and
+    server overhead. Server times are per request the model answered, so they are weighted by
+    that share (a cache hit costs the server nothing). Without server timing the queue and
+    compute parts are NaN and "network" holds the whole latency.
     """
     mean = row.get("mean_ms", NAN)
     client = sum(v for v in (row.get("client_encode_ms", NAN), row.get("client_decode_ms", NAN)) if not math.isnan(v))
@@ -196,7 +198,7 @@ def breakdown_ms(row: dict[str, Any]) -> dict[str, float]:
     server = sum(v for v in (queue, compute) if not math.isnan(v))
     return {
         "breakdown_client_ms": client,
-        "breakdown_network_ms": max(mean - client - server, 0.0) if not math.isnan(mean) else NAN,
+        "breakdown_network_ms": max(mean - server, 0.0) if not math.isnan(mean) else NAN,
         "breakdown_queue_ms": queue,
         "breakdown_compute_ms": compute,
     }
