@@ -25,10 +25,12 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import Any, NoReturn
+from typing import NoReturn
 from urllib.parse import unquote
 
 import hpack
+
+from poochlab.clients.wire_socket import open_connection
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Frame types and flags (RFC 9113 section 6).
@@ -155,25 +157,15 @@ class Connection:
 
     def __init__(self, host: str, port: int, timeout_s: float) -> None:
         try:
-            self._sock = socket.create_connection((host, port), timeout=timeout_s)
+            # On gevent's hub thread (Locust) the real socket, non-blocking, waiting in the hub
+            # (send, the hub's wait, one recv): gevent's socket read once for nothing before
+            # every wait and kept a timeout object per call, measured a third of the lean
+            # client's Python per call in an open loop. Elsewhere it blocks (wire_socket.py).
+            self._sock, self._hub_waits = open_connection((host, port), timeout_s)
         except socket.timeout:
             raise WireError("timeout", f"connecting to {host}:{port} took over {timeout_s:g} s") from None
         except OSError as error:
             raise WireError("connection", f"failed to connect to {host}:{port}: {error}") from None
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # gevent's wait_read and wait_write when the connection waits in gevent's hub, else None.
-        self._hub_waits: tuple[Any, Any] | None = None
-        if type(self._sock).__module__.startswith("gevent"):
-            # Under gevent (Locust) gevent's socket only connects: calls then go to the real
-            # socket, non-blocking, and wait in the hub (send, the hub's wait, one recv). gevent's
-            # socket read once for nothing before every wait and kept a timeout object per call:
-            # measured, a third of the lean client's Python per call in an open loop.
-            from gevent import monkey
-            from gevent.socket import wait_read, wait_write
-
-            self._sock = monkey.get_original("socket", "socket")(fileno=self._sock.detach())
-            self._sock.setblocking(False)
-            self._hub_waits = (wait_read, wait_write)
         self._deadline = time.monotonic() + timeout_s  # the current call's (here: the preface's)
         self.usable = True
         self._decoder = hpack.Decoder()

@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 from poochlab.clients.http_connection import HttpAnswer, KeepAliveConnection
 from poochlab.clients.prediction import KIND_BAD_RESPONSE, KIND_CONNECTION, KIND_TIMEOUT, PredictionError
+from poochlab.clients.wire_socket import HubWaits, open_connection
 
 
 class HttptoolsConnection(KeepAliveConnection):
     """A bare socket and httptools' C response parser: the least Python between call and wire.
 
-    With gevent's monkey patching (Locust) the wait is cooperative (the real socket, non-blocking,
-    waiting in gevent's hub); in plain threads it blocks. ``timeout_s`` bounds the wait for the
+    With gevent's monkey patching (Locust), on the hub's thread, the wait is cooperative (the real
+    socket, non-blocking, waiting in gevent's hub); on any other thread it blocks. ``timeout_s`` bounds the wait for the
     answer: the send and the first wait get all of it, each further chunk only what remains.
     Per call it only joins the request's bytes and feeds the answer to a parser kept with the
     connection: after a wake-up from a blocking wait every line of Python runs on cold caches,
@@ -42,7 +43,7 @@ class HttptoolsConnection(KeepAliveConnection):
         self._host = parts.netloc
         self._socket: socket.socket | None = None
         # gevent's wait_read and wait_write when the connection waits in gevent's hub, else None.
-        self._hub_waits: tuple[Any, Any] | None = None
+        self._hub_waits: HubWaits | None = None
         self._armed = -1.0  # the timeout a blocking socket is set to
         self._answer = _ParsedAnswer()  # its parser is the connection's (a new one per connection)
         # (method, path, header items) -> the request head up to its Content-Length value.
@@ -135,26 +136,16 @@ class HttptoolsConnection(KeepAliveConnection):
                 return
 
     def _connect(self, timeout_s: float) -> socket.socket:
-        sock = socket.create_connection(self._address, timeout=timeout_s)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Under gevent (Locust), on the hub's thread, calls wait in the hub on the real socket
+        # (_exchange_on_hub): gevent's own send asked the kernel for the send buffer's size on
+        # every call and wrapped every wait in its timeout bookkeeping, 15-30 us of a 0.5 ms
+        # call at concurrency 1. Elsewhere the socket blocks (clients/wire_socket.py).
+        sock, self._hub_waits = open_connection(self._address, timeout_s)
         self._armed = -1.0
-        if type(sock).__module__.startswith("gevent"):
-            # Under gevent (Locust) the connection keeps gevent's socket only to connect: each
-            # call then goes to the real socket and waits in the hub (_exchange_on_hub). gevent's
-            # own send asks the kernel for the send buffer's size on every call and wraps every
-            # wait in its timeout bookkeeping: at concurrency 1 that was 15-30 us of a 0.5 ms call.
-            from gevent import monkey
-            from gevent.socket import wait_read, wait_write
-
-            real = monkey.get_original("socket", "socket")(fileno=sock.detach())
-            real.setblocking(False)
-            self._hub_waits = (wait_read, wait_write)
-            self._socket = real
-            return real
-        # A plain socket blocks, and the kernel enforces the timeout (SO_RCVTIMEO/SO_SNDTIMEO):
-        # Python's own timeout would poll() before every send and recv, a system call each.
-        sock.settimeout(None)
-        self._hub_waits = None
+        if self._hub_waits is None:
+            # A blocking socket: the kernel enforces the timeout (SO_RCVTIMEO/SO_SNDTIMEO):
+            # Python's own timeout would poll() before every send and recv, a system call each.
+            sock.settimeout(None)
         self._socket = sock
         return sock
 
