@@ -22,8 +22,9 @@ class HttptoolsConnection(KeepAliveConnection):
     """A bare socket and httptools' C response parser: the least Python between call and wire.
 
     With gevent's monkey patching (Locust), on the hub's thread, the wait is cooperative (the real
-    socket, non-blocking, waiting in gevent's hub); on any other thread it blocks. ``timeout_s`` bounds the wait for the
-    answer: the send and the first wait get all of it, each further chunk only what remains.
+    socket, non-blocking, waiting in gevent's hub); on any other thread it blocks. ``timeout_s``
+    bounds the wait for the answer: the send and the first wait get all of it, each further chunk
+    only what remains.
     Per call it only joins the request's bytes and feeds the answer to a parser kept with the
     connection: after a wake-up from a blocking wait every line of Python runs on cold caches,
     so the call path is kept short.

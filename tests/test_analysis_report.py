@@ -129,6 +129,9 @@ def test_markdown_report_has_every_section_figure_and_table(fixture_report):
     warnings = markdown.split("### Validity warnings")[1].split("## Threats")[0]
     assert "failed: server exited with code -9" in warnings and "generator CPU above 80%" in warnings
     assert "model_variant stay best" in markdown
+    # What a latency spans is said where its limits are.
+    threats = markdown.split("## Threats to validity")[1].split("\n## ")[0]
+    assert "from the request's send (its scheduled time in an open loop) to the answer's arrival" in threats
     # The fixture has no corrected histograms: a column that would be all blanks is left out.
     assert "p99 corrected ms" not in markdown and "cache hit ratio" in markdown
 

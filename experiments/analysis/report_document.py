@@ -508,6 +508,9 @@ def _threats(analysis: RunAnalysis) -> list[str]:
         "latency (its floor, above) is part of every number, and noisy neighbours can add stalls.",
         "Closed-loop load (Locust users) suffers coordinated omission: requests not sent during a stall never "
         "show in the percentiles. Open-loop runs measure from the scheduled send time instead.",
+        "A latency runs from the request's send (its scheduled time in an open loop) to the answer's arrival, "
+        "as wrk and k6 count it: the client's own encoding and decoding (JSON or protobuf) lie outside it, shown "
+        "in the latency breakdown; an application that decodes answers in Python adds them to what it sees.",
         "Cache results depend on the hit ratio each trial achieved (shown in the tables); a different request mix "
         "gives a different ratio and different latencies.",
         "Confidence intervals cover sampling variation within this machine and these dates only; a different "
