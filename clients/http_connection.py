@@ -10,9 +10,14 @@ from poochlab.clients.prediction import KIND_CONNECTION, PredictionError
 
 @dataclass(frozen=True)
 class HttpAnswer:
+    """An answer; ``sent_at`` and ``received_at`` (``time.monotonic``), when the library can tell,
+    are the moments the request went to the socket and the answer's last byte was parsed."""
+
     status: int
     body: bytes
     server_timing: str | None
+    sent_at: float | None = None
+    received_at: float | None = None
 
 
 class KeepAliveConnection:
@@ -45,6 +50,8 @@ class KeepAliveConnection:
                 raise
             self._reset()
             answer = self._send(method, path, body, headers, timeout_s)
+            # The first attempt was on the wire too: its send time is not this answer's to tell.
+            answer = HttpAnswer(answer.status, answer.body, answer.server_timing)
         self._reused = self._kept_open()
         return answer
 

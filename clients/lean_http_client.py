@@ -70,7 +70,8 @@ class HttptoolsConnection(KeepAliveConnection):
               timeout_s: float) -> HttpAnswer:
         body = body or b""
         data = b"%s%d\r\n\r\n%s" % (self._head(method, path, headers), len(body), body)
-        deadline = time.monotonic() + timeout_s
+        sent_at = time.monotonic()  # on the wire from here (a new connection's connect included)
+        deadline = sent_at + timeout_s
         answer = self._answer
         answer.start()
         try:
@@ -101,11 +102,12 @@ class HttptoolsConnection(KeepAliveConnection):
         except OSError as error:
             self._reset()
             raise PredictionError(KIND_CONNECTION, f"{method} {path}: {error!r}") from error
+        received_at = time.monotonic()
         status = parser.get_status_code()
         if not answer.keep_alive:
             self._reset()
         return HttpAnswer(status, answer.body[0] if len(answer.body) == 1 else b"".join(answer.body),
-                          answer.server_timing)
+                          answer.server_timing, sent_at, received_at)
 
     def _exchange_on_hub(self, connection: socket.socket, data: bytes, parser: Any, deadline: float) -> None:
         """Send ``data`` and read the answer on a non-blocking socket, waiting in gevent's hub.

@@ -124,7 +124,10 @@ class RestPredictor(Transport):
         decoded = time.monotonic()
         timing = CallTiming(encode_us=(encoded - started) * 1e6, wait_us=(answered - encoded) * 1e6,
                             decode_us=(decoded - answered) * 1e6, server_queue_us=queue_us,
-                            server_compute_us=compute_us, sent_at=encoded, answered_at=answered)
+                            server_compute_us=compute_us,
+                            # The library's own stamps at the socket when it has them (the lean client).
+                            sent_at=encoded if answer.sent_at is None else answer.sent_at,
+                            answered_at=answered if answer.received_at is None else answer.received_at)
         pinned = version if version is not None else self.config.version
         return Prediction(likes=likes, paths=(PATH_MODEL,) * len(rows), timing=timing, model_version=pinned)
 

@@ -17,7 +17,8 @@ import gevent.event
 import pytest
 
 from poochlab.clients import CacheConfig, ClientConfig, build_predictor
-from poochlab.clients.prediction import PATH_MODEL, CallTiming, Prediction
+from poochlab.clients.http_connection import HttpAnswer, KeepAliveConnection
+from poochlab.clients.prediction import KIND_CONNECTION, PATH_MODEL, CallTiming, Prediction, PredictionError
 from poochlab.experiments.load import Workload
 from poochlab.experiments.load.sender import Sender
 from poochlab.experiments.load.sender_base import measured_span
@@ -140,7 +141,8 @@ def test_a_model_call_is_stamped_on_the_wire(lab_server: Any, protocol: str, lib
     finally:
         predictor.close()
     _inside(timing, before, after)
-    assert (timing.answered_at - timing.sent_at) * 1e6 == pytest.approx(timing.wait_us, abs=1.0)
+    # The wait holds the wire span (and, around it, the connection pool's few lines of Python).
+    assert 0 < (timing.answered_at - timing.sent_at) * 1e6 <= timing.wait_us + 1.0
 
 
 @pytest.mark.e2e
@@ -161,3 +163,29 @@ def test_a_cached_call_is_on_the_wire_from_the_lookup_to_the_store(lab_server: A
     # A miss waits on Redis twice and on the model once: its span holds every wait.
     assert (miss.timing.answered_at - miss.timing.sent_at) * 1e6 >= miss.timing.wait_us - 1.0
     assert miss.timing.cache_wait_us > 0 and miss.timing.server_compute_us is not None
+
+
+class _DroppedOnce(KeepAliveConnection):
+    """A reused connection the server had closed: the first send fails, the resend answers."""
+
+    def __init__(self) -> None:
+        self._reused, self.sends = True, 0
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+              timeout_s: float) -> HttpAnswer:
+        self.sends += 1
+        if self.sends == 1:
+            raise PredictionError(KIND_CONNECTION, "closed while idle")
+        return HttpAnswer(200, b"{}", None, sent_at=30.5, received_at=30.6)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_resent_request_leaves_its_wire_span_to_the_caller() -> None:
+    # The failed first attempt was on the wire before the resend's stamps: the answer keeps no
+    # stamps, so the predictor's own (taken before the first attempt) bound the span.
+    connection = _DroppedOnce()
+    answer = connection.request("POST", "/v1/models/m:predict", b"{}", {}, 1.0)
+    assert connection.sends == 2
+    assert (answer.status, answer.sent_at, answer.received_at) == (200, None, None)
