@@ -10,6 +10,7 @@ import itertools
 from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
+    from poochlab.clients.prediction import Prediction
     from poochlab.experiments.load.rate_schedule import Arrivals
 
 
@@ -44,7 +45,8 @@ class SenderBase:
         return sum(1 for start in list(self._in_flight.values()) if start < moment)
 
 
-def measured_span(scheduled: float | None, sent: float, returned: float, prediction: Any) -> tuple[float, float]:
+def measured_span(scheduled: float | None, sent: float, returned: float,
+                  prediction: Prediction | None) -> tuple[float, float]:
     """A request's latency as (start, end), ``time.monotonic`` seconds.
 
     It ends when the last answer was read (the prediction's ``answered_at``), before the client

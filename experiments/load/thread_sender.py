@@ -16,9 +16,9 @@ loop: a Locust user's greenlet hands its request to an idle thread and waits for
 
 Every latency runs from the scheduled time (open loop) or the send on the thread (closed loop:
 the hand-off from the greenlet is the generator's time, not the server's) to the answer's
-arrival, timestamped on the thread that sent and received it (``measured_span``). Answers are handed to the
-gevent hub through a thread-safe async watcher, whose callback fires Locust's ``request`` event
-for each (the recorder's only input), with the same context as :class:`Sender`.
+arrival, timestamped on the thread that sent and received it (``measured_span``). Answers are
+handed to the gevent hub through a thread-safe async watcher, whose callback fires Locust's
+``request`` event for each (the recorder's only input), with the same context as :class:`Sender`.
 
 The predictor must be safe to call from OS threads while gevent runs (the plain gRPC transport
 uses OS locks held only around counters and never yields inside them).
