@@ -39,8 +39,7 @@ class Sender(SenderBase):
 
         token = next(self._tokens)
         sent = time.monotonic()
-        start = sent if scheduled is None else scheduled
-        self._in_flight[token] = start
+        self._in_flight[token] = sent if scheduled is None else scheduled  # in flight since
         prediction = None
         exception: Exception | None = None
         try:
